@@ -1,0 +1,3 @@
+from econsg.cli import main
+
+main()

@@ -1,0 +1,365 @@
+"""Versioned Zarr v3 artifacts: atomic writes, provenance, schema checks on open.
+
+Every stage writes exactly one store, `artifacts/<scene>/<stage>.zarr`. Its root group carries one
+namespaced attribute, `econsg`, validated by `Provenance`: schema version, stage, the params
+section and its hash, the content hashes of the input artifacts, package version, git revision,
+created time and run time. A store is written into a temporary sibling and renamed into place only
+when the stage succeeded, so a failed or killed stage leaves the previous artifact (or none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from econsg import __version__
+from econsg.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+PROVENANCE_KEY = "econsg"
+
+# The arrays each stage's store must hold, with their dimension names. Optional arrays (present
+# only when the dataset has them) are listed in OPTIONAL_ARRAYS.
+ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ingest": {
+        "images": ("view", "y", "x", "rgb"),
+        "Ks": ("view", "row", "col"),
+        "c2w": ("view", "row", "col"),
+        "is_train": ("view",),
+        "points": ("point", "xyz"),
+        "point_rgb": ("point", "rgb"),
+    },
+    "extract": {
+        "text_embeddings": ("class", "feature"),
+        "features": ("view", "grid_y", "grid_x", "feature"),
+        "labels": ("view", "y", "x"),
+        "confidence": ("view", "y", "x"),
+        "masks": ("view", "mask", "y", "x"),
+        "mask_scores": ("view", "mask", "score"),
+        "num_masks": ("view",),
+    },
+    "crr": {
+        "refined_labels": ("view", "y", "x"),
+        "high_confidence": ("view", "y", "x"),
+        "mask_labels": ("view", "mask"),
+        "covering_mask": ("view", "y", "x"),
+        "feature_source": ("view", "y", "x"),
+        "mask_class_features": ("view", "row", "feature"),
+        "tau1": ("view",),
+    },
+    "fuse": {
+        "xyz": ("point", "xyz"),
+        "rgb": ("point", "rgb"),
+        "feature": ("point", "feature"),
+        "label": ("point",),
+        "vote_share": ("point",),
+        "num_views": ("point",),
+    },
+    "autoencode": {
+        "latent": ("point", "latent"),
+        "text_latents": ("class", "latent"),
+        "latent_maps": ("view", "y", "x", "latent"),
+    },
+    "splat": {
+        "means": ("gaussian", "xyz"),
+        "scales": ("gaussian", "xyz"),
+        "quats": ("gaussian", "wxyz"),
+        "opacities": ("gaussian",),
+        "sh0": ("gaussian", "coeff", "rgb"),
+        "shN": ("gaussian", "coeff", "rgb"),
+        "curve": ("step", "metric"),
+    },
+    "evaluate": {
+        "pred_labels": ("view", "y", "x"),
+        "gt_labels": ("view", "y", "x"),
+        "confusion": ("gt_class", "pred_class"),
+    },
+}
+OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ingest": {"depth": ("view", "y", "x"), "gt_class": ("view", "y", "x"), "gt_instance": ("view", "y", "x")},
+    "splat": {"features": ("gaussian", "latent")},
+}
+
+
+class Provenance(BaseModel):
+    """The `econsg` attribute of every artifact's root group."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = Field(description="Artifact schema version; readers refuse other versions.")
+    stage: str = Field(description="The stage that wrote the store.")
+    params: dict[str, Any] = Field(description="The params sections the stage read.")
+    params_hash: str = Field(description="sha256 of the canonical JSON of `params`.")
+    inputs: dict[str, str] = Field(description="Content hash of every input artifact, by path.")
+    content_hash: str = Field(description="sha256 over the store's array data and metadata, excluding this attribute.")
+    package_version: str = Field(description="econsg version that wrote the store.")
+    git_revision: str = Field(description="git HEAD of the code that wrote the store ('unknown' outside git).")
+    created: str = Field(description="UTC time the store was finished (ISO 8601).")
+    run_seconds: float = Field(description="Wall time between opening the writer and finishing the store.")
+
+
+def git_revision(cwd: Path | None = None) -> str:
+    """The current git HEAD (with '-dirty' when the tree has changes), or 'unknown'."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a params mapping."""
+    import json
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def hash_store_content(root: Path) -> str:
+    """sha256 over every file of a store (relative path + bytes), the root zarr.json excluded."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == "zarr.json":
+            continue
+        digest.update(rel.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def default_shards(shape: Sequence[int], chunks: Sequence[int], target_bytes: int, itemsize: int) -> tuple[int, ...] | None:
+    """Group chunks along the first axis into shards of about `target_bytes` (None when one chunk suffices)."""
+    if not shape or shape[0] <= chunks[0]:
+        return None
+    chunk_bytes = int(np.prod(chunks)) * itemsize
+    per_shard = max(1, min(shape[0] // chunks[0], target_bytes // max(chunk_bytes, 1)))
+    if per_shard <= 1:
+        return None
+    return (chunks[0] * per_shard, *chunks[1:])
+
+
+class ArtifactWriter:
+    """Context manager writing one stage's store atomically.
+
+    >>> with ArtifactWriter(path, stage="crr", params={...}, inputs=[extract_path]) as out:
+    ...     labels = out.create_array("refined_labels", (V, H, W), "int16", per_view=True)
+    ...     labels[v] = ...
+    On success the store is renamed over `path`; on any exception the temporary store is deleted
+    and the previous artifact at `path` is left as it was.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        stage: str,
+        params: Mapping[str, Any],
+        inputs: Sequence[str | Path] = (),
+        shard_bytes: int = 64 << 20,
+    ):
+        if stage not in ARTIFACT_SCHEMAS:
+            raise ArtifactError(f"unknown stage {stage!r}; expected one of {sorted(ARTIFACT_SCHEMAS)}")
+        self.path = Path(path)
+        self.stage = stage
+        self.params = dict(params)
+        self.input_paths = [Path(p) for p in inputs]
+        self.shard_bytes = shard_bytes
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.group: zarr.Group | None = None
+        self.attrs: dict[str, Any] = {}
+        self._start = 0.0
+        self._inputs: dict[str, str] = {}
+
+    def __enter__(self) -> ArtifactWriter:
+        self._start = time.perf_counter()
+        self._inputs = {str(p): read_provenance(p).content_hash for p in self.input_paths}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.group = zarr.open_group(store=str(self.tmp), mode="w")
+        return self
+
+    def create_array(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype: str | np.dtype,
+        *,
+        dims: Sequence[str] | None = None,
+        per_view: bool = False,
+        chunks: Sequence[int] | None = None,
+        data: np.ndarray | None = None,
+        fill_value: Any = 0,
+    ) -> zarr.Array:
+        """Create an array with dimension names; `per_view` chunks one view (first axis) per chunk."""
+        assert self.group is not None, "use ArtifactWriter as a context manager"
+        shape = tuple(int(s) for s in shape)
+        dims = tuple(dims) if dims is not None else self._schema_dims(name)
+        if dims is None or len(dims) != len(shape):
+            raise ArtifactError(
+                f"{self.tmp.name}/{name}: dimension names {dims} do not match shape {shape}"
+            )
+        if chunks is None:
+            chunks = (1, *shape[1:]) if per_view and shape and shape[0] > 0 else tuple(max(s, 1) for s in shape)
+        chunks = tuple(max(1, int(c)) for c in chunks)
+        itemsize = np.dtype(dtype).itemsize
+        shards = default_shards(shape, chunks, self.shard_bytes, itemsize) if all(s > 0 for s in shape) else None
+        array = self.group.create_array(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            shards=shards,
+            dimension_names=dims,
+            fill_value=fill_value,
+        )
+        if data is not None:
+            array[...] = data
+        return array
+
+    def _schema_dims(self, name: str) -> tuple[str, ...] | None:
+        schema = {**ARTIFACT_SCHEMAS[self.stage], **OPTIONAL_ARRAYS.get(self.stage, {})}
+        return schema.get(name)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            self._finish()
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _finish(self) -> None:
+        assert self.group is not None
+        missing = [name for name in ARTIFACT_SCHEMAS[self.stage] if name not in self.group]
+        if missing:
+            raise ArtifactError(f"{self.path}: stage {self.stage!r} did not write required arrays {missing}")
+        for key, value in self.attrs.items():
+            self.group.attrs[key] = value
+        provenance = Provenance(
+            schema_version=SCHEMA_VERSION,
+            stage=self.stage,
+            params=self.params,
+            params_hash=params_hash(self.params),
+            inputs=self._inputs,
+            content_hash=hash_store_content(self.tmp),
+            package_version=__version__,
+            git_revision=git_revision(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            run_seconds=round(time.perf_counter() - self._start, 3),
+        )
+        self.group.attrs[PROVENANCE_KEY] = provenance.model_dump(mode="json")
+        replace_directory(self.tmp, self.path)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move `new` to `target`, replacing a previous directory; the old one is removed only after."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_provenance(path: str | Path) -> Provenance:
+    """The validated provenance of a store; ArtifactError if it is missing, foreign or stale."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise ArtifactError(f"{path}: no Zarr store here (expected an artifact written by an econsg stage; run its stage first)")
+    try:
+        group = zarr.open_group(store=str(path), mode="r")
+    except Exception as error:  # zarr raises several types for unreadable stores
+        raise ArtifactError(f"{path}: not a readable Zarr v3 group ({error})") from None
+    raw = group.attrs.get(PROVENANCE_KEY)
+    if raw is None:
+        raise ArtifactError(f"{path}: no '{PROVENANCE_KEY}' provenance attribute; this store was not written by econsg")
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact schema version {version!r}, this econsg reads version {SCHEMA_VERSION}; "
+            "rerun the stage that wrote it (dvc repro) to rebuild it"
+        )
+    try:
+        return Provenance.model_validate(raw)
+    except ValidationError as error:
+        raise ArtifactError(f"{path}: malformed '{PROVENANCE_KEY}' attribute: {error}") from None
+
+
+def open_artifact(path: str | Path, stage: str) -> zarr.Group:
+    """Open a stage's store read-only after checking provenance and the stage's array schema."""
+    path = Path(path)
+    provenance = read_provenance(path)
+    if provenance.stage != stage:
+        raise ArtifactError(f"{path}: written by stage {provenance.stage!r}, expected a {stage!r} artifact")
+    group = zarr.open_group(store=str(path), mode="r")
+    schema = ARTIFACT_SCHEMAS[stage]
+    for name, dims in {**schema, **OPTIONAL_ARRAYS.get(stage, {})}.items():
+        if name not in group:
+            if name in schema:
+                raise ArtifactError(f"{path}: required array {name!r} is missing from the {stage!r} artifact")
+            continue
+        found = tuple(group[name].metadata.dimension_names or ())
+        if found != dims:
+            raise ArtifactError(f"{path}/{name}: dimension names {found}, expected {dims}")
+    return group
+
+
+def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Arrays (name, shape, dtype, chunks, shards, stored bytes) and the raw provenance of any Zarr group."""
+    group = zarr.open_group(store=str(path), mode="r")
+    rows = []
+    for name, array in sorted(group.arrays()):
+        rows.append(
+            {
+                "name": name,
+                "dims": tuple(array.metadata.dimension_names or ()),
+                "shape": array.shape,
+                "dtype": str(array.dtype),
+                "chunks": array.chunks,
+                "shards": array.shards,
+                "stored_bytes": array.nbytes_stored(),
+            }
+        )
+    return rows, group.attrs.get(PROVENANCE_KEY)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write a metrics/plots JSON file via a temporary sibling and rename."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

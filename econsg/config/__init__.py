@@ -1,0 +1,97 @@
+"""The pydantic models of params.yaml: one per section, unknown keys refused, every field described.
+
+`load_params(path)` validates a whole file before any work starts and raises `ConfigError` whose
+`lines` read `section.field: message`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from econsg.config.autoencode import AutoencodeParams
+from econsg.config.base import Section
+from econsg.config.crr import CrrParams
+from econsg.config.evaluate import EvaluateParams
+from econsg.config.extract import ExtractParams
+from econsg.config.fuse import FuseParams
+from econsg.config.ingest import IngestParams
+from econsg.config.paths import PathsParams
+from econsg.config.splat import SplatParams
+from econsg.config.synth import SynthParams
+from econsg.errors import ConfigError
+
+__all__ = [
+    "AutoencodeParams",
+    "ConfigError",
+    "CrrParams",
+    "EvaluateParams",
+    "ExtractParams",
+    "FuseParams",
+    "IngestParams",
+    "Params",
+    "PathsParams",
+    "Section",
+    "SplatParams",
+    "SynthParams",
+    "format_validation_error",
+    "load_params",
+]
+
+
+class Params(BaseModel):
+    """The whole params.yaml: shared keys plus one section per stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    seed: int = Field(0, ge=0, description="Seed of every random choice after synth (teacher noise, autoencoder, splat).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device: auto picks CUDA when present.")
+    paths: PathsParams = Field(default_factory=PathsParams, description="Where data, artifacts and metrics live.")
+    synth: SynthParams = Field(default_factory=SynthParams, description="The embedded procedural scene.")
+    ingest: IngestParams = Field(default_factory=IngestParams, description="Dataset reading.")
+    extract: ExtractParams = Field(default_factory=ExtractParams, description="2D vision-language features and masks.")
+    crr: CrrParams = Field(default_factory=CrrParams, description="Confidence-guided region regularization.")
+    fuse: FuseParams = Field(default_factory=FuseParams, description="Multi-view 3D fusion.")
+    autoencode: AutoencodeParams = Field(default_factory=AutoencodeParams, description="The low-dimensional latent space.")
+    splat: SplatParams = Field(default_factory=SplatParams, description="Semantic Gaussian splatting.")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Scoring of held-out views.")
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One `section.field: message` line per pydantic error."""
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not a field of this section; check the spelling)"
+        elif "input" in item and item["type"] not in ("missing",):
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"{location}: {message}")
+    return lines
+
+
+def parse_params(data: object, source: str = "params") -> Params:
+    """Validate an already-loaded mapping."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(root): expected a mapping of sections, got {type(data).__name__}"])
+    try:
+        return Params.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, format_validation_error(error)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raises ConfigError naming every bad `section.field`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
+    return parse_params(data, str(path))

@@ -1,0 +1,29 @@
+"""Params of the evaluate stage: vocabulary, protocol, and what to render."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from econsg.config.base import Section
+
+
+class EvaluateParams(Section):
+    """Scores held-out views: RGB quality, segmentation, consistency, speed."""
+
+    protocol: Literal["paper", "ovs3d", "lerf", "scannet19", "scannet15", "scannet10"] = Field(
+        "paper", description="Scoring protocol: 'paper' = mIoU/mAcc over classes present (econSG's Replica/ScanNet table)."
+    )
+    vocabulary: list[str] | None = Field(
+        None,
+        description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes).",
+    )
+    consistency_pairs: int = Field(
+        4096, ge=16, description="Surface points sampled per pair of held-out views for the multi-view consistency score."
+    )
+    relevancy_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and LERF-style mIoU."
+    )
+    overlay_views: int = Field(4, ge=0, description="Held-out views rendered as overlay pictures for people and dvc plots.")
+    timing_repeats: int = Field(5, ge=1, description="Repeats when timing render FPS and query latency.")

@@ -1,0 +1,27 @@
+"""Params of the ingest stage: which reader, image scale, which views train."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from econsg.config.base import Section
+
+
+class IngestParams(Section):
+    """Reads a dataset folder (any supported layout) into scene.zarr."""
+
+    format: Literal["auto", "blender", "nerfstudio", "colmap", "replica_nice", "replica_semantic", "scannet", "ovs3d"] = Field(
+        "auto", description="Dataset layout; 'auto' detects it from the files present."
+    )
+    downscale: int = Field(1, ge=1, le=16, description="Integer factor to shrink images (and intrinsics, depth, labels) by.")
+    sparse_views: int | None = Field(
+        None, ge=1, description="Sparse-view setting: keep this many training views, evenly spaced; null keeps all (multi-view)."
+    )
+    max_init_points: int = Field(
+        100_000, ge=100, description="Cap on the initial point cloud (back-projected depth or the dataset's points), subsampled with the seed."
+    )
+    init_voxel_size: float = Field(
+        0.02, gt=0, description="Voxel size in metres used to thin the back-projected initial point cloud."
+    )

@@ -1,0 +1,28 @@
+"""Where the pipeline reads its dataset and writes artifacts, metrics and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from econsg.config.base import Section
+
+
+class PathsParams(Section):
+    """Locations relative to the repository root (dvc.yaml templates its paths from these keys)."""
+
+    data: str = Field("data/room", description="Dataset folder read by ingest (the synth stage writes the embedded scene here).")
+    artifacts: str = Field("artifacts/room", description="Folder of the scene's Zarr artifacts (<stage>.zarr).")
+    metrics: str = Field("metrics", description="Folder of the per-stage metrics JSON files.")
+    plots: str = Field("plots", description="Folder of pictures and plot data (audit panels, renders, curves).")
+    checkpoints: str = Field("checkpoints/room", description="Folder of resumable training checkpoints (not a DVC output).")
+
+    def artifact(self, stage: str) -> Path:
+        """The Zarr store a stage writes, e.g. artifacts/room/crr.zarr (the scene store is scene.zarr)."""
+        name = "scene" if stage == "ingest" else stage
+        return Path(self.artifacts) / f"{name}.zarr"
+
+    def metrics_file(self, stage: str) -> Path:
+        """The metrics JSON a stage writes."""
+        return Path(self.metrics) / f"{stage}.json"

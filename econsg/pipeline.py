@@ -1,0 +1,140 @@
+"""The demo pipeline's stages: what each reads, which params keys it depends on, what it writes.
+
+This is the one source of truth for stage inputs and outputs; `dvc.yaml` templates the same paths
+from params.yaml and `tests/test_dvc.py` checks that both agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from econsg.config import Params, load_params
+from econsg.errors import EconsgError
+
+STAGE_ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A DVC stage. Paths are templates over the `paths` section: `{data}`, `{artifacts}`, `{metrics}`, `{plots}`."""
+
+    name: str
+    params: tuple[str, ...]
+    deps: tuple[str, ...]
+    code: tuple[str, ...]
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+    def resolve(self, template: str, params: Params) -> str:
+        p = params.paths
+        return template.format(data=p.data, artifacts=p.artifacts, metrics=p.metrics, plots=p.plots)
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            "synth",
+            params=("synth",),
+            deps=(),
+            code=("stages/synth.py", "econsg/scene/synthetic.py"),
+            outs=("{data}",),
+        ),
+        StageSpec(
+            "ingest",
+            params=("ingest", "seed"),
+            deps=("{data}",),
+            code=("stages/ingest.py", "econsg/scene"),
+            outs=("{artifacts}/scene.zarr",),
+        ),
+        StageSpec(
+            "extract",
+            params=("extract", "seed", "device"),
+            deps=("{artifacts}/scene.zarr",),
+            code=("stages/extract.py", "econsg/features"),
+            outs=("{artifacts}/extract.zarr",),
+            metrics=("{metrics}/extract.json",),
+        ),
+        StageSpec(
+            "crr",
+            params=("crr",),
+            deps=("{artifacts}/extract.zarr", "{artifacts}/scene.zarr"),
+            code=("stages/crr.py", "econsg/crr.py"),
+            outs=("{artifacts}/crr.zarr",),
+            metrics=("{metrics}/crr.json",),
+        ),
+        StageSpec(
+            "fuse",
+            params=("fuse", "seed"),
+            deps=("{artifacts}/scene.zarr", "{artifacts}/extract.zarr", "{artifacts}/crr.zarr"),
+            code=("stages/fuse.py", "econsg/fusion.py"),
+            outs=("{artifacts}/fuse.zarr",),
+            metrics=("{metrics}/fuse.json",),
+        ),
+        StageSpec(
+            "autoencode",
+            params=("autoencode", "seed", "device"),
+            deps=("{artifacts}/extract.zarr", "{artifacts}/crr.zarr", "{artifacts}/fuse.zarr"),
+            code=("stages/autoencode.py", "econsg/autoencoder.py"),
+            outs=("{artifacts}/autoencode.zarr",),
+            metrics=("{metrics}/autoencode.json",),
+            plots=("{plots}/autoencode_curve.csv",),
+        ),
+        StageSpec(
+            "splat",
+            params=("splat", "seed", "device"),
+            deps=(
+                "{artifacts}/scene.zarr",
+                "{artifacts}/crr.zarr",
+                "{artifacts}/fuse.zarr",
+                "{artifacts}/autoencode.zarr",
+            ),
+            code=("stages/splat.py", "econsg/splat", "econsg/render"),
+            outs=("{artifacts}/splat.zarr",),
+            metrics=("{metrics}/splat.json",),
+            plots=("{plots}/splat_curve.csv",),
+        ),
+        StageSpec(
+            "evaluate",
+            params=("evaluate", "extract", "device"),
+            deps=(
+                "{artifacts}/scene.zarr",
+                "{artifacts}/extract.zarr",
+                "{artifacts}/autoencode.zarr",
+                "{artifacts}/splat.zarr",
+            ),
+            code=("stages/evaluate.py", "econsg/evaluation.py", "econsg/metrics.py"),
+            outs=("{artifacts}/evaluate.zarr", "{plots}/evaluate"),
+            metrics=("{metrics}/evaluate.json",),
+        ),
+    )
+}
+
+
+def run_stage(name: str, params_path: str | Path = "params.yaml") -> float:
+    """Validate params, then run one stage's module (`stages/<name>.py: run(params)`); returns seconds."""
+    if name not in STAGES:
+        raise EconsgError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
+    params = load_params(params_path)
+    module = importlib.import_module(f"stages.{name}")
+    start = time.perf_counter()
+    module.run(params)
+    return time.perf_counter() - start
+
+
+def stage_main(name: str) -> None:
+    """Entry point of `python -m stages.<name> [params.yaml]`: user errors print one message, exit 1."""
+    from econsg.cli import report_error
+
+    params_path = sys.argv[1] if len(sys.argv) > 1 else "params.yaml"
+    try:
+        seconds = run_stage(name, params_path)
+    except EconsgError as error:
+        report_error(error)
+        raise SystemExit(1) from None
+    print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)

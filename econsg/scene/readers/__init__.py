@@ -1,0 +1,48 @@
+"""Dataset readers behind one interface: `read_scene(root, format)` -> SceneSource.
+
+Each reader module exposes `FORMAT` (its name), `detect(root) -> bool` and
+`read(root) -> SceneSource`. `auto` tries them in order and, when none matches, says what it looked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from econsg.errors import EconsgError
+from econsg.scene.data import SceneSource
+from econsg.scene.readers import blender
+
+
+def available_readers() -> dict[str, ModuleType]:
+    """Reader modules by format name, in detection order."""
+    modules: list[ModuleType] = [blender]
+    try:  # readers added for real datasets (issue 7) register here when present
+        from econsg.scene.readers import extra_formats
+
+        modules.extend(extra_formats.READERS)
+    except ImportError:
+        pass
+    return {module.FORMAT: module for module in modules}
+
+
+def detect_format(root: Path) -> str:
+    """The first reader whose `detect` accepts `root`."""
+    readers = available_readers()
+    for name, module in readers.items():
+        if module.detect(root):
+            return name
+    looked_for = "; ".join(f"{name}: {module.LOOKS_FOR}" for name, module in readers.items())
+    raise EconsgError(f"{root}: no known dataset layout found. Looked for {looked_for}")
+
+
+def read_scene(root: str | Path, format: str = "auto") -> SceneSource:
+    """Read a dataset folder with the named (or detected) reader."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EconsgError(f"{root}: dataset folder does not exist (set paths.data, or run the synth stage)")
+    readers = available_readers()
+    name = detect_format(root) if format == "auto" else format
+    if name not in readers:
+        raise EconsgError(f"ingest.format: unknown or unavailable format {name!r}; available: {sorted(readers)}")
+    return readers[name].read(root)

@@ -1,0 +1,153 @@
+"""Blender / nerfstudio `transforms*.json` layouts (OpenGL camera-to-world poses).
+
+Blender: `transforms_train.json`, `transforms_test.json` (and optional `transforms_val.json`,
+ignored). nerfstudio: one `transforms.json`; views are split by `split_every` (every 8th held out).
+Intrinsics come from `fl_x, fl_y, cx, cy, w, h` (top level or per frame) or Blender's
+`camera_angle_x`. Optional per-frame `depth_file_path` (integer PNG, metres = value /
+`depth_scale`, nerfstudio's `depth_unit_scale_factor` is accepted too), `semantic_file_path`
+(uint8 class ids, 255 unlabeled; needs `classes.txt` beside the JSON) and `instance_file_path`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from econsg.errors import EconsgError
+from econsg.scene.data import FrameRecord, SceneSource, check_intrinsics, check_rigid_pose, opengl_to_opencv
+from econsg.scene.readers.imageio import load_depth_png, load_instance_png, load_label_png, load_rgb
+
+FORMAT = "blender"
+LOOKS_FOR = "transforms_train.json + transforms_test.json, or transforms.json (nerfstudio)"
+NERFSTUDIO_TEST_EVERY = 8
+
+
+def detect(root: Path) -> bool:
+    return (root / "transforms_train.json").is_file() or (root / "transforms.json").is_file()
+
+
+def read_class_names(root: Path) -> list[str]:
+    """classes.txt: one class name per line, line index = class id; empty lines are refused."""
+    path = root / "classes.txt"
+    if not path.is_file():
+        return []
+    names = [line.strip() for line in path.read_text().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise EconsgError(f"{path}: the class list is empty; expected one class name per line")
+    if any(not name for name in names):
+        raise EconsgError(f"{path}: line {names.index('') + 1} is empty; expected one class name per line")
+    if len(set(names)) != len(names):
+        raise EconsgError(f"{path}: class names repeat; expected unique names")
+    return names
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise EconsgError(f"{path}: unreadable transforms file ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
+        raise EconsgError(f"{path}: expected an object with a non-empty 'frames' list")
+    return data
+
+
+def _resolve(root: Path, relative: str, where: str) -> Path:
+    path = (root / relative).resolve()
+    if path.suffix == "" and not path.exists():
+        for suffix in (".png", ".jpg", ".jpeg"):
+            if path.with_suffix(suffix).is_file():
+                return path.with_suffix(suffix)
+    if not path.is_file():
+        raise EconsgError(f"{where}: names {relative!r}, but {path} does not exist")
+    return path
+
+
+def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, where: str) -> tuple[np.ndarray, int, int]:
+    merged = {**meta, **frame}
+    if "w" in merged and "h" in merged:
+        width, height = int(merged["w"]), int(merged["h"])
+    else:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    if "fl_x" in merged:
+        fx = float(merged["fl_x"])
+        fy = float(merged.get("fl_y", fx))
+    elif "camera_angle_x" in merged:
+        fx = fy = 0.5 * width / math.tan(0.5 * float(merged["camera_angle_x"]))
+    else:
+        raise EconsgError(f"{where}: no intrinsics: expected fl_x/fl_y/cx/cy or camera_angle_x")
+    cx = float(merged.get("cx", width / 2.0))
+    cy = float(merged.get("cy", height / 2.0))
+    model = str(merged.get("camera_model", "PINHOLE")).upper()
+    distortion = [float(merged.get(k, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
+    if model not in ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV") or any(abs(d) > 1e-9 for d in distortion):
+        raise EconsgError(
+            f"{where}: camera model {model} with distortion {distortion} is not supported; undistort the images "
+            "first (e.g. colmap image_undistorter or ns-process-data) so the model is PINHOLE"
+        )
+    K = check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), where)
+    return K, width, height
+
+
+def _frames(root: Path, path: Path, split_of, class_count: int) -> list[FrameRecord]:
+    meta = _load_json(path)
+    depth_scale = float(meta.get("depth_scale", 1.0 / float(meta.get("depth_unit_scale_factor", 1e-3))))
+    records = []
+    for index, frame in enumerate(meta["frames"]):
+        where = f"{path}: frames[{index}]"
+        if "file_path" not in frame or "transform_matrix" not in frame:
+            raise EconsgError(f"{where}: expected 'file_path' and 'transform_matrix'")
+        image_path = _resolve(root, frame["file_path"], where)
+        K, width, height = _intrinsics(meta, frame, image_path, where)
+        c2w = opengl_to_opencv(check_rigid_pose(np.array(frame["transform_matrix"], dtype=np.float64), where))
+        shape = (height, width)
+        scale = float(frame.get("depth_scale", depth_scale))
+        depth = frame.get("depth_file_path")
+        semantic = frame.get("semantic_file_path")
+        if semantic is not None and class_count == 0:
+            raise EconsgError(f"{where}: has semantic_file_path but {root / 'classes.txt'} is missing")
+        instance = frame.get("instance_file_path")
+        records.append(
+            FrameRecord(
+                name=Path(frame["file_path"]).stem,
+                split=split_of(index),
+                K=K,
+                c2w=c2w,
+                width=width,
+                height=height,
+                source=image_path,
+                load_image=partial(load_rgb, image_path),
+                load_depth=partial(load_depth_png, _resolve(root, depth, where), scale, shape) if depth else None,
+                load_classes=partial(load_label_png, _resolve(root, semantic, where), shape, class_count) if semantic else None,
+                load_instances=partial(load_instance_png, _resolve(root, instance, where), shape) if instance else None,
+            )
+        )
+    return records
+
+
+def read(root: Path) -> SceneSource:
+    class_names = read_class_names(root)
+    if (root / "transforms_train.json").is_file():
+        test_path = root / "transforms_test.json"
+        if not test_path.is_file():
+            raise EconsgError(f"{test_path}: missing; a Blender layout needs transforms_train.json and transforms_test.json")
+        frames = _frames(root, root / "transforms_train.json", lambda i: "train", len(class_names))
+        frames += _frames(root, test_path, lambda i: "test", len(class_names))
+        fmt = "blender"
+    else:
+        frames = _frames(
+            root,
+            root / "transforms.json",
+            lambda i: "test" if i % NERFSTUDIO_TEST_EVERY == NERFSTUDIO_TEST_EVERY - 1 else "train",
+            len(class_names),
+        )
+        fmt = "nerfstudio"
+    return SceneSource(root=root, format=fmt, frames=frames, class_names=class_names)

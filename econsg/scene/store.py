@@ -1,0 +1,100 @@
+"""Read access to scene.zarr for the stages after ingest.
+
+`open_scene` exposes images, depth and cameras only. Ground-truth labels are reachable through
+`open_ground_truth`, which only ingest, the synthetic teacher and evaluate may call (a test checks
+that crr, fuse, autoencode and splat never do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from econsg.artifacts import open_artifact
+from econsg.errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class SceneViews:
+    """Posed views of scene.zarr (no ground truth)."""
+
+    path: Path
+    group: zarr.Group
+    Ks: np.ndarray  # [V,3,3]
+    c2w: np.ndarray  # [V,4,4] OpenCV camera-to-world
+    is_train: np.ndarray  # [V] bool
+    names: list[str]
+    class_names: list[str]
+    width: int
+    height: int
+
+    @property
+    def num_views(self) -> int:
+        return len(self.names)
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.is_train)
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return np.flatnonzero(~self.is_train)
+
+    @property
+    def has_depth(self) -> bool:
+        return "depth" in self.group
+
+    def image(self, view: int) -> np.ndarray:
+        """[H,W,3] float32 in [0,1]."""
+        return self.group["images"][view].astype(np.float32) / 255.0
+
+    def depth(self, view: int) -> np.ndarray | None:
+        """[H,W] float32 metres (0 = invalid) or None when the dataset has no depth."""
+        return self.group["depth"][view] if self.has_depth else None
+
+    def viewmats(self) -> np.ndarray:
+        """[V,4,4] world-to-camera matrices."""
+        return np.linalg.inv(self.c2w)
+
+
+def open_scene(path: str | Path) -> SceneViews:
+    path = Path(path)
+    group = open_artifact(path, "ingest")
+    attrs = group.attrs
+    return SceneViews(
+        path=path,
+        group=group,
+        Ks=group["Ks"][...],
+        c2w=group["c2w"][...],
+        is_train=group["is_train"][...].astype(bool),
+        names=list(attrs["view_names"]),
+        class_names=list(attrs["class_names"]),
+        width=int(attrs["width"]),
+        height=int(attrs["height"]),
+    )
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Per-view ground-truth class and instance maps (ingest, teacher and evaluate only)."""
+
+    class_names: list[str]
+    group: zarr.Group
+
+    def classes(self, view: int) -> np.ndarray:
+        return self.group["gt_class"][view]
+
+    def instances(self, view: int) -> np.ndarray:
+        if "gt_instance" not in self.group:
+            raise ArtifactError("scene.zarr has no gt_instance array")
+        return self.group["gt_instance"][view]
+
+
+def open_ground_truth(path: str | Path) -> GroundTruth:
+    group = open_artifact(Path(path), "ingest")
+    if "gt_class" not in group:
+        raise ArtifactError(f"{path}: the scene has no ground-truth class maps (gt_class); this needs a labelled dataset")
+    return GroundTruth(class_names=list(group.attrs["class_names"]), group=group)
