@@ -89,6 +89,11 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
 OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {"depth": ("view", "y", "x"), "gt_class": ("view", "y", "x"), "gt_instance": ("view", "y", "x")},
     "splat": {"features": ("gaussian", "latent")},
+    "evaluate": {
+        "teacher_labels": ("view", "y", "x"),
+        "renders": ("view", "y", "x", "rgb"),
+        "feature_maps": ("view", "y", "x", "latent"),
+    },
 }
 
 
@@ -363,3 +368,19 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_curve_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """A training curve (one dict per logged step) as CSV for `dvc plots`, written atomically."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "step", k))
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path

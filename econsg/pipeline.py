@@ -138,3 +138,31 @@ def stage_main(name: str) -> None:
         report_error(error)
         raise SystemExit(1) from None
     print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)
+
+
+def stage_params(params: Params, name: str) -> dict:
+    """The params values a stage declares (recorded in its artifact's provenance)."""
+    data = params.model_dump(mode="json")
+    return {key: data[key] for key in STAGES[name].params}
+
+
+def dvc_stage(spec: StageSpec) -> dict:
+    """The dvc.yaml entry of a stage, with paths templated from params.yaml's `paths` section."""
+
+    def template(path: str) -> str:
+        return path.format(**{key: "${paths.%s}" % key for key in ("data", "artifacts", "metrics", "plots")})
+
+    entry: dict = {"cmd": f"python -m stages.{spec.name}"}
+    entry["deps"] = [template(d) for d in spec.deps] + list(spec.code)
+    entry["params"] = list(spec.params)
+    entry["outs"] = [template(o) for o in spec.outs]
+    if spec.metrics:
+        entry["metrics"] = [{template(m): {"cache": False}} for m in spec.metrics]
+    if spec.plots:
+        entry["plots"] = [{template(p): {"cache": False}} for p in spec.plots]
+    return entry
+
+
+def dvc_yaml(stages: tuple[str, ...] = STAGE_ORDER) -> dict:
+    """The whole demo dvc.yaml as a mapping (`econsg pipeline` prints it)."""
+    return {"stages": {name: dvc_stage(STAGES[name]) for name in stages}}

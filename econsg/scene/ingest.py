@@ -75,8 +75,8 @@ def write_scene(
     frames = choose_views(source.frames, sparse_views)
     first = frames[0]
     height, width = first.height // downscale, first.width // downscale
-    if height < 8 or width < 8:
-        raise EconsgError(f"ingest.downscale: {downscale} leaves {width}x{height} images; expected at least 8x8")
+    if height < 4 or width < 4:
+        raise EconsgError(f"ingest.downscale: {downscale} leaves {width}x{height} images; expected at least 4x4")
     for frame in frames:
         if (frame.width, frame.height) != (first.width, first.height):
             raise EconsgError(

@@ -1,0 +1,156 @@
+"""Scoring that reads ground truth. Only this module, ingest, the synthetic teacher and evaluate do.
+
+Stages before evaluate (crr, fuse) call these functions to report metrics; the functions return
+numbers only, so no ground truth flows back into what those stages write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from econsg.metrics import confusion_matrix, segmentation_scores
+from econsg.scene.data import IGNORE
+from econsg.scene.store import open_ground_truth
+
+
+def vocabulary_to_scene_ids(vocabulary: Sequence[str], scene_classes: Sequence[str]) -> np.ndarray:
+    """Map vocabulary indices to scene class ids (-1 where the scene lacks the class)."""
+    index = {name: i for i, name in enumerate(scene_classes)}
+    return np.array([index.get(name, IGNORE) for name in vocabulary], dtype=np.int64)
+
+
+def to_scene_ids(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    """Vocabulary-indexed labels (IGNORE kept) as scene class ids."""
+    out = np.full(labels.shape, IGNORE, np.int64)
+    valid = labels >= 0
+    out[valid] = lookup[labels[valid]]
+    return out
+
+
+def restrict_gt(gt: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Ground truth with classes outside `allowed` (scene ids) set to IGNORE."""
+    return np.where(np.isin(gt, allowed), gt, IGNORE)
+
+
+def score_crr_labels(
+    scene_path: Path,
+    *,
+    views: Sequence[int],
+    raw: Callable[[int], np.ndarray],
+    refined: Callable[[int], np.ndarray],
+    vocabulary: Sequence[str],
+) -> dict:
+    """2D mIoU/mAcc of raw and CRR-refined labels on training views, over the vocabulary's classes.
+
+    Refined labels may be IGNORE: `refined_*` scores labelled pixels only (what supervision uses),
+    `refined_*_ignore_as_wrong` counts ignored pixels as errors, `refined_coverage` is the labelled share.
+    """
+    try:
+        truth = open_ground_truth(scene_path)
+    except Exception:  # a dataset without labels: nothing to score
+        return {"has_ground_truth": False}
+    lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
+    allowed = lookup[lookup >= 0]
+    C = len(truth.class_names)
+    conf_raw = np.zeros((C, C), np.int64)
+    conf_refined = np.zeros((C, C), np.int64)
+    conf_refined_all = np.zeros((C, C), np.int64)
+    labelled = total = 0
+    for v in views:
+        gt = restrict_gt(truth.classes(v).astype(np.int64), allowed)
+        raw_ids = to_scene_ids(raw(v), lookup)
+        refined_ids = to_scene_ids(refined(v), lookup)
+        conf_raw += confusion_matrix(raw_ids, gt, C)
+        keep = refined_ids != IGNORE
+        conf_refined += confusion_matrix(refined_ids[keep], gt[keep], C)
+        conf_refined_all += confusion_matrix(refined_ids, gt, C)
+        labelled += int((keep & (gt != IGNORE)).sum())
+        total += int((gt != IGNORE).sum())
+    raw_scores = segmentation_scores(conf_raw)
+    refined_scores = segmentation_scores(conf_refined)
+    refined_all = segmentation_scores(conf_refined_all)
+    return {
+        "has_ground_truth": True,
+        "views": len(views),
+        "raw_miou": raw_scores["miou"],
+        "raw_macc": raw_scores["macc"],
+        "refined_miou": refined_scores["miou"],
+        "refined_macc": refined_scores["macc"],
+        "refined_miou_ignore_as_wrong": refined_all["miou"],
+        "refined_coverage": labelled / max(total, 1),
+        "miou_gain": refined_scores["miou"] - raw_scores["miou"],
+    }
+
+
+def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Integer voxel coordinates of points, packed into int64 keys."""
+    ijk = np.floor(np.asarray(xyz, np.float64) / voxel_size).astype(np.int64) + (1 << 20)
+    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
+
+
+def score_fused_points(
+    scene_path: Path,
+    *,
+    views: Sequence[int],
+    samples: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    raw: Callable[[int], np.ndarray],
+    fused_xyz: np.ndarray,
+    fused_label: np.ndarray,
+    voxel_size: float,
+    vocabulary: Sequence[str],
+) -> dict:
+    """Accuracy of fused point labels against the GT of every pixel that saw them, beside the raw 2D labels
+    of the same pixels (the multi-view consistency gain). GT of classes outside the vocabulary is skipped."""
+    try:
+        truth = open_ground_truth(scene_path)
+    except Exception:
+        return {}
+    lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
+    allowed = lookup[lookup >= 0]
+    keys = voxel_keys(fused_xyz, voxel_size)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    fused_ids = to_scene_ids(np.asarray(fused_label), lookup)
+    raw_correct = fused_correct = counted = 0
+    for v in views:
+        xyz, pixel = samples(v)
+        gt = restrict_gt(truth.classes(v).reshape(-1)[pixel].astype(np.int64), allowed)
+        where = np.searchsorted(sorted_keys, voxel_keys(xyz, voxel_size))
+        where = np.clip(where, 0, len(sorted_keys) - 1)
+        found = sorted_keys[where] == voxel_keys(xyz, voxel_size)
+        valid = found & (gt != IGNORE)
+        point = order[where[valid]]
+        raw_ids = to_scene_ids(raw(v).reshape(-1)[pixel][valid], lookup)
+        fused_correct += int((fused_ids[point] == gt[valid]).sum())
+        raw_correct += int((raw_ids == gt[valid]).sum())
+        counted += int(valid.sum())
+    return {
+        "point_label_accuracy": fused_correct / max(counted, 1),
+        "raw_2d_accuracy_same_points": raw_correct / max(counted, 1),
+        "consistency_gain": (fused_correct - raw_correct) / max(counted, 1),
+        "scored_samples": counted,
+    }
+
+
+def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
+    """mIoU / mAcc over the given scene classes that are present in the ground truth (rows with pixels)."""
+    classes = [c for c in classes if confusion[c].sum() > 0]
+    if not classes:
+        return {"miou": float("nan"), "macc": float("nan"), "classes": []}
+    tp = np.array([confusion[c, c] for c in classes], np.float64)
+    gt = np.array([confusion[c].sum() for c in classes], np.float64)
+    pred = np.array([confusion[:, c].sum() for c in classes], np.float64)
+    iou = tp / np.maximum(gt + pred - tp, 1)
+    acc = tp / np.maximum(gt, 1)
+    return {"miou": float(iou.mean()), "macc": float(acc.mean()), "classes": list(map(int, classes))}
+
+
+def label_confusion(pred_ids: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C,C] confusion (rows gt, columns prediction) over scene class ids; gt IGNORE skipped."""
+    valid = (gt >= 0) & (gt < num_classes)
+    pred = np.where((pred_ids >= 0) & (pred_ids < num_classes), pred_ids, num_classes)[valid]
+    full = np.bincount(gt[valid] * (num_classes + 1) + pred, minlength=num_classes * (num_classes + 1))
+    return full.reshape(num_classes, num_classes + 1)[:, :num_classes]

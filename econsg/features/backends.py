@@ -1,0 +1,58 @@
+"""Choose the extract backend and its text encoder from ExtractParams (the one place that switches)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from econsg.config import ExtractParams
+from econsg.errors import EconsgError
+from econsg.features.base import TextEncoder
+from econsg.features.text import encode_vocabulary
+
+# The hashed encoder's seed is part of the method's definition of the offline text space, not of the
+# run's randomness: every stage that embeds text (extract, evaluate, query) must get the same vectors.
+HASHED_TEXT_SEED = 0
+
+
+def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> list[str]:
+    """The closed-set vocabulary: `extract.vocabulary`, else the scene's classes minus `open_set_classes`."""
+    if params.vocabulary is not None:
+        vocabulary = list(params.vocabulary)
+    else:
+        if not scene_classes:
+            raise EconsgError("extract.vocabulary: the scene has no class list, so the vocabulary must be given")
+        vocabulary = [name for name in scene_classes if name not in set(params.open_set_classes)]
+    if not vocabulary:
+        raise EconsgError("extract.vocabulary: empty vocabulary; expected at least one class name")
+    if len(set(vocabulary)) != len(vocabulary):
+        raise EconsgError(f"extract.vocabulary: class names repeat in {vocabulary}")
+    return vocabulary
+
+
+def build_text_encoder(params: ExtractParams, device: str = "cpu") -> TextEncoder:
+    """The text tower matching the backend: a hashed stand-in offline, CLIP's for openclip_sam."""
+    if params.backend == "synthetic":
+        from econsg.features.text import HashedTextEncoder
+
+        return HashedTextEncoder(dim=params.feature_dim, seed=HASHED_TEXT_SEED)
+    from econsg.features.openclip_sam import OpenClipSamExtractor
+
+    return OpenClipSamExtractor(params.openclip_sam, device=device).text_encoder
+
+
+def embed_classes(encoder: TextEncoder, class_names: Sequence[str], params: ExtractParams) -> np.ndarray:
+    """[C, D] normalised text embeddings averaged over the prompt templates."""
+    return np.asarray(encode_vocabulary(encoder, list(class_names), params.templates), dtype=np.float32)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EconsgError(f"device: {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return device

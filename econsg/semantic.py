@@ -1,0 +1,68 @@
+"""The semantic terms of econSG's splat loss (METHOD.md section 5) and latent-space segmentation.
+
+L = L_color + lambda_sem * Dist(F, F_z^2D) + lambda_2d * CE(cos(F, T_z) / T, S^h) [/ log C]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as nnf
+
+from econsg.scene.data import IGNORE
+
+
+def latent_logits(features: torch.Tensor, text_latents: torch.Tensor, temperature: float) -> torch.Tensor:
+    """cos(F(u), T_z(c)) / T for every pixel and class: [..., d] x [C, d] -> [..., C]."""
+    return nnf.normalize(features, dim=-1) @ nnf.normalize(text_latents, dim=-1).T / temperature
+
+
+def segment_latent(features: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:
+    """argmax_c cos(F(u), T_z(c)): [..., d] -> [...] class indices."""
+    return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
+
+
+def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: str) -> torch.Tensor:
+    """Dist(F, F_z^2D), mean over pixels and channels; L1 (the authors' choice) or L2."""
+    diff = rendered - target
+    return diff.abs().mean() if dist == "l1" else diff.square().mean()
+
+
+def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents: torch.Tensor, temperature: float,
+                     normalize: bool) -> torch.Tensor:
+    """CE(cos(F, T_z)/T, S^h) over labelled pixels (IGNORE skipped); divided by log C when `normalize`."""
+    logits = latent_logits(rendered.reshape(-1, rendered.shape[-1]), text_latents, temperature)
+    target = labels.reshape(-1).long()
+    if not (target != IGNORE).any():
+        return rendered.sum() * 0.0
+    loss = nnf.cross_entropy(logits, target, ignore_index=IGNORE)
+    return loss / math.log(text_latents.shape[0]) if normalize and text_latents.shape[0] > 1 else loss
+
+
+def make_semantic_loss(
+    latent_maps: torch.Tensor,
+    labels: torch.Tensor,
+    text_latents: torch.Tensor,
+    *,
+    lambda_sem: float,
+    lambda_2d: float,
+    dist: str,
+    temperature: float,
+    ce_normalize: bool,
+) -> Callable:
+    """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d]."""
+
+    def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
+        rendered = out.features[0]
+        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist)
+        total = lambda_sem * sem
+        logged = {"sem": float(sem.detach())}
+        if lambda_2d > 0:
+            ce = semantic_ce_loss(rendered, labels[view_index], text_latents, temperature, ce_normalize)
+            total = total + lambda_2d * ce
+            logged["ce"] = float(ce.detach())
+        return total, logged
+
+    return extra_loss

@@ -1,0 +1,132 @@
+"""Pictures people audit: label maps in consistent colours with a legend, panels, contact sheets, overlays."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+IGNORE_COLOUR = (0, 0, 0)
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+    """[C,3] uint8 distinct colours; the same class id always gets the same colour."""
+    colours = []
+    for c in range(num_classes):
+        hue = (c * 0.61803398875) % 1.0
+        value = 0.95 if c % 2 == 0 else 0.75
+        colours.append(colorsys.hsv_to_rgb(hue, 0.75, value))
+    return (np.array(colours).reshape(-1, 3) * 255).astype(np.uint8)
+
+
+def colour_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """[H,W] class ids (IGNORE = black) -> [H,W,3] uint8."""
+    out = np.zeros((*labels.shape, 3), np.uint8)
+    valid = (labels >= 0) & (labels < len(palette))
+    out[valid] = palette[labels[valid]]
+    out[~valid] = IGNORE_COLOUR
+    return out
+
+
+def colour_scalar(values: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """[H,W] scalars -> [H,W,3] uint8 on a dark-to-yellow ramp."""
+    t = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    ramp = np.stack([t ** 0.8, t ** 1.5, 0.3 * (1 - t)], axis=-1)
+    return (ramp * 255).astype(np.uint8)
+
+
+def colour_masks(masks: np.ndarray) -> np.ndarray:
+    """[M,H,W] bool -> [H,W,3]: each mask a colour, smaller masks drawn on top, uncovered black."""
+    out = np.zeros((*masks.shape[1:], 3), np.uint8)
+    palette = class_palette(max(len(masks), 1))
+    for m in np.argsort([-mask.sum() for mask in masks]):
+        out[masks[m]] = palette[m]
+    return out
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    return (to_uint8(image) * (1 - alpha) + colours * alpha).astype(np.uint8)
+
+
+def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int | None = None) -> Image.Image:
+    """Titled tiles side by side (wrapped after `columns`), each up-scaled `scale`x with nearest sampling."""
+    font = ImageFont.load_default()
+    images = [Image.fromarray(to_uint8(t)).resize((t.shape[1] * scale, t.shape[0] * scale), Image.NEAREST) for _, t in tiles]
+    w, h = images[0].size
+    columns = columns or len(images)
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * (w + 4), rows * (h + 16)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, ((title, _), image) in enumerate(zip(tiles, images)):
+        x, y = (i % columns) * (w + 4), (i // columns) * (h + 16)
+        draw.text((x + 2, y + 2), title, fill=(0, 0, 0), font=font)
+        sheet.paste(image, (x, y + 14))
+    return sheet
+
+
+def legend(class_names: Sequence[str], palette: np.ndarray, present: Sequence[int] | None = None) -> Image.Image:
+    """A colour key for the given classes (all when `present` is None), IGNORE included."""
+    font = ImageFont.load_default()
+    ids = list(range(len(class_names))) if present is None else [int(c) for c in present]
+    rows = [(class_names[c], tuple(int(x) for x in palette[c])) for c in ids] + [("ignore", IGNORE_COLOUR)]
+    image = Image.new("RGB", (160, 14 * len(rows) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for i, (name, colour) in enumerate(rows):
+        draw.rectangle([4, 4 + 14 * i, 14, 14 + 14 * i], fill=colour, outline=(0, 0, 0))
+        draw.text((20, 3 + 14 * i), name, fill=(0, 0, 0), font=font)
+    return image
+
+
+def with_legend(figure: Image.Image, key: Image.Image) -> Image.Image:
+    out = Image.new("RGB", (figure.width + key.width, max(figure.height, key.height)), (255, 255, 255))
+    out.paste(figure, (0, 0))
+    out.paste(key, (figure.width, 0))
+    return out
+
+
+def save_png(image: Image.Image | np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))).save(path)
+    return path
+
+
+def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_width: int = 480) -> Path:
+    """Thumbnails of several PNGs in a grid."""
+    thumbs = []
+    for p in paths:
+        image = Image.open(p).convert("RGB")
+        ratio = thumb_width / image.width
+        thumbs.append(image.resize((thumb_width, max(1, int(image.height * ratio)))))
+    if not thumbs:
+        raise ValueError("contact_sheet: no pictures")
+    h = max(t.height for t in thumbs)
+    rows = (len(thumbs) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * thumb_width, rows * h), (255, 255, 255))
+    for i, t in enumerate(thumbs):
+        sheet.paste(t, ((i % columns) * thumb_width, (i // columns) * h))
+    return save_png(sheet, out)
+
+
+def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: int = 18) -> Image.Image:
+    """Row-normalised confusion matrix (rows = ground truth) as a heat map with class names."""
+    font = ImageFont.load_default()
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    C = len(class_names)
+    margin = 70
+    image = Image.new("RGB", (margin + C * cell, margin + C * cell), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    heat = colour_scalar(rows)
+    for i in range(C):
+        draw.text((2, margin + i * cell + 4), class_names[i][:11], fill=(0, 0, 0), font=font)
+        draw.text((margin + i * cell + 2, 2 + (i % 4) * 14), class_names[i][:6], fill=(0, 0, 0), font=font)
+        for j in range(C):
+            draw.rectangle([margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1],
+                           fill=tuple(int(x) for x in heat[i, j]))
+    return image

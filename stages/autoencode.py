@@ -1,0 +1,85 @@
+"""autoencode: learn the low-dimensional latent space on the fused 3D features -> autoencode.zarr."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from econsg.artifacts import ArtifactWriter, open_artifact, write_curve_csv, write_json_atomic
+from econsg.autoencoder import encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
+from econsg.config import Params
+from econsg.crr import refined_feature_map
+from econsg.features.backends import resolve_device
+from econsg.pipeline import stage_main, stage_params
+from econsg.progress import track
+from econsg.scene.store import open_scene
+from econsg.workspace import WEIGHT_PREFIX
+
+
+
+@torch.no_grad()
+def latent_map(model, features_hwD: np.ndarray, device: str, chunk: int = 65536) -> np.ndarray:
+    """E applied to every pixel's refined feature: [H,W,D] -> [H,W,d] float16."""
+    flat = torch.from_numpy(features_hwD.reshape(-1, features_hwD.shape[-1]).astype(np.float32))
+    parts = [model.encode(flat[i : i + chunk].to(device)).cpu() for i in range(0, len(flat), chunk)]
+    return torch.cat(parts).numpy().reshape(*features_hwD.shape[:2], -1).astype(np.float16)
+
+
+def run(params: Params) -> None:
+    cfg = params.autoencode
+    device = resolve_device(params.device)
+    scene = open_scene(params.paths.artifact("ingest"))
+    ex = open_artifact(params.paths.artifact("extract"), "extract")
+    cr = open_artifact(params.paths.artifact("crr"), "crr")
+    fused = open_artifact(params.paths.artifact("fuse"), "fuse")
+    text = ex["text_embeddings"][...].astype(np.float32)
+    features = fused["feature"][...].astype(np.float32)
+    labels = fused["label"][...].astype(np.int64)
+    start = time.perf_counter()
+    model, curve = train_autoencoder(
+        features, labels, text,
+        latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
+        lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss,
+        generator=torch.Generator().manual_seed(params.seed * 1000 + 5), device=device,
+    )
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        latent = model.encode(torch.from_numpy(features).to(device)).cpu().numpy()
+        text_latents = encode_text(model, torch.from_numpy(text).to(device)).cpu().numpy()
+    H, W = scene.height, scene.width
+    V = scene.num_views
+    with ArtifactWriter(
+        params.paths.artifact("autoencode"),
+        stage="autoencode",
+        params=stage_params(params, "autoencode"),
+        inputs=[params.paths.artifact("extract"), params.paths.artifact("crr"), params.paths.artifact("fuse")],
+    ) as out:
+        for name, array in state_to_arrays(model).items():
+            dims = tuple(f"{name}_{i}" for i in range(array.ndim))
+            out.create_array(WEIGHT_PREFIX + name, array.shape, array.dtype, dims=dims, data=array)
+        out.create_array("latent", latent.shape, "float32", data=latent)
+        out.create_array("text_latents", text_latents.shape, "float32", data=text_latents)
+        maps = out.create_array("latent_maps", (V, H, W, cfg.latent_dim), "float16", per_view=True)
+        for v in track(scene.train_indices, "autoencode: 2D latent maps"):
+            refined = refined_feature_map(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
+            maps[v] = latent_map(model, refined, device)
+        out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
+                          "feature_dim": int(text.shape[1])})
+    metrics = {
+        "reconstruction_cosine": float(reconstruction_cosine(model, torch.from_numpy(features).to(device))),
+        "latent_accuracy": float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
+                                                       torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device))),
+        "train_seconds": round(train_seconds, 3),
+        "points": int(len(features)),
+        "latent_dim": cfg.latent_dim,
+    }
+    write_json_atomic(params.paths.metrics_file("autoencode"), metrics)
+    write_curve_csv(Path(params.paths.plots) / "autoencode_curve.csv", curve)
+
+
+if __name__ == "__main__":
+    stage_main("autoencode")

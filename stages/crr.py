@@ -1,0 +1,76 @@
+"""crr: Confidence-guided Region Regularization of every training view -> crr.zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
+from econsg.config import Params
+from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
+from econsg.evaluation import score_crr_labels
+from econsg.features.base import pixel_probabilities
+from econsg.pipeline import stage_main, stage_params
+from econsg.progress import track
+from econsg.scene.store import open_scene
+
+
+def run(params: Params) -> None:
+    cfg = params.crr
+    scene = open_scene(params.paths.artifact("ingest"))
+    extract_path = params.paths.artifact("extract")
+    ex = open_artifact(extract_path, "extract")
+    text = ex["text_embeddings"][...]
+    temperature = float(ex.attrs["temperature"])
+    train = scene.train_indices
+    V, H, W = scene.num_views, scene.height, scene.width
+    thresholds = crr_threshold([ex["confidence"][v] for v in train], mode=cfg.tau1_mode, tau1=cfg.tau1)
+
+    results = {}
+    for i, v in enumerate(track(train, "crr: refining training views")):
+        n = int(ex["num_masks"][v])
+        features = ex["features"][v]
+        if not cfg.enabled:
+            results[v] = identity_crr(ex["labels"][v], features.shape[-1])
+            continue
+        probs = pixel_probabilities(features, text, H, W, temperature)
+        results[v] = refine_labels_crr(
+            ex["labels"][v], probs, ex["masks"][v, :n], features,
+            tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
+        )
+    rows = max([len(r.mask_class_features) for r in results.values()] + [1])
+    D = text.shape[1]
+    with ArtifactWriter(
+        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[extract_path]
+    ) as out:
+        refined = out.create_array("refined_labels", (V, H, W), "int16", per_view=True, fill_value=-1)
+        high = out.create_array("high_confidence", (V, H, W), "bool", per_view=True, fill_value=False)
+        covering = out.create_array("covering_mask", (V, H, W), "int32", per_view=True, fill_value=-1)
+        source = out.create_array("feature_source", (V, H, W), "int32", per_view=True, fill_value=-1)
+        mask_labels = out.create_array("mask_labels", (V, ex["masks"].shape[1]), "int16", per_view=True, fill_value=-1)
+        table = out.create_array("mask_class_features", (V, rows, D), "float16", per_view=True)
+        tau1 = np.full(V, np.nan, np.float32)
+        for i, (v, r) in enumerate(results.items()):
+            refined[v] = r.refined_labels
+            high[v] = r.high_confidence
+            covering[v] = r.covering_mask
+            source[v] = r.feature_source
+            if len(r.mask_labels):
+                mask_labels[v, : len(r.mask_labels)] = r.mask_labels
+            if len(r.mask_class_features):
+                table[v, : len(r.mask_class_features)] = r.mask_class_features
+            tau1[v] = thresholds[i]
+        out.create_array("tau1", (V,), "float32", data=tau1)
+        out.attrs.update({"train_views": [int(v) for v in train], "enabled": cfg.enabled})
+    metrics = score_crr_labels(
+        scene.path,
+        views=train,
+        raw=lambda v: ex["labels"][v],
+        refined=lambda v: results[v].refined_labels,
+        vocabulary=list(ex.attrs["vocabulary"]),
+    )
+    metrics["tau1_mean"] = float(np.nanmean(tau1))
+    write_json_atomic(params.paths.metrics_file("crr"), metrics)
+
+
+if __name__ == "__main__":
+    stage_main("crr")

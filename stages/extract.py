@@ -1,0 +1,96 @@
+"""extract: per-view vision-language features, labels, confidence and SAM(-like) masks -> extract.zarr."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from econsg.artifacts import ArtifactWriter, write_json_atomic
+from econsg.config import Params
+from econsg.features.backends import build_text_encoder, embed_classes, resolve_device, training_vocabulary
+from econsg.features.base import ViewFeatures
+from econsg.pipeline import stage_main, stage_params
+from econsg.progress import track
+from econsg.scene.store import open_scene
+
+
+def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
+    """The offline teacher: reads ground truth only through its degradation model."""
+    from econsg.features.teacher import synthetic_teacher_view
+    from econsg.scene.store import open_ground_truth
+
+    truth = open_ground_truth(scene.path)
+    class_embeddings = embed_classes(encoder, truth.class_names, params.extract)
+    for v in range(scene.num_views):
+        yield synthetic_teacher_view(
+            truth.classes(v),
+            truth.instances(v),
+            class_embeddings,
+            vocabulary_embeddings,
+            params.extract.synthetic,
+            params.extract.temperature,
+            np.random.default_rng([params.seed, 2, v]),
+        )
+
+
+def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):
+    images = (scene.image(v) for v in range(scene.num_views))
+    yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.temperature)
+
+
+def run(params: Params) -> None:
+    ex = params.extract
+    scene = open_scene(params.paths.artifact("ingest"))
+    vocabulary = training_vocabulary(ex, scene.class_names)
+    device = resolve_device(params.device)
+    if ex.backend == "synthetic":
+        encoder = build_text_encoder(ex, device)
+        text = embed_classes(encoder, vocabulary, ex)
+        views = synthetic_views(params, scene, text, encoder)
+    else:
+        from econsg.features.openclip_sam import OpenClipSamExtractor
+
+        extractor = OpenClipSamExtractor(ex.openclip_sam, device=device)
+        text = embed_classes(extractor.text_encoder, vocabulary, ex)
+        views = openclip_sam_views(params, scene, text, extractor)
+
+    V, H, W = scene.num_views, scene.height, scene.width
+    start = time.perf_counter()
+    with ArtifactWriter(
+        params.paths.artifact("extract"), stage="extract", params=stage_params(params, "extract"), inputs=[scene.path]
+    ) as out:
+        out.create_array("text_embeddings", text.shape, "float32", data=text)
+        labels = out.create_array("labels", (V, H, W), "int16", per_view=True)
+        confidence = out.create_array("confidence", (V, H, W), "float32", per_view=True)
+        masks = out.create_array("masks", (V, ex.max_masks, H, W), "bool", per_view=True, fill_value=False)
+        scores = out.create_array("mask_scores", (V, ex.max_masks, 3), "float32", per_view=True)
+        num_masks = np.zeros(V, np.int32)
+        features = None
+        for v, view in enumerate(track(views, f"extract ({ex.backend})", total=V)):
+            view: ViewFeatures
+            if features is None:
+                h, w, D = view.features.shape
+                features = out.create_array("features", (V, h, w, D), "float16", per_view=True)
+            features[v] = view.features.astype(np.float16)
+            labels[v] = view.labels
+            confidence[v] = view.confidence
+            keep = min(len(view.masks), ex.max_masks)  # masks come sorted by area: the smallest are dropped
+            num_masks[v] = keep
+            if keep:
+                masks[v, :keep] = view.masks[:keep]
+                scores[v, :keep] = view.mask_scores[:keep]
+        seconds = time.perf_counter() - start
+        out.create_array("num_masks", (V,), "int32", data=num_masks)
+        out.attrs.update(
+            {"vocabulary": vocabulary, "temperature": ex.temperature, "backend": ex.backend, "templates": list(ex.templates)}
+        )
+    write_json_atomic(
+        params.paths.metrics_file("extract"),
+        {"backend": ex.backend, "views": V, "seconds": round(seconds, 3), "views_per_second": round(V / max(seconds, 1e-9), 2),
+         "mean_masks_per_view": float(num_masks.mean())},
+    )
+
+
+if __name__ == "__main__":
+    stage_main("extract")

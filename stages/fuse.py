@@ -1,0 +1,98 @@
+"""fuse: lift the refined pixels of every training view into 3D and fuse them on a voxel grid -> fuse.zarr."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
+from econsg.config import Params
+from econsg.crr import refined_feature_map
+from econsg.errors import EconsgError
+from econsg.evaluation import score_fused_points
+from econsg.fusion import VoxelFeatureFusion, backproject_depth, visible_points_depth_test
+from econsg.pipeline import stage_main, stage_params
+from econsg.progress import track
+from econsg.scene.store import open_scene
+
+
+def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float):
+    """(xyz [P,3], pixel index [P]) of view v: back-projected depth, or the scene's points seen in the view."""
+    if source == "depth":
+        depth = scene.depth(v)
+        valid = (depth > 0) if max_depth is None else (depth > 0) & (depth <= max_depth)
+        return backproject_depth(depth, scene.Ks[v], scene.c2w[v], valid)
+    points = scene.group["points"][...]
+    pixel = visible_points_depth_test(points, scene.Ks[v], scene.c2w[v], scene.width, scene.height, depth_tolerance)
+    seen = pixel >= 0
+    return points[seen], pixel[seen]
+
+
+def run(params: Params) -> None:
+    cfg = params.fuse
+    scene = open_scene(params.paths.artifact("ingest"))
+    ex = open_artifact(params.paths.artifact("extract"), "extract")
+    cr = open_artifact(params.paths.artifact("crr"), "crr")
+    source = cfg.source if cfg.source != "auto" else ("depth" if scene.has_depth else "points")
+    if source == "depth" and not scene.has_depth:
+        raise EconsgError("fuse.source: 'depth' but the scene has no depth maps; use 'points' or 'auto'")
+    H, W = scene.height, scene.width
+    vocabulary = list(ex.attrs["vocabulary"])
+    D = ex["text_embeddings"].shape[1]
+    fusion = VoxelFeatureFusion(cfg.voxel_size, D, len(vocabulary))
+    pixels = 0
+    start = time.perf_counter()
+    for v in track(scene.train_indices, f"fuse: back-projecting training views ({source})"):
+        xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth)
+        features = refined_feature_map(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
+        labels = cr["refined_labels"][v].reshape(-1)[pixel]
+        weights = ex["confidence"][v].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
+        rgb = scene.image(v).reshape(-1, 3)[pixel]
+        fusion.add(xyz, features.reshape(-1, D)[pixel], labels, weights, rgb, view_id=int(v))
+        pixels += len(pixel)
+    fused = fusion.finalize(min_views=cfg.min_views)
+    seconds = time.perf_counter() - start
+    if len(fused.xyz) == 0:
+        raise EconsgError("fuse: no 3D points survived fusion (check depth maps, fuse.min_views and fuse.max_depth)")
+    keep = np.arange(len(fused.xyz))
+    if cfg.max_points is not None and len(keep) > cfg.max_points:
+        keep = np.sort(np.random.default_rng([params.seed, 4]).choice(keep, cfg.max_points, replace=False))
+    with ArtifactWriter(
+        params.paths.artifact("fuse"),
+        stage="fuse",
+        params=stage_params(params, "fuse"),
+        inputs=[scene.path, params.paths.artifact("extract"), params.paths.artifact("crr")],
+    ) as out:
+        out.create_array("xyz", (len(keep), 3), "float32", data=fused.xyz[keep].astype(np.float32))
+        out.create_array("rgb", (len(keep), 3), "uint8", data=np.clip(np.round(fused.rgb[keep] * 255), 0, 255).astype(np.uint8))
+        out.create_array("feature", (len(keep), D), "float16", data=fused.feature[keep].astype(np.float16))
+        out.create_array("label", (len(keep),), "int16", data=fused.label[keep])
+        out.create_array("vote_share", (len(keep),), "float32", data=fused.vote_share[keep])
+        out.create_array("num_views", (len(keep),), "int32", data=fused.num_views[keep])
+        out.attrs.update({"vocabulary": vocabulary, "voxel_size": cfg.voxel_size, "source": source})
+    metrics = {
+        "points": int(len(keep)),
+        "mean_views_per_point": float(fused.num_views[keep].mean()),
+        "backprojected_pixels": int(pixels),
+        "seconds": round(seconds, 3),
+        "pixels_per_second": round(pixels / max(seconds, 1e-9)),
+    }
+    if source == "depth":
+        metrics.update(
+            score_fused_points(
+                scene.path,
+                views=scene.train_indices,
+                samples=lambda v: view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth),
+                raw=lambda v: ex["labels"][v],
+                fused_xyz=fused.xyz,
+                fused_label=fused.label,
+                voxel_size=cfg.voxel_size,
+                vocabulary=vocabulary,
+            )
+        )
+    write_json_atomic(params.paths.metrics_file("fuse"), metrics)
+
+
+if __name__ == "__main__":
+    stage_main("fuse")

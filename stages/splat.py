@@ -1,0 +1,91 @@
+"""splat: train semantic 3D Gaussians initialised from the fused points with f = z -> splat.zarr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from econsg.artifacts import ArtifactWriter, open_artifact, write_curve_csv, write_json_atomic
+from econsg.config import Params
+from econsg.features.backends import resolve_device
+from econsg.pipeline import stage_main, stage_params
+from econsg.semantic import make_semantic_loss
+from econsg.splat import TrainViews, init_gaussians_from_points, train_gaussians
+from econsg.splat.quality import evaluate_rgb
+from econsg.scene.store import open_scene
+
+PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+
+
+def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
+    images = torch.from_numpy(np.stack([scene.image(v) for v in indices])).to(device)
+    viewmats = torch.from_numpy(np.linalg.inv(scene.c2w[indices])).float().to(device)
+    Ks = torch.from_numpy(scene.Ks[indices]).float().to(device)
+    return TrainViews(images=images, viewmats=viewmats, Ks=Ks, width=scene.width, height=scene.height, extras=extras or {})
+
+
+def initial_features(cfg, latent: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """f = z from the 3D contextual latent space, or random (the feature-distillation ablation)."""
+    if cfg.init_features == "latent":
+        return torch.from_numpy(latent).float()
+    return torch.randn(latent.shape, generator=generator) * 0.1
+
+
+def run(params: Params) -> None:
+    cfg = params.splat
+    device = resolve_device(params.device)
+    scene = open_scene(params.paths.artifact("ingest"))
+    fused = open_artifact(params.paths.artifact("fuse"), "fuse")
+    ae = open_artifact(params.paths.artifact("autoencode"), "autoencode")
+    cr = open_artifact(params.paths.artifact("crr"), "crr")
+    train = scene.train_indices
+    generator = torch.Generator().manual_seed(params.seed * 1000 + 6)
+    gaussians = init_gaussians_from_points(
+        torch.from_numpy(fused["xyz"][...]).float(),
+        torch.from_numpy(fused["rgb"][...].astype(np.float32) / 255.0),
+        sh_degree=cfg.sh_degree,
+        init_opacity=cfg.init_opacity,
+        features=initial_features(cfg, ae["latent"][...], generator),
+        generator=generator,
+    ).to(device)
+    latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)
+    labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]).astype(np.int64)).to(device)
+    text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
+    extra_loss = make_semantic_loss(
+        latent_maps, labels, text_latents, lambda_sem=cfg.lambda_sem, lambda_2d=cfg.lambda_2d,
+        dist=cfg.semantic_dist, temperature=cfg.temperature, ce_normalize=cfg.ce_normalize,
+    )
+    views = load_views(scene, train, device)
+    result = train_gaussians(
+        views, gaussians, cfg, generator=generator, extra_loss=extra_loss,
+        checkpoint_dir=Path(params.paths.checkpoints) / "splat",
+    )
+    test = load_views(scene, scene.test_indices, device)
+    quality = evaluate_rgb(result.params, test, cfg)
+    g = {name: result.params[name].detach().cpu().numpy() for name in result.params.keys()}
+    curve_keys = sorted({key for row in result.curve for key in row})
+    curve = np.array([[row.get(key, np.nan) for key in curve_keys] for row in result.curve], dtype=np.float64).reshape(-1, len(curve_keys))
+    with ArtifactWriter(
+        params.paths.artifact("splat"),
+        stage="splat",
+        params=stage_params(params, "splat"),
+        inputs=[scene.path, params.paths.artifact("crr"), params.paths.artifact("fuse"), params.paths.artifact("autoencode")],
+    ) as out:
+        for name in PARAM_NAMES:
+            out.create_array(name, g[name].shape, "float32", data=g[name])
+        if "features" in g:
+            out.create_array("features", g["features"].shape, "float32", data=g["features"])
+        out.create_array("curve", curve.shape, "float64", data=curve)
+        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "train_seconds": result.train_seconds,
+                          "vocabulary": list(ae.attrs["vocabulary"])})
+    write_json_atomic(
+        params.paths.metrics_file("splat"),
+        {"train_seconds": round(result.train_seconds, 2), "num_gaussians": int(g["means"].shape[0]), **quality},
+    )
+    write_curve_csv(Path(params.paths.plots) / "splat_curve.csv", result.curve)
+
+
+if __name__ == "__main__":
+    stage_main("splat")

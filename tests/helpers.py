@@ -1,0 +1,59 @@
+"""Small fixtures shared by the tests: a tiny Blender-layout dataset written by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def look_at_c2w(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """OpenCV camera-to-world looking from eye at target (z forward, y down)."""
+    eye, target, up = (np.asarray(x, float) for x in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
+    return c2w
+
+
+def write_tiny_blender(root: Path, *, views: int = 4, width: int = 16, height: int = 12, classes=("wall", "box")) -> Path:
+    """A dataset of cameras looking at a plane z=0 from height 2: depth 2 m at the centre pixel."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("images", "depth", "semantic", "instance"):
+        (root / sub).mkdir(exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    fx = 20.0
+    frames = {"train": [], "test": []}
+    for v in range(views):
+        name = f"frame_{v:04d}"
+        c2w = look_at_c2w((0.3 * v, 0.0, 2.0), (0.3 * v, 0.0, 0.0), up=(0.0, 1.0, 0.0))
+        image = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        depth = np.full((height, width), 2000, np.uint16)
+        Image.fromarray(depth).save(root / "depth" / f"{name}.png")
+        semantic = np.zeros((height, width), np.uint8)
+        semantic[:, width // 2 :] = 1
+        Image.fromarray(semantic).save(root / "semantic" / f"{name}.png")
+        Image.fromarray((semantic.astype(np.uint16) + 1)).save(root / "instance" / f"{name}.png")
+        split = "test" if v == views - 1 else "train"
+        frames[split].append(
+            {
+                "file_path": f"images/{name}.png",
+                "depth_file_path": f"depth/{name}.png",
+                "semantic_file_path": f"semantic/{name}.png",
+                "instance_file_path": f"instance/{name}.png",
+                "transform_matrix": (c2w @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist(),
+            }
+        )
+    for split, items in frames.items():
+        meta = {"camera_model": "PINHOLE", "w": width, "h": height, "fl_x": fx, "fl_y": fx,
+                "cx": width / 2, "cy": height / 2, "depth_scale": 1000.0, "frames": items}
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return root

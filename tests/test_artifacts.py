@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from econsg.artifacts import (
+    SCHEMA_VERSION,
+    ArtifactWriter,
+    describe_store,
+    open_artifact,
+    read_provenance,
+)
+from econsg.errors import ArtifactError
+
+
+def write_fuse(path, value: float, inputs=()):
+    with ArtifactWriter(path, stage="fuse", params={"fuse": {"voxel_size": value}}, inputs=inputs) as out:
+        out.create_array("xyz", (5, 3), "float32", data=np.full((5, 3), value, np.float32))
+        out.create_array("rgb", (5, 3), "uint8")
+        out.create_array("feature", (5, 4), "float32")
+        out.create_array("label", (5,), "int16")
+        out.create_array("vote_share", (5,), "float32")
+        out.create_array("num_views", (5,), "int32")
+    return path
+
+
+def test_round_trip_provenance_and_dimension_names(tmp_path):
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    group = open_artifact(path, "fuse")
+    np.testing.assert_array_equal(group["xyz"][...], np.full((5, 3), 0.5, np.float32))
+    assert tuple(group["xyz"].metadata.dimension_names) == ("point", "xyz")
+    prov = read_provenance(path)
+    assert prov.stage == "fuse" and prov.schema_version == SCHEMA_VERSION
+    assert prov.params == {"fuse": {"voxel_size": 0.5}}
+    assert len(prov.params_hash) == 64 and len(prov.content_hash) == 64
+    assert not list(tmp_path.glob(".fuse.zarr.tmp-*"))
+
+
+def test_content_hash_follows_data_and_inputs_are_recorded(tmp_path):
+    a = write_fuse(tmp_path / "a.zarr", 0.5)
+    b = write_fuse(tmp_path / "b.zarr", 0.5)
+    c = write_fuse(tmp_path / "c.zarr", 0.25, inputs=[a])
+    assert read_provenance(a).content_hash == read_provenance(b).content_hash
+    assert read_provenance(a).content_hash != read_provenance(c).content_hash
+    assert read_provenance(c).inputs == {str(a): read_provenance(a).content_hash}
+
+
+def test_failed_write_keeps_previous_artifact(tmp_path):
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(path, stage="fuse", params={}) as out:
+            out.create_array("xyz", (5, 3), "float32", data=np.zeros((5, 3), np.float32))
+            raise RuntimeError("stage crashed")
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+    assert not list(tmp_path.glob(".fuse.zarr.*"))
+
+
+def test_missing_required_array_is_refused_and_old_store_kept(tmp_path):
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    with pytest.raises(ArtifactError, match=r"did not write required arrays \['rgb'"):
+        with ArtifactWriter(path, stage="fuse", params={}) as out:
+            out.create_array("xyz", (5, 3), "float32")
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+
+
+def test_open_refuses_other_stage_stale_version_and_foreign_store(tmp_path):
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    with pytest.raises(ArtifactError, match="written by stage 'fuse', expected a 'crr' artifact"):
+        open_artifact(path, "crr")
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["econsg"]["schema_version"] = SCHEMA_VERSION + 7
+    (path / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=f"schema version {SCHEMA_VERSION + 7}.*rerun the stage"):
+        open_artifact(path, "fuse")
+    foreign = tmp_path / "foreign.zarr"
+    zarr.open_group(str(foreign), mode="w").create_array("x", shape=(2,), dtype="int8")
+    with pytest.raises(ArtifactError, match="not written by econsg"):
+        open_artifact(foreign, "fuse")
+    with pytest.raises(ArtifactError, match="no Zarr store here"):
+        open_artifact(tmp_path / "nothing.zarr", "fuse")
+
+
+def test_wrong_dimension_names_are_reported(tmp_path):
+    path = tmp_path / "fuse.zarr"
+    with ArtifactWriter(path, stage="fuse", params={}) as out:
+        out.create_array("xyz", (5, 3), "float32", dims=("gaussian", "xyz"))
+        for name, shape in {"rgb": (5, 3), "feature": (5, 4)}.items():
+            out.create_array(name, shape, "float32")
+        for name in ("label", "vote_share", "num_views"):
+            out.create_array(name, (5,), "float32")
+    with pytest.raises(ArtifactError, match=r"xyz: dimension names \('gaussian', 'xyz'\), expected \('point', 'xyz'\)"):
+        open_artifact(path, "fuse")
+
+
+def test_per_view_arrays_are_sharded_into_few_files(tmp_path):
+    path = tmp_path / "crr.zarr"
+    with ArtifactWriter(path, stage="crr", params={}, shard_bytes=1 << 20) as out:
+        labels = out.create_array("refined_labels", (64, 32, 32), "int16", per_view=True)
+        for v in range(64):
+            labels[v] = v
+        for name in ("high_confidence", "covering_mask", "feature_source"):
+            out.create_array(name, (64, 32, 32), "int32", per_view=True)
+        out.create_array("mask_labels", (64, 3), "int16", per_view=True)
+        out.create_array("mask_class_features", (64, 2, 4), "float16", per_view=True)
+        out.create_array("tau1", (64,), "float32")
+    group = open_artifact(path, "crr")
+    assert group["refined_labels"].chunks == (1, 32, 32)
+    assert group["refined_labels"].shards is not None and group["refined_labels"].shards[0] > 1
+    assert group["refined_labels"][17, 0, 0] == 17
+    files = [p for p in (path / "refined_labels").rglob("*") if p.is_file()]
+    assert len(files) < 64 / 4
+    rows, provenance = describe_store(path)
+    assert {row["name"] for row in rows} >= {"refined_labels", "tau1"} and provenance["stage"] == "crr"

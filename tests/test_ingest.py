@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from econsg.errors import EconsgError
+from econsg.scene.ingest import write_scene
+from econsg.scene.readers import detect_format, read_scene
+from econsg.scene.store import open_ground_truth, open_scene
+from tests.helpers import write_tiny_blender
+
+
+def ingest(root, out, **kwargs):
+    options = dict(params={}, downscale=1, sparse_views=None, max_init_points=10_000, init_voxel_size=0.01,
+                   rng=np.random.default_rng(0))
+    options.update(kwargs)
+    return write_scene(read_scene(root), out, **options)
+
+
+def test_blender_layout_round_trips_into_scene_store(tmp_path):
+    root = write_tiny_blender(tmp_path / "data")
+    assert detect_format(root) == "blender"
+    path = ingest(root, tmp_path / "scene.zarr")
+    scene = open_scene(path)
+    assert scene.num_views == 4 and scene.is_train.tolist() == [True, True, True, False]
+    assert scene.class_names == ["wall", "box"]
+    expected = np.asarray(Image.open(root / "images" / "frame_0001.png"), np.float32) / 255
+    np.testing.assert_allclose(scene.image(1), expected, atol=1 / 255)
+    np.testing.assert_allclose(scene.depth(0), 2.0)
+    # the camera looks down -z from height 2: OpenCV z axis is world -z
+    np.testing.assert_allclose(scene.c2w[0][:3, 2], [0, 0, -1], atol=1e-9)
+    # initial points come from back-projected depth and lie on the plane z = 0
+    points = scene.group["points"][...]
+    assert len(points) > 0 and np.abs(points[:, 2]).max() < 1e-4
+    gt = open_ground_truth(path)
+    assert set(np.unique(gt.classes(0))) == {0, 1}
+
+
+def test_downscale_and_sparse_views(tmp_path):
+    root = write_tiny_blender(tmp_path / "data", views=6)
+    scene = open_scene(ingest(root, tmp_path / "scene.zarr", downscale=2, sparse_views=2))
+    assert (scene.width, scene.height) == (8, 6)
+    assert scene.is_train.sum() == 2 and (~scene.is_train).sum() == 1
+    assert scene.Ks[0][0, 0] == pytest.approx(10.0) and scene.Ks[0][0, 2] == pytest.approx(4.0)
+
+
+def edit_frames(root, split, edit):
+    path = root / f"transforms_{split}.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["frames"][0].update(file_path="images/missing.png"), r"transforms_train.json: frames\[0\]: names 'images/missing.png'"),
+        (lambda m: m["frames"][1].update(transform_matrix=[[float("nan")] * 4] * 4), r"frames\[1\]: pose contains NaN"),
+        (lambda m: m["frames"][0].update(transform_matrix=np.diag([2.0, 1, 1, 1]).tolist()), r"frames\[0\]: pose is not rigid"),
+        (lambda m: m.update(k1=0.1), r"distortion .* not supported"),
+    ],
+)
+def test_bad_transforms_are_named_and_old_scene_kept(tmp_path, edit, message):
+    root = write_tiny_blender(tmp_path / "data")
+    out = ingest(root, tmp_path / "scene.zarr")
+    edit_frames(root, "train", edit)
+    with pytest.raises(EconsgError, match=message):
+        ingest(root, out)
+    assert open_scene(out).num_views == 4
+
+
+def test_wrong_depth_size_unreadable_image_and_empty_classes(tmp_path):
+    root = write_tiny_blender(tmp_path / "data")
+    out = ingest(root, tmp_path / "scene.zarr")
+    Image.fromarray(np.zeros((5, 5), np.uint16)).save(root / "depth" / "frame_0002.png")
+    with pytest.raises(EconsgError, match=r"frame_0002.png: depth map is 5x5 pixels, expected 16x12"):
+        ingest(root, out)
+    root2 = write_tiny_blender(tmp_path / "data2")
+    (root2 / "images" / "frame_0000.png").write_bytes(b"not a png")
+    with pytest.raises(EconsgError, match=r"frame_0000.png: unreadable image"):
+        ingest(root2, tmp_path / "s2.zarr")
+    root3 = write_tiny_blender(tmp_path / "data3")
+    (root3 / "classes.txt").write_text("\n")
+    with pytest.raises(EconsgError, match=r"classes.txt: the class list is empty"):
+        read_scene(root3)
+    assert open_scene(out).num_views == 4
+
+
+def test_label_ids_outside_class_list_are_refused(tmp_path):
+    root = write_tiny_blender(tmp_path / "data")
+    Image.fromarray(np.full((12, 16), 7, np.uint8)).save(root / "semantic" / "frame_0000.png")
+    with pytest.raises(EconsgError, match=r"label ids \[7\] are outside the class list"):
+        ingest(root, tmp_path / "scene.zarr")
+
+
+def test_unknown_layout_lists_what_was_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EconsgError, match="no known dataset layout found. Looked for blender: transforms_train.json"):
+        read_scene(tmp_path / "empty")
