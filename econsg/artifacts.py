@@ -83,7 +83,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
     "evaluate": {
         "pred_labels": ("view", "y", "x"),
         "gt_labels": ("view", "y", "x"),
-        "confusion": ("gt_class", "pred_class"),
+        "confusion": ("gt_class", "pred_class_or_ignore"),
     },
 }
 OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -67,6 +67,22 @@ def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Pat
     Console().print(f"{path}: ok")
 
 
+@params_app.command("defaults")
+def params_defaults() -> None:
+    """Print a params.yaml holding every default (the repository's params.yaml is this output)."""
+    import yaml
+
+    from econsg.config import Params
+
+    print(PARAMS_HEADER + yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False, width=120), end="")
+
+
+PARAMS_HEADER = (
+    "# econsg params, keyed by stage. Every key is documented in econsg/config/<section>.py\n"
+    "# (`econsg params check` validates a file). Regenerate defaults with `econsg params defaults`.\n"
+)
+
+
 @app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a stage.")]) -> None:
     """Show a store's arrays (shape, dtype, chunks, size) and its provenance."""

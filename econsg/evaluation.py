@@ -55,9 +55,9 @@ def score_crr_labels(
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
     C = len(truth.class_names)
-    conf_raw = np.zeros((C, C), np.int64)
-    conf_refined = np.zeros((C, C), np.int64)
-    conf_refined_all = np.zeros((C, C), np.int64)
+    conf_raw = np.zeros((C, C + 1), np.int64)
+    conf_refined = np.zeros((C, C + 1), np.int64)
+    conf_refined_all = np.zeros((C, C + 1), np.int64)
     labelled = total = 0
     for v in views:
         gt = restrict_gt(truth.classes(v).astype(np.int64), allowed)
@@ -136,7 +136,10 @@ def score_fused_points(
 
 
 def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
-    """mIoU / mAcc over the given scene classes that are present in the ground truth (rows with pixels)."""
+    """mIoU / mAcc over the given scene classes present in the ground truth.
+
+    `confusion` is [C, C+1] (rows gt; the last column counts IGNORE predictions, which are errors).
+    """
     classes = [c for c in classes if confusion[c].sum() > 0]
     if not classes:
         return {"miou": float("nan"), "macc": float("nan"), "classes": []}
@@ -146,11 +149,3 @@ def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
     iou = tp / np.maximum(gt + pred - tp, 1)
     acc = tp / np.maximum(gt, 1)
     return {"miou": float(iou.mean()), "macc": float(acc.mean()), "classes": list(map(int, classes))}
-
-
-def label_confusion(pred_ids: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """[C,C] confusion (rows gt, columns prediction) over scene class ids; gt IGNORE skipped."""
-    valid = (gt >= 0) & (gt < num_classes)
-    pred = np.where((pred_ids >= 0) & (pred_ids < num_classes), pred_ids, num_classes)[valid]
-    full = np.bincount(gt[valid] * (num_classes + 1) + pred, minlength=num_classes * (num_classes + 1))
-    return full.reshape(num_classes, num_classes + 1)[:, :num_classes]

@@ -115,9 +115,13 @@ def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_widt
 
 
 def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: int = 18) -> Image.Image:
-    """Row-normalised confusion matrix (rows = ground truth) as a heat map with class names."""
+    """Row-normalised confusion matrix (rows = ground truth) as a heat map with class names.
+
+    An extra last column (IGNORE predictions) counts in the row sums but is not drawn.
+    """
     font = ImageFont.load_default()
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    rows = rows[:, : len(class_names)]
     C = len(class_names)
     margin = 70
     image = Image.new("RGB", (margin + C * cell, margin + C * cell), (255, 255, 255))

@@ -12,10 +12,10 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from econsg import viz
 from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
 from econsg.config import Params
-from econsg.evaluation import label_confusion, subset_scores, vocabulary_to_scene_ids
+from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
 from econsg.features.backends import embed_classes, resolve_device
 from econsg.features.base import pixel_probabilities
-from econsg.metrics import multiview_consistency
+from econsg.metrics import confusion_matrix, multiview_consistency
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.query import LatentQuery
@@ -44,8 +44,8 @@ def run(params: Params) -> None:
     C = len(truth.class_names)
     test = scene.test_indices
     H, W = scene.height, scene.width
-    conf_pred = np.zeros((C, C), np.int64)
-    conf_teacher = np.zeros((C, C), np.int64)
+    conf_pred = np.zeros((C, C + 1), np.int64)
+    conf_teacher = np.zeros((C, C + 1), np.int64)
     psnrs, ssims, preds, depths = [], [], {}, {}
     palette = viz.class_palette(C)
     plots = Path(params.paths.plots) / "evaluate"
@@ -75,8 +75,8 @@ def run(params: Params) -> None:
             gt = truth.classes(v).astype(np.int64)
             teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]))
             teacher = lookup[teacher_probs.argmax(-1)]
-            conf_pred += label_confusion(pred, gt, C)
-            conf_teacher += label_confusion(teacher, gt, C)
+            conf_pred += confusion_matrix(pred, gt, C)
+            conf_teacher += confusion_matrix(teacher, gt, C)
             pred_arr[i], gt_arr[i], teacher_arr[i] = pred, gt, teacher
             rgb_np = (rgb.cpu().numpy() * 255).astype(np.uint8)
             rgb_arr[i] = rgb_np
@@ -90,7 +90,7 @@ def run(params: Params) -> None:
                     ("overlay", viz.overlay(rgb_np, viz.colour_labels(pred, palette))),
                 ])
                 viz.save_png(viz.with_legend(figure, viz.legend(truth.class_names, palette)), plots / f"view_{v:04d}.png")
-        out.create_array("confusion", (C, C), "int64", data=conf_pred)
+        out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
         out.attrs.update({"class_names": list(truth.class_names), "eval_vocabulary": eval_vocabulary,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
 

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from econsg.cli import app
+from tests.helpers import write_tiny_blender
+
+runner = CliRunner()
+
+
+def test_params_check_reports_section_field_on_stderr(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("crr:\n  tau_one: 0.4\nsplat:\n  iterations: 0\n")
+    result = runner.invoke(app, ["params", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "crr.tau_one: unknown key" in result.stderr
+    assert "splat.iterations:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_params_defaults_round_trip_through_check(tmp_path):
+    result = runner.invoke(app, ["params", "defaults"])
+    assert result.exit_code == 0
+    path = tmp_path / "params.yaml"
+    path.write_text(result.stdout)
+    checked = runner.invoke(app, ["params", "check", str(path)])
+    assert checked.exit_code == 0, checked.stderr
+
+
+def test_run_ingest_and_inspect(tmp_path, monkeypatch):
+    data = write_tiny_blender(tmp_path / "data")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  data: {data}\n  artifacts: {tmp_path / 'artifacts'}\n")
+    result = runner.invoke(app, ["run", "ingest", "--params", str(params)])
+    assert result.exit_code == 0, result.stderr
+    store = tmp_path / "artifacts" / "scene.zarr"
+    shown = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    for word in ("images", "4x12x16x3", "uint8", "schema_version", "ingest"):
+        assert word in shown.stdout
+
+
+def test_user_errors_have_no_traceback(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  data: {tmp_path / 'missing'}\n  artifacts: {tmp_path / 'a'}\n")
+    result = runner.invoke(app, ["run", "ingest", "--params", str(params)])
+    assert result.exit_code == 1
+    assert "dataset folder does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    unknown = runner.invoke(app, ["run", "nonsense", "--params", str(params)])
+    assert unknown.exit_code == 1 and "unknown stage 'nonsense'" in unknown.stderr
+    missing = runner.invoke(app, ["inspect", str(tmp_path / "none.zarr")])
+    assert missing.exit_code == 1 and "not a Zarr v3 store" in missing.stderr

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from econsg.config import ConfigError, Params, load_params, parse_params
+from econsg.config.base import Section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_file_is_valid_and_matches_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params == Params(), "params.yaml drifted from the code defaults; regenerate it with `econsg params defaults`"
+
+
+def test_unknown_keys_are_refused_with_section_field_location():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"crr": {"tau_1": 0.5}, "splat": {"iterations": -3}, "bogus": 1})
+    lines = info.value.lines
+    assert any(line.startswith("crr.tau_1: unknown key") for line in lines)
+    assert any(line.startswith("splat.iterations:") for line in lines)
+    assert any(line.startswith("bogus: unknown key") for line in lines)
+
+
+def test_sections_are_frozen_and_fully_described():
+    def check(model: type[BaseModel], where: str):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{where}.{name} has no description"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                check(annotation, f"{where}.{name}")
+
+    for name, field in Params.model_fields.items():
+        assert field.description, f"{name} has no description"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            assert field.annotation.model_config.get("extra") == "forbid"
+            check(field.annotation, name)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("crr: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(listed)
+
+
+def test_params_hash_changes_with_values():
+    a, b = Params(), parse_params({"crr": {"tau1": 0.77}})
+    assert a.crr.params_hash() != b.crr.params_hash()
+    assert a.fuse.params_hash() == b.fuse.params_hash()

@@ -1,0 +1,140 @@
+"""Segmentation metrics and multi-view consistency on hand-made cases with known answers."""
+
+import numpy as np
+import pytest
+
+from econsg.errors import EconsgError
+from econsg.metrics import confusion_matrix, miou, multiview_consistency, segmentation_scores
+
+IGN = -1
+
+
+def test_confusion_rows_gt_columns_pred_and_ignore_handling():
+    gt = np.array([0, 0, 1, IGN, 2])
+    pred = np.array([0, 1, 1, 2, IGN])
+    conf = confusion_matrix(pred, gt, 3)
+    assert conf.shape == (3, 4) and conf.dtype == np.int64
+    expected = np.zeros((3, 4), np.int64)
+    expected[0, 0] = 1
+    expected[0, 1] = 1
+    expected[1, 1] = 1
+    expected[2, 3] = 1  # an IGNORE prediction goes to the "no prediction" column
+    np.testing.assert_array_equal(conf, expected)  # the gt-IGNORE pixel is not counted at all
+
+
+def test_confusion_accepts_maps_and_sums_over_views():
+    gt = np.array([[0, 1], [1, 1]])
+    pred = np.array([[0, 0], [1, 1]])
+    total = confusion_matrix(pred, gt, 2) + confusion_matrix(pred.reshape(-1), gt.reshape(-1), 2)
+    assert total.sum() == 8 and total[1, 0] == 2 and total[1, 1] == 4
+
+
+def test_scores_known_values_with_absent_class_and_ignore():
+    gt = np.array([0, 0, 0, 1, 1, 2, 2, IGN])
+    pred = np.array([0, 0, 1, 1, 1, 3, IGN, 2])
+    scores = segmentation_scores(confusion_matrix(pred, gt, 4))
+    # class 0: tp 2, gt 3, pred 2; class 1: tp 2, gt 2, pred 3; class 2: tp 0, gt 2; class 3 absent
+    np.testing.assert_allclose(scores["iou"][:3], [2 / 3, 2 / 3, 0.0])
+    np.testing.assert_allclose(scores["acc"][:3], [2 / 3, 1.0, 0.0])
+    assert np.isnan(scores["iou"][3]) and np.isnan(scores["acc"][3])
+    assert scores["present"].tolist() == [True, True, True, False]
+    assert scores["miou"] == pytest.approx(4 / 9)
+    assert scores["macc"] == pytest.approx(5 / 9)
+    assert scores["pixel_accuracy"] == pytest.approx(4 / 7)
+    assert scores["num_present"] == 3
+
+
+def test_ignore_prediction_counts_as_wrong():
+    gt = np.array([0, 0, 1, 1])
+    pred = np.array([0, IGN, 1, 1])
+    scores = segmentation_scores(confusion_matrix(pred, gt, 2))
+    assert scores["acc"][0] == pytest.approx(0.5)
+    assert scores["iou"][0] == pytest.approx(0.5)
+    assert scores["iou"][1] == pytest.approx(1.0)  # the miss is not a false positive of class 1
+    assert miou(pred, gt, 2) == pytest.approx(0.75)
+
+
+def test_predicted_but_absent_class_only_lowers_nothing_but_itself():
+    gt = np.array([0, 0, 0, 0])
+    assert miou(np.array([0, 0, 0, 1]), gt, 2) == pytest.approx(0.75)  # only class 0 is averaged
+    assert miou(np.array([0, 0, 0, 0]), gt, 2) == pytest.approx(1.0)
+
+
+def test_square_confusion_accepted_and_nothing_present_is_nan():
+    scores = segmentation_scores(np.array([[3, 1], [0, 0]]))
+    assert scores["miou"] == pytest.approx(0.75) and scores["present"].tolist() == [True, False]
+    assert np.isnan(segmentation_scores(np.zeros((2, 3), np.int64))["miou"])
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(EconsgError, match="shape"):
+        confusion_matrix(np.zeros(3, int), np.zeros(4, int), 2)
+    with pytest.raises(EconsgError, match=r"ground-truth ids \[5\]"):
+        confusion_matrix(np.zeros(2, int), np.array([0, 5]), 2)
+    with pytest.raises(EconsgError, match="integer"):
+        confusion_matrix(np.zeros(2), np.zeros(2, int), 2)
+    with pytest.raises(EconsgError, match=r"\[C, C\]"):
+        segmentation_scores(np.zeros((2, 5)))
+
+
+# ---- multi-view consistency: a fronto-parallel plane z = 2 seen by two cameras -----------------------
+
+FX, H, W, Z = 10.0, 4, 8, 2.0
+K = np.array([[FX, 0, W / 2], [0, FX, H / 2], [0, 0, 1.0]])
+
+
+def camera_at(x: float) -> np.ndarray:
+    c2w = np.eye(4)
+    c2w[0, 3] = x
+    return c2w
+
+
+def world_x_labels(c2w: np.ndarray) -> np.ndarray:
+    """Label 1 where the world X of the plane point seen through each pixel centre is > 0, else 0."""
+    u = np.arange(W) + 0.5
+    world_x = (u - K[0, 2]) * Z / FX + c2w[0, 3]
+    return np.tile((world_x > 0).astype(np.int16), (H, 1))
+
+
+def test_consistency_is_one_for_world_consistent_labels():
+    # B sits 0.2 m to the right: a shift of exactly FX * 0.2 / Z = 1 pixel, so centres map onto centres
+    a, b = camera_at(0.0), camera_at(0.2)
+    depth = np.full((H, W), Z)
+    agree, count = multiview_consistency(depth, K, a, world_x_labels(a), depth, K, b, world_x_labels(b))
+    assert agree == pytest.approx(1.0)
+    assert count == H * (W - 1)  # A's first column falls left of B's image
+
+
+def test_consistency_known_fraction_occlusion_and_ignore():
+    a, b = camera_at(0.0), camera_at(0.2)
+    depth = np.full((H, W), Z)
+    labels_a = np.zeros((H, W), np.int16)
+    labels_b = np.zeros((H, W), np.int16)
+    labels_b[:, 0] = 1  # A's column 1 lands on B's column 0: 4 disagreements of 28
+    agree, count = multiview_consistency(depth, K, a, labels_a, depth, K, b, labels_b)
+    assert count == 28 and agree == pytest.approx(24 / 28)
+
+    occluded = depth.copy()
+    occluded[:, 3] = 1.0  # something in front of the plane in B's column 3: A's column 4 is hidden
+    labels_b[0, 5] = IGN  # and one B pixel is unlabelled
+    agree, count = multiview_consistency(depth, K, a, labels_a, occluded, K, b, labels_b)
+    assert count == 28 - 4 - 1 and agree == pytest.approx(19 / 23)
+
+
+def test_consistency_rotated_view_and_nothing_visible():
+    a = np.eye(4)
+    angle = np.deg2rad(8.0)
+    b = np.eye(4)
+    b[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    b[0, 3] = -0.3
+    # B's z-depth of the plane Z = 2 through each pixel centre: ray d = R K^-1 [u, v, 1], t = (2 - o_z) / d_z
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    rays = b[:3, :3] @ (np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)]))
+    depth_b = ((Z - b[2, 3]) / rays[2]).reshape(H, W)
+    labels = np.full((H, W), 3, np.int16)
+    agree, count = multiview_consistency(np.full((H, W), Z), K, a, labels, depth_b, K, b, labels)
+    assert agree == pytest.approx(1.0) and count > H * W // 2
+    behind = np.eye(4)
+    behind[:3, :3] = np.diag([-1.0, 1.0, -1.0])  # looking away from the plane
+    agree, count = multiview_consistency(np.full((H, W), Z), K, a, labels, depth_b, K, behind, labels)
+    assert count == 0 and np.isnan(agree)

@@ -1,0 +1,218 @@
+"""Real-dataset readers read back tiny fixtures written in each dataset's own layout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from econsg.errors import EconsgError
+from econsg.scene.readers import available_readers, detect_format, read_scene
+from econsg.scene.readers.lerf import read_lerf_frame, read_lerf_labels
+from econsg.scene.readers.ovs3d import load_class_masks
+from tests.dataset_fixtures import (
+    PLANE_Z,
+    save_uint16,
+    synthetic_views,
+    write_colmap,
+    write_lerf_frame,
+    write_ovs3d,
+    write_replica_nice,
+    write_replica_semantic,
+    write_scannet,
+)
+
+
+@pytest.fixture(scope="module")
+def views():
+    return synthetic_views()
+
+
+def assert_poses(source, views, numbers):
+    for frame, i in zip(source.frames, numbers):
+        np.testing.assert_allclose(frame.c2w, views.c2w[i], atol=1e-6)
+
+
+def test_registry_lists_every_format():
+    assert {"colmap", "replica_nice", "replica_semantic", "scannet", "ovs3d"} <= set(available_readers())
+
+
+# ---- COLMAP -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_colmap_reads_poses_intrinsics_points_and_split(tmp_path, views, binary):
+    points = np.array([[0.0, 0.0, 3.0], [1.0, -1.0, 2.5]])
+    write_colmap(tmp_path, views, binary=binary, points=points)
+    assert detect_format(tmp_path) == "colmap"
+    source = read_scene(tmp_path)
+    assert [f.name for f in source.frames] == [f"view_{i:02d}" for i in range(9)]
+    assert_poses(source, views, range(9))
+    np.testing.assert_allclose(source.frames[3].K, views.K)
+    assert [f.split for f in source.frames] == ["test"] + ["train"] * 7 + ["test"]
+    np.testing.assert_allclose(source.points, points, atol=1e-6)
+    assert source.point_rgb[1].tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(source.frames[2].load_image(), views.images[2] / np.float32(255))
+
+
+def test_colmap_simple_pinhole(tmp_path, views):
+    write_colmap(tmp_path, views, model="SIMPLE_PINHOLE", params=[25.0, 8.0, 6.0])
+    K = read_scene(tmp_path, "colmap").frames[0].K
+    np.testing.assert_allclose(K, [[25, 0, 8], [0, 25, 6], [0, 0, 1]])
+
+
+def test_colmap_missing_image_names_file(tmp_path, views):
+    write_colmap(tmp_path, views, skip_image=4)
+    with pytest.raises(EconsgError, match=r"view_04\.png: image named in the COLMAP model"):
+        read_scene(tmp_path, "colmap")
+
+
+def test_colmap_distorted_or_unsupported_camera_is_refused(tmp_path, views):
+    write_colmap(tmp_path / "a", views, model="OPENCV", params=[20, 22, 8, 6, 0.1, 0, 0, 0])
+    with pytest.raises(EconsgError, match="OPENCV has distortion.*image_undistorter"):
+        read_scene(tmp_path / "a", "colmap")
+    write_colmap(tmp_path / "b", views, model="OPENCV", params=[20, 22, 8, 6, 0, 0, 0, 0])
+    np.testing.assert_allclose(read_scene(tmp_path / "b", "colmap").frames[0].K, views.K)
+    write_colmap(tmp_path / "c", views, model="OPENCV_FISHEYE", params=[20, 22, 8, 6, 0, 0, 0, 0])
+    with pytest.raises(EconsgError, match="OPENCV_FISHEYE is not supported"):
+        read_scene(tmp_path / "c", "colmap")
+
+
+# ---- Replica ----------------------------------------------------------------------------------------
+
+
+def test_replica_nice_poses_intrinsics_depth(tmp_path, views):
+    write_replica_nice(tmp_path, views)
+    assert detect_format(tmp_path) == "replica_nice"
+    source = read_scene(tmp_path)
+    assert_poses(source, views, range(9))
+    np.testing.assert_allclose(source.frames[0].K, views.K, atol=1e-9)  # +0.5 shift of cam_params.json undone
+    depth = source.frames[5].load_depth()
+    np.testing.assert_allclose(depth, views.depth[5], atol=1 / 6553.5)
+    assert source.frames[0].split == "test" and source.frames[1].split == "train"
+    assert np.abs(source.frames[1].load_image() - views.images[1] / 255).mean() < 0.05  # JPEG
+
+
+def test_replica_nice_default_camera_and_bad_depth(tmp_path, views):
+    write_replica_nice(tmp_path / "a", views, cam_params=False)
+    with pytest.raises(EconsgError, match="NICE-SLAM default.*1200x680"):
+        read_scene(tmp_path / "a", "replica_nice")
+    write_replica_nice(tmp_path / "b", views, depth_shape=(6, 8))
+    frame = read_scene(tmp_path / "b", "replica_nice").frames[0]
+    with pytest.raises(EconsgError, match="depth map is 8x6 pixels, expected 16x12"):
+        frame.load_depth()
+
+
+def test_replica_semantic_split_labels_depth(tmp_path, views):
+    write_replica_semantic(tmp_path, views, class_names=["void", "floor", "wall", "sofa"])
+    assert detect_format(tmp_path) == "replica_semantic"
+    source = read_scene(tmp_path)
+    assert [(f.name, f.split) for f in source.frames] == [("rgb_0", "train"), ("rgb_2", "test"), ("rgb_5", "train"), ("rgb_7", "test")]
+    assert source.class_names == ["void", "floor", "wall", "sofa"]
+    assert_poses(source, views, [0, 2, 5, 7])
+    frame = source.frames[3]
+    np.testing.assert_array_equal(frame.load_classes(), np.where(views.labels[7] >= 0, views.labels[7] + 1, -1))
+    np.testing.assert_allclose(frame.load_depth(), views.depth[7], atol=1e-3)
+    height, width = views.shape
+    np.testing.assert_allclose(frame.K, [[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]])
+
+
+def test_replica_semantic_generic_names_and_unknown_ids(tmp_path, views):
+    write_replica_semantic(tmp_path / "a", views)
+    assert read_scene(tmp_path / "a").class_names == ["class_0", "class_1", "class_2", "class_3"]
+    write_replica_semantic(tmp_path / "b", views, class_names=["void", "floor"])
+    with pytest.raises(EconsgError, match=r"semantic_class_0\.png: label ids \[2, 3\] are not in the class list"):
+        read_scene(tmp_path / "b").frames[0].load_classes()
+
+
+# ---- ScanNet ----------------------------------------------------------------------------------------
+
+
+def test_scannet_poses_depth_registration_and_nyu40(tmp_path, views):
+    write_scannet(tmp_path, views)
+    assert detect_format(tmp_path) == "scannet"
+    source = read_scene(tmp_path)
+    assert_poses(source, views, range(9))
+    np.testing.assert_allclose(source.frames[0].K, views.K, atol=1e-9)
+    depth = source.frames[4].load_depth()  # stored at half resolution, registered to colour
+    assert depth.shape == views.shape
+    np.testing.assert_allclose(depth, PLANE_Z - views.c2w[4, 2, 3], atol=1e-3)
+    classes = source.frames[4].load_classes()
+    expected = np.choose(np.maximum(views.labels[4], 0), [4, 0, 13])  # chair, wall, desk (nyu40 id - 1)
+    np.testing.assert_array_equal(classes, np.where(views.labels[4] >= 0, expected, -1))
+    assert source.class_names[4] == "chair" and len(source.class_names) == 40
+
+
+def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views):
+    root = write_scannet(tmp_path / "a", views)
+    np.savetxt(root / "pose" / "3.txt", np.full((4, 4), -np.inf))
+    assert [f.name for f in read_scene(root).frames] == ["0", "1", "2", "4", "5", "6", "7", "8"]
+    save_uint16(root / "label-filt" / "5.png", np.full(views.shape, 99))
+    with pytest.raises(EconsgError, match=r"5\.png: label ids \[99\] are not in the mapping"):
+        read_scene(root).frames[4].load_classes()
+
+    root = write_scannet(tmp_path / "b", views, label_table=False)
+    with pytest.raises(EconsgError, match="scannetv2-labels.combined.tsv: missing"):
+        read_scene(root)
+
+    root = write_scannet(tmp_path / "c", views, depth_intrinsics=False)
+    with pytest.raises(EconsgError, match="depth map is 8x6 pixels, colour is 16x12.*intrinsic_depth.txt"):
+        read_scene(root).frames[0].load_depth()
+
+
+# ---- 3D-OVS -----------------------------------------------------------------------------------------
+
+
+def test_ovs3d_llff_poses_sorted_classes_and_masks(tmp_path, views):
+    names = ["sofa", "banana", "cup"]
+    write_ovs3d(tmp_path, views, names)
+    assert detect_format(tmp_path) == "ovs3d"
+    source = read_scene(tmp_path)
+    assert source.class_names == ["banana", "cup", "sofa"]
+    assert_poses(source, views, range(9))
+    np.testing.assert_allclose(source.frames[2].K, [[20, 0, 8], [0, 20, 6], [0, 0, 1]])  # fx = fy = focal, centre
+    assert [f.split for f in source.frames] == ["test", "train", "train", "train", "test", "train", "train", "train", "train"]
+    np.testing.assert_array_equal(source.frames[4].load_classes(), views.labels[4])
+    assert source.frames[1].load_classes is None
+    masks = load_class_masks(tmp_path / "segmentations" / "04", source.class_names, views.shape)
+    np.testing.assert_array_equal(masks[2], views.labels[4] == 2)
+
+
+def test_ovs3d_errors(tmp_path, views):
+    write_ovs3d(tmp_path / "a", views, ["a", "b", "c"], empty_segmentations=True)
+    with pytest.raises(EconsgError, match="no <view>/ folders with class masks"):
+        read_scene(tmp_path / "a", "ovs3d")
+    root = write_ovs3d(tmp_path / "b", views, ["a", "b", "c"])
+    (root / "segmentations" / "04" / "b.png").unlink()
+    with pytest.raises(EconsgError, match=r"b\.png: mask of class 'b' is missing"):
+        read_scene(root, "ovs3d").frames[4].load_classes()
+    np.save(root / "poses_bounds.npy", np.zeros((3, 17)))
+    with pytest.raises(EconsgError, match="3 poses for 9 images"):
+        read_scene(root, "ovs3d")
+
+
+# ---- LERF-OVS labels --------------------------------------------------------------------------------
+
+
+def test_lerf_labels_merge_objects_of_one_category(tmp_path):
+    square = [[2, 2], [5, 2], [5, 5], [2, 5]]
+    other = [[10, 1], [12, 1], [12, 3], [10, 3]]
+    objects = [
+        {"category": "cup", "bbox": [2, 2, 5, 5], "segmentation": square},
+        {"category": "plate", "bbox": [0, 8, 3, 9], "segmentation": [[0, 8], [3, 8], [3, 9], [0, 9]]},
+        {"category": "cup", "bbox": [10, 1, 12, 3], "segmentation": other},
+    ]
+    write_lerf_frame(tmp_path / "frame_00003.json", "frame_00003.jpg", 12, 16, objects)
+    frame = read_lerf_frame(tmp_path / "frame_00003.json")
+    assert frame.index == 2 and [q.category for q in frame.queries] == ["cup", "plate"]
+    cup = frame.queries[0]
+    assert cup.boxes.tolist() == [[2, 2, 5, 5], [10, 1, 12, 3]]
+    expected = np.zeros((12, 16), bool)
+    expected[2:6, 2:6] = True
+    expected[1:4, 10:13] = True
+    np.testing.assert_array_equal(cup.mask, expected)
+    assert len(read_lerf_labels(tmp_path)) == 1
+    write_lerf_frame(tmp_path / "frame_00004.json", "frame_00004.jpg", 12, 16, [{"category": "x", "bbox": [0, 0, 1, 1]}])
+    with pytest.raises(EconsgError, match=r"objects\[0\].*segmentation"):
+        read_lerf_labels(tmp_path)
+    with pytest.raises(EconsgError, match="no frame_"):
+        read_lerf_labels(Path(tmp_path / "nothing"))
