@@ -50,11 +50,12 @@ def _guard(func, *args, **kwargs):
 def run(
     stage: Annotated[str, typer.Argument(help="Stage name: synth, ingest, extract, crr, fuse, autoencode, splat, evaluate.")],
     params: ParamsOption = Path("params.yaml"),
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable).")] = None,
 ) -> None:
     """Run one stage directly (what `python -m stages.STAGE` and `dvc repro` run)."""
     from econsg.pipeline import run_stage
 
-    seconds = _guard(run_stage, stage, params)
+    seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
     Console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
 
 

@@ -116,11 +116,11 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-def run_stage(name: str, params_path: str | Path = "params.yaml") -> float:
-    """Validate params, then run one stage's module (`stages/<name>.py: run(params)`); returns seconds."""
+def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> float:
+    """Validate params (with `section.key=value` overrides), then run `stages/<name>.py: run(params)`; returns seconds."""
     if name not in STAGES:
         raise EconsgError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
-    params = load_params(params_path)
+    params = load_params(params_path, overrides)
     module = importlib.import_module(f"stages.{name}")
     start = time.perf_counter()
     module.run(params)
@@ -131,9 +131,14 @@ def stage_main(name: str) -> None:
     """Entry point of `python -m stages.<name> [params.yaml]`: user errors print one message, exit 1."""
     from econsg.cli import report_error
 
-    params_path = sys.argv[1] if len(sys.argv) > 1 else "params.yaml"
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}")
+    parser.add_argument("params", nargs="?", default="params.yaml", help="params file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value override")
+    args = parser.parse_args()
     try:
-        seconds = run_stage(name, params_path)
+        seconds = run_stage(name, args.params, tuple(args.overrides))
     except EconsgError as error:
         report_error(error)
         raise SystemExit(1) from None

@@ -85,8 +85,25 @@ def parse_params(data: object, source: str = "params") -> Params:
         raise ConfigError(source, format_validation_error(error)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises ConfigError naming every bad `section.field`."""
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: str) -> dict:
+    """Apply `section.key=value` overrides (values parsed as YAML) to a loaded params mapping."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(source, [f"--set {item!r}: expected section.key=value"])
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read and validate params.yaml (plus `section.key=value` overrides); raises ConfigError naming every bad `section.field`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file"])
@@ -94,4 +111,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
+    if overrides:
+        data = apply_overrides(data or {}, overrides, str(path))
     return parse_params(data, str(path))
