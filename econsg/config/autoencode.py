@@ -1,0 +1,47 @@
+"""Params of the autoencode stage: the low-dimensional latent space of the fused features."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from econsg.config.base import Section
+
+
+class AutoencodeParams(Section):
+    """The latent autoencoder E: D -> d, G: d -> D (METHOD.md section 4)."""
+
+    latent_dim: int = Field(
+        6, ge=2, le=128, description="Latent width d rendered by the splats; the paper uses 6, 16 or 32 (any >= 2 works)."
+    )
+    hidden: tuple[int, ...] = Field(
+        (256, 128, 64, 32),
+        min_length=1,
+        description="Encoder hidden widths from D down to d; the decoder mirrors them (authors: 256, 128, 64, 32).",
+    )
+    iterations: int = Field(
+        400, ge=1, description="Optimiser steps (minibatches); 400 x 1024 is ~27 epochs of a 15k-point demo, ~16 s on 2 CPU cores."
+    )
+    batch_size: int = Field(1024, ge=1, description="Fused points per minibatch (capped at the number of points).")
+    lr: float = Field(2e-3, gt=0, lt=1, description="Adam learning rate (cosine-decayed to 1 % over the run).")
+    temperature: float = Field(
+        0.05, gt=0, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms."
+    )
+    loss: Literal["paper", "authors"] = Field(
+        "paper",
+        description="'paper': L2 + CE on decoded features + CE on latents against T_z; "
+        "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only.",
+    )
+    latent_map_size: Literal["feature_grid", "image"] = Field(
+        "feature_grid",
+        description="Resolution of the stored 2D latent maps F_z^2D: the native feature grid (small; up-sampled at "
+        "splat time) or full image size.",
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 1 for w in value):
+            raise ValueError(f"expected positive layer widths, got {list(value)}")
+        return value

@@ -1,0 +1,44 @@
+"""Params of the fuse stage: refined pixels lifted into 3D and fused on a voxel grid."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from econsg.config.base import Section
+
+
+class FuseParams(Section):
+    """The 3D contextual space (METHOD.md section 3)."""
+
+    voxel_size: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="Voxel edge in metres. 0.05 suits the ~5 m demo room; the authors use 0.02 on Replica.",
+    )
+    min_views: int = Field(1, ge=1, description="Keep only voxels seen by at least this many distinct training views.")
+    source: Literal["auto", "depth", "points"] = Field(
+        "auto",
+        description="Where 3D comes from: 'depth' back-projects depth maps, 'points' z-buffers the scene's point "
+        "cloud into each view, 'auto' uses depth where a view has it and the point cloud otherwise.",
+    )
+    depth_tolerance: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="'points' source: a point counts as visible when its depth is within this relative margin of "
+        "the nearest point on its pixel.",
+    )
+    max_depth: float | None = Field(
+        None, gt=0, description="Skip samples deeper than this many metres (far, noisy depth); null = no limit."
+    )
+    use_confidence_weights: bool = Field(
+        True, description="Weight features and label votes by crr's per-pixel confidence; false = every pixel weighs 1."
+    )
+    max_points: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on fused points: a random subsample drawn with the run's seed, for huge scenes; null = all.",
+    )

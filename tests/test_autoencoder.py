@@ -1,0 +1,178 @@
+"""Tests of econsg.autoencoder: the latent autoencoder, its losses, training and persistence."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from econsg.autoencoder import (
+    IGNORE,
+    LatentAutoencoder,
+    autoencoder_loss,
+    encode_features,
+    encode_text,
+    latent_class_accuracy,
+    model_from_arrays,
+    reconstruction_cosine,
+    state_to_arrays,
+    train_autoencoder,
+)
+from econsg.config.autoencode import AutoencodeParams
+from econsg.errors import EconsgError
+
+
+def separable_features(rng: np.random.Generator, n: int, d: int, c: int, noise: float = 1.0, flip: float = 0.05):
+    """Unit class embeddings sharing a common direction (pairwise cos 0.6) and noisy unit features.
+
+    Returns features [n, d], labels [n] (a fraction `flip` re-drawn at random), true classes [n], text [c, d].
+    """
+    basis, _ = np.linalg.qr(rng.normal(size=(d, c + 1)))
+    text = math.sqrt(0.6) * basis[:, :1].T + math.sqrt(0.4) * basis[:, 1:].T
+    truth = rng.integers(0, c, n)
+    feats = text[truth] + noise * rng.normal(size=(n, d)) / math.sqrt(d)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    labels = np.where(rng.uniform(size=n) < flip, rng.integers(0, c, n), truth)
+    return feats.astype(np.float32), labels, truth, text.astype(np.float32)
+
+
+def test_synthetic_classes_share_a_common_component():
+    _, _, _, text = separable_features(np.random.default_rng(0), 10, 32, 5)
+    gram = text @ text.T
+    np.testing.assert_allclose(np.diag(gram), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(gram[~np.eye(5, dtype=bool)], 0.6, rtol=1e-5)
+
+
+def test_architecture_mirrors_hidden_widths():
+    model = LatentAutoencoder(64, 6, hidden=(32, 16))
+    widths = [(m.in_features, m.out_features) for m in model.linear_layers()]
+    assert widths == [(64, 32), (32, 16), (16, 6), (6, 16), (16, 32), (32, 64)]
+    z, recon = model(torch.zeros(3, 64))
+    assert z.shape == (3, 6) and recon.shape == (3, 64)
+    # no activation at the ends: the last module of each half is Linear
+    assert isinstance(model.encoder[-1], torch.nn.Linear) and isinstance(model.decoder[-1], torch.nn.Linear)
+
+
+def test_construction_does_not_touch_the_global_rng():
+    state = torch.random.get_rng_state()
+    LatentAutoencoder(16, 3, hidden=(8,))
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_loss_parts_non_negative_and_ce_ignores_ignore_labels():
+    rng = np.random.default_rng(1)
+    feats, labels, _, text = separable_features(rng, 16, 24, 4)
+    model = LatentAutoencoder(24, 3, hidden=(12,), generator=torch.Generator().manual_seed(1))
+    f, t = torch.from_numpy(feats), torch.from_numpy(text)
+    y = torch.from_numpy(labels).long()
+    total, parts = autoencoder_loss(model, f, y, t, temperature=0.1)
+    assert set(parts) == {"l2", "ce_feature", "ce_latent"} and all(v >= 0 for v in parts.values())
+    assert math.isclose(total.item(), sum(parts.values()), rel_tol=1e-5)
+    # CE by hand over the labelled half only
+    y_half = y.clone()
+    y_half[::2] = IGNORE
+    _, half = autoencoder_loss(model, f, y_half, t, temperature=0.1)
+    z, recon = model(f)
+    logits = F.normalize(recon, dim=1) @ F.normalize(t, dim=1).T / 0.1
+    expected = F.cross_entropy(logits[1::2], y[1::2]).item()
+    assert math.isclose(half["ce_feature"], expected, rel_tol=1e-5)
+    assert math.isclose(half["l2"], parts["l2"], rel_tol=1e-6)  # L2 still uses every point
+    # all IGNORE: CE terms vanish, the loss stays finite and differentiable
+    total, none = autoencoder_loss(model, f, torch.full_like(y, IGNORE), t, temperature=0.1)
+    assert none["ce_feature"] == 0 and none["ce_latent"] == 0 and torch.isfinite(total)
+    total.backward()
+
+
+def test_authors_loss_matches_its_formula():
+    model = LatentAutoencoder(8, 2, hidden=(4,))
+    f = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    total, parts = autoencoder_loss(model, f, torch.zeros(5, dtype=torch.long), torch.eye(8)[:2], 0.1, kind="authors")
+    _, recon = model(f)
+    mse = ((recon - f) ** 2).mean().item()
+    cos = 1 - F.cosine_similarity(recon, f).mean().item()
+    assert math.isclose(parts["mse"], mse, rel_tol=1e-5) and math.isclose(total.item(), mse + 0.001 * cos, rel_tol=1e-5)
+    with pytest.raises(EconsgError, match="loss kind: expected 'paper' or 'authors', got 'l1'"):
+        autoencoder_loss(model, f, torch.zeros(5, dtype=torch.long), torch.eye(8)[:2], 0.1, kind="l1")
+
+
+def test_training_reaches_high_latent_accuracy_on_separable_features():
+    rng = np.random.default_rng(2)
+    feats, labels, truth, text = separable_features(rng, 2000, 64, 5, noise=1.0, flip=0.05)
+    model, curve = train_autoencoder(feats, labels, text, latent_dim=6, hidden=(64, 32, 16), iterations=150,
+                                     batch_size=256, lr=3e-3, temperature=0.05, generator=torch.Generator().manual_seed(0),
+                                     progress=False)  # fmt: skip
+    assert latent_class_accuracy(model, feats, truth, text) >= 0.95
+    assert curve[-1]["loss"] < curve[0]["loss"]
+    assert curve[-1]["iteration"] == 150 and {"l2", "ce_feature", "ce_latent", "lr"} <= set(curve[-1])
+    # the signal is a unit class direction plus isotropic noise of equal norm: cos(f, t_y) ~ 1/sqrt(2)
+    assert reconstruction_cosine(model, feats) > 0.5
+    q = encode_text(model, text)
+    assert q.shape == (5, 6)
+    np.testing.assert_allclose(q.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_training_is_deterministic_for_a_fixed_generator():
+    rng = np.random.default_rng(3)
+    feats, labels, _, text = separable_features(rng, 200, 16, 3)
+    kw = dict(latent_dim=3, hidden=(8,), iterations=20, batch_size=64, progress=False)
+    a, ca = train_autoencoder(feats, labels, text, generator=torch.Generator().manual_seed(7), **kw)
+    b, cb = train_autoencoder(feats, labels, text, generator=torch.Generator().manual_seed(7), **kw)
+    c, _ = train_autoencoder(feats, labels, text, generator=torch.Generator().manual_seed(8), **kw)
+    for name, value in state_to_arrays(a).items():
+        np.testing.assert_array_equal(value, state_to_arrays(b)[name])
+    assert ca == cb
+    assert not np.array_equal(state_to_arrays(a)["encoder.0.weight"], state_to_arrays(c)["encoder.0.weight"])
+
+
+def test_weights_round_trip_through_arrays():
+    model = LatentAutoencoder(20, 4, hidden=(10, 7), generator=torch.Generator().manual_seed(4))
+    arrays = state_to_arrays(model)
+    assert arrays["encoder.0.weight"].shape == (10, 20) and arrays["decoder.2.bias"].shape == (20,)
+    again = model_from_arrays(arrays)
+    assert (again.feature_dim, again.latent_dim, again.hidden) == (20, 4, (10, 7))
+    x = torch.randn(6, 20, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(again(x)[1], model(x)[1], rtol=0, atol=0)
+    torch.testing.assert_close(encode_features(again, x.numpy()), model.encode(x).detach(), rtol=0, atol=0)
+    broken = dict(arrays)
+    broken["decoder.0.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(EconsgError, match=r"arrays\['decoder.0.weight'\]: expected shape \(7, 4\)"):
+        model_from_arrays(broken)
+
+
+def test_bad_inputs_name_the_argument():
+    feats = np.zeros((4, 8), np.float32)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(EconsgError, match=r"text_embeddings: expected shape \[C, 8\]"):
+        train_autoencoder(feats, np.zeros(4), np.zeros((3, 5)), generator=g, progress=False)
+    with pytest.raises(EconsgError, match=r"labels: expected class ids in \[0, 3\)"):
+        train_autoencoder(feats, np.array([0, 1, 2, 3]), np.zeros((3, 8)), generator=g, progress=False)
+    with pytest.raises(EconsgError, match="every label is IGNORE"):
+        latent_class_accuracy(LatentAutoencoder(8, 2, (4,)), feats, np.full(4, IGNORE), np.eye(8)[:3])
+
+
+def test_autoencode_params():
+    p = AutoencodeParams()
+    assert (p.latent_dim, p.hidden, p.loss, p.latent_map_size) == (6, (256, 128, 64, 32), "paper", "feature_grid")
+    assert AutoencodeParams(latent_dim=32).latent_dim == 32
+    for bad in ({"latent_dim": 1}, {"loss": "l1"}, {"hidden": (64, 0)}, {"temperature": 0}, {"epochs": 3}):
+        with pytest.raises(ValueError):
+            AutoencodeParams(**bad)
+
+
+@pytest.mark.slow
+def test_demo_scale_latent_accuracy_and_time():
+    """The demo's size with AutoencodeParams defaults: 15k points, D = 512, 10 classes, d = 6."""
+    p = AutoencodeParams()
+    feats, labels, truth, text = separable_features(np.random.default_rng(0), 15000, 512, 10, noise=1.0, flip=0.05)
+    start = time.perf_counter()
+    model, _ = train_autoencoder(feats, labels, text, latent_dim=p.latent_dim, hidden=p.hidden, iterations=p.iterations,
+                                 batch_size=p.batch_size, lr=p.lr, temperature=p.temperature, loss_kind=p.loss,
+                                 generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    accuracy = latent_class_accuracy(model, feats, truth, text)
+    print(f"demo-scale autoencoder: {seconds:.1f} s, latent accuracy {accuracy:.4f}")
+    assert accuracy >= 0.95  # time is printed, not asserted: it measures the machine (target < 30 s on 2 idle cores)

@@ -1,0 +1,264 @@
+"""Tests of econsg.fusion: back-projection, the point depth test and streaming voxel fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from econsg.config.fuse import FuseParams
+from econsg.errors import EconsgError
+from econsg.fusion import (
+    IGNORE,
+    FusionView,
+    VoxelFeatureFusion,
+    backproject_depth,
+    bilinear_feature_index,
+    fuse_multiview_features,
+    project_points,
+    visible_points_depth_test,
+)
+
+W, H = 32, 24
+K = np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 11.5], [0.0, 0.0, 1.0]])
+
+
+def rotation_y(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def pose(rot: np.ndarray, t) -> np.ndarray:
+    c2w = np.eye(4)
+    c2w[:3, :3] = rot
+    c2w[:3, 3] = t
+    return c2w
+
+
+def test_plane_backprojects_onto_plane_and_principal_pixel_onto_axis():
+    c2w = pose(rotation_y(90.0), [1.0, 2.0, 3.0])  # camera z axis = world +x
+    depth = np.full((H, W), 2.0, dtype=np.float32)
+    xyz, pix = backproject_depth(depth, K, c2w)
+    assert xyz.shape == (H * W, 3) and np.array_equal(pix, np.arange(H * W))
+    # every point lies on the plane x = 1 + 2 (2 m along the optical axis from the camera at x = 1)
+    np.testing.assert_allclose(xyz[:, 0], 3.0, atol=1e-12)
+    # pixel (row 11, col 15) has its centre (15.5, 11.5) on the principal point: on the optical axis
+    np.testing.assert_allclose(xyz[11 * W + 15], [3.0, 2.0, 3.0], atol=1e-12)
+    # one pixel to the right moves +x_cam = world -z by depth / fx
+    np.testing.assert_allclose(xyz[11 * W + 16], [3.0, 2.0, 3.0 - 2.0 / 30.0], atol=1e-12)
+
+
+def test_backprojection_skips_invalid_pixels():
+    depth = np.full((H, W), 1.0, dtype=np.float32)
+    depth[0, 0] = 0.0
+    depth[0, 1] = np.nan
+    depth[0, 2] = 9.0
+    valid = np.ones((H, W), dtype=bool)
+    valid[0, 3] = False
+    _, pix = backproject_depth(depth, K, np.eye(4), valid=valid, max_depth=5.0)
+    assert set(range(4)).isdisjoint(pix.tolist()) and len(pix) == H * W - 4
+
+
+def test_projection_round_trip():
+    rng = np.random.default_rng(0)
+    c2w = pose(rotation_y(30.0) @ rotation_y(-10.0), [0.3, -0.2, 0.5])
+    depth = rng.uniform(0.5, 4.0, size=(H, W))
+    xyz, pix = backproject_depth(depth, K, c2w)
+    uv, z, in_view = project_points(xyz, K, c2w, W, H)
+    rows, cols = np.divmod(pix, W)
+    assert in_view.all()
+    np.testing.assert_allclose(uv, np.stack([cols + 0.5, rows + 0.5], 1), atol=1e-9)
+    np.testing.assert_allclose(z, depth.reshape(-1), rtol=1e-12)
+    # points behind the camera are out of view
+    _, _, behind = project_points(np.array([[0.0, 0.0, -1.0]]), K, np.eye(4), W, H)
+    assert not behind[0]
+
+
+def test_depth_test_keeps_the_front_point():
+    ray = np.array([0.0, 0.0, 1.0])  # the optical axis: pixel (11, 15)
+    points = np.stack([3.0 * ray, 1.0 * ray, 1.04 * ray, 2.0 * ray + [0.5, 0, 0]])
+    hit = visible_points_depth_test(points, K, np.eye(4), W, H, depth_tolerance=0.05)
+    centre = 11 * W + 15
+    assert hit[1] == centre  # nearest on its pixel
+    assert hit[2] == centre  # within 5 % of the nearest depth
+    assert hit[0] == -1  # occluded
+    assert hit[3] == 11 * W + int(15.5 + 30 * 0.25)  # alone on another pixel
+    strict = visible_points_depth_test(points, K, np.eye(4), W, H, depth_tolerance=0.0)
+    assert strict[2] == -1
+
+
+def unit(d: int, i: int) -> np.ndarray:
+    e = np.zeros(d, dtype=np.float32)
+    e[i] = 1.0
+    return e
+
+
+def test_two_views_that_disagree_follow_confidence_weights():
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=4, num_classes=3)
+    fusion.add(np.array([[0.2, 0.2, 0.2]]), unit(4, 0)[None], np.array([0]), np.array([0.9]), np.array([[1.0, 0, 0]]), 0)
+    fusion.add(np.array([[0.4, 0.6, 0.8]]), unit(4, 1)[None], np.array([1]), np.array([0.3]), np.array([[0, 1.0, 0]]), 1)
+    out = fusion.finalize()
+    assert len(out) == 1
+    # mean feature direction 0.9 e0 + 0.3 e1, normalised
+    expected = np.array([0.9, 0.3, 0, 0]) / np.hypot(0.9, 0.3)
+    np.testing.assert_allclose(out.feature[0], expected, rtol=1e-6)
+    assert out.label[0] == 0
+    np.testing.assert_allclose(out.vote_share[0], 0.9 / 1.2, rtol=1e-6)
+    np.testing.assert_allclose(out.weight[0], 1.2, rtol=1e-6)
+    assert out.num_views[0] == 2
+    np.testing.assert_allclose(out.xyz[0], [0.3, 0.4, 0.5], rtol=1e-6)  # sample mean, not voxel centre
+    np.testing.assert_allclose(out.rgb[0], [0.5, 0.5, 0.0], rtol=1e-6)
+
+
+def test_label_histogram_ignore_and_views():
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=3)
+    xyz = np.array([[0.5, 0.5, 0.5]] * 5 + [[1.5, 0.5, 0.5]])
+    labels = np.array([2, 2, 1, IGNORE, 1, IGNORE])
+    conf = np.array([0.5, 0.5, 0.4, 10.0, 0.4, 1.0])
+    feats = np.stack([unit(3, 2), unit(3, 2), unit(3, 1), unit(3, 0), unit(3, 1), unit(3, 0)])
+    rgb = np.zeros((6, 3))
+    fusion.add(xyz[:3], feats[:3], labels[:3], conf[:3], rgb[:3], view_id=7)
+    fusion.add(xyz[3:], feats[3:], labels[3:], conf[3:], rgb[3:], view_id=7)  # same view in a second chunk
+    out = fusion.finalize(drop_featureless=False)
+    assert len(out) == 2
+    # voxel 0: votes class2 = 1.0, class1 = 0.8; the IGNORE pixel adds neither vote nor feature
+    assert out.label[0] == 2 and out.num_views[0] == 1
+    np.testing.assert_allclose(out.vote_share[0], 1.0 / 1.8, rtol=1e-6)
+    np.testing.assert_allclose(out.feature[0], np.array([0, 0.8, 1.0]) / np.hypot(0.8, 1.0), rtol=1e-6)
+    # voxel 1: only an IGNORE pixel: no votes, zero feature, still geometry
+    assert out.label[1] == IGNORE and out.vote_share[1] == 0 and out.weight[1] == 0
+    np.testing.assert_allclose(out.xyz[1], [1.5, 0.5, 0.5])
+    assert len(fusion.finalize()) == 1  # featureless voxels dropped by default
+    assert len(fusion.finalize(min_views=2, drop_featureless=False)) == 0
+
+
+def test_features_from_ignored_option():
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=True)
+    fusion.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
+    out = fusion.finalize()
+    assert len(out) == 1 and out.label[0] == IGNORE
+    np.testing.assert_allclose(out.feature[0], unit(3, 0))
+
+
+def random_plane_view(rng, n, d, rows):
+    xyz = np.column_stack([rng.uniform(0, 2, n), rng.uniform(0, 2, n), np.full(n, 1.0)])
+    return xyz, rng.normal(size=(rows, d)).astype(np.float32), rng.integers(0, rows, n)
+
+
+def test_streaming_state_does_not_grow_with_views():
+    rng = np.random.default_rng(1)
+    fusion = VoxelFeatureFusion(voxel_size=0.25, feature_dim=16, num_classes=4)
+    sizes = []
+    for view in range(40):
+        xyz, table, index = random_plane_view(rng, 2000, 16, 8)
+        labels = rng.integers(-1, 4, len(xyz))
+        fusion.add(xyz, table, labels, rng.uniform(size=len(xyz)), rng.uniform(size=(len(xyz), 3)), view, feature_index=index)
+        sizes.append((fusion.num_voxels, fusion.nbytes))
+    assert fusion.num_voxels == 64  # 8 x 8 voxels cover the 2 m x 2 m plane
+    assert len(set(sizes[5:])) == 1  # neither voxels nor bytes grow once the surface is covered
+    assert fusion.finalize().num_views.max() == 40
+
+
+def test_table_path_matches_dense_reference():
+    rng = np.random.default_rng(2)
+    xyz, table, index = random_plane_view(rng, 3000, 8, 5)
+    mix_index = np.stack([index, rng.integers(0, 5, len(index))], 1)
+    mix = rng.uniform(size=mix_index.shape)
+    labels = rng.integers(-1, 3, len(xyz))
+    conf = rng.uniform(size=len(xyz))
+    rgb = rng.uniform(size=(len(xyz), 3))
+    fast = VoxelFeatureFusion(0.3, 8, 3)
+    fast.add(xyz, table, labels, conf, rgb, 0, feature_index=mix_index, feature_mix=mix)
+    dense_features = (table[mix_index] * mix[..., None]).sum(1)
+    ref = VoxelFeatureFusion(0.3, 8, 3)
+    ref.add(xyz, dense_features, labels, conf, rgb, 0)  # the same mixed features as dense rows
+    a, b = fast.finalize(), ref.finalize()
+    np.testing.assert_allclose(a.feature, b.feature, rtol=1e-5, atol=1e-6)  # float32 sums in another order
+    np.testing.assert_allclose(a.xyz, b.xyz, rtol=1e-6)
+    assert np.array_equal(a.num_views, b.num_views) and np.array_equal(a.label, b.label)
+
+
+def test_table_path_keeps_confidence_weighted_votes():
+    """Mixing weights spread features over rows, but label votes weigh by confidence alone."""
+    fusion = VoxelFeatureFusion(1.0, 2, 2)
+    fusion.add(np.zeros((2, 3)), np.eye(2, dtype=np.float32), np.array([0, 1]), np.array([0.3, 0.6]),
+               np.zeros((2, 3)), 0, feature_index=np.array([[0, 1], [1, 1]]), feature_mix=np.array([[0.5, 0.5], [1.0, 0.0]]))  # fmt: skip
+    out = fusion.finalize()
+    # feature sum = 0.3 * (0.5 e0 + 0.5 e1) + 0.6 * e1 = (0.15, 0.75); weight = 0.3 + 0.6
+    np.testing.assert_allclose(out.feature[0], np.array([0.15, 0.75]) / np.hypot(0.15, 0.75), rtol=1e-6)
+    np.testing.assert_allclose(out.weight[0], 0.9, rtol=1e-6)
+    assert out.label[0] == 1 and np.isclose(out.vote_share[0], 0.6 / 0.9)
+
+
+def test_bilinear_index_matches_torch_interpolate():
+    rng = np.random.default_rng(3)
+    grid = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    index, mix = bilinear_feature_index(3, 5, 11, 17)
+    ours = (grid.reshape(-1, 4)[index] * mix[..., None]).sum(1).reshape(11, 17, 4)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(grid).permute(2, 0, 1)[None], size=(11, 17),
+                                          mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()  # fmt: skip
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mix.sum(1), 1.0, rtol=1e-6)
+
+
+def plane_views(n_views: int, with_depth: bool):
+    rng = np.random.default_rng(4)
+    d = 6
+    table = np.eye(d, dtype=np.float32)
+    views = []
+    for v in range(n_views):
+        c2w = pose(rotation_y(rng.uniform(-10, 10)), [rng.uniform(-0.2, 0.2), 0.0, 0.0])
+        # make the plane z = 2.03 in the world: z-depth of a tilted camera along each pixel ray
+        ray_cam = np.stack(np.meshgrid((np.arange(W) + 0.5 - K[0, 2]) / K[0, 0], (np.arange(H) + 0.5 - K[1, 2]) / K[1, 1]), -1)
+        ray_cam = np.concatenate([ray_cam, np.ones((H, W, 1))], -1)
+        depth = 2.03 / (ray_cam @ c2w[:3, :3].T)[..., 2]  # plane inside a voxel layer, not on its face
+        labels = np.where(np.arange(W)[None, :] < W // 2, 0, 1).repeat(H, 0)
+        views.append(FusionView(view_id=v, K=K, c2w=c2w, rgb=np.full((H, W, 3), 0.5), labels=labels,
+                                feature_table=table, feature_index=labels, confidence=np.ones((H, W)),
+                                depth=depth if with_depth else None))  # fmt: skip
+    return views
+
+
+def test_fuse_multiview_features_depth_and_points_sources_agree():
+    views = plane_views(3, with_depth=True)
+    fused = fuse_multiview_features(views, voxel_size=0.1, feature_dim=6, num_classes=2)
+    np.testing.assert_allclose(fused.xyz[:, 2], 2.03, atol=1e-6)
+    assert fused.num_views.max() == 3 and set(np.unique(fused.label)) == {0, 1}
+    # the point cloud route: the fused points themselves, seen from the same cameras without depth
+    no_depth = plane_views(3, with_depth=False)
+    again = fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2, points=fused.xyz.astype(np.float64))
+    assert len(again) > 0.9 * len(fused)
+    np.testing.assert_allclose(again.xyz[:, 2], 2.03, atol=1e-6)
+    assert (again.vote_share > 0.5).all()
+    with pytest.raises(EconsgError, match="points: a point cloud is required"):
+        fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2)
+    capped = fuse_multiview_features(views, voxel_size=0.1, feature_dim=6, num_classes=2, max_points=10,
+                                     generator=np.random.default_rng(0))  # fmt: skip
+    assert len(capped) == 10
+
+
+def test_bad_inputs_name_the_argument():
+    fusion = VoxelFeatureFusion(0.1, 4, 3)
+    with pytest.raises(EconsgError, match=r"feature_table: expected shape \[R, 4\]"):
+        fusion.add(np.zeros((2, 3)), np.zeros((2, 5)), np.zeros(2), None, np.zeros((2, 3)), 0)
+    with pytest.raises(EconsgError, match="labels: expected class ids in"):
+        fusion.add(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 3]), None, np.zeros((2, 3)), 0)
+    with pytest.raises(EconsgError, match="confidence: expected finite weights >= 0"):
+        fusion.add(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 1]), np.array([1.0, -1.0]), np.zeros((2, 3)), 0)
+    with pytest.raises(EconsgError, match="voxel_size: expected a positive size"):
+        VoxelFeatureFusion(0.0, 4, 3)
+    with pytest.raises(EconsgError, match="depth: expected an"):
+        backproject_depth(np.zeros(5), K, np.eye(4))
+    with pytest.raises(EconsgError, match="c2w: expected a 4x4"):
+        project_points(np.zeros((1, 3)), K, np.eye(3), W, H)
+
+
+def test_fuse_params_defaults_and_validation():
+    p = FuseParams()
+    assert p.voxel_size == 0.05 and p.source == "auto" and p.min_views == 1 and p.max_points is None
+    with pytest.raises(ValueError):
+        FuseParams(voxel_size=0)
+    with pytest.raises(ValueError):
+        FuseParams(source="lidar")
+    with pytest.raises(ValueError):
+        FuseParams(voxelsize=0.1)
