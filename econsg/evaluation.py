@@ -85,11 +85,6 @@ def score_crr_labels(
     }
 
 
-def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
-    """Integer voxel coordinates of points, packed into int64 keys."""
-    ijk = np.floor(np.asarray(xyz, np.float64) / voxel_size).astype(np.int64) + (1 << 20)
-    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
-
 
 def score_fused_points(
     scene_path: Path,
@@ -110,7 +105,10 @@ def score_fused_points(
         return {}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
-    keys = voxel_keys(fused_xyz, voxel_size)
+    from econsg.fusion import VoxelFeatureFusion
+
+    voxel_keys = VoxelFeatureFusion(voxel_size, 1, 1).voxel_keys
+    keys = voxel_keys(fused_xyz)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     fused_ids = to_scene_ids(np.asarray(fused_label), lookup)
@@ -118,9 +116,9 @@ def score_fused_points(
     for v in views:
         xyz, pixel = samples(v)
         gt = restrict_gt(truth.classes(v).reshape(-1)[pixel].astype(np.int64), allowed)
-        where = np.searchsorted(sorted_keys, voxel_keys(xyz, voxel_size))
-        where = np.clip(where, 0, len(sorted_keys) - 1)
-        found = sorted_keys[where] == voxel_keys(xyz, voxel_size)
+        sample_keys = voxel_keys(xyz)
+        where = np.clip(np.searchsorted(sorted_keys, sample_keys), 0, len(sorted_keys) - 1)
+        found = sorted_keys[where] == sample_keys
         valid = found & (gt != IGNORE)
         point = order[where[valid]]
         raw_ids = to_scene_ids(raw(v).reshape(-1)[pixel][valid], lookup)

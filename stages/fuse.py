@@ -8,10 +8,9 @@ import numpy as np
 
 from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
 from econsg.config import Params
-from econsg.crr import refined_feature_map
 from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
-from econsg.fusion import VoxelFeatureFusion, backproject_depth, visible_points_depth_test
+from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, visible_points_depth_test
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
@@ -27,6 +26,22 @@ def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: 
     pixel = visible_points_depth_test(points, scene.Ks[v], scene.c2w[v], scene.width, scene.height, depth_tolerance)
     seen = pixel >= 0
     return points[seen], pixel[seen]
+
+
+def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, H: int, W: int):
+    """crr's refined features as table rows + per-pixel taps, without an [H,W,D] cube.
+
+    Rows are the patch grid followed by the mask-class means; a pixel keeping its own feature mixes
+    four grid rows bilinearly, a pixel refined by a mask takes its mask-class row.
+    """
+    h, w, D = grid.shape
+    table = np.concatenate([grid.reshape(-1, D), mask_class_features]).astype(np.float32)
+    index, mix = bilinear_feature_index(h, w, H, W)
+    source = feature_source.reshape(-1)
+    refined = source >= 0
+    index[refined] = (h * w + source[refined])[:, None]
+    mix[refined] = np.array([1.0, 0.0, 0.0, 0.0], mix.dtype)
+    return table, index, mix
 
 
 def run(params: Params) -> None:
@@ -45,11 +60,11 @@ def run(params: Params) -> None:
     start = time.perf_counter()
     for v in track(scene.train_indices, f"fuse: back-projecting training views ({source})"):
         xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth)
-        features = refined_feature_map(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
+        table, index, mix = refined_feature_rows(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
         labels = cr["refined_labels"][v].reshape(-1)[pixel]
         weights = ex["confidence"][v].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
         rgb = scene.image(v).reshape(-1, 3)[pixel]
-        fusion.add(xyz, features.reshape(-1, D)[pixel], labels, weights, rgb, view_id=int(v))
+        fusion.add(xyz, table, labels, weights, rgb, view_id=int(v), feature_index=index[pixel], feature_mix=mix[pixel])
         pixels += len(pixel)
     fused = fusion.finalize(min_views=cfg.min_views)
     seconds = time.perf_counter() - start

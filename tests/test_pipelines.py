@@ -1,0 +1,107 @@
+"""pipelines/<dataset>/: params validate, every per-scene stage agrees with econsg.pipeline.STAGES for every
+run (the paths its command writes are the outs dvc.yaml declares), and the files match their generator."""
+
+import importlib.util
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from econsg.config import apply_overrides, load_params, parse_params
+from econsg.pipeline import STAGE_ORDER, STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/dvc.yaml"))
+ITEM = re.compile(r"\$\{item\.(\w+)\}")
+
+
+def _load(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def _substitute(value, run: dict):
+    if isinstance(value, str):
+        return ITEM.sub(lambda m: str(run[m.group(1)]), value)
+    if isinstance(value, list):
+        return [_substitute(v, run) for v in value]
+    if isinstance(value, dict):
+        return {_substitute(k, run): _substitute(v, run) for k, v in value.items()}
+    return value
+
+
+def _names(entries) -> list[str]:
+    """dvc.yaml outs / metrics / plots entries (plain paths or {path: options}) as paths."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def test_the_five_benchmark_pipelines_exist():
+    assert set(DATASETS) >= {"replica", "replica_semantic", "scannet", "ovs3d", "lerf_ovs"}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_params_validate(dataset):
+    params = load_params(ROOT / "pipelines" / dataset / "params.yaml")
+    assert params.extract.backend == "openclip_sam"  # real scenes: the synthetic teacher needs the demo's truth
+    raw = _load(ROOT / "pipelines" / dataset / "params.yaml")
+    declared = {key for name in STAGE_ORDER[1:] for key in STAGES[name].params}
+    assert declared <= set(raw), "every params key a stage declares must be in the file for DVC"
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_run_of_every_stage_matches_the_stage_specs(dataset):
+    folder = ROOT / "pipelines" / dataset
+    dvc = _load(folder / "dvc.yaml")
+    scenes = _load(folder / "scenes.yaml")
+    runs = scenes["runs"]
+    assert dvc["vars"] == ["scenes.yaml"]
+    assert sorted({r["scene"] for r in runs.values()}) == sorted(scenes["scenes"])
+    assert set(dvc["stages"]) == set(STAGE_ORDER[1:]) | {"summary"}
+    params_file = f"pipelines/{dataset}/params.yaml"
+    base = _load(ROOT / params_file)
+    for name in STAGE_ORDER[1:]:
+        entry = dvc["stages"][name]
+        assert entry["foreach"] == "${runs}"
+        spec = STAGES[name]
+        for run in runs.values():
+            stage = _substitute(entry["do"], run)
+            assert stage["wdir"] == "../..", "paths are relative to the repository root"
+            words = shlex.split(stage["cmd"])
+            assert words[:4] == ["python", "-m", f"stages.{name}", params_file]
+            assert words[4::2] == ["--set"] * len(words[4::2])
+            params = parse_params(apply_overrides(base, words[5::2], params_file), params_file)
+            assert params.paths.data == f"data/{dataset}/{run['scene']}"
+            for key in ("artifacts", "metrics", "plots", "checkpoints"):
+                assert getattr(params.paths, key) == f"{key}/{dataset}/{run['path']}"
+            where = f"{dataset}: {name}@{run['scene']} {run['setting']}"
+            assert stage["params"] == [{params_file: list(spec.params)}], where
+            assert stage["deps"] == [spec.resolve(d, params) for d in spec.deps] + list(spec.code), where
+            assert stage["outs"] == [spec.resolve(o, params) for o in spec.outs], where
+            assert _names(stage.get("metrics")) == [spec.resolve(m, params) for m in spec.metrics], where
+            assert _names(stage.get("plots")) == [spec.resolve(p, params) for p in spec.plots], where
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_summary_reads_every_runs_evaluate_metrics(dataset):
+    folder = ROOT / "pipelines" / dataset
+    runs = _load(folder / "scenes.yaml")["runs"]
+    summary = _load(folder / "dvc.yaml")["stages"]["summary"]
+    evaluate = _load(folder / "dvc.yaml")["stages"]["evaluate"]["do"]
+    expected = [_names(_substitute(evaluate["metrics"], run))[0] for run in runs.values()]
+    assert summary["deps"][: len(expected)] == expected
+    words = shlex.split(summary["cmd"])
+    assert words[:4] == ["python", "-m", "econsg.summary", dataset] and words[4 : 4 + len(expected)] == expected
+    assert words[-2:] == ["--out", f"metrics/{dataset}"]
+    assert _names(summary["metrics"]) == [f"metrics/{dataset}/summary.json"]
+
+
+def test_generated_files_are_up_to_date():
+    spec = importlib.util.spec_from_file_location("pipelines_generate", ROOT / "pipelines" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generate  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(generate)
+    for dataset in generate.DATASETS:
+        for rel, text in generate.files(dataset).items():
+            assert (ROOT / rel).read_text() == text, f"{rel} is stale: run `python pipelines/generate.py`"
