@@ -31,6 +31,7 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
             params.extract.synthetic,
             params.extract.temperature,
             np.random.default_rng([params.seed, 2, v]),
+            class_names=truth.class_names,
         )
 
 

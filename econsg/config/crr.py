@@ -1,0 +1,44 @@
+"""Params of the crr stage: Confidence-guided Region Regularization (METHOD.md section 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from econsg.config.base import Section
+
+
+class CrrParams(Section):
+    """Thresholds of CRR: tau1 picks the high-confidence pixels, tau2 < tau1 drops uncertain boundary pixels."""
+
+    enabled: bool = Field(True, description="false = pass the raw labels and features through unchanged (ablation).")
+    tau1_mode: Literal["absolute", "quantile", "relative"] = Field(
+        "quantile",
+        description="How tau1 is read: 'absolute' = the confidence threshold itself; 'quantile' = that quantile of "
+        "all training views' confidences (one global threshold); 'relative' = tau1 x each view's max confidence "
+        "(the authors' code, with tau1 = 0.5).",
+    )
+    tau1: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="Threshold value, quantile or factor of tau1_mode (see there). The default, the 0.4 quantile, "
+        "calls the most confident 60 % of all training pixels high-confidence whatever the backend's confidence "
+        "scale (CLIP at T = 0.01 and the synthetic teacher differ widely).",
+    )
+    min_votes: int = Field(
+        8, ge=1, description="A mask is labelled only when it holds at least this many high-confidence pixels."
+    )
+    tau2: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Boundary regularization: a pixel whose probability for its final label is below tau2 becomes ignore.",
+    )
+
+    @model_validator(mode="after")
+    def _tau2_below_tau1(self) -> CrrParams:
+        if self.tau1_mode == "absolute" and self.tau2 >= self.tau1:
+            raise ValueError(f"tau2 ({self.tau2}) must be below tau1 ({self.tau1}) when tau1_mode is 'absolute'")
+        return self

@@ -1,0 +1,316 @@
+"""Confidence-guided Region Regularization (CRR, METHOD.md section 2), one view at a time.
+
+a) High-confidence pixels H_v = {u : k_v(u) >= tau1}, with k_v(u) = p_v(u, l_v(u)).
+b) Each mask m gets L(m) = majority vote of l_v over H_v within m, if at least `min_votes` pixels of H_v lie
+   in m (ties go to the smaller class id); otherwise m stays unlabelled (-1).
+c) Refined label: inside H_v keep l_v(u); outside H_v take L(m) of the covering mask, the smallest labelled
+   mask containing u (smaller masks win overlaps; equal areas: the lower mask index wins); else IGNORE.
+d) A pixel whose probability for its final label is below tau2 becomes IGNORE.
+Refined features: a labelled pixel u with final label c and covering mask m gets the mean (renormalised)
+pixel feature of m's high-confidence pixels of class c; every other pixel keeps its own (the bilinearly
+up-sampled grid). Pixel features are never stored at full resolution: `feature_source` points into a small
+per-view table `mask_class_features`, and `refined_feature_map` rebuilds the [H, W, D] map on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from econsg.errors import EconsgError
+from econsg.features.base import bilinear_pixel_weights, interpolated_feature_norms, normalize_rows, upsample_feature_rows
+
+IGNORE = -1
+# Resolution of the streaming confidence histogram used by tau1_mode="quantile" (confidences lie in [0, 1]).
+QUANTILE_BINS = 4096
+
+
+@dataclass
+class CRRResult:
+    """What CRR decided for one view (all of it auditable).
+
+    refined_labels:      [H, W] int16, IGNORE = -1.
+    high_confidence:     [H, W] bool, the pixels of H_v.
+    mask_labels:         [M] int16, L(m) or -1 when the mask had fewer than min_votes votes.
+    covering_mask:       [H, W] int32, the smallest labelled mask containing the pixel (-1 none); it supplied
+                         the label of pixels outside H_v and the feature of every labelled pixel.
+    feature_source:      [H, W] int32, row of mask_class_features giving the pixel's refined feature
+                         (-1 = the pixel keeps its own feature).
+    mask_class_features: [R, D] float16, unit mean feature of mask m's high-confidence pixels of class c,
+                         one row per (m, c) pair in use (see pair_index).
+    pair_index:          [R, 2] int32, the (mask, class) of each row.
+    counts:              pixel and mask counts of what changed.
+    """
+
+    refined_labels: np.ndarray
+    high_confidence: np.ndarray
+    mask_labels: np.ndarray
+    covering_mask: np.ndarray
+    feature_source: np.ndarray
+    mask_class_features: np.ndarray
+    pair_index: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def confidence_histogram(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
+    """[bins] int64 counts of confidences in [0, 1] (values outside are clipped); sums of these merge views."""
+    values = np.clip(np.asarray(confidence, dtype=np.float64).ravel(), 0.0, 1.0)
+    values = values[np.isfinite(values)]
+    index = np.minimum((values * bins).astype(np.int64), bins - 1)
+    return np.bincount(index, minlength=bins).astype(np.int64)
+
+
+def quantile_from_histogram(histogram: np.ndarray, q: float) -> float:
+    """The q-quantile of the confidences a [bins] histogram over [0, 1] counts, to within 1 / bins.
+
+    Returns the upper edge of the first bin at which the cumulative share reaches q.
+    """
+    histogram = np.asarray(histogram)
+    total = histogram.sum()
+    if histogram.ndim != 1 or total <= 0:
+        raise EconsgError(f"histogram: expected a 1-D array of counts with a positive total, got shape {histogram.shape}, total {total}")
+    if not 0.0 < q <= 1.0:
+        raise EconsgError(f"q: got {q}, expected a quantile in (0, 1]")
+    cumulative = np.cumsum(histogram) / total
+    first = int(np.searchsorted(cumulative, q - 1e-12))
+    return float(min(first + 1, len(histogram)) / len(histogram))
+
+
+def crr_threshold(
+    confidences: Iterable[np.ndarray] | None = None,
+    *,
+    mode: str,
+    tau1: float,
+    histogram: np.ndarray | None = None,
+    num_views: int | None = None,
+) -> np.ndarray:
+    """The tau1 of every view, [V] float32.
+
+    confidences: per-view [H, W] confidence maps, consumed one at a time (a generator is fine).
+    mode "absolute": tau1 itself for every view; "quantile": the tau1-quantile of all views' confidences
+    (one global value, from a streaming histogram with QUANTILE_BINS bins; pass a precomputed `histogram`
+    and `num_views` instead of confidences if it was gathered elsewhere); "relative": tau1 x each view's max
+    confidence (the authors' rule with tau1 = 0.5).
+    """
+    if not np.isfinite(tau1) or not 0.0 < tau1 <= 1.0:
+        raise EconsgError(f"tau1: got {tau1}, expected a value in (0, 1]")
+    if mode not in ("absolute", "quantile", "relative"):
+        raise EconsgError(f"mode: got {mode!r}, expected 'absolute', 'quantile' or 'relative'")
+    if histogram is not None:
+        if mode != "quantile" or confidences is not None or num_views is None:
+            raise EconsgError("histogram: only for mode 'quantile', instead of confidences, together with num_views")
+        return np.full(int(num_views), quantile_from_histogram(histogram, tau1), dtype=np.float32)
+    if confidences is None:
+        raise EconsgError("confidences: expected per-view confidence maps (or a histogram for mode 'quantile')")
+    if mode == "relative":
+        values = [tau1 * float(np.max(c)) if np.size(c) else tau1 for c in confidences]
+        return np.asarray(values, dtype=np.float32)
+    total = None
+    count = 0
+    for c in confidences:
+        count += 1
+        if mode == "quantile":
+            h = confidence_histogram(c)
+            total = h if total is None else total + h
+    if mode == "absolute":
+        return np.full(count, tau1, dtype=np.float32)
+    if total is None:
+        return np.zeros(0, dtype=np.float32)
+    return np.full(count, quantile_from_histogram(total, tau1), dtype=np.float32)
+
+
+def _check_inputs(labels, probs, masks, features_grid) -> None:
+    if labels.ndim != 2:
+        raise EconsgError(f"labels: got shape {labels.shape}, expected [H, W]")
+    H, W = labels.shape
+    if probs.ndim != 3 or probs.shape[:2] != (H, W) or probs.shape[2] < 1:
+        raise EconsgError(f"probs: got shape {probs.shape}, expected [{H}, {W}, C] like labels")
+    C = probs.shape[2]
+    if labels.size and (labels.max() >= C or labels.min() < IGNORE):
+        raise EconsgError(f"labels: values in [{labels.min()}, {labels.max()}], expected class ids in [0, {C}) or -1")
+    if masks.ndim != 3 or masks.shape[1:] != (H, W):
+        raise EconsgError(f"masks: got shape {masks.shape}, expected [M, {H}, {W}]")
+    if features_grid.ndim != 3:
+        raise EconsgError(f"features_grid: got shape {features_grid.shape}, expected [h, w, D]")
+
+
+def mask_votes(labels: np.ndarray, high_confidence: np.ndarray, masks: np.ndarray, num_classes: int) -> np.ndarray:
+    """[M, C] int64: how many high-confidence pixels of each class each mask holds."""
+    M = masks.shape[0]
+    keep = high_confidence.ravel() & (labels.ravel() >= 0)
+    onehot = np.zeros((int(keep.sum()), num_classes), dtype=np.float32)
+    onehot[np.arange(len(onehot)), labels.ravel()[keep]] = 1.0
+    flat = masks.reshape(M, labels.size)[:, keep].astype(np.float32)
+    return np.rint(flat @ onehot).astype(np.int64)
+
+
+def vote_mask_labels(votes: np.ndarray, min_votes: int) -> np.ndarray:
+    """[M] int16 L(m): argmax of the votes (ties: smaller class id), -1 when fewer than min_votes were cast."""
+    labels = votes.argmax(axis=1).astype(np.int16) if votes.shape[1] else np.zeros(len(votes), np.int16)
+    labels[votes.sum(axis=1) < min_votes] = IGNORE
+    return labels
+
+
+def smallest_covering_mask(masks: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """[H, W] int32: index of the smallest eligible mask containing each pixel (-1 none).
+
+    Overlaps go to the smaller mask; equal areas to the lower index.
+    """
+    M, H, W = masks.shape
+    covering = np.full((H, W), -1, dtype=np.int32)
+    areas = masks.reshape(M, H * W).sum(axis=1)
+    # Paint the largest first so smaller masks overwrite; among equal areas the lower index is painted last.
+    order = sorted((m for m in range(M) if eligible[m]), key=lambda m: (-areas[m], -m))
+    for m in order:
+        covering[masks[m]] = m
+    return covering
+
+
+def refine_labels_crr(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    masks: np.ndarray,
+    features_grid: np.ndarray,
+    *,
+    tau1_value: float,
+    min_votes: int,
+    tau2: float,
+) -> CRRResult:
+    """Refine one view's labels and features with its masks (steps a-d of the module docstring).
+
+    labels [H, W] int (raw argmax l_v, -1 allowed), probs [H, W, C] float (p_v; confidence k_v = p_v(l_v)),
+    masks [M, H, W] bool, features_grid [h, w, D] (the extract features; pixel features are its bilinear
+    up-sampling). tau1_value: this view's threshold; min_votes >= 1; tau2 in [0, 1).
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs)
+    masks = np.asarray(masks, dtype=bool)
+    features_grid = np.asarray(features_grid)
+    _check_inputs(labels, probs, masks, features_grid)
+    if not np.isfinite(tau1_value) or not 0.0 <= tau1_value <= 1.0:
+        raise EconsgError(f"tau1_value: got {tau1_value}, expected a confidence in [0, 1]")
+    if int(min_votes) != min_votes or min_votes < 1:
+        raise EconsgError(f"min_votes: got {min_votes}, expected an integer >= 1")
+    if not 0.0 <= tau2 < 1.0:
+        raise EconsgError(f"tau2: got {tau2}, expected a probability in [0, 1)")
+    H, W = labels.shape
+    C = probs.shape[2]
+    valid = labels >= 0
+    safe = np.where(valid, labels, 0).astype(np.int64)
+    confidence = np.where(valid, np.take_along_axis(probs, safe[..., None], axis=2)[..., 0], 0.0)
+
+    # a) high-confidence pixels; b) mask votes
+    high = valid & (confidence >= tau1_value)
+    votes = mask_votes(labels, high, masks, C)
+    mask_labels = vote_mask_labels(votes, int(min_votes))
+    covering = smallest_covering_mask(masks, mask_labels >= 0)
+
+    # c) keep l inside H_v, take L(covering mask) outside, else ignore
+    from_mask = ~high & (covering >= 0)
+    refined = np.full((H, W), IGNORE, dtype=np.int16)
+    refined[high] = labels[high]
+    refined[from_mask] = mask_labels[covering[from_mask]]
+
+    # d) boundary regularization
+    labelled = refined >= 0
+    final_prob = np.take_along_axis(probs, np.where(labelled, refined, 0).astype(np.int64)[..., None], axis=2)[..., 0]
+    dropped = labelled & (final_prob < tau2)
+    refined[dropped] = IGNORE
+    labelled &= ~dropped
+
+    # Refined features: one table row per (covering mask, final label) pair in use.
+    use = labelled & (covering >= 0)
+    D = features_grid.shape[2]
+    keys = covering[use].astype(np.int64) * C + refined[use]
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    feature_source = np.full((H, W), -1, dtype=np.int32)
+    feature_source[use] = inverse.astype(np.int32)
+    pair_index = np.stack([pairs // C, pairs % C], axis=1).astype(np.int32) if len(pairs) else np.zeros((0, 2), np.int32)
+    table = mask_class_mean_features(features_grid, masks, labels, high, pair_index)
+
+    counts = {
+        "pixels": int(H * W),
+        "high_confidence": int(high.sum()),
+        "labelled_by_mask": int((from_mask & labelled).sum()),
+        "changed": int((labelled & (refined != labels)).sum()),
+        "ignored": int((~labelled).sum()),
+        "ignored_by_tau2": int(dropped.sum()),
+        "masks": int(masks.shape[0]),
+        "labelled_masks": int((mask_labels >= 0).sum()),
+        "feature_rows": int(len(pairs)),
+    }
+    return CRRResult(
+        refined_labels=refined,
+        high_confidence=high,
+        mask_labels=mask_labels,
+        covering_mask=covering,
+        feature_source=feature_source,
+        mask_class_features=table.astype(np.float16),
+        pair_index=pair_index,
+        counts=counts,
+    )
+
+
+def mask_class_mean_features(
+    features_grid: np.ndarray, masks: np.ndarray, labels: np.ndarray, high_confidence: np.ndarray, pair_index: np.ndarray
+) -> np.ndarray:
+    """[R, D] float32: for each (m, c) row of pair_index, the renormalised mean up-sampled pixel feature of
+    mask m's high-confidence pixels of class c (zero if it has none).
+
+    Each pixel feature is sum_k w_k g_k / ||sum_k w_k g_k|| over its 4 bilinear grid corners, so the sum over a
+    pixel set is A @ grid with A [R, h*w] the scattered weights w_k / norm: no [H, W, D] cube is formed.
+    """
+    R = len(pair_index)
+    H, W = labels.shape
+    h, w, D = features_grid.shape
+    if R == 0:
+        return np.zeros((0, D), dtype=np.float32)
+    cells, weights = bilinear_pixel_weights((h, w), H, W)
+    scaled = weights / np.maximum(interpolated_feature_norms(features_grid, H, W), 1e-12)[..., None]
+    select = masks[pair_index[:, 0]] & high_confidence[None] & (labels[None] == pair_index[:, 1, None, None])
+    row, y, x = np.nonzero(select)
+    flat = (row[:, None] * (h * w) + cells[y, x]).ravel()
+    A = np.bincount(flat, weights=scaled[y, x].ravel(), minlength=R * h * w).reshape(R, h * w)
+    sums = A.astype(np.float32) @ np.asarray(features_grid, dtype=np.float32).reshape(h * w, D)
+    return normalize_rows(sums)
+
+
+def refined_feature_map(
+    features_grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """[H, W, D] float32 refined pixel features: table rows where feature_source >= 0, else the up-sampled grid."""
+    feature_source = np.asarray(feature_source)
+    if feature_source.shape != (height, width):
+        raise EconsgError(f"feature_source: got shape {feature_source.shape}, expected [{height}, {width}]")
+    table = np.asarray(mask_class_features, dtype=np.float32)
+    features_grid = np.asarray(features_grid)
+    if table.ndim != 2 or (len(table) and table.shape[1] != features_grid.shape[-1]):
+        raise EconsgError(f"mask_class_features: got shape {table.shape}, expected [R, {features_grid.shape[-1]}]")
+    if feature_source.size and feature_source.max() >= len(table):
+        raise EconsgError(f"feature_source: row {feature_source.max()} out of range for a table of {len(table)} rows")
+    out = upsample_feature_rows(features_grid, height, width)
+    use = feature_source >= 0
+    out[use] = table[feature_source[use]]
+    return out
+
+
+def identity_crr(labels: np.ndarray, feature_dim: int) -> CRRResult:
+    """CRR switched off: refined labels = raw labels, every pixel keeps its own feature, no mask is used."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise EconsgError(f"labels: got shape {labels.shape}, expected [H, W]")
+    H, W = labels.shape
+    refined = labels.astype(np.int16)
+    return CRRResult(
+        refined_labels=refined,
+        high_confidence=refined >= 0,
+        mask_labels=np.zeros(0, np.int16),
+        covering_mask=np.full((H, W), -1, np.int32),
+        feature_source=np.full((H, W), -1, np.int32),
+        mask_class_features=np.zeros((0, int(feature_dim)), np.float16),
+        pair_index=np.zeros((0, 2), np.int32),
+        counts={"pixels": int(H * W), "high_confidence": int((refined >= 0).sum()), "labelled_by_mask": 0, "changed": 0,
+                "ignored": int((refined < 0).sum()), "ignored_by_tau2": 0, "masks": 0, "labelled_masks": 0, "feature_rows": 0},
+    )

@@ -1,0 +1,1 @@
+"""2D vision-language features: text encoders, extract backends (synthetic teacher, open_clip + SAM)."""

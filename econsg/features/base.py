@@ -1,0 +1,205 @@
+"""What every extract backend returns, and the per-pixel class probabilities shared by extract, crr and evaluate.
+
+Features live on a native grid [h, w, D] (a ViT patch grid); pixel features are its bilinear up-sampling
+to pixel centres with `align_corners=False` semantics (grid cell j covers image columns
+[j * W / w, (j + 1) * W / w); the image pixel centre x = col + 0.5 maps to grid coordinate
+x * w / W - 0.5, clamped at the borders), renormalised to unit length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from econsg.errors import EconsgError
+
+# Rows of pixels up-sampled at once, so an [H, W, D] float32 cube never has to exist in full.
+_ROW_CHUNK = 64
+
+
+@dataclass
+class ViewFeatures:
+    """One view's extract output.
+
+    features:    [h, w, D] float16, L2-normalised, native grid (patch grid).
+    labels:      [H, W] int16, argmax over the training vocabulary.
+    confidence:  [H, W] float32, max softmax probability of that argmax.
+    masks:       [M, H, W] bool, SAM(-like) masks, sorted by decreasing area.
+    mask_scores: [M, 3] float32: predicted_iou, stability_score, area (pixels).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    confidence: np.ndarray
+    masks: np.ndarray
+    mask_scores: np.ndarray
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """A text tower: prompts -> [P, dim] L2-normalised embeddings (float32)."""
+
+    dim: int
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+
+def normalize_rows(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """x / ||x|| along `axis` (float32); all-zero vectors stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+def bilinear_weights(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices i0, i1 [size_out] int64 and weight a [size_out] float32 of i1, align_corners=False.
+
+    Output sample k (centre k + 0.5 in output pixels) reads input coordinate (k + 0.5) * size_in / size_out - 0.5,
+    clamped to [0, size_in - 1]: value = (1 - a) * in[i0] + a * in[i1].
+    """
+    coord = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    coord = np.clip(coord, 0.0, size_in - 1)
+    i0 = np.floor(coord).astype(np.int64)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    return i0, i1, (coord - i0).astype(np.float32)
+
+
+def _check_grid(features: np.ndarray, height: int, width: int) -> None:
+    if features.ndim != 3 or min(features.shape) < 1:
+        raise EconsgError(f"features: got shape {tuple(features.shape)}, expected a [h, w, D] grid")
+    if int(height) < 1 or int(width) < 1:
+        raise EconsgError(f"height, width: got {height} x {width}, expected positive image size")
+
+
+def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: slice | None = None) -> np.ndarray:
+    """Pixel features [r, W, D] float32 (unit length) for image rows `rows` (default all) of an H x W image."""
+    _check_grid(features, height, width)
+    h, w, _ = features.shape
+    r0, r1, _ = (rows or slice(0, height)).indices(height)
+    y0, y1, ay = bilinear_weights(height, h)
+    x0, x1, ax = bilinear_weights(width, w)
+    grid = np.asarray(features, dtype=np.float32)
+    ay = ay[r0:r1, None, None]
+    part = grid[y0[r0:r1]] * (1.0 - ay) + grid[y1[r0:r1]] * ay  # [r, w, D]
+    ax = ax[None, :, None]
+    pixels = part[:, x0] * (1.0 - ax) + part[:, x1] * ax  # [r, W, D]
+    return normalize_rows(pixels)
+
+
+def upsample_features(features: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixel features [H, W, D] float32, unit length: bilinear up-sampling of the [h, w, D] grid (see module doc)."""
+    return upsample_feature_rows(features, height, width)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along `axis` (float32)."""
+    z = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z.astype(np.float32, copy=False)
+
+
+def bilinear_pixel_weights(grid_shape: tuple[int, int], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cells and weights of every pixel's bilinear sample (align_corners=False).
+
+    Returns cells [H, W, 4] int64 (flat indices y * w + x of the corners 00, 01, 10, 11, with y1 = min(y0 + 1,
+    h - 1), x1 = min(x0 + 1, w - 1)) and weights [H, W, 4] float32 summing to 1.
+    """
+    h, w = grid_shape
+    y0, y1, ay = bilinear_weights(height, h)
+    x0, x1, ax = bilinear_weights(width, w)
+    cells = np.stack(
+        [y0[:, None] * w + x0[None], y0[:, None] * w + x1[None], y1[:, None] * w + x0[None], y1[:, None] * w + x1[None]],
+        axis=-1,
+    )
+    ay, ax = ay[:, None], ax[None, :]
+    weights = np.stack([(1 - ay) * (1 - ax), (1 - ay) * ax, ay * (1 - ax), ay * ax], axis=-1).astype(np.float32)
+    return cells, weights
+
+
+def interpolated_feature_norms(features: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W] float32 length of each pixel's bilinear sample of the grid BEFORE renormalisation.
+
+    Exact without forming the [H, W, D] cube: ||sum_k w_k g_k||^2 = sum_kl w_k w_l <g_k, g_l> over the 4
+    corners, with the corner dot products precomputed on the grid (O(h w D + H W)).
+    """
+    _check_grid(features, height, width)
+    grid = np.asarray(features, dtype=np.float32)
+    h, w, _ = grid.shape
+    ys = np.minimum(np.arange(h) + 1, h - 1)
+    xs = np.minimum(np.arange(w) + 1, w - 1)
+    g00, g01, g10, g11 = grid, grid[:, xs], grid[ys], grid[ys][:, xs]
+    # dot products of the corner pairs of the cell quad anchored at every (y0, x0)
+    pairs = {
+        (0, 0): (g00 * g00).sum(-1), (1, 1): (g01 * g01).sum(-1), (2, 2): (g10 * g10).sum(-1), (3, 3): (g11 * g11).sum(-1),
+        (0, 1): (g00 * g01).sum(-1), (0, 2): (g00 * g10).sum(-1), (0, 3): (g00 * g11).sum(-1),
+        (1, 2): (g01 * g10).sum(-1), (1, 3): (g01 * g11).sum(-1), (2, 3): (g10 * g11).sum(-1),
+    }
+    cells, weights = bilinear_pixel_weights((h, w), height, width)
+    anchor = cells[..., 0]  # y0 * w + x0: the quad's dot products are stored at its 00 corner
+    norm2 = np.zeros((height, width), dtype=np.float64)
+    for (a, b), dots in pairs.items():
+        factor = 1.0 if a == b else 2.0
+        norm2 += factor * weights[..., a] * weights[..., b] * dots.ravel()[anchor]
+    return np.sqrt(np.maximum(norm2, 0.0)).astype(np.float32)
+
+
+def pixel_probabilities(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float
+) -> np.ndarray:
+    """Per-pixel class probabilities p(u) = softmax_c(cos(F(u), t_c) / T), [H, W, C] float32.
+
+    features: [h, w, D] grid (any float dtype); text_embeddings: [C, D] (normalised here);
+    F(u) = bilinear up-sampling of the grid to pixel centres, renormalised; temperature T > 0 (unitless).
+    Fast path: <F~(u), t> is linear in the grid, so the grid's [h, w, C] cosines are interpolated and divided by
+    the exact interpolated norm (`interpolated_feature_norms`); `pixel_probabilities_reference` is the plain twin.
+    """
+    features, text = _check_text(features, text_embeddings, height, width, temperature)
+    h, w, _ = features.shape
+    grid_dots = (features.reshape(h * w, -1).astype(np.float32) @ text.T)  # [h*w, C]
+    cells, weights = bilinear_pixel_weights((h, w), height, width)
+    numerator = np.einsum("hwk,hwkc->hwc", weights, grid_dots[cells])
+    norms = interpolated_feature_norms(features, height, width)
+    cosine = numerator / np.maximum(norms, 1e-12)[..., None]
+    return softmax(cosine / np.float32(temperature))
+
+
+def pixel_probabilities_reference(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float
+) -> np.ndarray:
+    """Plain twin of `pixel_probabilities`: up-sample the features row chunk by row chunk, then cosine, softmax."""
+    features, text = _check_text(features, text_embeddings, height, width, temperature)
+    out = np.empty((height, width, text.shape[0]), dtype=np.float32)
+    for r0 in range(0, height, _ROW_CHUNK):
+        rows = slice(r0, min(r0 + _ROW_CHUNK, height))
+        pixels = upsample_feature_rows(features, height, width, rows)
+        out[rows] = softmax(pixels @ text.T / np.float32(temperature))
+    return out
+
+
+def _check_text(features, text_embeddings, height, width, temperature) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features)
+    _check_grid(features, height, width)
+    text = np.asarray(text_embeddings)
+    if text.ndim != 2 or text.shape[0] < 1 or text.shape[1] != features.shape[2]:
+        raise EconsgError(
+            f"text_embeddings: got shape {tuple(text.shape)}, expected [C, {features.shape[2]}] matching the feature width"
+        )
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise EconsgError(f"temperature: got {temperature}, expected a positive number")
+    return features, np.ascontiguousarray(normalize_rows(text))
+
+
+def labels_and_confidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From [H, W, C] probabilities: labels [H, W] int16 (argmax) and confidence [H, W] float32 (max)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[2] < 1:
+        raise EconsgError(f"probs: got shape {tuple(probs.shape)}, expected [H, W, C] with C >= 1")
+    if probs.shape[2] > np.iinfo(np.int16).max:
+        raise EconsgError(f"probs: {probs.shape[2]} classes do not fit int16 labels")
+    labels = probs.argmax(axis=2)
+    confidence = np.take_along_axis(probs, labels[..., None], axis=2)[..., 0]
+    return labels.astype(np.int16), confidence.astype(np.float32)

@@ -1,0 +1,1 @@
+"""Cameras, dataset readers and the embedded synthetic scene."""

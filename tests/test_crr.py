@@ -1,0 +1,177 @@
+"""CRR on hand-built views whose answers are known (METHOD.md section 2, steps a-d)."""
+
+import numpy as np
+import pytest
+
+from econsg.config.crr import CrrParams
+from econsg.crr import (
+    IGNORE,
+    confidence_histogram,
+    crr_threshold,
+    identity_crr,
+    mask_class_mean_features,
+    refine_labels_crr,
+    refined_feature_map,
+)
+from econsg.errors import EconsgError
+from econsg.features.base import upsample_features
+
+C = 3
+
+
+def make_probs(labels, confidence):
+    """probs with p(label) = confidence and the rest shared equally by the other classes."""
+    H, W = labels.shape
+    probs = np.repeat(((1 - confidence) / (C - 1))[..., None], C, axis=2).astype(np.float32)
+    np.put_along_axis(probs, labels[..., None].astype(np.int64), confidence[..., None], axis=2)
+    return probs
+
+
+def view(labels, confidence, masks, D=4):
+    labels = np.asarray(labels, np.int16)
+    confidence = np.asarray(confidence, np.float32)
+    grid = np.tile(np.eye(D, dtype=np.float32)[0], labels.shape + (1,))
+    return labels, make_probs(labels, confidence), np.asarray(masks, bool), grid
+
+
+def run(labels, confidence, masks, tau1=0.7, min_votes=2, tau2=0.0):
+    l, p, m, f = view(labels, confidence, masks)
+    return refine_labels_crr(l, p, m, f, tau1_value=tau1, min_votes=min_votes, tau2=tau2)
+
+
+# one row of 6 pixels: the first five lie in mask 0; pixel 4 is uncertain
+LABELS = [[0, 0, 1, 0, 2, 1]]
+CONF = [[0.9, 0.9, 0.9, 0.8, 0.5, 0.4]]
+MASK0 = [[1, 1, 1, 1, 1, 0]]
+
+
+def test_majority_vote_labels_uncertain_pixels_and_keeps_confident_ones():
+    r = run(LABELS, CONF, [MASK0])
+    assert r.mask_labels.tolist() == [0]  # votes: 0, 0, 1, 0 -> class 0
+    # the confident dissenter (pixel 2, class 1) keeps its label; pixel 4 takes the mask's; pixel 5 has no mask
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0, 0, IGNORE]]
+    assert r.high_confidence.tolist() == [[True, True, True, True, False, False]]
+    assert r.covering_mask.tolist() == [[0, 0, 0, 0, 0, -1]]
+    assert r.counts["labelled_by_mask"] == 1 and r.counts["changed"] == 1 and r.counts["ignored"] == 1
+
+
+def test_min_votes_leaves_a_mask_unlabelled():
+    r = run(LABELS, CONF, [MASK0], min_votes=5)  # only 4 high-confidence pixels in the mask
+    assert r.mask_labels.tolist() == [IGNORE]
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0, IGNORE, IGNORE]]
+    assert (r.covering_mask == -1).all()
+
+
+def test_smaller_mask_wins_overlaps():
+    small = [[0, 0, 1, 0, 1, 0]]  # votes: pixel 2 (class 1) only; covers uncertain pixel 4
+    r = run(LABELS, CONF, [MASK0, small], min_votes=1)
+    assert r.mask_labels.tolist() == [0, 1]
+    assert r.refined_labels[0, 4] == 1 and r.covering_mask[0, 4] == 1
+    # order of the masks in the list does not matter
+    r2 = run(LABELS, CONF, [small, MASK0], min_votes=1)
+    assert r2.refined_labels[0, 4] == 1 and r2.covering_mask[0, 4] == 0
+
+
+def test_unlabelled_smaller_mask_does_not_hide_a_labelled_larger_one():
+    small = [[0, 0, 0, 0, 1, 1]]  # no high-confidence pixel inside -> no label
+    r = run(LABELS, CONF, [MASK0, small], min_votes=1)
+    assert r.mask_labels.tolist() == [0, IGNORE]
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0, 0, IGNORE]]
+
+
+def test_tau2_drops_pixels_unlikely_under_their_final_label():
+    labels = [[0, 0, 0, 1, 1]]
+    conf = [[0.9, 0.9, 0.9, 0.6, 0.3]]
+    # pixel 3: label 1 with 0.6 -> p(class 0) = 0.2; pixel 4: label 1 with 0.3 -> p(class 0) = 0.35
+    r = run(labels, conf, [[[1, 1, 1, 1, 1]]], tau2=0.3)
+    assert r.refined_labels.tolist() == [[0, 0, 0, IGNORE, 0]]
+    assert r.counts["ignored_by_tau2"] == 1
+    r0 = run(labels, conf, [[[1, 1, 1, 1, 1]]], tau2=0.0)
+    assert r0.refined_labels.tolist() == [[0, 0, 0, 0, 0]]
+
+
+def test_ignore_raw_labels_neither_vote_nor_count_as_confident():
+    labels = [[IGNORE, IGNORE, 2, 2]]
+    conf = [[1.0, 1.0, 0.9, 0.9]]
+    l = np.asarray(labels, np.int16)
+    probs = make_probs(np.maximum(l, 0), np.asarray(conf, np.float32))
+    r = refine_labels_crr(l, probs, np.ones((1, 1, 4), bool), np.ones((1, 1, 2)), tau1_value=0.7, min_votes=2, tau2=0.0)
+    assert r.mask_labels.tolist() == [2]
+    assert r.high_confidence.tolist() == [[False, False, True, True]]
+    assert r.refined_labels.tolist() == [[2, 2, 2, 2]]
+
+
+def test_no_masks_keeps_only_confident_pixels():
+    r = run(LABELS, CONF, np.zeros((0, 1, 6)))
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0, IGNORE, IGNORE]]
+    assert r.mask_labels.shape == (0,) and r.mask_class_features.shape == (0, 4)
+
+
+def test_refined_features_are_mask_class_means():
+    # full-resolution grid (h = H, w = W) so pixel features are the grid cells themselves
+    labels = np.array([[0, 0, 1, 0]], np.int16)
+    conf = np.array([[0.9, 0.9, 0.9, 0.2]], np.float32)
+    grid = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]]], np.float32)
+    masks = np.array([[[1, 1, 1, 1]]], bool)
+    r = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, tau1_value=0.7, min_votes=1, tau2=0.0)
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0]]
+    assert r.pair_index.tolist() == [[0, 0], [0, 1]]
+    mean0 = np.array([1, 1, 0]) / np.sqrt(2)  # mean of class-0 confident pixels 0 and 1, renormalised
+    np.testing.assert_allclose(r.mask_class_features[0], mean0, atol=1e-3)
+    np.testing.assert_allclose(r.mask_class_features[1], [0, 0, 1], atol=1e-3)
+    assert r.feature_source.tolist() == [[0, 0, 1, 0]]
+    refined = refined_feature_map(grid, r.feature_source, r.mask_class_features, 1, 4)
+    np.testing.assert_allclose(refined[0, 3], mean0, atol=1e-3)  # the uncertain pixel takes the mean too
+    np.testing.assert_allclose(refined[0, 2], [0, 0, 1], atol=1e-3)
+
+
+def test_mask_class_means_match_brute_force_on_an_upsampled_grid():
+    rng = np.random.default_rng(0)
+    H, W, D = 9, 12, 5
+    grid = rng.standard_normal((3, 4, D)).astype(np.float32)
+    labels = rng.integers(0, 2, (H, W)).astype(np.int16)
+    high = rng.random((H, W)) < 0.6
+    masks = rng.random((2, H, W)) < 0.5
+    pairs = np.array([[0, 0], [0, 1], [1, 1]], np.int32)
+    fast = mask_class_mean_features(grid, masks, labels, high, pairs)
+    pixels = upsample_features(grid, H, W)
+    for row, (m, c) in enumerate(pairs):
+        mean = pixels[masks[m] & high & (labels == c)].mean(0)
+        np.testing.assert_allclose(fast[row], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_thresholds_absolute_relative_quantile():
+    a = np.array([[0.2, 0.8]], np.float32)
+    b = np.array([[0.1, 0.6]], np.float32)
+    np.testing.assert_allclose(crr_threshold([a, b], mode="absolute", tau1=0.7), [0.7, 0.7])
+    np.testing.assert_allclose(crr_threshold([a, b], mode="relative", tau1=0.5), [0.4, 0.3])
+    values = np.linspace(0, 1, 1001, dtype=np.float32)[None]
+    q = crr_threshold(iter([values[:, :500], values[:, 500:]]), mode="quantile", tau1=0.25)  # a generator streams
+    assert q.shape == (2,) and q[0] == q[1] and abs(q[0] - 0.25) < 2e-3
+    hist = confidence_histogram(values)
+    q2 = crr_threshold(mode="quantile", tau1=0.25, histogram=hist, num_views=3)
+    np.testing.assert_allclose(q2, [q[0]] * 3)
+
+
+def test_bad_arguments_are_refused():
+    l, p, m, f = view(LABELS, CONF, [MASK0])
+    with pytest.raises(EconsgError, match="mode"):
+        crr_threshold([np.ones((2, 2))], mode="median", tau1=0.5)
+    with pytest.raises(EconsgError, match="tau1"):
+        crr_threshold([np.ones((2, 2))], mode="absolute", tau1=1.5)
+    with pytest.raises(EconsgError, match="min_votes"):
+        refine_labels_crr(l, p, m, f, tau1_value=0.5, min_votes=0, tau2=0.1)
+    with pytest.raises(EconsgError, match="masks"):
+        refine_labels_crr(l, p, m[:, :, :3], f, tau1_value=0.5, min_votes=1, tau2=0.1)
+    with pytest.raises(EconsgError, match="labels"):
+        refine_labels_crr(l + 5, p, m, f, tau1_value=0.5, min_votes=1, tau2=0.1)
+    with pytest.raises(ValueError, match="tau2"):
+        CrrParams(tau1_mode="absolute", tau1=0.5, tau2=0.6)
+    CrrParams(tau1_mode="quantile", tau1=0.3, tau2=0.4)  # tau1 is a quantile there: no cross-check
+
+
+def test_identity_crr_passes_labels_through():
+    labels = np.array([[0, 1], [IGNORE, 2]], np.int16)
+    r = identity_crr(labels, 8)
+    np.testing.assert_array_equal(r.refined_labels, labels)
+    assert (r.feature_source == -1).all() and r.mask_class_features.shape == (0, 8)

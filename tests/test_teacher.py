@@ -1,0 +1,214 @@
+"""The synthetic teacher (degradation model) and the shared per-pixel probability maths of features.base."""
+
+import numpy as np
+import pytest
+
+from econsg.config.extract import ExtractParams, SyntheticTeacherParams
+from econsg.errors import EconsgError
+from econsg.features.base import (
+    bilinear_weights,
+    interpolated_feature_norms,
+    labels_and_confidence,
+    pixel_probabilities,
+    pixel_probabilities_reference,
+    upsample_features,
+)
+from econsg.features.teacher import confusion_partners, ground_truth_segments, synthetic_teacher_view
+from econsg.features.text import HashedTextEncoder, encode_vocabulary
+
+NAMES = ["wall", "floor", "sofa", "chair", "lamp"]
+H, W = 24, 32
+PERFECT = SyntheticTeacherParams(
+    patch_size=1, feature_noise=0.0, confusion_prob=0.0, p_split=0.0, p_merge=0.0, p_drop=0.0,
+    boundary_jitter=0, part_masks=0, min_area=1,
+)
+
+
+def tiny_room():
+    """wall on top, floor below, a sofa and a chair (instances 3, 4) and a lamp (no instance id)."""
+    cls = np.zeros((H, W), np.int16)
+    inst = np.ones((H, W), np.int32)
+    cls[14:] = 1
+    inst[14:] = 2
+    cls[8:18, 3:13] = 2
+    inst[8:18, 3:13] = 3
+    cls[10:20, 18:26] = 3
+    inst[10:20, 18:26] = 4
+    cls[2:7, 27:31] = 4
+    inst[2:7, 27:31] = 0
+    cls[0:2, 0:4] = -1  # unlabelled
+    inst[0:2, 0:4] = 0
+    return cls, inst
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    enc = HashedTextEncoder(dim=64, seed=0)
+    t = encode_vocabulary(enc, NAMES)
+    return t, t  # scene classes = vocabulary here
+
+
+def accuracy(view, cls):
+    keep = cls >= 0
+    return float((view.labels[keep] == cls[keep]).mean())
+
+
+def test_teacher_is_deterministic_for_a_seed(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    params = SyntheticTeacherParams(patch_size=4, part_masks=2)
+    a = synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(7), class_names=NAMES)
+    b = synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(7), class_names=NAMES)
+    c = synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(8), class_names=NAMES)
+    for name in ("features", "labels", "confidence", "masks", "mask_scores"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.features, c.features)
+
+
+def test_all_knobs_at_zero_give_a_perfect_teacher(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    view = synthetic_teacher_view(cls, inst, t, v, PERFECT, 0.05, np.random.default_rng(0), class_names=NAMES)
+    assert view.features.shape == (H, W, 64) and view.features.dtype == np.float16
+    assert accuracy(view, cls) == 1.0
+    segment, _ = ground_truth_segments(cls, inst)
+    truth = {segment_mask.tobytes() for segment_mask in (segment == s for s in range(segment.max() + 1))}
+    assert {m.tobytes() for m in view.masks} == truth
+    assert view.confidence[cls >= 0].min() > 0.5
+
+
+def test_patch_pooling_blurs_only_boundaries(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    params = PERFECT.model_copy(update={"patch_size": 4})
+    view = synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(0))
+    assert view.features.shape == (6, 8, 64)
+    wrong = (view.labels != cls) & (cls >= 0)
+    assert 0 < wrong.sum() < 0.25 * wrong.size
+    # errors sit within a patch of a class boundary
+    from scipy import ndimage
+
+    edge = np.zeros_like(wrong)
+    for c in np.unique(cls):
+        region = cls == c
+        edge |= ndimage.binary_dilation(region, iterations=4) & ~region
+    assert not (wrong & ~edge).any()
+
+
+def test_more_noise_or_confusion_lowers_accuracy(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    base = PERFECT.model_copy(update={"patch_size": 2})
+
+    def mean_accuracy(params):
+        return np.mean([accuracy(synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(s)), cls) for s in range(4)])
+
+    clean = mean_accuracy(base)
+    noisy = mean_accuracy(base.model_copy(update={"feature_noise": 12.0}))
+    confused = mean_accuracy(
+        base.model_copy(update={"confusion_prob": 1.0, "confusion_weight_min": 0.9, "confusion_weight_max": 0.95})
+    )
+    assert noisy < clean - 0.2
+    assert confused < clean - 0.5  # every instance flips to its partner
+
+
+def test_listed_confusions_are_used_both_ways(embeddings):
+    t, _ = embeddings
+    partners = confusion_partners(t, NAMES, [("sofa", "chair"), ("wall", "floor")])
+    assert partners[2] == [3] and partners[3] == [2] and partners[0] == [1]
+    assert len(partners[4]) == 1 and partners[4][0] != 4  # lamp: nearest class in text space
+    cls, inst = tiny_room()
+    params = PERFECT.model_copy(update={"confusion_prob": 1.0, "confusion_weight_min": 0.9, "confusion_weight_max": 0.9})
+    view = synthetic_teacher_view(cls, inst, t, t, params, 0.05, np.random.default_rng(0), class_names=NAMES)
+    assert (view.labels[cls == 2] == 3).all() and (view.labels[cls == 3] == 2).all()
+
+
+def test_degraded_masks_stay_valid(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    params = SyntheticTeacherParams(p_split=0.5, p_merge=0.5, boundary_jitter=3, part_masks=4, min_area=6)
+    for seed in range(5):
+        view = synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(seed))
+        M = len(view.masks)
+        assert view.masks.shape == (M, H, W) and view.masks.dtype == bool
+        assert view.mask_scores.shape == (M, 3)
+        area = view.masks.reshape(M, -1).sum(1)
+        np.testing.assert_array_equal(view.mask_scores[:, 2], area)
+        assert (area >= 6).all() and (np.diff(area) <= 0).all()
+        assert ((view.mask_scores[:, :2] > 0) & (view.mask_scores[:, :2] <= 1)).all()
+
+
+def test_drop_all_masks_and_segments_without_instances():
+    cls, inst = tiny_room()
+    segment, seg_class = ground_truth_segments(cls, None)
+    assert segment[0, 0] == -1 and len(seg_class) == 5  # wall, floor, sofa, chair, lamp components
+    params = PERFECT.model_copy(update={"p_drop": 1.0})
+    t = encode_vocabulary(HashedTextEncoder(dim=16), NAMES)
+    view = synthetic_teacher_view(cls, inst, t, t, params, 0.05, np.random.default_rng(0))
+    assert view.masks.shape == (0, H, W) and view.mask_scores.shape == (0, 3)
+
+
+def test_teacher_rejects_bad_input(embeddings):
+    cls, inst = tiny_room()
+    t, v = embeddings
+    with pytest.raises(EconsgError, match="gt_instance"):
+        synthetic_teacher_view(cls, inst[:3], t, v, PERFECT, 0.05, np.random.default_rng(0))
+    with pytest.raises(EconsgError, match="gt_class"):
+        synthetic_teacher_view(cls + 10, inst, t, v, PERFECT, 0.05, np.random.default_rng(0))
+    with pytest.raises(EconsgError, match="vocabulary_embeddings"):
+        synthetic_teacher_view(cls, inst, t, v[:, :5], PERFECT, 0.05, np.random.default_rng(0))
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="confusion_weight_min"):
+        SyntheticTeacherParams(confusion_weight_min=0.9, confusion_weight_max=0.5)
+    with pytest.raises(ValueError, match="different"):
+        SyntheticTeacherParams(confusions=[("sofa", "sofa")])
+    with pytest.raises(ValueError, match="open_set_classes"):
+        ExtractParams(vocabulary=["chair", "plant"], open_set_classes=["plant"])
+    with pytest.raises(ValueError, match="template"):
+        ExtractParams(templates=["no slot"])
+
+
+# ---- features.base: bilinear up-sampling and probabilities --------------------------------------------
+
+
+def test_upsampling_follows_align_corners_false():
+    grid = np.zeros((1, 2, 2), np.float32)
+    grid[0, 0] = [1, 0]
+    grid[0, 1] = [0, 1]
+    up = upsample_features(grid, 1, 4)  # pixel centres 0.5..3.5 -> grid x = -0.25, 0.25, 0.75, 1.25
+    np.testing.assert_allclose(up[0, 0], [1, 0], atol=1e-6)  # clamped at the border
+    np.testing.assert_allclose(up[0, 3], [0, 1], atol=1e-6)
+    expected = np.array([0.75, 0.25]) / np.linalg.norm([0.75, 0.25])
+    np.testing.assert_allclose(up[0, 1], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 16), (1, 1, 8), (6, 4, 8)])
+def test_fast_probabilities_match_the_reference_twin(shape):
+    rng = np.random.default_rng(0)
+    grid = rng.standard_normal(shape).astype(np.float16)
+    text = rng.standard_normal((4, shape[2]))
+    fast = pixel_probabilities(grid, text, 13, 11, 0.05)
+    slow = pixel_probabilities_reference(grid, text, 13, 11, 0.05)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=2e-5)  # float32 round-off in two summation orders
+    np.testing.assert_allclose(fast.sum(-1), 1.0, atol=1e-5)
+    # the norm identity against a direct evaluation of the un-normalised interpolation
+    raw = np.asarray(grid, np.float32)
+    y0, y1, ay = bilinear_weights(13, shape[0])
+    x0, x1, ax = bilinear_weights(11, shape[1])
+    rows = raw[y0] * (1 - ay)[:, None, None] + raw[y1] * ay[:, None, None]
+    direct = rows[:, x0] * (1 - ax)[None, :, None] + rows[:, x1] * ax[None, :, None]
+    np.testing.assert_allclose(interpolated_feature_norms(raw, 13, 11), np.linalg.norm(direct, axis=-1), rtol=1e-4)
+
+
+def test_labels_and_confidence_and_bad_temperature():
+    probs = np.array([[[0.2, 0.8], [0.6, 0.4]]], np.float32)
+    labels, conf = labels_and_confidence(probs)
+    np.testing.assert_array_equal(labels, [[1, 0]])
+    np.testing.assert_allclose(conf, [[0.8, 0.6]])
+    assert labels.dtype == np.int16 and conf.dtype == np.float32
+    with pytest.raises(EconsgError, match="temperature"):
+        pixel_probabilities(np.ones((2, 2, 3)), np.ones((2, 3)), 4, 4, 0.0)
+    with pytest.raises(EconsgError, match="text_embeddings"):
+        pixel_probabilities(np.ones((2, 2, 3)), np.ones((2, 4)), 4, 4, 0.1)
