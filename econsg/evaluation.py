@@ -105,10 +105,9 @@ def score_fused_points(
         return {}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
-    from econsg.fusion import VoxelFeatureFusion
+    from econsg.fusion import voxel_keys
 
-    voxel_keys = VoxelFeatureFusion(voxel_size, 1, 1).voxel_keys
-    keys = voxel_keys(fused_xyz)
+    keys = voxel_keys(fused_xyz, voxel_size)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     fused_ids = to_scene_ids(np.asarray(fused_label), lookup)
@@ -116,7 +115,7 @@ def score_fused_points(
     for v in views:
         xyz, pixel = samples(v)
         gt = restrict_gt(truth.classes(v).reshape(-1)[pixel].astype(np.int64), allowed)
-        sample_keys = voxel_keys(xyz)
+        sample_keys = voxel_keys(xyz, voxel_size)
         where = np.clip(np.searchsorted(sorted_keys, sample_keys), 0, len(sorted_keys) - 1)
         found = sorted_keys[where] == sample_keys
         valid = found & (gt != IGNORE)

@@ -42,6 +42,18 @@ _KEY_MASK = (1 << _KEY_BITS) - 1
 # --------------------------------------------------------------------------------------- geometry
 
 
+def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """[P] int64 packed keys of the voxels (edge `voxel_size`, aligned at the origin) containing xyz [P, 3]."""
+    ijk = np.floor(np.asarray(xyz, dtype=np.float64) / voxel_size)
+    if ijk.size and (np.abs(ijk).max() >= _KEY_OFFSET - 1):
+        raise EconsgError(
+            f"xyz: points lie {np.abs(xyz).max():.3g} m from the origin, beyond the voxel grid's range of "
+            f"{(_KEY_OFFSET - 1) * voxel_size:.3g} m at voxel_size {voxel_size}; use a larger voxel_size"
+        )
+    ijk = ijk.astype(np.int64) + _KEY_OFFSET
+    return (ijk[:, 0] << (2 * _KEY_BITS)) | (ijk[:, 1] << _KEY_BITS) | ijk[:, 2]
+
+
 def _check_camera(K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     K = np.asarray(K, dtype=np.float64)
     c2w = np.asarray(c2w, dtype=np.float64)
@@ -300,14 +312,7 @@ class VoxelFeatureFusion:
 
     def voxel_keys(self, xyz: np.ndarray) -> np.ndarray:
         """[P] int64 packed keys of the voxels containing world points xyz [P, 3] (metres)."""
-        ijk = np.floor(np.asarray(xyz, dtype=np.float64) / self.voxel_size)
-        if ijk.size and (np.abs(ijk).max() >= _KEY_OFFSET - 1):
-            raise EconsgError(
-                f"xyz: points lie {np.abs(xyz).max():.3g} m from the origin, beyond the voxel grid's range of "
-                f"{(_KEY_OFFSET - 1) * self.voxel_size:.3g} m at voxel_size {self.voxel_size}; use a larger voxel_size"
-            )
-        ijk = ijk.astype(np.int64) + _KEY_OFFSET
-        return (ijk[:, 0] << (2 * _KEY_BITS)) | (ijk[:, 1] << _KEY_BITS) | ijk[:, 2]
+        return voxel_keys(xyz, self.voxel_size)
 
     def _rows_for(self, unique_keys: np.ndarray) -> np.ndarray:
         """Row of each (sorted, distinct) key, appending rows for keys not seen before."""

@@ -108,7 +108,7 @@ STAGES: dict[str, StageSpec] = {
                 "{artifacts}/autoencode.zarr",
                 "{artifacts}/splat.zarr",
             ),
-            code=("stages/evaluate.py", "econsg/evaluation.py", "econsg/metrics.py"),
+            code=("stages/evaluate.py", "econsg/evaluation.py", "econsg/metrics.py", "econsg/protocol_eval.py", "econsg/protocols.py"),
             outs=("{artifacts}/evaluate.zarr", "{plots}/evaluate"),
             metrics=("{metrics}/evaluate.json",),
         ),

@@ -26,4 +26,7 @@ class EvaluateParams(Section):
         0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and LERF-style mIoU."
     )
     overlay_views: int = Field(4, ge=0, description="Held-out views rendered as overlay pictures for people and dvc plots.")
+    lerf_labels: str | None = Field(
+        None, description="LERF-OVS protocol: folder of frame_*.json label files; null = <paths.data>/label."
+    )
     timing_repeats: int = Field(5, ge=1, description="Repeats when timing render FPS and query latency.")

@@ -50,8 +50,9 @@ def choose_views(frames: list[FrameRecord], sparse_views: int | None) -> list[Fr
 
 def thin_points(points: np.ndarray, colors: np.ndarray, voxel_size: float, max_points: int, rng: np.random.Generator):
     """One point per voxel, then a seeded random subset of at most `max_points`."""
-    keys = np.floor(points / voxel_size).astype(np.int64)
-    _, first = np.unique(keys, axis=0, return_index=True)
+    from econsg.fusion import voxel_keys
+
+    _, first = np.unique(voxel_keys(points, voxel_size), return_index=True)
     first.sort()
     if len(first) > max_points:
         first = np.sort(rng.choice(first, size=max_points, replace=False))
