@@ -37,9 +37,9 @@ def build_text_encoder(params: ExtractParams, device: str = "cpu") -> TextEncode
         from econsg.features.text import HashedTextEncoder
 
         return HashedTextEncoder(dim=params.feature_dim, seed=HASHED_TEXT_SEED)
-    from econsg.features.openclip_sam import OpenClipSamExtractor
+    from econsg.features.openclip_sam import load_openclip_text_encoder
 
-    return OpenClipSamExtractor(params.openclip_sam, device=device).text_encoder
+    return load_openclip_text_encoder(params.openclip_sam, device)
 
 
 def embed_classes(encoder: TextEncoder, class_names: Sequence[str], params: ExtractParams) -> np.ndarray:
