@@ -1,0 +1,138 @@
+"""Params of the splat stage: 3DGS training (RGB + semantic channels), densification, checkpoints.
+
+Defaults follow gsplat's `examples/simple_trainer.py` (learning rates) and `DefaultStrategy`
+(densification thresholds), with every iteration count scaled from the 30k-step GPU schedule to
+the short CPU demo schedule (300 steps, 1/100: ~2 min on this 2-core CPU with the pure-PyTorch
+rasterizer, whose cost per step is ~0.25-0.6 s at 128x96 with 20k-55k Gaussians).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from econsg.config.base import Section
+
+
+class SplatParams(Section):
+    """Semantic Gaussian splatting (METHOD.md section 5)."""
+
+    # ------------------------------------------------------------------ schedule
+    iterations: int = Field(
+        300,
+        ge=1,
+        description="Optimiser steps, one training camera per step (a fresh view permutation every epoch). The "
+        "demo's 300 steps (~7 epochs of 42 views at 128x96, ~20k Gaussians) take ~2 min on 2 CPU cores; on a GPU "
+        "with gsplat, 30000 is the usual 3DGS schedule (scale the step counts below with it).",
+    )
+    sh_degree: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="Final spherical-harmonics degree of the colours (0..3). 1 is the CPU demo default: degree 3 "
+        "costs ~8% more per render step at 128x96 (321 vs 298 ms with 20k Gaussians) and 5x the SH parameters, "
+        "which two rings of ~40 low-resolution views hardly constrain.",
+    )
+    sh_degree_interval: int = Field(
+        100, ge=1, description="Raise the active SH degree by one every this many steps (gsplat: 1000 of 30k)."
+    )
+    log_every: int = Field(
+        10, ge=1, description="Steps per training-curve row (loss and PSNR are averaged over those steps)."
+    )
+
+    # ------------------------------------------------------------------ learning rates (Adam, eps 1e-15)
+    means_lr: float = Field(
+        1.6e-4, gt=0, description="Learning rate of the centres, multiplied by the scene scale (camera spread)."
+    )
+    means_lr_final_factor: float = Field(
+        0.01, gt=0, le=1, description="The centres' learning rate decays exponentially to this fraction at the last step."
+    )
+    scales_lr: float = Field(5e-3, gt=0, description="Learning rate of the log-scales.")
+    quats_lr: float = Field(1e-3, gt=0, description="Learning rate of the (unnormalised) rotation quaternions.")
+    opacities_lr: float = Field(5e-2, gt=0, description="Learning rate of the opacity logits.")
+    sh0_lr: float = Field(2.5e-3, gt=0, description="Learning rate of the degree-0 SH coefficients (base colour).")
+    shN_lr: float = Field(2.5e-3 / 20, gt=0, description="Learning rate of the higher-degree SH coefficients.")
+    feature_lr: float = Field(
+        2.5e-3, gt=0, description="Learning rate of the semantic feature channels f (d per Gaussian)."
+    )
+
+    # ------------------------------------------------------------------ colour loss
+    ssim_lambda: float = Field(
+        0.2, ge=0, le=1, description="L_color = (1 - lambda) L1 + lambda (1 - SSIM); 3DGS and the paper use 0.2."
+    )
+
+    # ------------------------------------------------------------------ densification (gsplat DefaultStrategy)
+    refine_start_iter: int = Field(
+        50, ge=0, description="Densify and prune only after this step (gsplat: 500 of 30k)."
+    )
+    refine_stop_iter: int = Field(
+        250, ge=0, description="No densification or pruning from this step on; 0 switches them off (gsplat: 15k of 30k)."
+    )
+    refine_every: int = Field(50, ge=1, description="Densify and prune every this many steps (gsplat: 100).")
+    reset_every: int = Field(
+        3000,
+        ge=1,
+        description="Reset opacities to 2 x prune_opa every this many steps while refining, and prune Gaussians "
+        "larger than prune_scale3d only after the first reset (gsplat: 3000 of 30k). The demo default lies beyond "
+        "its 300 steps: a reset needs hundreds of steps to recover from.",
+    )
+    prune_opa: float = Field(0.005, gt=0, lt=1, description="Prune Gaussians whose opacity is below this value.")
+    grow_grad2d: float = Field(
+        0.0005,
+        gt=0,
+        description="Duplicate or split Gaussians whose mean image-plane gradient (NDC units) exceeds this value "
+        "(gsplat: 0.0002 for ~1000-pixel images; small images give larger gradients: at 128x96 0.0002 grew the demo "
+        "from 20k to 55k Gaussians in 400 steps, 0.0005 to 22k).",
+    )
+    grow_scale3d: float = Field(
+        0.01,
+        gt=0,
+        description="Below this largest 3D scale (fraction of the scene scale) a growing Gaussian is duplicated, "
+        "above it split.",
+    )
+    prune_scale3d: float = Field(
+        0.1, gt=0, description="Prune Gaussians whose largest 3D scale exceeds this fraction of the scene scale."
+    )
+
+    # ------------------------------------------------------------------ initialisation, rendering, checkpoints
+    init_opacity: float = Field(0.1, gt=0, lt=1, description="Opacity of every Gaussian at initialisation.")
+    init_scale: float = Field(
+        1.0, gt=0, description="Initial scale = this factor x mean distance to the 3 nearest fused points."
+    )
+    backend: Literal["auto", "torch", "gsplat"] = Field(
+        "auto", description="Rasterizer: gsplat (CUDA), the pure-PyTorch one (any device), or auto (by device)."
+    )
+    checkpoint_every: int = Field(
+        100,
+        ge=0,
+        description="Write a resumable checkpoint every this many steps (0: none). A rerun resumes from the latest "
+        "checkpoint of the same configuration and inputs.",
+    )
+
+    # ------------------------------------------------------------------ semantic loss (METHOD.md section 5)
+    lambda_sem: float = Field(
+        20.0, ge=0, description="Weight of Dist(F, F_z^2D), the rendered-feature distillation term (authors: 20)."
+    )
+    semantic_dist: Literal["l1", "l2"] = Field("l1", description="Dist of the distillation term (authors: L1).")
+    lambda_2d: float = Field(
+        1.0, ge=0, description="Weight of CE(cos(F, T_z) / T, S^h) against crr's refined labels (authors: 1)."
+    )
+    ce_normalize: bool = Field(True, description="Divide the CE term by log C (C = number of training classes).")
+    init_features: Literal["latent", "random"] = Field(
+        "latent",
+        description="Initial semantic features: the fused points' latents z (the paper's 3D contextual space) or "
+        "small random values (the plain feature-distillation ablation).",
+    )
+    temperature: float = Field(
+        0.05, gt=0, le=1, description="Softmax temperature T of cos(F, T_z) / T in the CE term and at query time."
+    )
+
+    @model_validator(mode="after")
+    def _refine_window(self) -> SplatParams:
+        if self.refine_stop_iter and self.refine_start_iter >= self.refine_stop_iter:
+            raise ValueError(
+                f"refine_start_iter ({self.refine_start_iter}) must be below refine_stop_iter "
+                f"({self.refine_stop_iter}); set refine_stop_iter: 0 to switch densification off"
+            )
+        return self

@@ -1,0 +1,109 @@
+"""Tests of econsg.splat.ply: the standard 3DGS PLY layout, exact round trips, extra channels, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+
+from econsg.errors import EconsgError
+from econsg.splat.ply import export_ply, load_ply
+
+
+def random_gaussians(n: int, sh_degree: int, features: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k = (sh_degree + 1) ** 2
+    params = {
+        "means": torch.randn(n, 3, generator=g),
+        "scales": torch.randn(n, 3, generator=g) - 3,
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.randn(n, generator=g),
+        "sh0": torch.randn(n, 1, 3, generator=g),
+        "shN": torch.randn(n, k - 1, 3, generator=g),
+    }
+    if features:
+        params["features"] = torch.randn(n, features, generator=g)
+    return params
+
+
+def test_round_trip_is_exact_with_features_and_extras(tmp_path: Path):
+    params = random_gaussians(17, sh_degree=3, features=6)
+    extra = {"confidence": np.linspace(0, 1, 17, dtype=np.float32), "votes": np.arange(17 * 4, dtype=np.float32).reshape(17, 4)}
+    path = export_ply(tmp_path / "out" / "g.ply", torch.nn.ParameterDict(params), extra)
+    loaded, extras = load_ply(path)
+    assert set(loaded) == set(params)
+    for name, value in params.items():
+        assert loaded[name].dtype == torch.float32 and torch.equal(loaded[name], value), name
+    assert set(extras) == {"confidence", "votes"}
+    for name, value in extra.items():
+        np.testing.assert_array_equal(extras[name], value)
+    assert not list(path.parent.glob(".*.tmp"))  # the temporary sibling was renamed away
+
+
+def test_property_names_and_order_are_the_3dgs_layout(tmp_path: Path):
+    path = export_ply(tmp_path / "g.ply", random_gaussians(5, sh_degree=3, features=2))
+    ply = PlyData.read(str(path))
+    assert [el.name for el in ply.elements] == ["vertex"] and ply.byte_order == "<" and not ply.text
+    names = [p.name for p in ply["vertex"].properties]
+    expected = (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(45)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "f_sem_0", "f_sem_1"]
+    )
+    assert names == expected
+    assert all(p.val_dtype == "f4" for p in ply["vertex"].properties)
+    assert not any(np.asarray(ply["vertex"][n]).any() for n in ("nx", "ny", "nz"))
+
+
+def test_f_rest_is_channel_major(tmp_path: Path):
+    params = random_gaussians(3, sh_degree=2)
+    k1 = params["shN"].shape[1]  # 8 coefficients per channel beyond degree 0
+    coeff = torch.arange(k1, dtype=torch.float32)[None, :, None]
+    channel = torch.tensor([0.0, 100.0, 200.0])[None, None, :]
+    params["shN"] = (coeff + channel).expand(3, k1, 3).clone()  # value = 100 * channel + coefficient index
+    vertex = PlyData.read(str(export_ply(tmp_path / "g.ply", params)))["vertex"]
+    rest = np.stack([np.asarray(vertex[f"f_rest_{i}"]) for i in range(3 * k1)], axis=1)[0]
+    # 3DGS writes features_rest transposed to [N, 3, K-1]: all red coefficients, then green, then blue
+    np.testing.assert_array_equal(rest, [100.0 * c + k for c in range(3) for k in range(k1)])
+    np.testing.assert_array_equal(np.asarray(vertex["f_dc_1"]), params["sh0"][:, 0, 1].numpy())
+
+
+def test_degree_zero_has_no_f_rest_and_round_trips(tmp_path: Path):
+    params = random_gaussians(4, sh_degree=0)
+    path = export_ply(tmp_path / "g.ply", params)
+    assert not any(p.name.startswith("f_rest") for p in PlyData.read(str(path))["vertex"].properties)
+    loaded, extras = load_ply(path)
+    assert loaded["shN"].shape == (4, 0, 3) and extras == {}
+    assert torch.equal(loaded["means"], params["means"])
+
+
+def test_bad_extras_are_refused(tmp_path: Path):
+    params = random_gaussians(4, sh_degree=1, features=2)
+    with pytest.raises(EconsgError, match=r"extra: 'conf' has shape \(3,\), expected \[4\] or \[4, d\]"):
+        export_ply(tmp_path / "g.ply", params, {"conf": np.zeros(3)})
+    with pytest.raises(EconsgError, match="extra: key 'f_sem' clashes with params\\['features'\\]"):
+        export_ply(tmp_path / "g.ply", params, {"f_sem": np.zeros((4, 2))})
+    with pytest.raises(EconsgError, match="extra: property 'opacity'"):
+        export_ply(tmp_path / "g.ply", params, {"opacity": np.zeros(4)})
+    with pytest.raises(EconsgError, match="extra: 1-D channel name 'votes_1' ends in _<digits>"):
+        export_ply(tmp_path / "g.ply", params, {"votes_1": np.zeros(4)})
+    with pytest.raises(EconsgError, match=r"params.shN: got shape \(4, 2, 3\)"):
+        export_ply(tmp_path / "g.ply", {**params, "shN": torch.zeros(4, 2, 3)})
+    assert not (tmp_path / "g.ply").exists()
+
+
+def test_load_refuses_missing_and_foreign_files(tmp_path: Path):
+    with pytest.raises(EconsgError, match="no such PLY file"):
+        load_ply(tmp_path / "missing.ply")
+    (tmp_path / "junk.ply").write_text("not a ply\n")
+    with pytest.raises(EconsgError, match="junk.ply: not a readable PLY file"):
+        load_ply(tmp_path / "junk.ply")
+    points = np.zeros(3, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    from plyfile import PlyElement
+
+    PlyData([PlyElement.describe(points, "vertex")]).write(str(tmp_path / "points.ply"))
+    with pytest.raises(EconsgError, match="points.ply: missing 3DGS properties nx, ny, nz"):
+        load_ply(tmp_path / "points.ply")
