@@ -24,10 +24,20 @@ def segment_latent(features: torch.Tensor, text_latents: torch.Tensor) -> torch.
     return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
 
 
-def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: str) -> torch.Tensor:
-    """Dist(F, F_z^2D), mean over pixels and channels; L1 (the authors' choice) or L2."""
+def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: str,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Dist(F, F_z^2D), mean over (valid) pixels and channels; L1 (the authors' choice) or L2.
+
+    `valid` [H,W] bool skips pixels crr set to ignore: their 2D latent is the unrefined, low-confidence
+    feature that CRR's boundary regularization rejected.
+    """
     diff = rendered - target
-    return diff.abs().mean() if dist == "l1" else diff.square().mean()
+    per_pixel = diff.abs().mean(dim=-1) if dist == "l1" else diff.square().mean(dim=-1)
+    if valid is None:
+        return per_pixel.mean()
+    if not valid.any():
+        return rendered.sum() * 0.0
+    return per_pixel[valid].mean()
 
 
 def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents: torch.Tensor, temperature: float,
@@ -56,11 +66,12 @@ def make_semantic_loss(
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
-        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist)
+        target_labels = labels[view_index]
+        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist, target_labels != IGNORE)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:
-            ce = semantic_ce_loss(rendered, labels[view_index], text_latents, temperature, ce_normalize)
+            ce = semantic_ce_loss(rendered, target_labels, text_latents, temperature, ce_normalize)
             total = total + lambda_2d * ce
             logged["ce"] = float(ce.detach())
         return total, logged
