@@ -71,11 +71,43 @@ def tiny_project(tmp_path_factory):
     params = deep_update(Params().model_dump(mode="json"), TINY)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(workdir, "init", "--no-scm", "-q")
-    return workdir
+    first_run = dvc(workdir, "repro")
+    return workdir, first_run
+
+
+def test_cli_audit_query_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from econsg.cli import app
+
+    workdir, _ = tiny_project
+    monkeypatch.chdir(workdir)
+    runner = CliRunner()
+    audit = runner.invoke(app, ["audit", "--views", "0,1"])
+    assert audit.exit_code == 0, audit.stderr
+    assert (workdir / "plots/audit/view_0001.png").is_file() and (workdir / "plots/audit/index.html").is_file()
+    bad = runner.invoke(app, ["audit", "--views", "99"])
+    assert bad.exit_code == 1 and "not among the available views" in bad.stderr
+    query = runner.invoke(app, ["query", "a striped armchair", "--view", "0"])
+    assert query.exit_code == 0, query.stderr
+    assert list((workdir / "plots/query").glob("a-striped-armchair_view00.png"))
+    several = runner.invoke(app, ["query", "wall", "floor", "bed"])
+    assert several.exit_code == 0, several.stderr
+    edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
+    assert edit.exit_code == 0, edit.stderr
+    assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove.png").is_file()
+    from econsg.splat.ply import load_ply
+
+    edited, _ = load_ply(workdir / "plots/edit/floor_remove.ply")
+    exported = runner.invoke(app, ["export", "ply", "--out", "export/all.ply"])
+    assert exported.exit_code == 0, exported.stderr
+    everything, _ = load_ply(workdir / "export/all.ply")
+    assert 0 < len(edited["means"]) < len(everything["means"])
+    assert "features" in everything and everything["features"].shape[1] == 6
 
 
 def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
-    first = dvc(tiny_project, "repro")
+    tiny_project, first = tiny_project
     assert stages_in(first, r"Running stage '(\w+)'") == set(STAGE_ORDER)
     metrics = yaml.safe_load((tiny_project / "metrics" / "evaluate.json").read_text())
     for key in ("miou", "macc", "psnr", "ssim", "teacher_miou", "consistency", "render_fps"):

@@ -1,0 +1,91 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from econsg.edit import apply_edit, select_gaussians
+from econsg.evaluation import subset_scores
+from econsg.metrics import confusion_matrix
+from econsg.query import relevancy, segment_texts
+from econsg.semantic import make_semantic_loss, semantic_ce_loss, semantic_distill_loss
+
+
+def unit(rows):
+    t = torch.tensor(rows, dtype=torch.float32)
+    return t / t.norm(dim=-1, keepdim=True)
+
+
+LATENTS = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1]])  # wall, sofa, lamp
+
+
+def test_distill_loss_skips_ignored_pixels_and_l2_option():
+    rendered = torch.zeros(2, 2, 3)
+    target = torch.ones(2, 2, 3)
+    target[0, 0] = 10.0
+    valid = torch.tensor([[False, True], [True, True]])
+    assert semantic_distill_loss(rendered, target, "l1", valid).item() == pytest.approx(1.0)
+    assert semantic_distill_loss(rendered, target, "l1").item() == pytest.approx((10 + 3) / 4)
+    assert semantic_distill_loss(rendered, target, "l2", valid).item() == pytest.approx(1.0)
+
+
+def test_ce_loss_ignores_ignore_labels_and_normalises_by_log_c():
+    rendered = LATENTS[[0, 1]].reshape(1, 2, 3)
+    labels = torch.tensor([[0, -1]])
+    loss = semantic_ce_loss(rendered, labels, LATENTS, 0.1, normalize=False)
+    logits = LATENTS[0] @ LATENTS.T / 0.1
+    expected = -torch.log_softmax(logits, 0)[0]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    normalised = semantic_ce_loss(rendered, labels, LATENTS, 0.1, normalize=True)
+    assert normalised.item() == pytest.approx(expected.item() / math.log(3), rel=1e-5)
+    assert semantic_ce_loss(rendered, torch.full((1, 2), -1), LATENTS, 0.1, True).item() == 0.0
+
+
+def test_semantic_hook_combines_terms_with_weights():
+    class Out:
+        features = LATENTS[[0, 1]].reshape(1, 1, 2, 3)
+
+    maps = torch.zeros(1, 1, 2, 3)
+    labels = torch.tensor([[[0, 1]]])
+    hook = make_semantic_loss(maps, labels, LATENTS, lambda_sem=2.0, lambda_2d=0.0, dist="l1", temperature=0.1, ce_normalize=True)
+    total, logged = hook(Out(), 0, None)
+    assert total.item() == pytest.approx(2.0 * logged["sem"]) and "ce" not in logged
+    hook_ce = make_semantic_loss(maps, labels, LATENTS, lambda_sem=2.0, lambda_2d=1.0, dist="l1", temperature=0.1, ce_normalize=True)
+    total_ce, logged_ce = hook_ce(Out(), 0, None)
+    assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + logged_ce["ce"], rel=1e-5)
+
+
+def test_relevancy_is_high_where_the_query_explains_the_feature():
+    features = LATENTS.clone()
+    rel = relevancy(features, LATENTS[1], LATENTS, temperature=0.1)
+    assert rel.argmax().item() == 1 and rel[1] > 0.9 and rel[0] < 0.1
+    # a query equal to a canonical class is not compared with itself
+    assert torch.allclose(relevancy(features, LATENTS[1], LATENTS[:2], 0.1), relevancy(features, LATENTS[1], LATENTS[:1], 0.1))
+    assert segment_texts(features, LATENTS[[2, 0]]).tolist() == [1, 0, 0]
+
+
+def test_edit_removes_exactly_the_selected_object():
+    n = 10
+    features = LATENTS[[0] * 6 + [1] * 4] + 0.05 * torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
+    params = {"means": torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3), "features": features,
+              "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 3, 3), "opacities": torch.zeros(n)}
+    selected = select_gaussians(features, LATENTS[1], LATENTS[[0, 2]], temperature=0.1, threshold=0.5)
+    assert selected.tolist() == [False] * 6 + [True] * 4
+    removed = apply_edit(params, selected, "remove")
+    assert removed["means"][:, 0].tolist() == list(range(6))
+    extracted = apply_edit(params, selected, "extract")
+    assert extracted["means"][:, 0].tolist() == [6, 7, 8, 9]
+    recoloured = apply_edit(params, selected, "recolour", (1.0, 0.0, 0.0))
+    assert torch.all(recoloured["sh0"][6:, 0, 0] > 0) and torch.all(recoloured["sh0"][:6] == 0)
+    assert torch.all(params["sh0"] == 0), "the input must not be modified"
+
+
+def test_subset_scores_count_ignore_predictions_as_errors():
+    gt = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, -1, 1, 1, 1, 2])
+    confusion = confusion_matrix(pred, gt, 3)
+    closed = subset_scores(confusion, [0, 1])
+    assert closed["miou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert closed["macc"] == pytest.approx((1 / 2 + 1) / 2)
+    absent = subset_scores(confusion_matrix(np.array([0]), np.array([0]), 3), [1, 2])
+    assert math.isnan(absent["miou"]) and absent["classes"] == []
