@@ -253,9 +253,7 @@ def test_bad_inputs_name_the_argument():
         project_points(np.zeros((1, 3)), K, np.eye(3), W, H)
 
 
-def test_fuse_params_defaults_and_validation():
-    p = FuseParams()
-    assert p.voxel_size == 0.05 and p.source == "auto" and p.min_views == 1 and p.max_points is None
+def test_fuse_params_validation():
     with pytest.raises(ValueError):
         FuseParams(voxel_size=0)
     with pytest.raises(ValueError):
