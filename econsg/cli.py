@@ -298,9 +298,7 @@ def edit(
         test = scene.test_indices
         if not 0 <= view < len(test):
             raise EconsgError(f"--view: {view} is out of range; there are {len(test)} held-out views")
-        v = test[view]
-        viewmat = torch.from_numpy(np.linalg.inv(scene.c2w[v : v + 1])).float()
-        K = torch.from_numpy(scene.Ks[v : v + 1]).float()
+        viewmat, K = scene.cameras(test[view])
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
             before = render_views(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()

@@ -12,13 +12,19 @@ from PIL import Image, ImageDraw, ImageFont
 IGNORE_COLOUR = (0, 0, 0)
 
 
+# Kelly's 20 colours of maximum contrast (white and black left out), then golden-ratio hues.
+DISTINCT_COLOURS = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
+    (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
 def class_palette(num_classes: int) -> np.ndarray:
     """[C,3] uint8 distinct colours; the same class id always gets the same colour."""
-    colours = []
-    for c in range(num_classes):
-        hue = (c * 0.61803398875) % 1.0
-        value = 0.95 if c % 2 == 0 else 0.75
-        colours.append(colorsys.hsv_to_rgb(hue, 0.75, value))
+    colours = [np.array(c) / 255.0 for c in DISTINCT_COLOURS[:num_classes]]
+    for c in range(len(colours), num_classes):
+        colours.append(colorsys.hsv_to_rgb((c * 0.61803398875) % 1.0, 0.75, 0.95 if c % 2 == 0 else 0.75))
     return (np.array(colours).reshape(-1, 3) * 255).astype(np.uint8)
 
 

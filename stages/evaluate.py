@@ -88,8 +88,7 @@ def run(params: Params) -> None:
         rgb_arr = out.create_array("renders", (len(test), H, W, 3), "uint8", per_view=True)
         feat_arr = out.create_array("feature_maps", (len(test), H, W, eval_latents.shape[1]), "float16", per_view=True)
         for i, v in enumerate(track(test, "evaluate: held-out views")):
-            viewmat = torch.from_numpy(np.linalg.inv(scene.c2w[v : v + 1])).float().to(device)
-            K = torch.from_numpy(scene.Ks[v : v + 1]).float().to(device)
+            viewmat, K = scene.cameras(v, device)
             with torch.no_grad():
                 rendered = render_views(gaussians, viewmat, K, W, H, sh_degree, params.splat.backend)
             rgb = rendered.colors[0].clamp(0, 1)
@@ -164,9 +163,7 @@ def run(params: Params) -> None:
 def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cached_features, device) -> dict:
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
     cfg = params.evaluate
-    v = scene.test_indices[:1]
-    viewmat = torch.from_numpy(np.linalg.inv(scene.c2w[v])).float().to(device)
-    K = torch.from_numpy(scene.Ks[v]).float().to(device)
+    viewmat, K = scene.cameras(scene.test_indices[:1], device)
     render_views(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)  # warm-up
     start = time.perf_counter()
     for _ in range(cfg.timing_repeats):

@@ -21,8 +21,7 @@ PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
     images = torch.from_numpy(np.stack([scene.image(v) for v in indices])).to(device)
-    viewmats = torch.from_numpy(np.linalg.inv(scene.c2w[indices])).float().to(device)
-    Ks = torch.from_numpy(scene.Ks[indices]).float().to(device)
+    viewmats, Ks = scene.cameras(indices, device)
     return TrainViews(images=images, viewmats=viewmats, Ks=Ks, width=scene.width, height=scene.height, extras=extras or {})
 
 

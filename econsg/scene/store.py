@@ -55,9 +55,13 @@ class SceneViews:
         """[H,W] float32 metres (0 = invalid) or None when the dataset has no depth."""
         return self.group["depth"][view] if self.has_depth else None
 
-    def viewmats(self) -> np.ndarray:
-        """[V,4,4] world-to-camera matrices."""
-        return np.linalg.inv(self.c2w)
+    def cameras(self, views, device: str = "cpu"):
+        """(viewmats [C,4,4] world-to-camera, Ks [C,3,3]) float32 torch tensors of the given view indices."""
+        import torch
+
+        views = np.atleast_1d(np.asarray(views))
+        viewmats = torch.from_numpy(np.linalg.inv(self.c2w[views])).float().to(device)
+        return viewmats, torch.from_numpy(self.Ks[views]).float().to(device)
 
 
 def open_scene(path: str | Path) -> SceneViews:
