@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# dvc.yaml runs `python -m stages.X`: put the venv first on PATH so that `python` is the venv's.
+RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
 .PHONY: venv demo test test-all bench clean-artifacts
 
@@ -14,14 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv          ## set up, then run the whole pipeline on the embedded scene
-	$(VENV)/bin/dvc repro
-	$(VENV)/bin/dvc metrics show
+	$(RUN) dvc repro
+	$(RUN) dvc metrics show
 
 test: venv          ## set up, then run the default test suite (CPU, < 10 min)
-	$(PY) -m pytest -q -m "not slow"
+	$(RUN) python -m pytest -q -m "not slow"
 
 test-all: venv
-	$(PY) -m pytest -q
+	$(RUN) python -m pytest -q
 
 bench: venv
 	$(PY) benchmarks/render.py
