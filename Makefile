@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv          ## set up, then run the whole pipeline on the embedded scene
 	$(RUN) dvc repro
-	$(RUN) dvc metrics show
+	$(RUN) econsg metrics
 
 test: venv          ## set up, then run the default test suite (CPU, < 10 min)
 	$(RUN) python -m pytest -q -m "not slow"

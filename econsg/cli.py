@@ -156,6 +156,44 @@ DVC_HEADER = (
 )
 
 
+KEY_METRICS = {
+    "extract": ("views_per_second",),
+    "crr": ("raw_miou", "refined_miou", "refined_coverage"),
+    "fuse": ("points", "point_label_accuracy", "raw_2d_accuracy_same_points"),
+    "autoencode": ("latent_accuracy", "reconstruction_cosine", "train_seconds"),
+    "splat": ("train_seconds", "num_gaussians", "test_psnr", "test_ssim"),
+    "evaluate": ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "psnr", "ssim", "consistency",
+                 "render_fps", "query_latency_ms"),
+}
+
+
+@app.command()
+def metrics(params: ParamsOption = Path("params.yaml")) -> None:
+    """Print the key figures of every stage's metrics JSON as one table."""
+
+    def work():
+        import json
+
+        from econsg.config import load_params
+
+        p = load_params(params)
+        table = Table(title=f"econsg metrics ({p.paths.metrics})")
+        for column in ("stage", "metric", "value"):
+            table.add_column(column)
+        for stage, keys in KEY_METRICS.items():
+            path = p.paths.metrics_file(stage)
+            if not path.is_file():
+                table.add_row(stage, "-", f"no {path} yet")
+                continue
+            values = json.loads(path.read_text())
+            for key in keys:
+                value = values.get(key)
+                table.add_row(stage, key, f"{value:.3f}" if isinstance(value, float) else str(value))
+        Console().print(table)
+
+    _guard(work)
+
+
 def _parse_views(views: str | None, available) -> list[int]:
     if views is None:
         return [int(v) for v in available]

@@ -51,3 +51,17 @@ def test_user_errors_have_no_traceback(tmp_path):
     assert unknown.exit_code == 1 and "unknown stage 'nonsense'" in unknown.stderr
     missing = runner.invoke(app, ["inspect", str(tmp_path / "none.zarr")])
     assert missing.exit_code == 1 and "not a Zarr v3 store" in missing.stderr
+
+
+def test_metrics_table_reads_stage_json(tmp_path):
+    import json
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "crr.json").write_text(json.dumps({"raw_miou": 0.61234, "refined_miou": 0.75}))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  metrics: {metrics}\n")
+    result = runner.invoke(app, ["metrics", "--params", str(params)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "0.612" in result.stdout and "0.750" in result.stdout
+    assert "no " in result.stdout and "evaluate.json yet" in result.stdout
