@@ -64,7 +64,8 @@ def run(params: Params) -> None:
     test = load_views(scene, scene.test_indices, device)
     quality = evaluate_rgb(result.params, test, cfg)
     g = {name: result.params[name].detach().cpu().numpy() for name in result.params.keys()}
-    curve_keys = sorted({key for row in result.curve for key in row})
+    # wall-clock columns stay out of the array so that the same params and seed give the same content hash
+    curve_keys = sorted({key for row in result.curve for key in row} - {"seconds"})
     curve = np.array([[row.get(key, np.nan) for key in curve_keys] for row in result.curve], dtype=np.float64).reshape(-1, len(curve_keys))
     with ArtifactWriter(
         params.paths.artifact("splat"),
