@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from econsg.artifacts import open_artifact
-from econsg.autoencoder import model_from_arrays
 from econsg.config import Params
 
 WEIGHT_PREFIX = "weights."
@@ -11,6 +10,8 @@ WEIGHT_PREFIX = "weights."
 
 def load_autoencoder(group):
     """The LatentAutoencoder stored as arrays in autoencode.zarr."""
+    from econsg.autoencoder import model_from_arrays
+
     arrays = {name[len(WEIGHT_PREFIX):]: group[name][...] for name in group.array_keys() if name.startswith(WEIGHT_PREFIX)}
     return model_from_arrays(arrays)
 

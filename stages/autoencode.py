@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from econsg.artifacts import ArtifactWriter, open_artifact, write_curve_csv, write_json_atomic
+from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.autoencoder import encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
 from econsg.config import Params
 from econsg.crr import refined_feature_map
@@ -16,7 +16,7 @@ from econsg.features.backends import resolve_device
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
-from econsg.workspace import WEIGHT_PREFIX
+from econsg.workspace import WEIGHT_PREFIX, open_stage
 
 
 
@@ -32,9 +32,9 @@ def run(params: Params) -> None:
     cfg = params.autoencode
     device = resolve_device(params.device)
     scene = open_scene(params.paths.artifact("ingest"))
-    ex = open_artifact(params.paths.artifact("extract"), "extract")
-    cr = open_artifact(params.paths.artifact("crr"), "crr")
-    fused = open_artifact(params.paths.artifact("fuse"), "fuse")
+    ex = open_stage(params, "extract")
+    cr = open_stage(params, "crr")
+    fused = open_stage(params, "fuse")
     text = ex["text_embeddings"][...].astype(np.float32)
     features = fused["feature"][...].astype(np.float32)
     labels = fused["label"][...].astype(np.int64)

@@ -14,7 +14,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from econsg import viz
-from econsg.artifacts import ArtifactWriter, open_artifact, read_provenance, write_json_atomic
+from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.errors import ArtifactError
 from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
@@ -28,7 +28,7 @@ from econsg.query import LatentQuery, relevancy
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
 from econsg.splat.quality import load_gaussians, render_views
-from econsg.workspace import load_autoencoder
+from econsg.workspace import load_autoencoder, open_stage
 
 LERF_CANONICAL = ("object", "things", "stuff", "texture")  # LERF's canonical negative phrases
 
@@ -47,9 +47,9 @@ def run(params: Params) -> None:
         truth = open_ground_truth(scene.path)
     except ArtifactError:
         truth = None
-    ex = open_artifact(params.paths.artifact("extract"), "extract")
-    ae = open_artifact(params.paths.artifact("autoencode"), "autoencode")
-    sp = open_artifact(params.paths.artifact("splat"), "splat")
+    ex = open_stage(params, "extract")
+    ae = open_stage(params, "autoencode")
+    sp = open_stage(params, "splat")
     model = load_autoencoder(ae).to(device).eval()
     gaussians = load_gaussians(sp, device)
     sh_degree = int(sp.attrs["sh_degree"])

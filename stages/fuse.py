@@ -6,11 +6,12 @@ import time
 
 import numpy as np
 
-from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
+from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
 from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, visible_points_depth_test
+from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
@@ -47,8 +48,8 @@ def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_clas
 def run(params: Params) -> None:
     cfg = params.fuse
     scene = open_scene(params.paths.artifact("ingest"))
-    ex = open_artifact(params.paths.artifact("extract"), "extract")
-    cr = open_artifact(params.paths.artifact("crr"), "crr")
+    ex = open_stage(params, "extract")
+    cr = open_stage(params, "crr")
     source = cfg.source if cfg.source != "auto" else ("depth" if scene.has_depth else "points")
     if source == "depth" and not scene.has_depth:
         raise EconsgError("fuse.source: 'depth' but the scene has no depth maps; use 'points' or 'auto'")

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from econsg.artifacts import ArtifactWriter, open_artifact, write_curve_csv, write_json_atomic
+from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.features.backends import resolve_device
+from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.semantic import make_semantic_loss
 from econsg.splat import TrainViews, init_gaussians_from_points, train_gaussians
@@ -36,9 +37,9 @@ def run(params: Params) -> None:
     cfg = params.splat
     device = resolve_device(params.device)
     scene = open_scene(params.paths.artifact("ingest"))
-    fused = open_artifact(params.paths.artifact("fuse"), "fuse")
-    ae = open_artifact(params.paths.artifact("autoencode"), "autoencode")
-    cr = open_artifact(params.paths.artifact("crr"), "crr")
+    fused = open_stage(params, "fuse")
+    ae = open_stage(params, "autoencode")
+    cr = open_stage(params, "crr")
     train = scene.train_indices
     generator = torch.Generator().manual_seed(params.seed * 1000 + 6)
     gaussians = init_gaussians_from_points(
