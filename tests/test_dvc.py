@@ -49,7 +49,8 @@ def deep_update(base: dict, overlay: dict) -> dict:
 
 
 def dvc(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir),
+           "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run([str(BIN / "dvc"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
