@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from econsg.autoencoder import encode_text
@@ -51,7 +50,3 @@ def segment_texts(features: torch.Tensor, text_latents: torch.Tensor) -> torch.T
     """Labelled segmentation over several texts: argmax_q cos(f, T_z(q)) -> [...] indices into the texts."""
     return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
 
-
-def normalise_map(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    return (values - lo) / max(hi - lo, 1e-12)

@@ -7,7 +7,6 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from econsg.render import render
-from econsg.render.sh import rgb_to_sh0  # noqa: F401  (re-exported for callers building params)
 
 GAUSSIAN_ARRAYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
