@@ -17,10 +17,19 @@ from econsg.progress import track
 from econsg.scene.store import open_scene
 
 
-def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float):
+VIEWS_PER_READ = 8  # views read per Zarr call: fewer round trips, memory still bounded
+
+
+def contiguous_blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    """Split sorted view indices into runs of consecutive views, at most `size` long."""
+    runs = np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)
+    return [run[i : i + size] for run in runs for i in range(0, len(run), size)]
+
+
+def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float, depth: np.ndarray | None = None):
     """(xyz [P,3], pixel index [P]) of view v: back-projected depth, or the scene's points seen in the view."""
     if source == "depth":
-        depth = scene.depth(v)
+        depth = scene.depth(v) if depth is None else depth
         valid = (depth > 0) if max_depth is None else (depth > 0) & (depth <= max_depth)
         return backproject_depth(depth, scene.Ks[v], scene.c2w[v], valid)
     points = scene.group["points"][...]
@@ -29,15 +38,17 @@ def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: 
     return points[seen], pixel[seen]
 
 
-def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, H: int, W: int):
+def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray,
+                         bilinear_taps: tuple[np.ndarray, np.ndarray]):
     """crr's refined features as table rows + per-pixel taps, without an [H,W,D] cube.
 
     Rows are the patch grid followed by the mask-class means; a pixel keeping its own feature mixes
-    four grid rows bilinearly, a pixel refined by a mask takes its mask-class row.
+    four grid rows bilinearly (`bilinear_taps` from `bilinear_feature_index`), a pixel refined by a mask
+    takes its mask-class row.
     """
     h, w, D = grid.shape
     table = np.concatenate([grid.reshape(-1, D), mask_class_features]).astype(np.float32)
-    index, mix = bilinear_feature_index(h, w, H, W)
+    index, mix = bilinear_taps[0].copy(), bilinear_taps[1].copy()
     source = feature_source.reshape(-1)
     refined = source >= 0
     index[refined] = (h * w + source[refined])[:, None]
@@ -59,14 +70,21 @@ def run(params: Params) -> None:
     fusion = VoxelFeatureFusion(cfg.voxel_size, D, len(vocabulary))
     pixels = 0
     start = time.perf_counter()
-    for v in track(scene.train_indices, f"fuse: back-projecting training views ({source})"):
-        xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth)
-        table, index, mix = refined_feature_rows(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
-        labels = cr["refined_labels"][v].reshape(-1)[pixel]
-        weights = ex["confidence"][v].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
-        rgb = scene.image(v).reshape(-1, 3)[pixel]
-        fusion.add(xyz, table, labels, weights, rgb, view_id=int(v), feature_index=index[pixel], feature_mix=mix[pixel])
-        pixels += len(pixel)
+    taps = bilinear_feature_index(*ex["features"].shape[1:3], H, W)
+    for block in track(contiguous_blocks(scene.train_indices, VIEWS_PER_READ), f"fuse: back-projecting training views ({source})"):
+        views = slice(int(block[0]), int(block[-1]) + 1)
+        grids, sources, tables = ex["features"][views], cr["feature_source"][views], cr["mask_class_features"][views]
+        refined_labels, confidence = cr["refined_labels"][views], ex["confidence"][views]
+        images = scene.group["images"][views]
+        depths = scene.group["depth"][views] if source == "depth" else [None] * len(block)
+        for j, v in enumerate(block):
+            xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depths[j])
+            table, index, mix = refined_feature_rows(grids[j], sources[j], tables[j], taps)
+            labels = refined_labels[j].reshape(-1)[pixel]
+            weights = confidence[j].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
+            rgb = images[j].reshape(-1, 3)[pixel].astype(np.float32) / 255.0
+            fusion.add(xyz, table, labels, weights, rgb, view_id=int(v), feature_index=index[pixel], feature_mix=mix[pixel])
+            pixels += len(pixel)
     fused = fusion.finalize(min_views=cfg.min_views)
     seconds = time.perf_counter() - start
     if len(fused.xyz) == 0:
