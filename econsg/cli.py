@@ -309,7 +309,8 @@ def edit(
         from econsg.query import LatentQuery
         from econsg.scene.store import open_scene
         from econsg.splat.ply import export_ply
-        from econsg.splat.quality import load_gaussians, render_views
+        from econsg.splat.gaussians import render_gaussians
+        from econsg.splat.quality import load_gaussians
         from econsg.workspace import load_autoencoder, open_stage
 
         if action not in ("remove", "recolour", "extract"):
@@ -339,8 +340,8 @@ def edit(
         viewmat, K = scene.cameras(test[view])
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
-            before = render_views(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
-            after = render_views(edited, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
+            before = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
+            after = render_gaussians(edited, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
         picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]), ply.with_suffix(".png"))
         summary = selection_summary(selected)
         Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")

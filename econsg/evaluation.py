@@ -137,12 +137,8 @@ def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
 
     `confusion` is [C, C+1] (rows gt; the last column counts IGNORE predictions, which are errors).
     """
-    classes = [c for c in classes if confusion[c].sum() > 0]
-    if not classes:
+    scores = segmentation_scores(confusion)
+    chosen = [int(c) for c in classes if scores["present"][c]]
+    if not chosen:
         return {"miou": float("nan"), "macc": float("nan"), "classes": []}
-    tp = np.array([confusion[c, c] for c in classes], np.float64)
-    gt = np.array([confusion[c].sum() for c in classes], np.float64)
-    pred = np.array([confusion[:, c].sum() for c in classes], np.float64)
-    iou = tp / np.maximum(gt + pred - tp, 1)
-    acc = tp / np.maximum(gt, 1)
-    return {"miou": float(iou.mean()), "macc": float(acc.mean()), "classes": list(map(int, classes))}
+    return {"miou": float(scores["iou"][chosen].mean()), "macc": float(scores["acc"][chosen].mean()), "classes": chosen}

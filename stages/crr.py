@@ -23,22 +23,10 @@ def run(params: Params) -> None:
     temperature = float(ex.attrs["temperature"])
     train = scene.train_indices
     V, H, W = scene.num_views, scene.height, scene.width
-    thresholds = crr_threshold([ex["confidence"][v] for v in train], mode=cfg.tau1_mode, tau1=cfg.tau1)
-
-    results = {}
-    for i, v in enumerate(track(train, "crr: refining training views")):
-        n = int(ex["num_masks"][v])
-        features = ex["features"][v]
-        if not cfg.enabled:
-            results[v] = identity_crr(ex["labels"][v], features.shape[-1])
-            continue
-        probs = pixel_probabilities(features, text, H, W, temperature)
-        results[v] = refine_labels_crr(
-            ex["labels"][v], probs, ex["masks"][v, :n], features,
-            tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
-        )
-    rows = max([len(r.mask_class_features) for r in results.values()] + [1])
+    # a generator: confidences are read one view at a time
+    thresholds = crr_threshold((ex["confidence"][v] for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
     D = text.shape[1]
+    tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
     with ArtifactWriter(
         params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[extract_path]
     ) as out:
@@ -47,25 +35,39 @@ def run(params: Params) -> None:
         covering = out.create_array("covering_mask", (V, H, W), "int32", per_view=True, fill_value=-1)
         source = out.create_array("feature_source", (V, H, W), "int32", per_view=True, fill_value=-1)
         mask_labels = out.create_array("mask_labels", (V, ex["masks"].shape[1]), "int16", per_view=True, fill_value=-1)
+        for i, v in enumerate(track(train, "crr: refining training views")):
+            features = ex["features"][v]
+            if cfg.enabled:
+                n = int(ex["num_masks"][v])
+                probs = pixel_probabilities(features, text, H, W, temperature)
+                result = refine_labels_crr(
+                    ex["labels"][v], probs, ex["masks"][v, :n], features,
+                    tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
+                )
+            else:
+                result = identity_crr(ex["labels"][v], D)
+            refined[v] = result.refined_labels
+            high[v] = result.high_confidence
+            covering[v] = result.covering_mask
+            source[v] = result.feature_source
+            if len(result.mask_labels):
+                mask_labels[v, : len(result.mask_labels)] = result.mask_labels
+            tables[v] = result.mask_class_features
+        rows = max([len(t) for t in tables.values()] + [1])
         table = out.create_array("mask_class_features", (V, rows, D), "float16", per_view=True)
+        for v, rows_v in tables.items():
+            if len(rows_v):
+                table[v, : len(rows_v)] = rows_v
         tau1 = np.full(V, np.nan, np.float32)
-        for i, (v, r) in enumerate(results.items()):
-            refined[v] = r.refined_labels
-            high[v] = r.high_confidence
-            covering[v] = r.covering_mask
-            source[v] = r.feature_source
-            if len(r.mask_labels):
-                mask_labels[v, : len(r.mask_labels)] = r.mask_labels
-            if len(r.mask_class_features):
-                table[v, : len(r.mask_class_features)] = r.mask_class_features
-            tau1[v] = thresholds[i]
+        tau1[train] = thresholds
         out.create_array("tau1", (V,), "float32", data=tau1)
         out.attrs.update({"train_views": [int(v) for v in train], "enabled": cfg.enabled})
+    refined_store = open_artifact(params.paths.artifact("crr"), "crr")["refined_labels"]
     metrics = score_crr_labels(
         scene.path,
         views=train,
         raw=lambda v: ex["labels"][v],
-        refined=lambda v: results[v].refined_labels,
+        refined=lambda v: refined_store[v],
         vocabulary=list(ex.attrs["vocabulary"]),
     )
     metrics["tau1_mean"] = float(np.nanmean(tau1))

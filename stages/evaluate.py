@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from econsg import viz
 from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
@@ -20,23 +19,18 @@ from econsg.errors import ArtifactError
 from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
 from econsg.features.backends import embed_classes, resolve_device
 from econsg.features.base import pixel_probabilities
-from econsg.metrics import confusion_matrix, multiview_consistency
+from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
 from econsg.query import LatentQuery, relevancy
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
-from econsg.splat.quality import load_gaussians, render_views
+from econsg.splat.gaussians import render_gaussians
+from econsg.splat.quality import load_gaussians, rgb_quality
 from econsg.workspace import load_autoencoder, open_stage
 
 LERF_CANONICAL = ("object", "things", "stuff", "texture")  # LERF's canonical negative phrases
-
-
-def rgb_quality(rendered: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of one [H,W,3] render against its image, via torchmetrics."""
-    pred, gt = rendered[None].permute(0, 3, 1, 2), target[None].permute(0, 3, 1, 2)
-    return float(peak_signal_noise_ratio(pred, gt, data_range=1.0)), float(structural_similarity_index_measure(pred, gt, data_range=1.0))
 
 
 def run(params: Params) -> None:
@@ -90,7 +84,7 @@ def run(params: Params) -> None:
         for i, v in enumerate(track(test, "evaluate: held-out views")):
             viewmat, K = scene.cameras(v, device)
             with torch.no_grad():
-                rendered = render_views(gaussians, viewmat, K, W, H, sh_degree, params.splat.backend)
+                rendered = render_gaussians(gaussians, viewmat, K, W, H, sh_degree, params.splat.backend)
             rgb = rendered.colors[0].clamp(0, 1)
             psnr, ssim = rgb_quality(rgb, torch.from_numpy(scene.image(v)).to(device))
             psnrs.append(psnr)
@@ -138,15 +132,15 @@ def run(params: Params) -> None:
         train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
         eval_ids = [c for c in lookup if c >= 0]
         open_ids = [c for c in eval_ids if c not in set(train_ids)]
-        overall, teacher = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
+        overall, teacher_scores = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
+        class_iou = segmentation_scores(conf_pred)["iou"]
         metrics.update({
             "miou": overall["miou"], "macc": overall["macc"],
             "closed_set_miou": subset_scores(conf_pred, train_ids)["miou"],
             "open_set_miou": subset_scores(conf_pred, open_ids)["miou"] if open_ids else None,
             "open_set_classes": [class_names[c] for c in open_ids],
-            "teacher_miou": teacher["miou"], "teacher_macc": teacher["macc"],
-            "per_class_iou": {class_names[c]: float(conf_pred[c, c] / max(conf_pred[c].sum() + conf_pred[:C, c].sum() - conf_pred[c, c], 1))
-                              for c in overall["classes"]},
+            "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
+            "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
         })
         viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
         write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
@@ -164,10 +158,10 @@ def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cach
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
     cfg = params.evaluate
     viewmat, K = scene.cameras(scene.test_indices[:1], device)
-    render_views(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)  # warm-up
+    render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)  # warm-up
     start = time.perf_counter()
     for _ in range(cfg.timing_repeats):
-        render_views(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)
+        render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)
     render_seconds = (time.perf_counter() - start) / cfg.timing_repeats
     cached = torch.from_numpy(cached_features).to(device)
     start = time.perf_counter()

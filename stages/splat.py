@@ -13,12 +13,9 @@ from econsg.features.backends import resolve_device
 from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.semantic import make_semantic_loss
-from econsg.splat import TrainViews, init_gaussians_from_points, train_gaussians
+from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
 from econsg.scene.store import open_scene
-
-PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
-
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
     images = torch.from_numpy(np.stack([scene.image(v) for v in indices])).to(device)
@@ -74,7 +71,7 @@ def run(params: Params) -> None:
         params=stage_params(params, "splat"),
         inputs=[scene.path, params.paths.artifact("crr"), params.paths.artifact("fuse"), params.paths.artifact("autoencode")],
     ) as out:
-        for name in PARAM_NAMES:
+        for name in GAUSSIAN_NAMES:
             out.create_array(name, g[name].shape, "float32", data=g[name])
         if "features" in g:
             out.create_array("features", g["features"].shape, "float32", data=g["features"])
