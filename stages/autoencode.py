@@ -12,7 +12,7 @@ from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.autoencoder import encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
 from econsg.config import Params
 from econsg.crr import refined_feature_map
-from econsg.features.backends import resolve_device
+from econsg.device import resolve_device
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene

@@ -17,7 +17,8 @@ from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.errors import ArtifactError
 from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
-from econsg.features.backends import embed_classes, resolve_device
+from econsg.device import resolve_device
+from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params

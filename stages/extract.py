@@ -8,7 +8,8 @@ import numpy as np
 
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
-from econsg.features.backends import build_text_encoder, embed_classes, resolve_device, training_vocabulary
+from econsg.device import resolve_device
+from econsg.features.backends import build_text_encoder, embed_classes, training_vocabulary
 from econsg.features.base import ViewFeatures
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track

@@ -9,7 +9,7 @@ import torch
 
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
-from econsg.features.backends import resolve_device
+from econsg.device import resolve_device
 from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.semantic import make_semantic_loss

@@ -45,14 +45,3 @@ def build_text_encoder(params: ExtractParams, device: str = "cpu") -> TextEncode
 def embed_classes(encoder: TextEncoder, class_names: Sequence[str], params: ExtractParams) -> np.ndarray:
     """[C, D] normalised text embeddings averaged over the prompt templates."""
     return np.asarray(encode_vocabulary(encoder, list(class_names), params.templates), dtype=np.float32)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EconsgError(f"device: {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return device

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from econsg.config.openclip_sam import OpenClipSamParams
+from econsg.device import resolve_device
 from econsg.errors import EconsgError
 from econsg.features.base import ViewFeatures, labels_and_confidence, normalize_rows, pixel_probabilities
 from econsg.features.text import PROMPT_TEMPLATES, encode_vocabulary
@@ -65,16 +66,8 @@ _TEXT_BATCH = 256
 
 
 def resolve_torch_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda...' without CUDA is an error."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EconsgError(f"device: {name!r} requested but CUDA is not available; expected 'auto' or 'cpu'")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise EconsgError(f"device: got {name!r}, expected 'auto', 'cpu' or 'cuda[:N]'") from error
+    """'auto' -> cuda when available else cpu; 'cuda...' without CUDA is an error (see econsg.device)."""
+    return torch.device(resolve_device(str(device)))
 
 
 def sam_checkpoint_path(params: OpenClipSamParams) -> Path:
