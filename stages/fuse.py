@@ -77,14 +77,18 @@ def run(params: Params) -> None:
         refined_labels, confidence = cr["refined_labels"][views], ex["confidence"][views]
         images = scene.group["images"][views]
         depths = scene.group["depth"][views] if source == "depth" else [None] * len(block)
+        parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
         for j, v in enumerate(block):
             xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depths[j])
             table, index, mix = refined_feature_rows(grids[j], sources[j], tables[j], taps)
-            labels = refined_labels[j].reshape(-1)[pixel]
             weights = confidence[j].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
-            rgb = images[j].reshape(-1, 3)[pixel].astype(np.float32) / 255.0
-            fusion.add(xyz, table, labels, weights, rgb, view_id=int(v), feature_index=index[pixel], feature_mix=mix[pixel])
-            pixels += len(pixel)
+            parts.append((xyz, table, refined_labels[j].reshape(-1)[pixel], weights,
+                          images[j].reshape(-1, 3)[pixel].astype(np.float32) / 255.0, np.full(len(pixel), v),
+                          index[pixel] + offset, mix[pixel]))  # fmt: skip
+            offset += len(table)
+        xyz, table, labels, weights, rgb, view_ids, index, mix = (np.concatenate(column) for column in zip(*parts))
+        fusion.add(xyz, table, labels, weights, rgb, view_id=view_ids, feature_index=index, feature_mix=mix)
+        pixels += len(xyz)
     fused = fusion.finalize(min_views=cfg.min_views)
     seconds = time.perf_counter() - start
     if len(fused.xyz) == 0:

@@ -132,6 +132,39 @@ def test_label_histogram_ignore_and_views():
     assert len(fusion.finalize(min_views=2, drop_featureless=False)) == 0
 
 
+def test_several_views_in_one_add_equal_one_add_per_view():
+    rng = np.random.default_rng(3)
+    n_views, per_view, D, C = 5, 400, 8, 4
+    xyz = rng.uniform(0, 3, (n_views * per_view, 3))
+    table = rng.normal(size=(30, D)).astype(np.float32)
+    index = rng.integers(0, 30, (n_views * per_view, 4))
+    mix = rng.dirichlet(np.ones(4), n_views * per_view).astype(np.float32)
+    labels = rng.integers(-1, C, n_views * per_view)
+    conf = rng.uniform(0.1, 1, n_views * per_view)
+    rgb = rng.uniform(0, 1, (n_views * per_view, 3))
+    views = np.repeat(np.array([4, 9, 9, 2, 7]), per_view)  # unsorted ids, view 9 in two chunks
+    one_by_one = VoxelFeatureFusion(0.5, D, C)
+    for start in range(0, len(xyz), per_view):
+        sl = slice(start, start + per_view)
+        one_by_one.add(xyz[sl], table, labels[sl], conf[sl], rgb[sl], view_id=int(views[start]),
+                       feature_index=index[sl], feature_mix=mix[sl])  # fmt: skip
+    batched = VoxelFeatureFusion(0.5, D, C)
+    half = 2 * per_view  # two calls: the second continues view 9, which the first ended with
+    for sl in (slice(0, half + per_view // 2), slice(half + per_view // 2, None)):
+        batched.add(xyz[sl], table, labels[sl], conf[sl], rgb[sl], view_id=views[sl], feature_index=index[sl],
+                    feature_mix=mix[sl])  # fmt: skip
+    a, b = one_by_one.finalize(), batched.finalize()
+    assert len(a) == len(b) > 0
+    order_a, order_b = np.lexsort(a.xyz.T), np.lexsort(b.xyz.T)
+    np.testing.assert_array_equal(a.num_views[order_a], b.num_views[order_b])
+    assert a.num_views.max() >= 2
+    np.testing.assert_array_equal(a.label[order_a], b.label[order_b])
+    np.testing.assert_allclose(a.feature[order_a], b.feature[order_b], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.xyz[order_a], b.xyz[order_b], rtol=1e-6)
+    with pytest.raises(EconsgError, match=r"view_id: expected one int or \[3\] ids"):
+        batched.add(xyz[:3], table, labels[:3], conf[:3], rgb[:3], view_id=np.zeros(2, int), feature_index=index[:3])
+
+
 def test_features_from_ignored_option():
     fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=True)
     fusion.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
