@@ -7,6 +7,7 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   no_3d_init    splat.init_features=random: f starts random (feature distillation, Feature-3DGS style)
   no_ce         splat.lambda_2d=0: no cross-entropy term in the splat loss
   3d_init_only  splat.lambda_sem=0, lambda_2d=0: semantics from the 3D latent initialisation alone
+  joint_geometry splat.feature_geometry_grad=true: the semantic terms also move and densify the geometry
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations]
 """
@@ -29,6 +30,7 @@ VARIANTS = {
     "no_3d_init": (["splat.init_features=random"], "splat"),
     "no_ce": (["splat.lambda_2d=0"], "splat"),
     "3d_init_only": (["splat.lambda_sem=0", "splat.lambda_2d=0"], "splat"),
+    "joint_geometry": (["splat.feature_geometry_grad=true"], "splat"),
 }
 ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "consistency", "psnr")

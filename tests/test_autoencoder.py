@@ -156,7 +156,7 @@ def test_bad_inputs_name_the_argument():
 
 def test_autoencode_params():
     p = AutoencodeParams()
-    assert (p.latent_dim, p.hidden, p.loss, p.latent_map_size) == (6, (256, 128, 64, 32), "paper", "feature_grid")
+    assert (p.latent_dim, p.hidden, p.loss) == (6, (256, 128, 64, 32), "paper")
     assert AutoencodeParams(latent_dim=32).latent_dim == 32
     for bad in ({"latent_dim": 1}, {"loss": "l1"}, {"hidden": (64, 0)}, {"temperature": 0}, {"epochs": 3}):
         with pytest.raises(ValueError):

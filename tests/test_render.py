@@ -302,6 +302,36 @@ def test_gradcheck_tiny_scene():
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
+def test_feature_geometry_grad_false_stops_feature_gradients_at_the_features():
+    """A loss on the feature maps moves f only; RGB gradients to the geometry are those of a feature-free render."""
+    width, height, focal = 24, 20, 20.0
+    g = torch.Generator().manual_seed(21)
+    scene = random_scene(30, width, height, focal, g)
+    viewmats, Ks = camera(width, height, focal)
+    rgb, features = torch.rand(30, 3, generator=g, dtype=torch.float64), torch.randn(30, 4, generator=g, dtype=torch.float64)
+    target_rgb = torch.rand(1, height, width, 3, generator=g, dtype=torch.float64)
+    target_feat = torch.randn(1, height, width, 4, generator=g, dtype=torch.float64)
+
+    def grads(with_features: bool, geometry_grad: bool):
+        inputs = [t.clone().requires_grad_(True) for t in (*scene, features)]
+        out = render(*inputs[:4], rgb, viewmats, Ks, width, height, features=inputs[4] if with_features else None,
+                     backend="torch", feature_geometry_grad=geometry_grad)  # fmt: skip
+        loss = (out.colors - target_rgb).square().sum()
+        if with_features:
+            loss = loss + (out.features - target_feat).abs().sum()
+        loss.backward()
+        return [t.grad for t in inputs]
+
+    rgb_only = grads(False, True)
+    coupled = grads(True, True)
+    stopped = grads(True, False)
+    for name, a, b in zip(("means", "quats", "scales", "opacities"), stopped[:4], rgb_only[:4]):
+        torch.testing.assert_close(a, b, msg=f"{name}: feature loss leaked into the geometry")
+    assert not torch.allclose(coupled[0], rgb_only[0])  # by default the feature loss does move the means
+    torch.testing.assert_close(stopped[4], coupled[4])  # f gets the same gradient either way
+    assert stopped[4].abs().sum() > 0
+
+
 # --------------------------------------------------------------------------- meta and densification
 
 
@@ -382,7 +412,8 @@ def test_render_output_fields():
 
 @pytest.mark.cuda
 @requires_cuda
-def test_torch_and_gsplat_backends_agree_on_gpu():
+@pytest.mark.parametrize("feature_geometry_grad", [True, False])
+def test_torch_and_gsplat_backends_agree_on_gpu(feature_geometry_grad):
     width, height, focal, n = 64, 48, 50.0, 1000
     g = torch.Generator().manual_seed(11)
     means, quats, scales, opacities = (t.float().cuda() for t in random_scene(n, width, height, focal, g))
@@ -395,7 +426,7 @@ def test_torch_and_gsplat_backends_agree_on_gpu():
     for backend in ("torch", "gsplat"):
         params = [t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, coeffs, features)]
         out = render(*params[:5], viewmats, Ks, width, height, sh_degree=1, features=params[5], backgrounds=bg,
-                     backend=backend)  # fmt: skip
+                     backend=backend, feature_geometry_grad=feature_geometry_grad)  # fmt: skip
         loss = sum((img * w).sum() for img, w in zip((out.colors, out.features, out.alpha, out.depth), weights))
         loss.backward()
         results[backend] = (out, [p.grad for p in params], out.meta["means2d"].grad)

@@ -19,6 +19,7 @@ from econsg.splat.losses import psnr
 from econsg.splat.train import (
     CHECKPOINT_SCHEMA_VERSION,
     active_sh_degree,
+    feature_lr_at,
     is_opacity_reset_step,
     means_lr_at,
 )
@@ -142,6 +143,12 @@ def test_sh_degree_schedule_and_means_lr_decay():
     assert means_lr_at(0, cfg, 2.0) == pytest.approx(2e-3)
     assert means_lr_at(100, cfg, 2.0) == pytest.approx(2e-5)
     assert means_lr_at(50, cfg, 2.0) == pytest.approx(2e-4)
+
+
+def test_feature_lr_decay():
+    cfg = config(iterations=100, feature_lr=1e-2, feature_lr_final_factor=0.1)
+    assert [feature_lr_at(s, cfg) for s in (0, 50, 100)] == pytest.approx([1e-2, 1e-2 * 0.1**0.5, 1e-3])
+    assert feature_lr_at(60, config(iterations=100, feature_lr=1e-2, feature_lr_final_factor=1.0)) == pytest.approx(1e-2)
 
 
 def test_config_refuses_an_empty_refine_window():

@@ -33,12 +33,6 @@ class AutoencodeParams(Section):
         description="'paper': L2 + CE on decoded features + CE on latents against T_z; "
         "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only.",
     )
-    latent_map_size: Literal["feature_grid", "image"] = Field(
-        "feature_grid",
-        description="Resolution of the stored 2D latent maps F_z^2D: the native feature grid (small; up-sampled at "
-        "splat time) or full image size.",
-    )
-
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:

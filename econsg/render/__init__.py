@@ -57,6 +57,7 @@ def render(
     backend: str = "auto",
     near_plane: float = 0.01,
     far_plane: float = 1e10,
+    feature_geometry_grad: bool = True,
 ) -> RenderOutput:
     """Rasterize N 3D Gaussians into C pinhole cameras (OpenCV convention).
 
@@ -66,6 +67,9 @@ def render(
     channels composited like colours (no activation, background 0); viewmats [C,4,4]
     world-to-camera; Ks [C,3,3] pixels; backgrounds: optional [C,3] RGB. Gaussians with camera
     z < near_plane or > far_plane are culled. Differentiable w.r.t. every float input.
+    With feature_geometry_grad=False, gradients of the feature maps reach `features` only, not the
+    geometry (means, quats, scales, opacities): a loss on the features then trains f without moving,
+    growing or fading the Gaussians (RGB and depth gradients are unchanged).
     """
     _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, features,
               backgrounds, backend, near_plane, far_plane)  # fmt: skip
@@ -74,7 +78,7 @@ def render(
         chosen = "gsplat" if means.is_cuda else "torch"
     args = (means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height))
     kwargs = dict(sh_degree=sh_degree, features=features, backgrounds=backgrounds, near_plane=near_plane,
-                  far_plane=far_plane)  # fmt: skip
+                  far_plane=far_plane, feature_geometry_grad=feature_geometry_grad)  # fmt: skip
     if chosen == "gsplat":
         from econsg.render.gsplat_backend import render_gsplat
 

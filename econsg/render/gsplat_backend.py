@@ -23,17 +23,31 @@ def render_gsplat(
     backgrounds: Tensor | None = None,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
+    feature_geometry_grad: bool = True,
 ):
     """Render with gsplat 1.5.3 (non-packed, classic, eps2d 0.3, "RGB+ED"); see `econsg.render.render`.
 
     With features, SH colours are evaluated in torch first and [rgb, features] rasterized as one
-    N-D colour. Inputs are assumed validated and on CUDA. Returns an `econsg.render.RenderOutput`.
+    N-D colour; with feature_geometry_grad=False the features take a second pass over detached
+    geometry instead (same values; their gradients stop at `features`). Inputs are assumed validated
+    and on CUDA. Returns an `econsg.render.RenderOutput`.
     """
     from gsplat import rasterization
 
     from econsg.render import RenderOutput
 
     n_cam = viewmats.shape[0]
+    if features is not None and not feature_geometry_grad:
+        out = render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                            None, backgrounds, near_plane, far_plane)  # fmt: skip
+        detached = (means.detach(), quats.detach(), scales.detach(), opacities.detach())
+        feature_maps, _, _ = rasterization(
+            *detached, features[None].expand(n_cam, -1, -1), viewmats, Ks, width, height,
+            near_plane=near_plane, far_plane=far_plane, eps2d=EPS2D, sh_degree=None, packed=False,
+            render_mode="RGB", rasterize_mode="classic",
+        )  # fmt: skip
+        out.features = feature_maps
+        return out
     n_feat = 0 if features is None else features.shape[1]
     if features is None:
         values, gs_sh_degree = colors, sh_degree

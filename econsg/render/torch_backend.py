@@ -129,12 +129,15 @@ class CompositePairs(torch.autograd.Function):
     (the plan holds alpha and T computed from `params`). The backward follows gsplat's: with
     s_i = <dL/dout(pixel), values_i>, dL/dalpha_i = T_i s_i - (sum_{j behind i} w_j s_j) / (1 - alpha_i),
     then through alpha = min(0.999, o exp(-sigma)) to the 2D mean, conic and opacity.
+    `geometry_channels` (optional bool [D]) keeps the channels marked False out of that second path:
+    their gradient reaches `values` only, as if the geometry were detached for them.
     """
 
     @staticmethod
-    def forward(ctx, params, values, plan):  # noqa: D102
+    def forward(ctx, params, values, plan, geometry_channels=None):  # noqa: D102
         ctx.save_for_backward(params, values)
         ctx.plan = plan
+        ctx.geometry_channels = geometry_channels
         return _csr(plan.crow, plan.rank, plan.weights, (plan.n_rows, values.shape[0])) @ values
 
     @staticmethod
@@ -149,6 +152,8 @@ class CompositePairs(torch.autograd.Function):
             grad_values = mat_t @ grad_out
         if ctx.needs_input_grad[0]:
             pattern = _csr(plan.crow, plan.rank, plan.weights, (plan.n_rows, n_rank))
+            if ctx.geometry_channels is not None:  # channels whose gradient stops at the values
+                grad_out = grad_out * ctx.geometry_channels.to(grad_out.dtype)
             s = torch.sparse.sampled_addmm(pattern, grad_out, values.t(), beta=0.0).values()  # dL/dw_i
             ws = torch.cumsum((plan.weights * s).double(), 0)
             seg_end = torch.nonzero(torch.cat([plan.seg_start[1:], plan.seg_start.new_ones(1)])).squeeze(1)
@@ -176,7 +181,7 @@ class CompositePairs(torch.autograd.Function):
             ones = torch.ones_like(alpha)
             gather_t = _csr(plan.crow_t, plan.to_transposed, ones, (n_rank, len(alpha)))
             grad_params = gather_t @ grad_pair
-        return grad_params, grad_values, None
+        return grad_params, grad_values, None, None
 
 
 @dataclass
@@ -251,6 +256,7 @@ def rasterize_pixels(
     width: int,
     height: int,
     max_pairs_per_chunk: int = 4_000_000,
+    geometry_channels: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Alpha-composite D-channel values front to back, as gsplat's rasterize_to_pixels (classic).
 
@@ -258,7 +264,8 @@ def rasterize_pixels(
     only), radii [C,N,2] int (0 = culled). Per pixel centre p: alpha = min(0.999, o exp(-0.5 d^T S^-1 d)),
     d = mean2d - p; alphas < 1/255 skipped; a Gaussian that would take T to <= 1e-4 stops the pixel.
     Returns (image [C,H,W,D] = sum_i w_i v_i with w_i = alpha_i T_i, alpha [C,H,W,1] = sum_i w_i),
-    no background.
+    no background. `geometry_channels` (bool [D], default all True): the gradients of channels marked
+    False reach `values` but not the means, conics or opacities.
     """
     n_cam, n_gauss, n_chan = values.shape
     device, dtype = values.device, values.dtype
@@ -285,25 +292,28 @@ def rasterize_pixels(
     )  # [M,6]
     rank_values = torch.cat([values.reshape(-1, n_chan)[flat], torch.ones_like(values[0, :1, :1]).expand(len(flat), 1)], 1)
 
+    mask = None
+    if geometry_channels is not None and not bool(geometry_channels.all()):
+        mask = torch.cat([geometry_channels.to(device=device, dtype=torch.bool), geometry_channels.new_ones(1, dtype=torch.bool)])
     images = []
     for band_start, band_end in bands:
         images.append(
             _rasterize_band(
-                params, rank_values, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n_cam, width
+                params, rank_values, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n_cam, width, mask
             )
         )
     out = torch.cat(images, dim=1) if len(images) > 1 else images[0]  # [C,H,W,D+1]
     return out[..., :n_chan], out[..., n_chan:]
 
 
-def _rasterize_band(params, rank_values, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n_cam, width):
+def _rasterize_band(params, rank_values, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n_cam, width, mask):
     """Composite rows [band_start, band_end) of every camera; returns [C, band_h, W, D+1]."""
     band_h = band_end - band_start
     n_chan = rank_values.shape[1]
     plan = plan_band_pairs(params.detach(), cam_of_rank, x0, x1, y0, y1, band_start, band_end, n_cam, width)
     if plan is None:
         return rank_values.new_zeros(n_cam, band_h, width, n_chan) + 0.0 * (rank_values.sum() + params.sum())
-    out = CompositePairs.apply(params, rank_values, plan)
+    out = CompositePairs.apply(params, rank_values, plan, mask)
     return out.reshape(n_cam, band_h, width, n_chan)
 
 
@@ -408,6 +418,7 @@ def render_torch(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     max_pairs_per_chunk: int = 4_000_000,
+    feature_geometry_grad: bool = True,
 ):
     """Render RGB (+ features, + expected depth) with the pure-torch rasterizer; see `econsg.render.render`.
 
@@ -423,9 +434,13 @@ def render_torch(
         channels.append(features[None].expand(n_cam, -1, -1))
     channels.append(proj["depths"][..., None])
     values = torch.cat(channels, dim=-1)
+    geometry_channels = None
+    if features is not None and not feature_geometry_grad:
+        geometry_channels = torch.ones(values.shape[-1], dtype=torch.bool, device=values.device)
+        geometry_channels[3 : 3 + features.shape[1]] = False
     image, alpha = rasterize_pixels(
         proj["means2d"], proj["conics"], opacities, values, proj["depths"], proj["radii"], width, height,
-        max_pairs_per_chunk=max_pairs_per_chunk,
+        max_pairs_per_chunk=max_pairs_per_chunk, geometry_channels=geometry_channels,
     )
     out_rgb = image[..., :3]
     if backgrounds is not None:

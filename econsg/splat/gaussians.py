@@ -115,16 +115,18 @@ def render_gaussians(
     sh_degree: int,
     backend: str = "auto",
     with_features: bool = True,
+    feature_geometry_grad: bool = True,
 ) -> RenderOutput:
     """Activate raw parameters and render C cameras: viewmats [C, 4, 4] world-to-camera, Ks [C, 3, 3].
 
     sh_degree may be below the stored one (the training schedule); the semantic channels are rendered
-    when `with_features` and params holds "features".
+    when `with_features` and params holds "features"; `feature_geometry_grad` as in `econsg.render.render`.
     """
     a = activated(params)
     features = params["features"] if with_features and "features" in params else None
     return render(a["means"], a["quats"], a["scales"], a["opacities"], a["colors"], viewmats, Ks, width, height,
-                  sh_degree=sh_degree, features=features, backend=backend)  # fmt: skip
+                  sh_degree=sh_degree, features=features, backend=backend,
+                  feature_geometry_grad=feature_geometry_grad)  # fmt: skip
 
 
 def check_gaussians(params: Mapping[str, Tensor], name: str = "params") -> int:

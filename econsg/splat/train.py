@@ -96,6 +96,11 @@ def means_lr_at(step: int, cfg: SplatParams, scene_scale: float) -> float:
     return cfg.means_lr * scene_scale * cfg.means_lr_final_factor ** (step / cfg.iterations)
 
 
+def feature_lr_at(step: int, cfg: SplatParams) -> float:
+    """Semantic features' learning rate: feature_lr decayed exponentially to feature_lr_final_factor at the end."""
+    return cfg.feature_lr * cfg.feature_lr_final_factor ** (step / cfg.iterations)
+
+
 def make_optimizers(params: torch.nn.ParameterDict, cfg: SplatParams, scene_scale: float) -> dict[str, torch.optim.Adam]:
     """One Adam (eps 1e-15, as simple_trainer) per parameter tensor, with that tensor's learning rate."""
     lrs = {
@@ -336,9 +341,12 @@ def train_gaussians(
                 run.order = torch.randperm(n_views, generator=generator)
             view = int(run.order[step % n_views])
             optimizers["means"].param_groups[0]["lr"] = means_lr_at(step, cfg, scene_scale)
+            if "features" in optimizers:
+                optimizers["features"].param_groups[0]["lr"] = feature_lr_at(step, cfg)
 
             out = render_gaussians(params, views.viewmats[view : view + 1], views.Ks[view : view + 1], views.width,
-                                   views.height, active_sh_degree(step, cfg), cfg.backend)  # fmt: skip
+                                   views.height, active_sh_degree(step, cfg), cfg.backend,
+                                   feature_geometry_grad=cfg.feature_geometry_grad)  # fmt: skip
             strategy.step_pre_backward(params, optimizers, state, step, out.meta)
             gt = views.images[view : view + 1]
             loss = color_loss(out.colors, gt, cfg.ssim_lambda)
