@@ -50,11 +50,12 @@ def run(params: Params) -> None:
     latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)
     labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]).astype(np.int64)).to(device)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
+    # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
+    views = load_views(scene, train, device, extras={"latent_maps": latent_maps, "labels": labels})
     extra_loss = make_semantic_loss(
-        latent_maps, labels, text_latents, lambda_sem=cfg.lambda_sem, lambda_2d=cfg.lambda_2d,
-        dist=cfg.semantic_dist, temperature=cfg.temperature, ce_normalize=cfg.ce_normalize,
+        views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
+        lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.temperature, ce_normalize=cfg.ce_normalize,
     )
-    views = load_views(scene, train, device)
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,
         checkpoint_dir=Path(params.paths.checkpoints) / "splat",

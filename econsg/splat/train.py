@@ -91,14 +91,19 @@ def active_sh_degree(step: int, cfg: SplatParams) -> int:
     return min(step // cfg.sh_degree_interval, cfg.sh_degree)
 
 
+def exponential_decay(lr: float, final_factor: float, step: int, iterations: int) -> float:
+    """lr x final_factor^(step / iterations): lr at step 0, lr x final_factor at the last step."""
+    return lr * final_factor ** (step / iterations)
+
+
 def means_lr_at(step: int, cfg: SplatParams, scene_scale: float) -> float:
     """Centres' learning rate: means_lr x scene_scale, decayed exponentially to means_lr_final_factor at the end."""
-    return cfg.means_lr * scene_scale * cfg.means_lr_final_factor ** (step / cfg.iterations)
+    return exponential_decay(cfg.means_lr * scene_scale, cfg.means_lr_final_factor, step, cfg.iterations)
 
 
 def feature_lr_at(step: int, cfg: SplatParams) -> float:
     """Semantic features' learning rate: feature_lr decayed exponentially to feature_lr_final_factor at the end."""
-    return cfg.feature_lr * cfg.feature_lr_final_factor ** (step / cfg.iterations)
+    return exponential_decay(cfg.feature_lr, cfg.feature_lr_final_factor, step, cfg.iterations)
 
 
 def make_optimizers(params: torch.nn.ParameterDict, cfg: SplatParams, scene_scale: float) -> dict[str, torch.optim.Adam]:
