@@ -98,7 +98,8 @@ def score_fused_points(
     vocabulary: Sequence[str],
 ) -> dict:
     """Accuracy of fused point labels against the GT of every pixel that saw them, beside the raw 2D labels
-    of the same pixels (the multi-view consistency gain). GT of classes outside the vocabulary is skipped."""
+    of the same pixels (the multi-view consistency gain). GT of classes outside the vocabulary is skipped;
+    a point without a label (seen only by pixels crr ignored) counts as wrong."""
     try:
         truth = open_ground_truth(scene_path)
     except Exception:

@@ -67,7 +67,7 @@ def run(params: Params) -> None:
     H, W = scene.height, scene.width
     vocabulary = list(ex.attrs["vocabulary"])
     D = ex["text_embeddings"].shape[1]
-    fusion = VoxelFeatureFusion(cfg.voxel_size, D, len(vocabulary))
+    fusion = VoxelFeatureFusion(cfg.voxel_size, D, len(vocabulary), features_from_ignored=cfg.features_from_ignored)
     pixels = 0
     start = time.perf_counter()
     taps = bilinear_feature_index(*ex["features"].shape[1:3], H, W)
@@ -111,6 +111,7 @@ def run(params: Params) -> None:
         out.attrs.update({"vocabulary": vocabulary, "voxel_size": cfg.voxel_size, "source": source})
     metrics = {
         "points": int(len(keep)),
+        "labelled_points": int((fused.label[keep] >= 0).sum()),
         "mean_views_per_point": float(fused.num_views[keep].mean()),
         "backprojected_pixels": int(pixels),
         "seconds": round(seconds, 3),

@@ -152,3 +152,26 @@ def test_same_params_and_seed_give_identical_artifacts(tiny_project):
                        capture_output=True, timeout=600)
         first_hash = read_provenance(workdir / "artifacts" / "room" / f"{stage}.zarr").content_hash
         assert read_provenance(second / f"{stage}.zarr").content_hash == first_hash, stage
+
+
+def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
+    """Default fuse lifts ignored pixels' features too (points crr could not label stay, unlabelled);
+    features_from_ignored=false fuses labelled pixels only, so every point it keeps has a label."""
+    import zarr
+
+    workdir, _ = tiny_project
+    other = workdir / "labelled_only"
+    for store in ("scene", "extract", "crr"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
+    sets = ["--set", f"paths.artifacts={other}", "--set", f"paths.metrics={other / 'metrics'}",
+            "--set", "fuse.features_from_ignored=false"]
+    subprocess.run([sys.executable, "-m", "stages.fuse", "params.yaml", *sets], cwd=workdir, env=env, check=True,
+                   capture_output=True, timeout=600)
+    default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")["label"][...]
+    labelled_only = zarr.open_group(other / "fuse.zarr", mode="r")["label"][...]
+    assert (labelled_only >= 0).all()
+    assert (default < 0).any() and len(default) > len(labelled_only)
+    assert (default >= 0).sum() == len(labelled_only)  # the same labelled voxels, plus the unlabelled ones
+    metrics = yaml.safe_load((workdir / "metrics" / "fuse.json").read_text())
+    assert metrics["labelled_points"] == int((default >= 0).sum())

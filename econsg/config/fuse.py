@@ -37,6 +37,12 @@ class FuseParams(Section):
     use_confidence_weights: bool = Field(
         True, description="Weight features and label votes by crr's per-pixel confidence; false = every pixel weighs 1."
     )
+    features_from_ignored: bool = Field(
+        True,
+        description="Fuse the features of pixels crr marked ignore too (weighted by their confidence): they carry "
+        "what the training vocabulary cannot name, e.g. open-set classes, and cover surfaces no labelled pixel saw. "
+        "Labels still come from labelled pixels only. false = features of labelled pixels only.",
+    )
     max_points: int | None = Field(
         None,
         ge=1,
