@@ -460,13 +460,20 @@ class VoxelFeatureFusion:
         if ids.shape != (p,):
             raise EconsgError(f"view_id: expected one int or [{p}] ids (one per sample), got shape {ids.shape}")
         views, view_rank = np.unique(ids, return_inverse=True)
-        pairs = np.unique(local.astype(np.int64) * len(views) + view_rank.reshape(-1))
+        pair_keys = local.astype(np.int64) * len(views) + view_rank.reshape(-1)
+        if len(rows) * len(views) <= 4 * p + (1 << 20):  # distinct (voxel, view) pairs: a flag table beats a sort
+            seen = np.zeros(len(rows) * len(views), dtype=bool)
+            seen[pair_keys] = True
+            pairs = np.flatnonzero(seen)
+        else:
+            pairs = np.unique(pair_keys)
         pair_local, pair_view = np.divmod(pairs, len(views))
         fresh = self._last_view[rows[pair_local]] != views[pair_view]
         self._num_views[rows] += np.bincount(pair_local[fresh], minlength=len(rows)).astype(np.int32)
         # the view of each voxel's last sample in this call is the one the next call may continue
-        last_in_reversed = np.unique(local[::-1], return_index=True)[1]
-        self._last_view[rows] = ids[p - 1 - last_in_reversed]
+        last_sample = np.zeros(len(rows), dtype=np.int64)
+        np.maximum.at(last_sample, local, np.arange(p))
+        self._last_view[rows] = ids[last_sample]
 
     def finalize(self, min_views: int = 1, drop_featureless: bool = True) -> FusedPoints:
         """The fused points of voxels hit by at least `min_views` views.

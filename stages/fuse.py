@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -71,24 +72,34 @@ def run(params: Params) -> None:
     pixels = 0
     start = time.perf_counter()
     taps = bilinear_feature_index(*ex["features"].shape[1:3], H, W)
-    for block in track(contiguous_blocks(scene.train_indices, VIEWS_PER_READ), f"fuse: back-projecting training views ({source})"):
+    def read_block(block: np.ndarray) -> dict[str, np.ndarray]:
         views = slice(int(block[0]), int(block[-1]) + 1)
-        grids, sources, tables = ex["features"][views], cr["feature_source"][views], cr["mask_class_features"][views]
-        refined_labels, confidence = cr["refined_labels"][views], ex["confidence"][views]
-        images = scene.group["images"][views]
-        depths = scene.group["depth"][views] if source == "depth" else [None] * len(block)
-        parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
-        for j, v in enumerate(block):
-            xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depths[j])
-            table, index, mix = refined_feature_rows(grids[j], sources[j], tables[j], taps)
-            weights = confidence[j].reshape(-1)[pixel] if cfg.use_confidence_weights else np.ones(len(pixel), np.float32)
-            parts.append((xyz, table, refined_labels[j].reshape(-1)[pixel], weights,
-                          images[j].reshape(-1, 3)[pixel].astype(np.float32) / 255.0, np.full(len(pixel), v),
-                          index[pixel] + offset, mix[pixel]))  # fmt: skip
-            offset += len(table)
-        xyz, table, labels, weights, rgb, view_ids, index, mix = (np.concatenate(column) for column in zip(*parts))
-        fusion.add(xyz, table, labels, weights, rgb, view_id=view_ids, feature_index=index, feature_mix=mix)
-        pixels += len(xyz)
+        arrays = {"grids": ex["features"], "sources": cr["feature_source"], "tables": cr["mask_class_features"],
+                  "labels": cr["refined_labels"], "confidence": ex["confidence"], "images": scene.group["images"]}
+        if source == "depth":
+            arrays["depths"] = scene.group["depth"]
+        return {name: array[views] for name, array in arrays.items()}
+
+    blocks = contiguous_blocks(scene.train_indices, VIEWS_PER_READ)
+    with ThreadPoolExecutor(max_workers=1) as reader:  # the next block is read while this one is fused
+        pending = reader.submit(read_block, blocks[0]) if blocks else None
+        for i, block in enumerate(track(blocks, f"fuse: back-projecting training views ({source})")):
+            data = pending.result()
+            pending = reader.submit(read_block, blocks[i + 1]) if i + 1 < len(blocks) else None
+            parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
+            for j, v in enumerate(block):
+                depth = data["depths"][j] if source == "depth" else None
+                xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth)
+                table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps)
+                weights = (data["confidence"][j].reshape(-1)[pixel] if cfg.use_confidence_weights
+                           else np.ones(len(pixel), np.float32))
+                parts.append((xyz, table, data["labels"][j].reshape(-1)[pixel], weights,
+                              data["images"][j].reshape(-1, 3)[pixel].astype(np.float32) / 255.0, np.full(len(pixel), v),
+                              index[pixel] + offset, mix[pixel]))  # fmt: skip
+                offset += len(table)
+            xyz, table, labels, weights, rgb, view_ids, index, mix = (np.concatenate(column) for column in zip(*parts))
+            fusion.add(xyz, table, labels, weights, rgb, view_id=view_ids, feature_index=index, feature_mix=mix)
+            pixels += len(xyz)
     fused = fusion.finalize(min_views=cfg.min_views)
     seconds = time.perf_counter() - start
     if len(fused.xyz) == 0:
