@@ -27,6 +27,12 @@ def contiguous_blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
     return [run[i : i + size] for run in runs for i in range(0, len(run), size)]
 
 
+def read_views(arrays: dict, block: np.ndarray) -> dict[str, np.ndarray]:
+    """The views of a run of consecutive indices from every array, one slice (one Zarr call) per array."""
+    views = slice(int(block[0]), int(block[-1]) + 1)
+    return {name: array[views] for name, array in arrays.items()}
+
+
 def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float, depth: np.ndarray | None = None):
     """(xyz [P,3], pixel index [P]) of view v: back-projected depth, or the scene's points seen in the view."""
     if source == "depth":
@@ -72,20 +78,16 @@ def run(params: Params) -> None:
     pixels = 0
     start = time.perf_counter()
     taps = bilinear_feature_index(*ex["features"].shape[1:3], H, W)
-    def read_block(block: np.ndarray) -> dict[str, np.ndarray]:
-        views = slice(int(block[0]), int(block[-1]) + 1)
-        arrays = {"grids": ex["features"], "sources": cr["feature_source"], "tables": cr["mask_class_features"],
-                  "labels": cr["refined_labels"], "confidence": ex["confidence"], "images": scene.group["images"]}
-        if source == "depth":
-            arrays["depths"] = scene.group["depth"]
-        return {name: array[views] for name, array in arrays.items()}
-
+    inputs = {"grids": ex["features"], "sources": cr["feature_source"], "tables": cr["mask_class_features"],
+              "labels": cr["refined_labels"], "confidence": ex["confidence"], "images": scene.group["images"]}
+    if source == "depth":
+        inputs["depths"] = scene.group["depth"]
     blocks = contiguous_blocks(scene.train_indices, VIEWS_PER_READ)
     with ThreadPoolExecutor(max_workers=1) as reader:  # the next block is read while this one is fused
-        pending = reader.submit(read_block, blocks[0]) if blocks else None
+        pending = reader.submit(read_views, inputs, blocks[0]) if blocks else None
         for i, block in enumerate(track(blocks, f"fuse: back-projecting training views ({source})")):
             data = pending.result()
-            pending = reader.submit(read_block, blocks[i + 1]) if i + 1 < len(blocks) else None
+            pending = reader.submit(read_views, inputs, blocks[i + 1]) if i + 1 < len(blocks) else None
             parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
             for j, v in enumerate(block):
                 depth = data["depths"][j] if source == "depth" else None
