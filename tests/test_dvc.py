@@ -56,6 +56,14 @@ def dvc(workdir: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+def run_stage(workdir: Path, stage: str, overrides: list[str]) -> None:
+    """`python -m stages.<stage> params.yaml --set ...` in the tiny project, as dvc would run it."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    subprocess.run([sys.executable, "-m", f"stages.{stage}", "params.yaml", *sets], cwd=workdir, env=env, check=True,
+                   capture_output=True, timeout=600)
+
+
 def stages_in(output: str, pattern: str) -> set[str]:
     return set(re.findall(pattern, output))
 
@@ -144,12 +152,10 @@ def test_same_params_and_seed_give_identical_artifacts(tiny_project):
     second = workdir / "second"
     second.mkdir(exist_ok=True)
     shutil.copytree(workdir / "artifacts" / "room" / "scene.zarr", second / "scene.zarr", dirs_exist_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
-    sets = ["--set", f"paths.artifacts={second}", "--set", f"paths.metrics={workdir / 'm2'}",
-            "--set", f"paths.plots={workdir / 'p2'}", "--set", f"paths.checkpoints={workdir / 'c2'}"]
+    sets = [f"paths.artifacts={second}", f"paths.metrics={workdir / 'm2'}", f"paths.plots={workdir / 'p2'}",
+            f"paths.checkpoints={workdir / 'c2'}"]
     for stage in ("extract", "crr", "fuse", "autoencode", "splat"):
-        subprocess.run([sys.executable, "-m", f"stages.{stage}", "params.yaml", *sets], cwd=workdir, env=env, check=True,
-                       capture_output=True, timeout=600)
+        run_stage(workdir, stage, sets)
         first_hash = read_provenance(workdir / "artifacts" / "room" / f"{stage}.zarr").content_hash
         assert read_provenance(second / f"{stage}.zarr").content_hash == first_hash, stage
 
@@ -163,11 +169,8 @@ def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     other = workdir / "labelled_only"
     for store in ("scene", "extract", "crr"):
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
-    sets = ["--set", f"paths.artifacts={other}", "--set", f"paths.metrics={other / 'metrics'}",
-            "--set", "fuse.features_from_ignored=false"]
-    subprocess.run([sys.executable, "-m", "stages.fuse", "params.yaml", *sets], cwd=workdir, env=env, check=True,
-                   capture_output=True, timeout=600)
+    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+                                "fuse.features_from_ignored=false"])
     default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")["label"][...]
     labelled_only = zarr.open_group(other / "fuse.zarr", mode="r")["label"][...]
     assert (labelled_only >= 0).all()

@@ -17,6 +17,7 @@ from econsg.fusion import (
     fuse_multiview_features,
     project_points,
     visible_points_depth_test,
+    voxel_keys,
 )
 
 W, H = 32, 24
@@ -163,6 +164,21 @@ def test_several_views_in_one_add_equal_one_add_per_view():
     np.testing.assert_allclose(a.xyz[order_a], b.xyz[order_b], rtol=1e-6)
     with pytest.raises(EconsgError, match=r"view_id: expected one int or \[3\] ids"):
         batched.add(xyz[:3], table, labels[:3], conf[:3], rgb[:3], view_id=np.zeros(2, int), feature_index=index[:3])
+
+
+@pytest.mark.parametrize("n_views", [3, 2000])  # few views: flag table of (voxel, view) pairs; many: sort
+def test_view_counts_are_distinct_views_per_voxel(n_views):
+    rng = np.random.default_rng(5)
+    p = 4000
+    xyz = rng.uniform(0, 2, (p, 3))
+    view_ids = rng.integers(0, n_views, p) * 3 + 1  # sparse, unsorted ids
+    fusion = VoxelFeatureFusion(0.1, 2, 1)
+    fusion.add(xyz, np.ones((p, 2), np.float32), np.zeros(p, int), None, np.zeros((p, 3)), view_id=view_ids)
+    fused = fusion.finalize()
+    keys = voxel_keys(xyz, 0.1)
+    expected = {k: len(set(view_ids[keys == k])) for k in np.unique(keys)}
+    got = dict(zip(voxel_keys(fused.xyz, 0.1), fused.num_views))
+    assert got == expected and max(expected.values()) >= 2
 
 
 def test_features_from_ignored_option():
