@@ -438,14 +438,17 @@ class VoxelFeatureFusion:
         carries = labelled if not self.features_from_ignored else np.ones(p, dtype=bool)
         if carries.any():
             w = conf[carries, None] * mix[carries]
-            cols = index[carries].reshape(-1)
-            used = np.unique(cols) if cols.size < table.shape[0] else np.arange(table.shape[0])
-            pair = scipy.sparse.csr_matrix(
-                (w.reshape(-1).astype(np.float32), (np.repeat(slot[local[carries]], k), np.searchsorted(used, cols))),
-                shape=(u, len(used)),
-            )
+            taps = w.reshape(-1) != 0  # e.g. the unused bilinear taps of a mask-refined pixel
+            cols = index[carries].reshape(-1)[taps]
+            voxel = np.repeat(slot[local[carries]], k)[taps]
+            if cols.size < table.shape[0]:  # few rows in use: multiply only those
+                used = np.unique(cols)
+                cols = np.searchsorted(used, cols)
+                table = table[used]
+            pair = scipy.sparse.csr_matrix((w.reshape(-1)[taps].astype(np.float32), (voxel, cols)),
+                                           shape=(u, table.shape[0]))
             pair.sum_duplicates()
-            contrib = pair @ np.ascontiguousarray(table[used], dtype=np.float32)
+            contrib = pair @ np.ascontiguousarray(table, dtype=np.float32)
             self._feature_sum[sorted_rows] += contrib
             self._weight[rows] += np.bincount(local[carries], weights=w.sum(axis=1), minlength=u)
 
