@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from econsg.artifacts import ArtifactWriter, open_artifact, write_json_atomic
+from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
 from econsg.evaluation import score_crr_labels
@@ -12,13 +12,13 @@ from econsg.features.base import pixel_probabilities
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
+from econsg.workspace import open_stage
 
 
 def run(params: Params) -> None:
     cfg = params.crr
     scene = open_scene(params.paths.artifact("ingest"))
-    extract_path = params.paths.artifact("extract")
-    ex = open_artifact(extract_path, "extract")
+    ex = open_stage(params, "extract")
     text = ex["text_embeddings"][...]
     temperature = float(ex.attrs["temperature"])
     train = scene.train_indices
@@ -28,7 +28,7 @@ def run(params: Params) -> None:
     D = text.shape[1]
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
     with ArtifactWriter(
-        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[extract_path]
+        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[params.paths.artifact("extract")]
     ) as out:
         refined = out.create_array("refined_labels", (V, H, W), "int16", per_view=True, fill_value=-1)
         high = out.create_array("high_confidence", (V, H, W), "bool", per_view=True, fill_value=False)
@@ -62,7 +62,7 @@ def run(params: Params) -> None:
         tau1[train] = thresholds
         out.create_array("tau1", (V,), "float32", data=tau1)
         out.attrs.update({"train_views": [int(v) for v in train], "enabled": cfg.enabled})
-    refined_store = open_artifact(params.paths.artifact("crr"), "crr")["refined_labels"]
+    refined_store = open_stage(params, "crr")["refined_labels"]  # scored from the store: views stay one at a time
     metrics = score_crr_labels(
         scene.path,
         views=train,

@@ -12,10 +12,10 @@ from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
 from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, visible_points_depth_test
-from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
+from econsg.workspace import open_stage
 
 
 VIEWS_PER_READ = 8  # views read per Zarr call: fewer round trips, memory still bounded

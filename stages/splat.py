@@ -10,12 +10,12 @@ import torch
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.workspace import open_stage
 from econsg.pipeline import stage_main, stage_params
 from econsg.semantic import make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
 from econsg.scene.store import open_scene
+from econsg.workspace import open_stage
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
     images = torch.from_numpy(np.stack([scene.image(v) for v in indices])).to(device)

@@ -65,11 +65,6 @@ _TEXT_BATCH = 256
 # Devices and checkpoints
 
 
-def resolve_torch_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda...' without CUDA is an error (see econsg.device)."""
-    return torch.device(resolve_device(str(device)))
-
-
 def sam_checkpoint_path(params: OpenClipSamParams) -> Path:
     """The SAM weights file the params point at: `sam_checkpoint`, else checkpoints/<official file name>."""
     if params.sam_checkpoint is not None:
@@ -184,7 +179,7 @@ def load_clip(params: OpenClipSamParams, device: torch.device) -> tuple[nn.Modul
 
 def load_openclip_text_encoder(params: OpenClipSamParams, device: str | torch.device | None = None) -> "OpenClipTextEncoder":
     """CLIP's text tower alone (stages that only embed text: no SAM checkpoint needed)."""
-    resolved = resolve_torch_device(device if device is not None else params.device)
+    resolved = torch.device(resolve_device(str(device if device is not None else params.device)))
     model, tokenizer = load_clip(params, resolved)
     return OpenClipTextEncoder(model, tokenizer, resolved)
 
@@ -517,7 +512,7 @@ class OpenClipSamExtractor:
         device: str | torch.device | None = None,
     ):
         self.params = params
-        self.device = resolve_torch_device(device if device is not None else params.device)
+        self.device = torch.device(resolve_device(str(device if device is not None else params.device)))
         if clip_model is None:
             clip_model, loaded_tokenizer = load_clip(params, self.device)
             tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
