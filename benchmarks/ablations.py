@@ -8,6 +8,8 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   no_ce         splat.lambda_2d=0: no cross-entropy term in the splat loss
   3d_init_only  splat.lambda_sem=0, lambda_2d=0: semantics from the 3D latent initialisation alone
   joint_geometry splat.feature_geometry_grad=true: the semantic terms also move and densify the geometry
+  labelled_distill splat.distill_ignored=false: Dist only on the pixels crr labelled
+  raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations]
 """
@@ -31,9 +33,11 @@ VARIANTS = {
     "no_ce": (["splat.lambda_2d=0"], "splat"),
     "3d_init_only": (["splat.lambda_sem=0", "splat.lambda_2d=0"], "splat"),
     "joint_geometry": (["splat.feature_geometry_grad=true"], "splat"),
+    "labelled_distill": (["splat.distill_ignored=false"], "splat"),
+    "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
 }
 ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
-COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "consistency", "psnr")
+COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
 
 
 def run_variant(name: str, overrides: list[str], first_stage: str, params_file: Path, out: Path) -> dict:

@@ -260,8 +260,9 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def encode_features(model: LatentAutoencoder, features, batch_size: int = 65536) -> torch.Tensor:
-    """E(F) for [..., D] features (numpy or torch) -> [..., d] float32 latents (not normalised), in batches."""
+def encode_features(model: LatentAutoencoder, features, batch_size: int = 65536, unit: bool = False) -> torch.Tensor:
+    """E(F) for [..., D] features (numpy or torch) -> [..., d] float32 latents on the CPU, in batches; `unit`
+    divides each by its norm (the stored latent space of `autoencode.unit_latents`)."""
     feats = torch.as_tensor(features).float()
     if feats.shape[-1] != model.feature_dim:
         raise EconsgError(f"features: expected last dimension {model.feature_dim}, got shape {tuple(feats.shape)}")
@@ -269,6 +270,8 @@ def encode_features(model: LatentAutoencoder, features, batch_size: int = 65536)
     device = next(model.parameters()).device
     out = [model.encode(flat[i : i + batch_size].to(device)).cpu() for i in range(0, flat.shape[0], batch_size)]
     latents = torch.cat(out) if out else torch.zeros(0, model.latent_dim)
+    if unit:
+        latents = F.normalize(latents, dim=-1)
     return latents.reshape(*feats.shape[:-1], model.latent_dim)
 
 

@@ -143,3 +143,38 @@ def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
     if not chosen:
         return {"miou": float("nan"), "macc": float("nan"), "classes": []}
     return {"miou": float(scores["iou"][chosen].mean()), "macc": float(scores["acc"][chosen].mean()), "classes": chosen}
+
+
+def gaussian_ground_truth_labels(
+    means: np.ndarray,
+    views: Sequence[int],
+    *,
+    classes: Callable[[int], np.ndarray],
+    depth: Callable[[int], np.ndarray],
+    Ks: np.ndarray,
+    c2w: np.ndarray,
+    num_classes: int,
+    depth_tolerance: float = 0.05,
+) -> np.ndarray:
+    """[N] int64 ground-truth class of each Gaussian: the majority GT class of the training pixels its mean lands
+    on where it is on the surface the view sees (|z - depth| <= depth_tolerance x depth); IGNORE if never seen.
+
+    The labels of the geometry oracle (`evaluate`'s `geometry_oracle_miou`): rendered as one-hot features, they
+    score what the trained geometry could reach with perfect semantics.
+    """
+    from econsg.fusion import project_points
+
+    means = np.asarray(means, dtype=np.float64)
+    votes = np.zeros((len(means), num_classes), np.int64)
+    for v in views:
+        gt = np.asarray(classes(v))
+        H, W = gt.shape
+        uv, z, in_view = project_points(means, Ks[v], c2w[v], W, H)
+        idx = np.flatnonzero(in_view)
+        rows = np.minimum(uv[idx, 1].astype(np.int64), H - 1)
+        cols = np.minimum(uv[idx, 0].astype(np.int64), W - 1)
+        surface = np.asarray(depth(v))[rows, cols]
+        label = gt[rows, cols].astype(np.int64)
+        keep = (surface > 0) & (np.abs(z[idx] - surface) <= depth_tolerance * surface) & (label >= 0)
+        np.add.at(votes, (idx[keep], label[keep]), 1)
+    return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)

@@ -28,8 +28,7 @@ def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: st
                           valid: torch.Tensor | None = None) -> torch.Tensor:
     """Dist(F, F_z^2D), mean over (valid) pixels and channels; L1 (the authors' choice) or L2.
 
-    `valid` [H,W] bool skips pixels crr set to ignore: their 2D latent is the unrefined, low-confidence
-    feature that CRR's boundary regularization rejected.
+    `valid` [H,W] bool restricts the mean to some pixels (e.g. those crr labelled); None = every pixel.
     """
     diff = rendered - target
     per_pixel = diff.abs().mean(dim=-1) if dist == "l1" else diff.square().mean(dim=-1)
@@ -61,13 +60,19 @@ def make_semantic_loss(
     dist: str,
     temperature: float,
     ce_normalize: bool,
+    distill_ignored: bool = True,
 ) -> Callable:
-    """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d]."""
+    """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
+
+    Dist runs over every pixel (`distill_ignored`, METHOD.md's sum over u) or only over those crr labelled;
+    the CE term always skips the ignored ones.
+    """
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
         target_labels = labels[view_index]
-        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist, target_labels != IGNORE)
+        valid = None if distill_ignored else target_labels != IGNORE
+        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist, valid)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
-from econsg.autoencoder import encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
+from econsg.autoencoder import encode_features, encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
 from econsg.config import Params
 from econsg.crr import refined_feature_map
 from econsg.device import resolve_device
@@ -20,12 +20,9 @@ from econsg.workspace import WEIGHT_PREFIX, open_stage
 
 
 
-@torch.no_grad()
-def latent_map(model, features_hwD: np.ndarray, device: str, chunk: int = 65536) -> np.ndarray:
-    """E applied to every pixel's refined feature: [H,W,D] -> [H,W,d] float16."""
-    flat = torch.from_numpy(features_hwD.reshape(-1, features_hwD.shape[-1]).astype(np.float32))
-    parts = [model.encode(flat[i : i + chunk].to(device)).cpu() for i in range(0, len(flat), chunk)]
-    return torch.cat(parts).numpy().reshape(*features_hwD.shape[:2], -1).astype(np.float16)
+def latent_map(model, features_hwD: np.ndarray, unit: bool) -> np.ndarray:
+    """The 2D latent map F_z^2D: E applied to every pixel's refined feature, [H,W,D] -> [H,W,d] float16."""
+    return encode_features(model, features_hwD, unit=unit).numpy().astype(np.float16)
 
 
 def run(params: Params) -> None:
@@ -48,7 +45,7 @@ def run(params: Params) -> None:
     train_seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        latent = model.encode(torch.from_numpy(features).to(device)).cpu().numpy()
+        latent = encode_features(model, features, unit=cfg.unit_latents).numpy()
         text_latents = encode_text(model, torch.from_numpy(text).to(device)).cpu().numpy()
     H, W = scene.height, scene.width
     V = scene.num_views
@@ -66,7 +63,7 @@ def run(params: Params) -> None:
         maps = out.create_array("latent_maps", (V, H, W, cfg.latent_dim), "float16", per_view=True)
         for v in track(scene.train_indices, "autoencode: 2D latent maps"):
             refined = refined_feature_map(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
-            maps[v] = latent_map(model, refined, device)
+            maps[v] = latent_map(model, refined, cfg.unit_latents)
         out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
                           "feature_dim": int(text.shape[1])})
     metrics = {

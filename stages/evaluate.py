@@ -16,7 +16,7 @@ from econsg import viz
 from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.errors import ArtifactError
-from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
+from econsg.evaluation import gaussian_ground_truth_labels, subset_scores, vocabulary_to_scene_ids
 from econsg.device import resolve_device
 from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
@@ -143,6 +143,12 @@ def run(params: Params) -> None:
             "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
             "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
         })
+        if scene.has_depth:
+            oracle = geometry_oracle_confusion(scene, truth, gaussians, sh_degree, params.splat.backend)
+            oracle_scores = subset_scores(oracle, eval_ids)
+            oracle_iou = segmentation_scores(oracle)["iou"]
+            metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
+                            "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
         viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
         write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
     if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
@@ -152,6 +158,26 @@ def run(params: Params) -> None:
             relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
             lerf_labels=lerf_labels, downscale=downscale, lerf_threshold=cfg.relevancy_threshold)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
+
+
+@torch.no_grad()
+def geometry_oracle_confusion(scene, truth, gaussians, sh_degree: int, backend: str) -> np.ndarray:
+    """[C, C+1] confusion of the held-out views rendered with perfect semantics on the trained geometry: every
+    Gaussian carries the one-hot GT class its training views see at its mean (`gaussian_ground_truth_labels`).
+    The gap between this mIoU and the method's is semantic error; what this misses is geometry's."""
+    C = len(truth.class_names)
+    means = gaussians["means"].detach().cpu().numpy()
+    labels = gaussian_ground_truth_labels(means, scene.train_indices, classes=truth.classes, depth=scene.depth,
+                                          Ks=scene.Ks, c2w=scene.c2w, num_classes=C)
+    onehot = torch.zeros(len(labels), C, device=gaussians["means"].device)
+    seen = torch.from_numpy(labels >= 0).to(onehot.device)
+    onehot[seen, torch.from_numpy(labels[labels >= 0]).to(onehot.device)] = 1.0
+    confusion = np.zeros((C, C + 1), np.int64)
+    for v in scene.test_indices:
+        viewmat, K = scene.cameras(v, onehot.device.type)
+        rendered = render_gaussians({**gaussians, "features": onehot}, viewmat, K, scene.width, scene.height, sh_degree, backend)
+        confusion += confusion_matrix(rendered.features[0].argmax(-1).cpu().numpy(), truth.classes(v).astype(np.int64), C)
+    return confusion
 
 
 @torch.no_grad()

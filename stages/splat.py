@@ -55,6 +55,7 @@ def run(params: Params) -> None:
     extra_loss = make_semantic_loss(
         views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
         lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.temperature, ce_normalize=cfg.ce_normalize,
+        distill_ignored=cfg.distill_ignored,
     )
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,

@@ -176,3 +176,14 @@ def test_demo_scale_latent_accuracy_and_time():
     accuracy = latent_class_accuracy(model, feats, truth, text)
     print(f"demo-scale autoencoder: {seconds:.1f} s, latent accuracy {accuracy:.4f}")
     assert accuracy >= 0.95  # time is printed, not asserted: it measures the machine (target < 30 s on 2 idle cores)
+
+
+def test_unit_latents_keep_the_direction_and_drop_the_length():
+    model = LatentAutoencoder(20, 4, hidden=(10, 7), generator=torch.Generator().manual_seed(4))
+    x = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(6))
+    raw = encode_features(model, x)
+    unit = encode_features(model, x, unit=True)
+    assert unit.shape == raw.shape == (2, 3, 4)
+    torch.testing.assert_close(unit.norm(dim=-1), torch.ones(2, 3))
+    torch.testing.assert_close(F.cosine_similarity(unit, raw, dim=-1), torch.ones(2, 3))
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2, 3))

@@ -138,3 +138,20 @@ def test_consistency_rotated_view_and_nothing_visible():
     behind[:3, :3] = np.diag([-1.0, 1.0, -1.0])  # looking away from the plane
     agree, count = multiview_consistency(np.full((H, W), Z), K, a, labels, depth_b, K, behind, labels)
     assert count == 0 and np.isnan(agree)
+
+
+def test_gaussian_ground_truth_labels_vote_on_the_visible_surface_only():
+    from econsg.evaluation import gaussian_ground_truth_labels
+
+    K = np.array([[4.0, 0, 4.0], [0, 4.0, 4.0], [0, 0, 1]])
+    c2w = np.eye(4)[None].repeat(2, axis=0)
+    gt = np.zeros((8, 8), np.int64)
+    gt[:, 4:] = 1
+    gt[:2, :] = -1  # unlabelled rows
+    depth = np.full((8, 8), 2.0)
+    # on the surface at the left half, on the surface at the right half, in front of the surface (not what the
+    # view sees), outside the image, on the surface over an unlabelled row
+    means = np.array([[-1.0, 0.5, 2.0], [1.0, 0.5, 2.0], [-1.0, 0.5, 1.0], [9.0, 0.0, 2.0], [0.0, -1.7, 2.0]])
+    labels = gaussian_ground_truth_labels(means, [0, 1], classes=lambda v: gt, depth=lambda v: depth, Ks=K[None].repeat(2, 0),
+                                          c2w=c2w, num_classes=2)
+    assert labels.tolist() == [0, 1, -1, -1, -1]

@@ -55,6 +55,20 @@ def test_semantic_hook_combines_terms_with_weights():
     assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + logged_ce["ce"], rel=1e-5)
 
 
+def test_semantic_hook_distils_ignored_pixels_only_when_asked():
+    class Out:
+        features = torch.zeros(1, 1, 2, 3)
+
+    maps = torch.ones(1, 1, 2, 3)
+    maps[0, 0, 1] = 5.0  # the ignored pixel's 2D latent is far from the render
+    labels = torch.tensor([[[0, -1]]])
+    kwargs = dict(lambda_sem=1.0, lambda_2d=0.0, dist="l1", temperature=0.1, ce_normalize=True)
+    _, labelled = make_semantic_loss(maps, labels, LATENTS, distill_ignored=False, **kwargs)(Out(), 0, None)
+    _, every = make_semantic_loss(maps, labels, LATENTS, distill_ignored=True, **kwargs)(Out(), 0, None)
+    assert labelled["sem"] == pytest.approx(1.0)
+    assert every["sem"] == pytest.approx((1.0 + 5.0) / 2)
+
+
 def test_relevancy_is_high_where_the_query_explains_the_feature():
     features = LATENTS.clone()
     rel = relevancy(features, LATENTS[1], LATENTS, temperature=0.1)

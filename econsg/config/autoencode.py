@@ -33,6 +33,14 @@ class AutoencodeParams(Section):
         description="'paper': L2 + CE on decoded features + CE on latents against T_z; "
         "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only.",
     )
+    unit_latents: bool = Field(
+        True,
+        description="Store every latent as z / ||z|| (points, 2D latent maps). Segmentation reads only the direction "
+        "(cos(z, T_z)), but the splats alpha-blend f: with raw latents a pixel's rendered feature leans toward the "
+        "Gaussians with the longest latents, and small or uncertain classes (thin lamps, the ceiling, open-set "
+        "objects) have the shortest. Unit latents make the blend a weighted mean of directions.",
+    )
+
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:

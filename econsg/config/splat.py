@@ -130,6 +130,12 @@ class SplatParams(Section):
         20.0, ge=0, description="Weight of Dist(F, F_z^2D), the rendered-feature distillation term (authors: 20)."
     )
     semantic_dist: Literal["l1", "l2"] = Field("l1", description="Dist of the distillation term (authors: L1).")
+    distill_ignored: bool = Field(
+        True,
+        description="Distil F_z^2D on every pixel, as METHOD.md's sum over u does; false = only on the pixels crr "
+        "labelled. The pixels crr leaves unlabelled are mostly what the training vocabulary cannot name (on the demo, "
+        "89 % of the open-set plant's pixels): their own latents are the only 2D evidence the splats get for them.",
+    )
     lambda_2d: float = Field(
         1.0, ge=0, description="Weight of CE(cos(F, T_z) / T, S^h) against crr's refined labels (authors: 1)."
     )
