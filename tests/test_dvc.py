@@ -119,9 +119,11 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
     tiny_project, first = tiny_project
     assert stages_in(first, r"Running stage '(\w+)'") == set(STAGE_ORDER)
     metrics = yaml.safe_load((tiny_project / "metrics" / "evaluate.json").read_text())
-    for key in ("miou", "macc", "psnr", "ssim", "teacher_miou", "consistency", "render_fps"):
+    for key in ("miou", "macc", "psnr", "ssim", "teacher_miou", "geometry_oracle_miou", "consistency", "render_fps"):
         assert key in metrics
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["psnr"] > 5.0
+    assert 0.0 <= metrics["geometry_oracle_miou"] <= 1.0
+    assert set(metrics["geometry_oracle_per_class_iou"]) == set(metrics["per_class_iou"])
 
     second = dvc(tiny_project, "repro")
     assert not stages_in(second, r"Running stage '(\w+)'")
