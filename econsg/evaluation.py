@@ -165,7 +165,7 @@ def gaussian_ground_truth_labels(
     from econsg.fusion import project_points
 
     means = np.asarray(means, dtype=np.float64)
-    votes = np.zeros((len(means), num_classes), np.int64)
+    votes = np.zeros((len(means), num_classes), np.int32)
     for v in views:
         gt = np.asarray(classes(v))
         H, W = gt.shape

@@ -143,7 +143,7 @@ def run(params: Params) -> None:
             "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
             "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
         })
-        if scene.has_depth:
+        if cfg.geometry_oracle and scene.has_depth:
             oracle = geometry_oracle_confusion(scene, truth, gaussians, sh_degree, params.splat.backend)
             oracle_scores = subset_scores(oracle, eval_ids)
             oracle_iou = segmentation_scores(oracle)["iou"]

@@ -30,3 +30,9 @@ class EvaluateParams(Section):
         None, description="LERF-OVS protocol: folder of frame_*.json label files; null = <paths.data>/label."
     )
     timing_repeats: int = Field(5, ge=1, description="Repeats when timing render FPS and query latency.")
+    geometry_oracle: bool = Field(
+        True,
+        description="Also score the geometry oracle (scenes with labels and depth): every trained Gaussian gets the "
+        "ground-truth class its training views see at its centre; the held-out mIoU of that rendering bounds what "
+        "better semantics could reach on this geometry. Costs one projection of the Gaussians per training view.",
+    )
