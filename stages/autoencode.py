@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
-from econsg.autoencoder import encode_features, encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays, train_autoencoder
+from econsg.autoencoder import (encode_features, encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays,
+                                train_autoencoder)
 from econsg.config import Params
 from econsg.crr import refined_feature_map
 from econsg.device import resolve_device

@@ -163,8 +163,9 @@ def run(params: Params) -> None:
 @torch.no_grad()
 def geometry_oracle_confusion(scene, truth, gaussians, sh_degree: int, backend: str) -> np.ndarray:
     """[C, C+1] confusion of the held-out views rendered with perfect semantics on the trained geometry: every
-    Gaussian carries the one-hot GT class its training views see at its mean (`gaussian_ground_truth_labels`).
-    The gap between this mIoU and the method's is semantic error; what this misses is geometry's."""
+    Gaussian carries the one-hot GT class its training views see at its mean (`gaussian_ground_truth_labels`;
+    Gaussians no training view sees on its surface carry zeros). The gap between this mIoU and the method's is
+    semantic error; what this misses is geometry's."""
     C = len(truth.class_names)
     means = gaussians["means"].detach().cpu().numpy()
     labels = gaussian_ground_truth_labels(means, scene.train_indices, classes=truth.classes, depth=scene.depth,
