@@ -21,11 +21,6 @@ from econsg.workspace import WEIGHT_PREFIX, open_stage
 
 
 
-def latent_map(model, features_hwD: np.ndarray, unit: bool) -> np.ndarray:
-    """The 2D latent map F_z^2D: E applied to every pixel's refined feature, [H,W,D] -> [H,W,d] float16."""
-    return encode_features(model, features_hwD, unit=unit).numpy().astype(np.float16)
-
-
 def run(params: Params) -> None:
     cfg = params.autoencode
     device = resolve_device(params.device)
@@ -64,7 +59,7 @@ def run(params: Params) -> None:
         maps = out.create_array("latent_maps", (V, H, W, cfg.latent_dim), "float16", per_view=True)
         for v in track(scene.train_indices, "autoencode: 2D latent maps"):
             refined = refined_feature_map(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
-            maps[v] = latent_map(model, refined, cfg.unit_latents)
+            maps[v] = encode_features(model, refined, unit=cfg.unit_latents).numpy().astype(np.float16)  # F_z^2D
         out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
                           "feature_dim": int(text.shape[1])})
     metrics = {

@@ -67,6 +67,12 @@ def run(params: Params) -> None:
     H, W = scene.height, scene.width
     conf_pred = np.zeros((C, C + 1), np.int64)
     conf_teacher = np.zeros((C, C + 1), np.int64)
+    conf_oracle = np.zeros((C, C + 1), np.int64)
+    d = gaussians["features"].shape[1]
+    with_oracle = cfg.geometry_oracle and truth is not None and scene.has_depth
+    # the oracle's one-hot channels ride along in the same render as f (channels d: onwards)
+    rendered_params = {**gaussians, "features": torch.cat([gaussians["features"], geometry_oracle_features(
+        scene, truth, gaussians["means"])], dim=1)} if with_oracle else gaussians
     psnrs, ssims, preds, depths, relevancies, gts = [], [], {}, {}, {}, {}
     palette = viz.class_palette(C)
     plots = Path(params.paths.plots) / "evaluate"
@@ -85,12 +91,12 @@ def run(params: Params) -> None:
         for i, v in enumerate(track(test, "evaluate: held-out views")):
             viewmat, K = scene.cameras(v, device)
             with torch.no_grad():
-                rendered = render_gaussians(gaussians, viewmat, K, W, H, sh_degree, params.splat.backend)
+                rendered = render_gaussians(rendered_params, viewmat, K, W, H, sh_degree, params.splat.backend)
             rgb = rendered.colors[0].clamp(0, 1)
             psnr, ssim = rgb_quality(rgb, torch.from_numpy(scene.image(v)).to(device))
             psnrs.append(psnr)
             ssims.append(ssim)
-            features = rendered.features[0]
+            features = rendered.features[0][..., :d]
             pred = lookup[segment_latent(features, eval_latents).cpu().numpy()]
             teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]))
             teacher = lookup[teacher_probs.argmax(-1)]
@@ -109,6 +115,8 @@ def run(params: Params) -> None:
                 gt_arr[i] = gt
                 conf_pred += confusion_matrix(pred, gt, C)
                 conf_teacher += confusion_matrix(teacher, gt, C)
+                if with_oracle:
+                    conf_oracle += confusion_matrix(rendered.features[0][..., d:].argmax(-1).cpu().numpy(), gt, C)
                 tiles.append(("ground truth", viz.colour_labels(gt, palette)))
             if i < cfg.overlay_views:
                 tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
@@ -143,10 +151,9 @@ def run(params: Params) -> None:
             "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
             "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
         })
-        if cfg.geometry_oracle and scene.has_depth:
-            oracle = geometry_oracle_confusion(scene, truth, gaussians, sh_degree, params.splat.backend)
-            oracle_scores = subset_scores(oracle, eval_ids)
-            oracle_iou = segmentation_scores(oracle)["iou"]
+        if with_oracle:
+            oracle_scores = subset_scores(conf_oracle, eval_ids)
+            oracle_iou = segmentation_scores(conf_oracle)["iou"]
             metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
                             "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
         viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
@@ -160,25 +167,16 @@ def run(params: Params) -> None:
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
 
 
-@torch.no_grad()
-def geometry_oracle_confusion(scene, truth, gaussians, sh_degree: int, backend: str) -> np.ndarray:
-    """[C, C+1] confusion of the held-out views rendered with perfect semantics on the trained geometry: every
-    Gaussian carries the one-hot GT class its training views see at its mean (`gaussian_ground_truth_labels`;
-    Gaussians no training view sees on its surface carry zeros). The gap between this mIoU and the method's is
-    semantic error; what this misses is geometry's."""
+def geometry_oracle_features(scene, truth, means: torch.Tensor) -> torch.Tensor:
+    """[N, C] one-hot features of the geometry oracle: every Gaussian carries the GT class its training views see
+    at its mean (`gaussian_ground_truth_labels`; Gaussians no training view sees on its surface carry zeros).
+    Rendered and segmented like f, they score the trained geometry with perfect semantics: the gap between that
+    mIoU and the method's is semantic error; what it misses is geometry's."""
     C = len(truth.class_names)
-    means = gaussians["means"].detach().cpu().numpy()
-    labels = gaussian_ground_truth_labels(means, scene.train_indices, classes=truth.classes, depth=scene.depth,
-                                          Ks=scene.Ks, c2w=scene.c2w, num_classes=C)
-    onehot = torch.zeros(len(labels), C, device=gaussians["means"].device)
-    seen = torch.from_numpy(labels >= 0).to(onehot.device)
-    onehot[seen, torch.from_numpy(labels[labels >= 0]).to(onehot.device)] = 1.0
-    confusion = np.zeros((C, C + 1), np.int64)
-    for v in scene.test_indices:
-        viewmat, K = scene.cameras(v, onehot.device.type)
-        rendered = render_gaussians({**gaussians, "features": onehot}, viewmat, K, scene.width, scene.height, sh_degree, backend)
-        confusion += confusion_matrix(rendered.features[0].argmax(-1).cpu().numpy(), truth.classes(v).astype(np.int64), C)
-    return confusion
+    labels = gaussian_ground_truth_labels(means.detach().cpu().numpy(), scene.train_indices, classes=truth.classes,
+                                          depth=scene.depth, Ks=scene.Ks, c2w=scene.c2w, num_classes=C)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels + 1), C + 1)[:, 1:]  # IGNORE (-1) -> all zeros
+    return onehot.float().to(means.device)
 
 
 @torch.no_grad()
