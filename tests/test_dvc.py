@@ -71,7 +71,7 @@ def stages_in(output: str, pattern: str) -> set[str]:
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("project")
-    for name in ("econsg", "stages", "dvc.yaml"):
+    for name in ("econsg", "stages", "dvc.yaml", ".gitignore"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -79,7 +79,9 @@ def tiny_project(tmp_path_factory):
             shutil.copy(source, workdir / name)
     params = deep_update(Params().model_dump(mode="json"), TINY)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(workdir, "init", "--no-scm", "-q")
+    # a git checkout with the project's own .gitignore, as a user's clone is: dvc refuses an ignored dvc.lock
+    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
+    dvc(workdir, "init", "-q")
     first_run = dvc(workdir, "repro")
     return workdir, first_run
 
