@@ -8,7 +8,9 @@ c) Refined label: inside H_v keep l_v(u); outside H_v take L(m) of the covering 
 d) A pixel whose probability for its final label is below tau2 becomes IGNORE.
 Refined features: a labelled pixel u with final label c and covering mask m gets the mean (renormalised)
 pixel feature of m's high-confidence pixels of class c; every other pixel keeps its own (the bilinearly
-up-sampled grid). Pixel features are never stored at full resolution: `feature_source` points into a small
+up-sampled grid), or, with `ignored_features="mask"`, an IGNORE pixel that no labelled mask covers takes the
+mean feature of all the pixels of its smallest mask (LangSplat-style mask pooling of what crr could not name;
+tau2's boundary pixels, inside a labelled mask, keep their own). Pixel features are never stored at full resolution: `feature_source` points into a small
 per-view table `mask_class_features`, and `refined_feature_map` rebuilds the [H, W, D] map on demand.
 """
 
@@ -40,7 +42,7 @@ class CRRResult:
                          (-1 = the pixel keeps its own feature).
     mask_class_features: [R, D] float16, unit mean feature of mask m's high-confidence pixels of class c,
                          one row per (m, c) pair in use (see pair_index).
-    pair_index:          [R, 2] int32, the (mask, class) of each row.
+    pair_index:          [R, 2] int32, the (mask, class) of each row; class -1 = all of the mask's pixels.
     counts:              pixel and mask counts of what changed.
     """
 
@@ -177,12 +179,15 @@ def refine_labels_crr(
     tau1_value: float,
     min_votes: int,
     tau2: float,
+    ignored_features: str = "own",
 ) -> CRRResult:
     """Refine one view's labels and features with its masks (steps a-d of the module docstring).
 
     labels [H, W] int (raw argmax l_v, -1 allowed), probs [H, W, C] float (p_v; confidence k_v = p_v(l_v)),
     masks [M, H, W] bool, features_grid [h, w, D] (the extract features; pixel features are its bilinear
     up-sampling). tau1_value: this view's threshold; min_votes >= 1; tau2 in [0, 1).
+    ignored_features: "own" (METHOD.md: an IGNORE pixel keeps its own feature) or "mask" (an IGNORE pixel that no
+    labelled mask covers takes the mean feature of its smallest mask, where one covers it).
     """
     labels = np.asarray(labels)
     probs = np.asarray(probs)
@@ -195,6 +200,8 @@ def refine_labels_crr(
         raise EconsgError(f"min_votes: got {min_votes}, expected an integer >= 1")
     if not 0.0 <= tau2 < 1.0:
         raise EconsgError(f"tau2: got {tau2}, expected a probability in [0, 1)")
+    if ignored_features not in ("own", "mask"):
+        raise EconsgError(f"ignored_features: got {ignored_features!r}, expected 'own' or 'mask'")
     H, W = labels.shape
     C = probs.shape[2]
     valid = labels >= 0
@@ -220,14 +227,20 @@ def refine_labels_crr(
     refined[dropped] = IGNORE
     labelled &= ~dropped
 
-    # Refined features: one table row per (covering mask, final label) pair in use.
+    # Refined features: one table row per (covering mask, final label) pair in use; (mask, -1) = the whole mask.
     use = labelled & (covering >= 0)
-    D = features_grid.shape[2]
-    keys = covering[use].astype(np.int64) * C + refined[use]
+    pixel_mask, pixel_class = covering, refined.astype(np.int64)
+    if ignored_features == "mask":
+        any_covering = smallest_covering_mask(masks, np.ones(len(masks), dtype=bool))
+        pooled = ~labelled & (covering < 0) & (any_covering >= 0)  # tau2's boundary pixels keep their own
+        pixel_mask = np.where(pooled, any_covering, covering)
+        use = use | pooled
+    keys = pixel_mask[use].astype(np.int64) * (C + 1) + pixel_class[use] + 1
     pairs, inverse = np.unique(keys, return_inverse=True)
     feature_source = np.full((H, W), -1, dtype=np.int32)
     feature_source[use] = inverse.astype(np.int32)
-    pair_index = np.stack([pairs // C, pairs % C], axis=1).astype(np.int32) if len(pairs) else np.zeros((0, 2), np.int32)
+    pair_index = (np.stack([pairs // (C + 1), pairs % (C + 1) - 1], axis=1).astype(np.int32) if len(pairs)
+                  else np.zeros((0, 2), np.int32))
     table = mask_class_mean_features(features_grid, masks, labels, high, pair_index)
 
     counts = {
@@ -257,7 +270,7 @@ def mask_class_mean_features(
     features_grid: np.ndarray, masks: np.ndarray, labels: np.ndarray, high_confidence: np.ndarray, pair_index: np.ndarray
 ) -> np.ndarray:
     """[R, D] float32: for each (m, c) row of pair_index, the renormalised mean up-sampled pixel feature of
-    mask m's high-confidence pixels of class c (zero if it has none).
+    mask m's high-confidence pixels of class c (zero if it has none); for c = -1, of all of m's pixels.
 
     Each pixel feature is sum_k w_k g_k / ||sum_k w_k g_k|| over its 4 bilinear grid corners, so the sum over a
     pixel set is A @ grid with A [R, h*w] the scattered weights w_k / norm: no [H, W, D] cube is formed.
@@ -269,7 +282,8 @@ def mask_class_mean_features(
         return np.zeros((0, D), dtype=np.float32)
     cells, weights = bilinear_pixel_weights((h, w), H, W)
     scaled = weights / np.maximum(interpolated_feature_norms(features_grid, H, W), 1e-12)[..., None]
-    select = masks[pair_index[:, 0]] & high_confidence[None] & (labels[None] == pair_index[:, 1, None, None])
+    of_class = high_confidence[None] & (labels[None] == pair_index[:, 1, None, None])
+    select = masks[pair_index[:, 0]] & (of_class | (pair_index[:, 1] < 0)[:, None, None])
     row, y, x = np.nonzero(select)
     flat = (row[:, None] * (h * w) + cells[y, x]).ravel()
     A = np.bincount(flat, weights=scaled[y, x].ravel(), minlength=R * h * w).reshape(R, h * w)

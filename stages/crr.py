@@ -43,6 +43,7 @@ def run(params: Params) -> None:
                 result = refine_labels_crr(
                     ex["labels"][v], probs, ex["masks"][v, :n], features,
                     tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
+                    ignored_features=cfg.ignored_features,
                 )
             else:
                 result = identity_crr(ex["labels"][v], D)

@@ -175,3 +175,39 @@ def test_identity_crr_passes_labels_through():
     r = identity_crr(labels, 8)
     np.testing.assert_array_equal(r.refined_labels, labels)
     assert (r.feature_source == -1).all() and r.mask_class_features.shape == (0, 8)
+
+
+def test_ignored_pixels_pool_their_masks_feature_only_when_asked():
+    # full-resolution grid: pixel features are the grid cells. Mask 0 (pixels 0-2) holds no confident pixel,
+    # so it stays unlabelled and its pixels are ignored; pixel 3 lies in no mask; pixels 4-5 are confident.
+    labels = np.array([[0, 1, 0, 1, 0, 0]], np.int16)
+    conf = np.array([[0.3, 0.3, 0.3, 0.3, 0.9, 0.9]], np.float32)
+    grid = np.array([[[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0]]], np.float32)
+    masks = np.array([[[1, 1, 1, 0, 0, 0]]], bool)
+    common = dict(tau1_value=0.7, min_votes=1, tau2=0.0)
+    own = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, **common)
+    assert own.refined_labels.tolist() == [[IGNORE, IGNORE, IGNORE, IGNORE, 0, 0]]
+    assert (own.feature_source[0, :4] == -1).all()
+    pooled = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, ignored_features="mask", **common)
+    assert pooled.refined_labels.tolist() == own.refined_labels.tolist()  # labels are untouched
+    assert pooled.pair_index.tolist() == [[0, -1]]
+    assert pooled.feature_source.tolist() == [[0, 0, 0, -1, -1, -1]]
+    refined = refined_feature_map(grid, pooled.feature_source, pooled.mask_class_features, 1, 6)
+    mean = np.array([1, 0, 0]) + np.array([0, 1, 0]) + np.array([1, 1, 0]) / np.sqrt(2)  # unit pixel features
+    for u in range(3):
+        np.testing.assert_allclose(refined[0, u], mean / np.linalg.norm(mean), atol=1e-3)
+    np.testing.assert_allclose(refined[0, 3], [0, 0, 1], atol=1e-3)  # outside every mask: its own feature
+    with pytest.raises(EconsgError, match="ignored_features"):
+        refine_labels_crr(labels, make_probs(labels, conf), masks, grid, ignored_features="median", **common)
+
+
+def test_a_boundary_pixel_tau2_dropped_inside_a_labelled_mask_keeps_its_own_feature():
+    labels = np.array([[0, 0, 1]], np.int16)
+    conf = np.array([[0.9, 0.9, 0.9]], np.float32)
+    probs = make_probs(labels, conf)
+    probs[0, 2] = [0.1, 0.8, 0.1]  # the mask says class 0, this pixel gives it 0.1 < tau2
+    grid = np.array([[[1, 0, 0], [1, 0, 0], [0, 0, 1]]], np.float32)
+    masks = np.array([[[1, 1, 1]]], bool)
+    r = refine_labels_crr(labels, probs, masks, grid, tau1_value=0.85, min_votes=1, tau2=0.3, ignored_features="mask")
+    assert r.mask_labels.tolist() == [0] and r.refined_labels.tolist() == [[0, 0, IGNORE]]
+    assert r.feature_source[0, 2] == -1 and r.counts["ignored_by_tau2"] == 1
