@@ -10,6 +10,7 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   joint_geometry splat.feature_geometry_grad=true: the semantic terms also move and densify the geometry
   labelled_distill splat.distill_ignored=false: Dist only on the pixels crr labelled
   raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
+  own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations]
 """
@@ -35,6 +36,7 @@ VARIANTS = {
     "joint_geometry": (["splat.feature_geometry_grad=true"], "splat"),
     "labelled_distill": (["splat.distill_ignored=false"], "splat"),
     "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
+    "own_features": (["crr.ignored_features=own"], "crr"),
 }
 ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
