@@ -10,8 +10,9 @@ Refined features: a labelled pixel u with final label c and covering mask m gets
 pixel feature of m's high-confidence pixels of class c; every other pixel keeps its own (the bilinearly
 up-sampled grid), or, with `ignored_features="mask"`, an IGNORE pixel that no labelled mask covers takes the
 mean feature of all the pixels of its smallest mask (LangSplat-style mask pooling of what crr could not name;
-tau2's boundary pixels, inside a labelled mask, keep their own). Pixel features are never stored at full resolution: `feature_source` points into a small
-per-view table `mask_class_features`, and `refined_feature_map` rebuilds the [H, W, D] map on demand.
+tau2's boundary pixels, inside a labelled mask, keep their own; in the artifact such a pixel is IGNORE with
+feature_source >= 0). Pixel features are never stored at full resolution: `feature_source` points into a
+small per-view table `mask_class_features`, and `refined_feature_map` rebuilds the [H, W, D] map on demand.
 """
 
 from __future__ import annotations
