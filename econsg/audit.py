@@ -1,4 +1,5 @@
-"""Per-view audit panels of what crr decided: image, raw labels, confidence, masks, refined labels, changes."""
+"""Per-view audit panels of what crr decided: image, raw labels, confidence, masks, refined labels, changes,
+and where each pixel's refined feature came from."""
 
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ def crr_change_map(raw: np.ndarray, refined: np.ndarray) -> np.ndarray:
     return out
 
 
-def audit_panel(image, raw, confidence, masks, refined, vocabulary: Sequence[str]):
+def feature_source_map(refined: np.ndarray, feature_source: np.ndarray) -> np.ndarray:
+    """[H,W,3]: grey = the pixel's own feature, blue = its mask's class mean, magenta = its mask's pooled mean
+    (an ignored pixel, `crr.ignored_features: mask`)."""
+    out = np.full((*refined.shape, 3), 60, np.uint8)
+    from_table = feature_source >= 0
+    out[from_table & (refined != IGNORE)] = (40, 110, 230)
+    out[from_table & (refined == IGNORE)] = (220, 40, 200)
+    return out
+
+
+def audit_panel(image, raw, confidence, masks, refined, vocabulary: Sequence[str], feature_source=None):
     """The audit picture of one view (PIL image) with a legend of the vocabulary's colours."""
     palette = viz.class_palette(len(vocabulary))
     figure = viz.panel(
@@ -33,8 +44,9 @@ def audit_panel(image, raw, confidence, masks, refined, vocabulary: Sequence[str
             (f"masks ({len(masks)})", viz.colour_masks(masks)),
             ("refined labels", viz.colour_labels(refined, palette)),
             ("crr changes", crr_change_map(raw, refined)),
+            *([("refined features", feature_source_map(refined, feature_source))] if feature_source is not None else []),
         ],
-        columns=3,
+        columns=4 if feature_source is not None else 3,
     )
     return viz.with_legend(figure, viz.legend(vocabulary, palette))
 
@@ -47,7 +59,7 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         n = int(extract["num_masks"][v])
         picture = audit_panel(
             scene.image(v), extract["labels"][v], extract["confidence"][v], extract["masks"][v, :n],
-            crr["refined_labels"][v], vocabulary,
+            crr["refined_labels"][v], vocabulary, crr["feature_source"][v],
         )
         paths.append(viz.save_png(picture, out_dir / f"view_{v:04d}.png"))
     if paths:
@@ -57,7 +69,9 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
     )
     (out_dir / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>econsg crr audit</title>"
-        "<h1>CRR audit</h1><p>grey = kept, yellow = relabelled by a SAM mask, red = set to ignore.</p>"
+        "<h1>CRR audit</h1><p>crr changes: grey = kept, yellow = relabelled by a SAM mask, red = set to ignore. "
+        "Refined features: grey = the pixel's own, blue = its mask's class mean, magenta = an ignored pixel's "
+        "pooled mask mean.</p>"
         f"<p><img src='contact_sheet.png' width='960'></p>{rows}\n"
     )
     return paths

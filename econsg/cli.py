@@ -213,7 +213,7 @@ def audit(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/audit).")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Write per-view CRR audit panels (image, raw labels, confidence, masks, refined labels, changes), a contact sheet and index.html."""
+    """Write per-view CRR audit panels (image, raw labels, confidence, masks, refined labels, changes, feature sources), a contact sheet and index.html."""
 
     def work():
         from econsg.audit import write_audit

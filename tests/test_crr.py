@@ -211,3 +211,14 @@ def test_a_boundary_pixel_tau2_dropped_inside_a_labelled_mask_keeps_its_own_feat
     r = refine_labels_crr(labels, probs, masks, grid, tau1_value=0.85, min_votes=1, tau2=0.3, ignored_features="mask")
     assert r.mask_labels.tolist() == [0] and r.refined_labels.tolist() == [[0, 0, IGNORE]]
     assert r.feature_source[0, 2] == -1 and r.counts["ignored_by_tau2"] == 1
+
+
+def test_audit_feature_tile_tells_own_class_mean_and_pooled_features_apart():
+    from econsg.audit import feature_source_map
+
+    refined = np.array([[0, IGNORE, IGNORE, 1]], np.int16)
+    source = np.array([[0, 1, -1, -1]], np.int32)
+    tile = feature_source_map(refined, source)
+    own, class_mean, pooled = tile[0, 2], tile[0, 0], tile[0, 1]
+    assert (tile[0, 3] == own).all()  # a labelled pixel with its own feature looks like an ignored one
+    assert len({tuple(own), tuple(class_mean), tuple(pooled)}) == 3
