@@ -236,7 +236,7 @@ def refine_labels_crr(
         pooled = ~labelled & (covering < 0) & (any_covering >= 0)  # tau2's boundary pixels keep their own
         pixel_mask = np.where(pooled, any_covering, covering)
         use = use | pooled
-    keys = pixel_mask[use].astype(np.int64) * (C + 1) + pixel_class[use] + 1
+    keys = pixel_mask[use].astype(np.int64) * (C + 1) + pixel_class[use] + 1  # a pooled pixel's class is IGNORE = -1
     pairs, inverse = np.unique(keys, return_inverse=True)
     feature_source = np.full((H, W), -1, dtype=np.int32)
     feature_source[use] = inverse.astype(np.int32)
