@@ -33,7 +33,7 @@ def feature_source_map(refined: np.ndarray, feature_source: np.ndarray) -> np.nd
     return out
 
 
-def audit_panel(image, raw, confidence, masks, refined, vocabulary: Sequence[str], feature_source=None):
+def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str]):
     """The audit picture of one view (PIL image) with a legend of the vocabulary's colours."""
     palette = viz.class_palette(len(vocabulary))
     figure = viz.panel(
@@ -44,9 +44,9 @@ def audit_panel(image, raw, confidence, masks, refined, vocabulary: Sequence[str
             (f"masks ({len(masks)})", viz.colour_masks(masks)),
             ("refined labels", viz.colour_labels(refined, palette)),
             ("crr changes", crr_change_map(raw, refined)),
-            *([("refined features", feature_source_map(refined, feature_source))] if feature_source is not None else []),
+            ("refined features", feature_source_map(refined, feature_source)),
         ],
-        columns=4 if feature_source is not None else 3,
+        columns=4,
     )
     return viz.with_legend(figure, viz.legend(vocabulary, palette))
 
@@ -59,7 +59,7 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         n = int(extract["num_masks"][v])
         picture = audit_panel(
             scene.image(v), extract["labels"][v], extract["confidence"][v], extract["masks"][v, :n],
-            crr["refined_labels"][v], vocabulary, crr["feature_source"][v],
+            crr["refined_labels"][v], crr["feature_source"][v], vocabulary,
         )
         paths.append(viz.save_png(picture, out_dir / f"view_{v:04d}.png"))
     if paths:

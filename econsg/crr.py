@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -180,7 +181,7 @@ def refine_labels_crr(
     tau1_value: float,
     min_votes: int,
     tau2: float,
-    ignored_features: str = "own",
+    ignored_features: Literal["own", "mask"] = "own",
 ) -> CRRResult:
     """Refine one view's labels and features with its masks (steps a-d of the module docstring).
 
