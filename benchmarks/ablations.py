@@ -12,7 +12,11 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
   own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling
 
-Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations]
+Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
+
+With several `--seeds`, every variant reruns its stages once per seed (`--set seed=S`: camera order, Gaussian
+rotations, densification, the autoencoder's initialisation) and each cell reads mean (min-max), so a
+difference between two variants can be set against the spread of training alone.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import shutil
 import subprocess
 import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -42,10 +47,9 @@ ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "ev
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
 
 
-def run_variant(name: str, overrides: list[str], first_stage: str, params_file: Path, out: Path) -> dict:
+def run_variant(name: str, overrides: list[str], first_stage: str, params_file: Path, root: Path) -> dict:
     params = yaml.safe_load(params_file.read_text())
     source = Path(params["paths"]["artifacts"])
-    root = out / name
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     for stage in ORDER[1 : ORDER.index(first_stage)]:
@@ -64,20 +68,35 @@ def run_variant(name: str, overrides: list[str], first_stage: str, params_file: 
     return metrics
 
 
+def cell(values: list) -> str:
+    """One table cell: the value, or mean (min-max) over seeds; non-numbers as they are."""
+    if not all(isinstance(v, (int, float)) for v in values):
+        return str(values[0])
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("ablations"))
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="training seeds per variant (default: params.yaml's seed, one run)")
     args = parser.parse_args()
-    rows = {}
+    rows: dict[str, list[dict]] = {}
     for name in args.variants:
         overrides, first = VARIANTS[name]
-        rows[name] = run_variant(name, overrides, first, args.params, args.out)
+        if args.seeds is None:
+            rows[name] = [run_variant(name, overrides, first, args.params, args.out / name)]
+        else:
+            rows[name] = [run_variant(name, [*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
+                          for seed in args.seeds]
     header = "| variant | " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
-    for name, metrics in rows.items():
-        cells = [f"{metrics[c]:.3f}" if isinstance(metrics.get(c), float) else str(metrics.get(c)) for c in COLUMNS]
+    for name, runs in rows.items():
+        cells = [cell([run.get(c) for run in runs]) for c in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
