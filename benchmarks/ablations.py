@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 from pathlib import Path
 
@@ -47,7 +47,8 @@ ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "ev
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
 
 
-def run_variant(name: str, overrides: list[str], first_stage: str, params_file: Path, root: Path) -> dict:
+def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path) -> dict:
+    """Copy the demo's artifacts upstream of `first_stage` into `root`, rerun the rest with `overrides`."""
     params = yaml.safe_load(params_file.read_text())
     source = Path(params["paths"]["artifacts"])
     artifacts = root / "artifacts"
@@ -82,16 +83,16 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("ablations"))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="training seeds per variant (default: params.yaml's seed, one run)")
     args = parser.parse_args()
     rows: dict[str, list[dict]] = {}
     for name in args.variants:
         overrides, first = VARIANTS[name]
         if args.seeds is None:
-            rows[name] = [run_variant(name, overrides, first, args.params, args.out / name)]
+            rows[name] = [run_variant(overrides, first, args.params, args.out / name)]
         else:
-            rows[name] = [run_variant(name, [*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
+            rows[name] = [run_variant([*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
                           for seed in args.seeds]
     header = "| variant | " + " | ".join(COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
