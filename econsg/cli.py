@@ -248,7 +248,8 @@ def query(
 
         from econsg import viz
         from econsg.config import load_params
-        from econsg.query import LatentQuery, relevancy, segment_texts
+        from econsg.query import LatentQuery, relevancy
+        from econsg.semantic import segment_latent
         from econsg.workspace import load_autoencoder, open_stage
 
         p = load_params(params)
@@ -276,7 +277,7 @@ def query(
                 picture = viz.panel(tiles)
                 Console().print(f"view {i}: {texts[0]!r} covers {mask.mean():.1%} of the pixels")
             else:
-                labels = segment_texts(features, latents).numpy()
+                labels = segment_latent(features, latents).numpy()
                 palette = viz.class_palette(len(texts))
                 picture = viz.with_legend(
                     viz.panel([("render", render), ("segmentation", viz.overlay(render, viz.colour_labels(labels, palette), 0.6))]),
@@ -317,10 +318,15 @@ def edit(
             raise EconsgError(f"--action: {action!r}; expected remove, recolour or extract")
         try:
             rgb = tuple(float(x) for x in colour.split(","))
-            assert len(rgb) == 3 and all(0 <= x <= 1 for x in rgb)
-        except (ValueError, AssertionError):
-            raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1") from None
+        except ValueError:
+            rgb = ()
+        if len(rgb) != 3 or not all(0 <= x <= 1 for x in rgb):
+            raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1")
         p = load_params(params)
+        scene = open_scene(p.paths.artifact("ingest"))
+        test = scene.test_indices
+        if not 0 <= view < len(test):
+            raise EconsgError(f"--view: {view} is out of range; there are {len(test)} held-out views")
         sp = open_stage(p, "splat")
         gaussians = load_gaussians(sp)
         if "features" not in gaussians:
@@ -333,10 +339,6 @@ def edit(
         slug = "".join(ch if ch.isalnum() else "-" for ch in text)[:32]
         ply = out or Path(p.paths.plots) / "edit" / f"{slug}_{action}.ply"
         export_ply(ply, edited)
-        scene = open_scene(p.paths.artifact("ingest"))
-        test = scene.test_indices
-        if not 0 <= view < len(test):
-            raise EconsgError(f"--view: {view} is out of range; there are {len(test)} held-out views")
         viewmat, K = scene.cameras(test[view])
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from econsg.errors import EconsgError
 from econsg.query import relevancy
 from econsg.render.sh import rgb_to_sh0
 
@@ -26,11 +27,9 @@ def apply_edit(params: dict[str, torch.Tensor], selected: torch.Tensor, action: 
         edited["sh0"][selected] = rgb_to_sh0(torch.tensor(colour, dtype=edited["sh0"].dtype)).reshape(1, 1, 3)
         edited["shN"][selected] = 0.0
         return edited
-    raise ValueError(f"action: {action!r}; expected remove, extract or recolour")
+    raise EconsgError(f"action: {action!r}; expected remove, extract or recolour")
 
 
 def selection_summary(selected: torch.Tensor) -> dict[str, int]:
+    """How many Gaussians the selection holds, of how many, and how many a removal keeps."""
     return {"selected": int(selected.sum()), "total": int(selected.numel()), "kept": int((~selected).sum())}
-
-
-

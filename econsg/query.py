@@ -43,10 +43,3 @@ def relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_late
     keep = (torch.nn.functional.cosine_similarity(canonical_latents, query_latent[None], dim=-1) < 0.9999)
     latents = torch.cat([query_latent[None], canonical_latents[keep]], dim=0)
     return torch.softmax(latent_logits(features, latents, temperature), dim=-1)[..., 0]
-
-
-@torch.no_grad()
-def segment_texts(features: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:
-    """Labelled segmentation over several texts: argmax_q cos(f, T_z(q)) -> [...] indices into the texts."""
-    return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
-

@@ -107,6 +107,11 @@ def test_cli_audit_query_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
     assert edit.exit_code == 0, edit.stderr
     assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove.png").is_file()
+    wrong_view = runner.invoke(app, ["edit", "bed", "--view", "99"])
+    assert wrong_view.exit_code == 1 and "--view: 99 is out of range" in wrong_view.stderr
+    assert not (workdir / "plots/edit/bed_remove.ply").exists(), "a refused edit writes nothing"
+    wrong_colour = runner.invoke(app, ["edit", "bed", "--action", "recolour", "--colour", "1,0"])
+    assert wrong_colour.exit_code == 1 and "--colour: '1,0'" in wrong_colour.stderr
     from econsg.splat.ply import load_ply
 
     edited, _ = load_ply(workdir / "plots/edit/floor_remove.ply")

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from econsg.edit import apply_edit, select_gaussians
+from econsg.errors import EconsgError
 from econsg.evaluation import subset_scores
 from econsg.metrics import confusion_matrix
-from econsg.query import relevancy, segment_texts
-from econsg.semantic import make_semantic_loss, semantic_ce_loss, semantic_distill_loss
+from econsg.query import relevancy
+from econsg.semantic import make_semantic_loss, segment_latent, semantic_ce_loss, semantic_distill_loss
 
 
 def unit(rows):
@@ -75,7 +76,7 @@ def test_relevancy_is_high_where_the_query_explains_the_feature():
     assert rel.argmax().item() == 1 and rel[1] > 0.9 and rel[0] < 0.1
     # a query equal to a canonical class is not compared with itself
     assert torch.allclose(relevancy(features, LATENTS[1], LATENTS[:2], 0.1), relevancy(features, LATENTS[1], LATENTS[:1], 0.1))
-    assert segment_texts(features, LATENTS[[2, 0]]).tolist() == [1, 0, 0]
+    assert segment_latent(features, LATENTS[[2, 0]]).tolist() == [1, 0, 0]
 
 
 def test_edit_removes_exactly_the_selected_object():
@@ -92,6 +93,8 @@ def test_edit_removes_exactly_the_selected_object():
     recoloured = apply_edit(params, selected, "recolour", (1.0, 0.0, 0.0))
     assert torch.all(recoloured["sh0"][6:, 0, 0] > 0) and torch.all(recoloured["sh0"][:6] == 0)
     assert torch.all(params["sh0"] == 0), "the input must not be modified"
+    with pytest.raises(EconsgError, match="action: 'delete'"):
+        apply_edit(params, selected, "delete")
 
 
 def test_subset_scores_count_ignore_predictions_as_errors():
