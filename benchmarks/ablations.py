@@ -14,9 +14,10 @@ affects, with `--set` overrides and its own artifact/metrics folders:
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
 
-With several `--seeds`, every variant reruns its stages once per seed (`--set seed=S`: camera order, Gaussian
-rotations, densification, the autoencoder's initialisation) and each cell reads mean (min-max), so a
-difference between two variants can be set against the spread of training alone.
+With `--seeds`, every variant reruns once per seed (`--set seed=S`) from autoencode at the latest, the first stage
+that draws random numbers (the autoencoder's initialisation and batches; then the splats' camera order, rotations
+and densification), and each cell reads mean (min-max): a difference between two variants can be set against the
+spread of training alone.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ VARIANTS = {
     "own_features": (["crr.ignored_features=own"], "crr"),
 }
 ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
+FIRST_SEEDED = "autoencode"  # extract's teacher noise also uses the seed, but it is the input, not training
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
 
 
@@ -92,6 +94,7 @@ def main() -> None:
         if args.seeds is None:
             rows[name] = [run_variant(overrides, first, args.params, args.out / name)]
         else:
+            first = min(first, FIRST_SEEDED, key=ORDER.index)
             rows[name] = [run_variant([*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
                           for seed in args.seeds]
     header = "| variant | " + " | ".join(COLUMNS) + " |"
