@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from econsg.config import load_params
+from econsg.pipeline import STAGE_ORDER
 
 VARIANTS = {
     "full": ([], "splat"),
@@ -44,27 +45,26 @@ VARIANTS = {
     "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
     "own_features": (["crr.ignored_features=own"], "crr"),
 }
-ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
-FIRST_SEEDED = "autoencode"  # extract's teacher noise also uses the seed, but it is the input, not training
+# The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
+# teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.
+FIRST_SEEDED = "autoencode"
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "consistency", "psnr")
 
 
 def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path) -> dict:
     """Copy the demo's artifacts upstream of `first_stage` into `root`, rerun the rest with `overrides`."""
-    params = yaml.safe_load(params_file.read_text())
-    source = Path(params["paths"]["artifacts"])
+    demo = load_params(params_file).paths
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    for stage in ORDER[1 : ORDER.index(first_stage)]:
-        store = "scene" if stage == "ingest" else stage
-        target = artifacts / f"{store}.zarr"
+    for stage in STAGE_ORDER[1 : STAGE_ORDER.index(first_stage)]:
+        target = artifacts / demo.artifact(stage).name
         if not target.exists():
-            shutil.copytree(source / f"{store}.zarr", target)
+            shutil.copytree(demo.artifact(stage), target)
     paths = [f"paths.artifacts={artifacts}", f"paths.metrics={root / 'metrics'}", f"paths.plots={root / 'plots'}",
              f"paths.checkpoints={root / 'checkpoints'}"]
     sets = [arg for item in overrides + paths for arg in ("--set", item)]
     start = time.perf_counter()
-    for stage in ORDER[ORDER.index(first_stage) :]:
+    for stage in STAGE_ORDER[STAGE_ORDER.index(first_stage) :]:
         subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     metrics["seconds"] = time.perf_counter() - start
@@ -94,7 +94,7 @@ def main() -> None:
         if args.seeds is None:
             rows[name] = [run_variant(overrides, first, args.params, args.out / name)]
         else:
-            first = min(first, FIRST_SEEDED, key=ORDER.index)
+            first = min(first, FIRST_SEEDED, key=STAGE_ORDER.index)
             rows[name] = [run_variant([*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
                           for seed in args.seeds]
     header = "| variant | " + " | ".join(COLUMNS) + " |"
