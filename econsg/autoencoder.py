@@ -183,7 +183,7 @@ def train_autoencoder(
     labels,
     text_embeddings,
     *,
-    latent_dim: int = 6,
+    latent_dim: int = 16,
     hidden: tuple[int, ...] = (256, 128, 64, 32),
     iterations: int = 400,
     batch_size: int = 1024,

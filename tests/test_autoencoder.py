@@ -156,7 +156,7 @@ def test_bad_inputs_name_the_argument():
 
 def test_autoencode_params():
     p = AutoencodeParams()
-    assert (p.latent_dim, p.hidden, p.loss) == (6, (256, 128, 64, 32), "paper")
+    assert (p.latent_dim, p.hidden, p.loss) == (16, (256, 128, 64, 32), "paper")
     assert AutoencodeParams(latent_dim=32).latent_dim == 32
     for bad in ({"latent_dim": 1}, {"loss": "l1"}, {"hidden": (64, 0)}, {"temperature": 0}, {"epochs": 3}):
         with pytest.raises(ValueError):
@@ -165,7 +165,7 @@ def test_autoencode_params():
 
 @pytest.mark.slow
 def test_demo_scale_latent_accuracy_and_time():
-    """The demo's size with AutoencodeParams defaults: 15k points, D = 512, 10 classes, d = 6."""
+    """The demo's size with AutoencodeParams defaults: 15k points, D = 512, 10 classes, d = 16."""
     p = AutoencodeParams()
     feats, labels, truth, text = separable_features(np.random.default_rng(0), 15000, 512, 10, noise=1.0, flip=0.05)
     start = time.perf_counter()

@@ -146,7 +146,7 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
 
     params_path.write_text(original)
     params = yaml.safe_load(original)
-    params["autoencode"]["latent_dim"] = 16
+    params["autoencode"]["latent_dim"] = 8
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = dvc(tiny_project, "repro")
     assert stages_in(rerun, r"Running stage '(\w+)'") == {"autoencode", "splat", "evaluate"}

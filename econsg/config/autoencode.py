@@ -13,7 +13,12 @@ class AutoencodeParams(Section):
     """The latent autoencoder E: D -> d, G: d -> D (METHOD.md section 4)."""
 
     latent_dim: int = Field(
-        6, ge=2, le=128, description="Latent width d rendered by the splats; the paper uses 6, 16 or 32 (any >= 2 works)."
+        16,
+        ge=2,
+        le=128,
+        description="Latent width d rendered by the splats; the paper uses 6, 16 or 32 (any >= 2 works). 16, not 6: a class "
+        "no training text names has room of its own, where at 6 the autoencoder's seed decides whether it keeps one "
+        "(README, 'Latent width').",
     )
     hidden: tuple[int, ...] = Field(
         (256, 128, 64, 32),
