@@ -119,7 +119,8 @@ def test_cli_audit_query_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     assert exported.exit_code == 0, exported.stderr
     everything, _ = load_ply(workdir / "export/all.ply")
     assert 0 < len(edited["means"]) < len(everything["means"])
-    assert "features" in everything and everything["features"].shape[1] == 6
+    latent_dim = yaml.safe_load((workdir / "params.yaml").read_text())["autoencode"]["latent_dim"]
+    assert "features" in everything and everything["features"].shape[1] == latent_dim
 
 
 def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
