@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from econsg.config.autoencode import AutoencodeParams
 from econsg.errors import EconsgError
 
 IGNORE = -1
 LossKind = Literal["paper", "authors"]
+DEFAULTS = AutoencodeParams()  # the library's keyword defaults are the stage's
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -54,7 +56,7 @@ class LatentAutoencoder(nn.Module):
         self,
         feature_dim: int,
         latent_dim: int,
-        hidden: tuple[int, ...] | list[int] = (256, 128, 64, 32),
+        hidden: tuple[int, ...] | list[int] = DEFAULTS.hidden,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -118,7 +120,7 @@ def autoencoder_loss(
     labels: torch.Tensor,
     text_embeddings: torch.Tensor,
     temperature: float,
-    kind: LossKind = "paper",
+    kind: LossKind = DEFAULTS.loss,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss on one batch.
 
@@ -183,13 +185,13 @@ def train_autoencoder(
     labels,
     text_embeddings,
     *,
-    latent_dim: int = 16,
-    hidden: tuple[int, ...] = (256, 128, 64, 32),
-    iterations: int = 400,
-    batch_size: int = 1024,
-    lr: float = 2e-3,
-    temperature: float = 0.05,
-    loss_kind: LossKind = "paper",
+    latent_dim: int = DEFAULTS.latent_dim,
+    hidden: tuple[int, ...] = DEFAULTS.hidden,
+    iterations: int = DEFAULTS.iterations,
+    batch_size: int = DEFAULTS.batch_size,
+    lr: float = DEFAULTS.lr,
+    temperature: float = DEFAULTS.temperature,
+    loss_kind: LossKind = DEFAULTS.loss,
     generator: torch.Generator,
     device: str | torch.device = "cpu",
     progress: bool = True,
