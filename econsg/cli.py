@@ -1,4 +1,4 @@
-"""The `econsg` command line: run stages, inspect artifacts, check params, audit, query, edit, export."""
+"""The `econsg` command line: run stages, inspect artifacts, check params, audit, query, render, edit, export."""
 
 from __future__ import annotations
 
@@ -232,6 +232,27 @@ def audit(
     _guard(work)
 
 
+def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level):
+    """One text: (render | relevancy against the canonical classes | mask above `level`, share of pixels masked);
+    several: (render | argmax segmentation over the texts, with a key, None)."""
+    import numpy as np
+
+    from econsg import viz
+    from econsg.query import relevancy
+    from econsg.semantic import segment_latent
+
+    if len(texts) == 1:
+        rel = relevancy(features, latents[0], canonical, temperature).numpy()
+        mask = rel > level
+        tiles = [(title, rgb), (f"relevancy: {texts[0]}", viz.colour_scalar(rel)),
+                 (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
+        return viz.panel(tiles), float(mask.mean())
+    labels = segment_latent(features, latents).numpy()
+    palette = viz.class_palette(len(texts))
+    tiles = [(title, rgb), ("segmentation", viz.overlay(rgb, viz.colour_labels(labels, palette), 0.6))]
+    return viz.with_legend(viz.panel(tiles), viz.legend(texts, palette, with_ignore=False)), None
+
+
 @app.command()
 def query(
     texts: Annotated[list[str], typer.Argument(help="One text (relevancy map + mask) or several (labelled segmentation).")],
@@ -248,8 +269,7 @@ def query(
 
         from econsg import viz
         from econsg.config import load_params
-        from econsg.query import LatentQuery, relevancy
-        from econsg.semantic import segment_latent
+        from econsg.query import LatentQuery
         from econsg.workspace import load_autoencoder, open_stage
 
         p = load_params(params)
@@ -268,20 +288,10 @@ def query(
         written = []
         for i in [view] if view is not None else range(count):
             features = torch.from_numpy(np.asarray(ev["feature_maps"][i], np.float32))
-            render = ev["renders"][i]
-            if len(texts) == 1:
-                rel = relevancy(features, latents[0], canonical, p.splat.temperature).numpy()
-                mask = rel > level
-                tiles = [("render", render), (f"relevancy: {texts[0]}", viz.colour_scalar(rel)),
-                         (f"mask > {level:g}", viz.overlay(render, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
-                picture = viz.panel(tiles)
-                Console().print(f"view {i}: {texts[0]!r} covers {mask.mean():.1%} of the pixels")
-            else:
-                labels = segment_latent(features, latents).numpy()
-                palette = viz.class_palette(len(texts))
-                picture = viz.with_legend(
-                    viz.panel([("render", render), ("segmentation", viz.overlay(render, viz.colour_labels(labels, palette), 0.6))]),
-                    viz.legend(texts, palette))
+            picture, coverage = _query_picture("render", ev["renders"][i], features, texts, latents, canonical,
+                                               p.splat.temperature, level)  # fmt: skip
+            if coverage is not None:
+                Console().print(f"view {i}: {texts[0]!r} covers {coverage:.1%} of the pixels")
             written.append(viz.save_png(picture, target / f"{slug}_view{i:02d}.png"))
         Console().print(f"wrote {len(written)} pictures to {target}")
 
@@ -332,7 +342,7 @@ def edit(
         if "features" not in gaussians:
             raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
-        vocabulary = list(open_stage(p, "evaluate").attrs["eval_vocabulary"]) if p.paths.artifact("evaluate").exists() else list(sp.attrs["vocabulary"])
+        vocabulary = _canonical_vocabulary(p, sp)
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, threshold if threshold is not None else p.evaluate.relevancy_threshold)
         edited = apply_edit(gaussians, selected, action, rgb)
@@ -347,6 +357,77 @@ def edit(
         picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]), ply.with_suffix(".png"))
         summary = selection_summary(selected)
         Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
+
+    _guard(work)
+
+
+def _canonical_vocabulary(p, splat_group) -> list[str]:
+    """The evaluation vocabulary where evaluate has run, else the one the splats were trained with."""
+    from econsg.workspace import open_stage
+
+    if p.paths.artifact("evaluate").exists():
+        return list(open_stage(p, "evaluate").attrs["eval_vocabulary"])
+    return list(splat_group.attrs["vocabulary"])
+
+
+@app.command("render")
+def render_path(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts that label each frame (default: the evaluation vocabulary).")] = None,
+    through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views).")] = None,
+    frames: Annotated[int, typer.Option(min=1, help="Frames from one key view to the next.")] = 8,
+    loop: Annotated[bool, typer.Option(help="Return from the last key view to the first.")] = False,
+    fps: Annotated[float, typer.Option(min=0.1, help="Frame rate of the GIF.")] = 8.0,
+    threshold: Annotated[float | None, typer.Option(help="Relevancy threshold of a single text's mask (default: evaluate.relevancy_threshold).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/render).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Fly the camera through the trained scene: novel views between key views, rendered in RGB and segmented by text (frames + GIF)."""
+
+    def work():
+        import numpy as np
+        import torch
+
+        from econsg import viz
+        from econsg.config import load_params
+        from econsg.progress import track
+        from econsg.query import LatentQuery
+        from econsg.scene.camera_path import interpolate_cameras
+        from econsg.scene.store import open_scene
+        from econsg.splat.gaussians import render_gaussians
+        from econsg.splat.quality import load_gaussians
+        from econsg.workspace import load_autoencoder, open_stage
+
+        p = load_params(params)
+        scene = open_scene(p.paths.artifact("ingest"))
+        keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views))
+        if len(keys) < 2:
+            raise EconsgError(f"--through: the path needs at least two key views, got {keys}")
+        sp = open_stage(p, "splat")
+        gaussians = load_gaussians(sp)
+        if "features" not in gaussians:
+            raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
+        vocabulary = _canonical_vocabulary(p, sp)
+        chosen = list(texts) if texts else vocabulary
+        q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
+        latents, canonical = q.text_latents(chosen), q.text_latents(vocabulary)
+        c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
+        level = threshold if threshold is not None else p.evaluate.relevancy_threshold
+        target = out or Path(p.paths.plots) / "render"
+        for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
+            stale.unlink()
+        sh = int(sp.attrs["sh_degree"])
+        pictures = []
+        for i in track(range(len(c2w)), "render path"):
+            viewmat = torch.from_numpy(np.linalg.inv(c2w[i])).float()[None]
+            with torch.no_grad():
+                frame = render_gaussians(gaussians, viewmat, torch.from_numpy(Ks[i]).float()[None], scene.width,
+                                         scene.height, sh, "auto", True)  # fmt: skip
+            picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).numpy(), frame.features[0], chosen,
+                                        latents, canonical, p.splat.temperature, level)  # fmt: skip
+            viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
+            pictures.append(picture)
+        gif = viz.save_gif(pictures, target / "path.gif", fps)
+        Console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}")
 
     _guard(work)
 

@@ -77,11 +77,12 @@ def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int 
     return sheet
 
 
-def legend(class_names: Sequence[str], palette: np.ndarray, present: Sequence[int] | None = None) -> Image.Image:
-    """A colour key for the given classes (all when `present` is None), IGNORE included."""
+def legend(class_names: Sequence[str], palette: np.ndarray, present: Sequence[int] | None = None,
+           with_ignore: bool = True) -> Image.Image:
+    """A colour key for the given classes (all when `present` is None), IGNORE too unless `with_ignore` is False."""
     font = ImageFont.load_default()
     ids = list(range(len(class_names))) if present is None else [int(c) for c in present]
-    rows = [(class_names[c], tuple(int(x) for x in palette[c])) for c in ids] + [("ignore", IGNORE_COLOUR)]
+    rows = [(class_names[c], tuple(int(x) for x in palette[c])) for c in ids] + ([("ignore", IGNORE_COLOUR)] if with_ignore else [])
     image = Image.new("RGB", (160, 14 * len(rows) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for i, (name, colour) in enumerate(rows):
@@ -100,6 +101,15 @@ def with_legend(figure: Image.Image, key: Image.Image) -> Image.Image:
 def save_png(image: Image.Image | np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     (image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))).save(path)
+    return path
+
+
+def save_gif(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
+    """An animated GIF that loops forever, `fps` frames a second."""
+    if not frames:
+        raise ValueError("save_gif: no frames")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=max(1, round(1000 / fps)), loop=0)
     return path
 
 

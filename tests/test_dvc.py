@@ -86,7 +86,7 @@ def tiny_project(tmp_path_factory):
     return workdir, first_run
 
 
-def test_cli_audit_query_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
+def test_cli_audit_query_render_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     from typer.testing import CliRunner
 
     from econsg.cli import app
@@ -112,6 +112,20 @@ def test_cli_audit_query_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     assert not (workdir / "plots/edit/bed_remove.ply").exists(), "a refused edit writes nothing"
     wrong_colour = runner.invoke(app, ["edit", "bed", "--action", "recolour", "--colour", "1,0"])
     assert wrong_colour.exit_code == 1 and "--colour: '1,0'" in wrong_colour.stderr
+    render = runner.invoke(app, ["render", "wall", "floor", "--frames", "2"])
+    assert render.exit_code == 0, render.stderr
+    from PIL import Image
+
+    from econsg.config import load_params
+    from econsg.scene.store import open_scene
+
+    held_out = len(open_scene(load_params(Path("params.yaml")).paths.artifact("ingest")).test_indices)
+    frames = sorted((workdir / "plots/render/frames").glob("frame_*.png"))
+    assert len(frames) == (held_out - 1) * 2 + 1, "an open path through the held-out views: 2 frames a segment, plus the last key"
+    with Image.open(workdir / "plots/render/path.gif") as gif:
+        assert gif.n_frames == len(frames)
+    one_key = runner.invoke(app, ["render", "--through", "0"])
+    assert one_key.exit_code == 1 and "at least two key views" in one_key.stderr
     from econsg.splat.ply import load_ply
 
     edited, _ = load_ply(workdir / "plots/edit/floor_remove.ply")
