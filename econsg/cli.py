@@ -321,7 +321,6 @@ def edit(
         from econsg.scene.store import open_scene
         from econsg.splat.ply import export_ply
         from econsg.splat.gaussians import render_gaussians
-        from econsg.splat.quality import load_gaussians
         from econsg.workspace import load_autoencoder, open_stage
 
         if action not in ("remove", "recolour", "extract"):
@@ -338,9 +337,7 @@ def edit(
         if not 0 <= view < len(test):
             raise EconsgError(f"--view: {view} is out of range; there are {len(test)} held-out views")
         sp = open_stage(p, "splat")
-        gaussians = load_gaussians(sp)
-        if "features" not in gaussians:
-            raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
+        gaussians = _semantic_gaussians(p, sp)
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
         vocabulary = _canonical_vocabulary(p, sp)
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
@@ -359,6 +356,16 @@ def edit(
         Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
+
+
+def _semantic_gaussians(p, splat_group) -> dict:
+    """The trained Gaussians of splat.zarr, refused when they carry no semantic feature f."""
+    from econsg.splat.quality import load_gaussians
+
+    gaussians = load_gaussians(splat_group)
+    if "features" not in gaussians:
+        raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
+    return gaussians
 
 
 def _canonical_vocabulary(p, splat_group) -> list[str]:
@@ -394,7 +401,6 @@ def render_path(
         from econsg.scene.camera_path import interpolate_cameras
         from econsg.scene.store import open_scene
         from econsg.splat.gaussians import render_gaussians
-        from econsg.splat.quality import load_gaussians
         from econsg.workspace import load_autoencoder, open_stage
 
         p = load_params(params)
@@ -403,9 +409,7 @@ def render_path(
         if len(keys) < 2:
             raise EconsgError(f"--through: the path needs at least two key views, got {keys}")
         sp = open_stage(p, "splat")
-        gaussians = load_gaussians(sp)
-        if "features" not in gaussians:
-            raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
+        gaussians = _semantic_gaussians(p, sp)
         vocabulary = _canonical_vocabulary(p, sp)
         chosen = list(texts) if texts else vocabulary
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)

@@ -124,6 +124,9 @@ def test_cli_audit_query_render_edit_export_on_the_tiny_run(tiny_project, monkey
     assert len(frames) == (held_out - 1) * 2 + 1, "an open path through the held-out views: 2 frames a segment, plus the last key"
     with Image.open(workdir / "plots/render/path.gif") as gif:
         assert gif.n_frames == len(frames)
+    single = runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1", "--loop", "--out", "plots/render_floor"])
+    assert single.exit_code == 0, single.stderr
+    assert len(list((workdir / "plots/render_floor/frames").glob("frame_*.png"))) == 2, "a loop of two keys, one frame each"
     one_key = runner.invoke(app, ["render", "--through", "0"])
     assert one_key.exit_code == 1 and "at least two key views" in one_key.stderr
     from econsg.splat.ply import load_ply
