@@ -194,16 +194,19 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
     _guard(work)
 
 
-def _parse_views(views: str | None, available) -> list[int]:
+def _parse_views(views: str | None, available, option: str = "--views") -> list[int]:
+    """The comma-separated view indices of `option` (all `available` when None), each checked against them."""
+    allowed = [int(a) for a in available]
     if views is None:
-        return [int(v) for v in available]
+        return allowed
     try:
         chosen = [int(x) for x in views.split(",") if x.strip()]
     except ValueError:
-        raise EconsgError(f"--views: {views!r} is not a comma-separated list of view indices") from None
-    bad = [v for v in chosen if v not in set(int(a) for a in available)]
+        raise EconsgError(f"{option}: {views!r} is not a comma-separated list of view indices") from None
+    bad = [v for v in chosen if v not in set(allowed)]
     if bad:
-        raise EconsgError(f"--views: {bad} are not among the available views {[int(a) for a in available]}")
+        shown = f"{allowed[0]}..{allowed[-1]}" if allowed and allowed == list(range(allowed[0], allowed[-1] + 1)) else str(allowed)
+        raise EconsgError(f"{option}: {bad} are not among the available views ({shown})")
     return chosen
 
 
@@ -405,7 +408,7 @@ def render_path(
 
         p = load_params(params)
         scene = open_scene(p.paths.artifact("ingest"))
-        keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views))
+        keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:
             raise EconsgError(f"--through: the path needs at least two key views, got {keys}")
         sp = open_stage(p, "splat")
