@@ -361,11 +361,11 @@ def edit(
     _guard(work)
 
 
-def _semantic_gaussians(p, splat_group) -> dict:
-    """The trained Gaussians of splat.zarr, refused when they carry no semantic feature f."""
+def _semantic_gaussians(p, splat_group, device: str = "cpu") -> dict:
+    """The trained Gaussians of splat.zarr on `device`, refused when they carry no semantic feature f."""
     from econsg.splat.quality import load_gaussians
 
-    gaussians = load_gaussians(splat_group)
+    gaussians = load_gaussians(splat_group, device)
     if "features" not in gaussians:
         raise EconsgError(f"{p.paths.artifact('splat')}: has no semantic features; train with the semantic pipeline")
     return gaussians
@@ -399,6 +399,7 @@ def render_path(
 
         from econsg import viz
         from econsg.config import load_params
+        from econsg.device import resolve_device
         from econsg.progress import track
         from econsg.query import LatentQuery
         from econsg.scene.camera_path import interpolate_cameras
@@ -411,11 +412,12 @@ def render_path(
         keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:
             raise EconsgError(f"--through: the path needs at least two key views, got {keys}")
+        device = resolve_device(p.device)  # gsplat on CUDA where there is one, the torch rasterizer otherwise
         sp = open_stage(p, "splat")
-        gaussians = _semantic_gaussians(p, sp)
+        gaussians = _semantic_gaussians(p, sp, device)
         vocabulary = _canonical_vocabulary(p, sp)
         chosen = list(texts) if texts else vocabulary
-        q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
+        q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract, device)
         latents, canonical = q.text_latents(chosen), q.text_latents(vocabulary)
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
         level = threshold if threshold is not None else p.evaluate.relevancy_threshold
@@ -425,12 +427,12 @@ def render_path(
         sh = int(sp.attrs["sh_degree"])
         pictures = []
         for i in track(range(len(c2w)), "render path"):
-            viewmat = torch.from_numpy(np.linalg.inv(c2w[i])).float()[None]
+            viewmat = torch.from_numpy(np.linalg.inv(c2w[i])).float()[None].to(device)
+            K = torch.from_numpy(Ks[i]).float()[None].to(device)
             with torch.no_grad():
-                frame = render_gaussians(gaussians, viewmat, torch.from_numpy(Ks[i]).float()[None], scene.width,
-                                         scene.height, sh, "auto", True)  # fmt: skip
-            picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).numpy(), frame.features[0], chosen,
-                                        latents, canonical, p.splat.temperature, level)  # fmt: skip
+                frame = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, p.splat.backend, True)
+            picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
+                                        chosen, latents.cpu(), canonical.cpu(), p.splat.temperature, level)  # fmt: skip
             viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
             pictures.append(picture)
         gif = viz.save_gif(pictures, target / "path.gif", fps)
