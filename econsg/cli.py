@@ -1,4 +1,4 @@
-"""The `econsg` command line: run stages, inspect artifacts, check params, audit, query, render, edit, export."""
+"""The `econsg` command line: run stages, inspect artifacts, check params, score, audit, query, render, edit, export."""
 
 from __future__ import annotations
 
@@ -208,6 +208,39 @@ def _parse_views(views: str | None, available, option: str = "--views") -> list[
         shown = f"{allowed[0]}..{allowed[-1]}" if allowed and allowed == list(range(allowed[0], allowed[-1] + 1)) else str(allowed)
         raise EconsgError(f"{option}: {bad} are not among the available views ({shown})")
     return chosen
+
+
+@app.command()
+def score(
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names to average over (default: the evaluation vocabulary's).")] = None,
+    exclude: Annotated[str | None, typer.Option(help="Comma-separated class names to leave out of the means.")] = None,
+    store: Annotated[Path | None, typer.Option(help="An evaluate.zarr (default: the params' evaluate artifact).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Re-score a finished run from the label maps its evaluate artifact keeps: econsg and the 2D teacher, per class and mean."""
+
+    def work():
+        from econsg.artifacts import open_artifact
+        from econsg.config import load_params
+        from econsg.evaluation import rescore_evaluate
+
+        path = store or load_params(params).paths.artifact("evaluate")
+        group = open_artifact(path, "evaluate")
+        chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        if exclude:
+            left_out = {c.strip() for c in exclude.split(",") if c.strip()}
+            base = chosen if chosen is not None else rescore_evaluate(group)["classes"]
+            chosen = [c for c in base if c not in left_out]
+        result = rescore_evaluate(group, chosen)
+        table = Table(title=f"{path}: {len(result['classes'])} classes present")
+        for column in ("class", "pixels", "IoU", "accuracy", "teacher IoU"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for name, row in result["per_class"].items():
+            table.add_row(name, str(row["pixels"]), f"{row['iou']:.3f}", f"{row['acc']:.3f}", f"{row['teacher_iou']:.3f}")
+        table.add_row("mean", "", f"{result['miou']:.3f}", f"{result['macc']:.3f}", f"{result['teacher_miou']:.3f}", style="bold")
+        Console().print(table)
+
+    _guard(work)
 
 
 @app.command()

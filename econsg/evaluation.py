@@ -178,3 +178,36 @@ def gaussian_ground_truth_labels(
         keep = (surface > 0) & (np.abs(z[idx] - surface) <= depth_tolerance * surface) & (label >= 0)
         np.add.at(votes, (idx[keep], label[keep]), 1)
     return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)
+
+
+def rescore_evaluate(group, classes: Sequence[str] | None = None) -> dict:
+    """Score the label maps an evaluate.zarr keeps (econsg's `pred_labels`, the teacher's `teacher_labels`,
+    `gt_labels`) again, over `classes` (scene class names; default: the evaluation vocabulary's) present in
+    the ground truth. Returns {"classes", "miou", "macc", "teacher_miou", "teacher_macc",
+    "per_class": {name: {"iou", "acc", "teacher_iou", "pixels"}}}; names outside the scene raise EconsgError.
+    """
+    from econsg.errors import EconsgError
+
+    if not group.attrs.get("has_ground_truth", False):
+        raise EconsgError(f"{group.store}: this run had no ground-truth labels, so there is nothing to score against")
+    names = list(group.attrs["class_names"])
+    chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise EconsgError(f"classes: {unknown} are not classes of this scene; expected some of {names}")
+    C = len(names)
+    conf = {"pred": np.zeros((C, C + 1), np.int64), "teacher": np.zeros((C, C + 1), np.int64)}
+    for i in range(group["gt_labels"].shape[0]):
+        gt = group["gt_labels"][i].astype(np.int64)
+        conf["pred"] += confusion_matrix(group["pred_labels"][i].astype(np.int64), gt, C)
+        conf["teacher"] += confusion_matrix(group["teacher_labels"][i].astype(np.int64), gt, C)
+    ids = [names.index(n) for n in chosen]
+    ours, teacher = subset_scores(conf["pred"], ids), subset_scores(conf["teacher"], ids)
+    per_ours, per_teacher = segmentation_scores(conf["pred"]), segmentation_scores(conf["teacher"])
+    return {
+        "classes": [names[c] for c in ours["classes"]],
+        "miou": ours["miou"], "macc": ours["macc"], "teacher_miou": teacher["miou"], "teacher_macc": teacher["macc"],
+        "per_class": {names[c]: {"iou": float(per_ours["iou"][c]), "acc": float(per_ours["acc"][c]),
+                                 "teacher_iou": float(per_teacher["iou"][c]), "pixels": int(conf["pred"][c].sum())}
+                      for c in ours["classes"]},
+    }

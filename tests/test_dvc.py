@@ -86,7 +86,7 @@ def tiny_project(tmp_path_factory):
     return workdir, first_run
 
 
-def test_cli_audit_query_render_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
+def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     from typer.testing import CliRunner
 
     from econsg.cli import app
@@ -127,6 +127,17 @@ def test_cli_audit_query_render_edit_export_on_the_tiny_run(tiny_project, monkey
     single = runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1", "--loop", "--out", "plots/render_floor"])
     assert single.exit_code == 0, single.stderr
     assert len(list((workdir / "plots/render_floor/frames").glob("frame_*.png"))) == 2, "a loop of two keys, one frame each"
+    scored = runner.invoke(app, ["score", "--exclude", "wall"])
+    assert scored.exit_code == 0, scored.stderr
+    import json
+
+    from econsg.artifacts import open_artifact
+    from econsg.evaluation import rescore_evaluate
+
+    written = json.loads((workdir / "metrics/evaluate.json").read_text())
+    again = rescore_evaluate(open_artifact(workdir / "artifacts/room/evaluate.zarr", "evaluate"))
+    assert again["miou"] == pytest.approx(written["miou"]) and again["teacher_miou"] == pytest.approx(written["teacher_miou"])
+    assert again["macc"] == pytest.approx(written["macc"]), "the kept label maps re-score to the metrics evaluate wrote"
     one_key = runner.invoke(app, ["render", "--through", "0"])
     assert one_key.exit_code == 1 and "at least two key views" in one_key.stderr
     from econsg.splat.ply import load_ply

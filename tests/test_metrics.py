@@ -155,3 +155,44 @@ def test_gaussian_ground_truth_labels_vote_on_the_visible_surface_only():
     labels = gaussian_ground_truth_labels(means, [0, 1], classes=lambda v: gt, depth=lambda v: depth, Ks=K[None].repeat(2, 0),
                                           c2w=c2w, num_classes=2)
     assert labels.tolist() == [0, 1, -1, -1, -1]
+
+
+def _evaluate_group(path, pred, teacher, gt, names, vocabulary, has_truth=True):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    for name, value in (("pred_labels", pred), ("teacher_labels", teacher), ("gt_labels", gt)):
+        group.create_array(name, data=np.asarray(value, np.int16))
+    group.attrs.update({"class_names": names, "eval_vocabulary": vocabulary, "has_ground_truth": has_truth})
+    return group
+
+
+def test_rescore_evaluate_known_values_over_views_subsets_and_the_teacher(tmp_path):
+    from econsg.evaluation import rescore_evaluate
+
+    gt = [[[0, 0, 1, 1]], [[2, 2, -1, 0]]]  # two one-row views; -1 ignored
+    pred = [[[0, 1, 1, 1]], [[2, 0, 1, 0]]]  # class 0: TP 2, gt 3, pred 3 -> 0.5; class 1: 2/3; class 2: 1/2
+    teacher = [[[0, 0, 1, 1]], [[2, 2, 2, 0]]]  # perfect where labelled
+    group = _evaluate_group(tmp_path / "e.zarr", pred, teacher, gt, ["a", "b", "c", "d"], ["a", "b", "c", "d"])
+    result = rescore_evaluate(group)
+    assert result["classes"] == ["a", "b", "c"], "class d has no ground-truth pixel and enters no mean"
+    assert result["miou"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert result["macc"] == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    assert result["teacher_miou"] == pytest.approx(1.0)
+    assert result["per_class"]["a"] == {"iou": pytest.approx(0.5), "acc": pytest.approx(2 / 3),
+                                        "teacher_iou": pytest.approx(1.0), "pixels": 3}
+    only = rescore_evaluate(group, ["b", "c"])
+    assert only["classes"] == ["b", "c"] and only["miou"] == pytest.approx((2 / 3 + 0.5) / 2)
+
+
+def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_input(tmp_path):
+    from econsg.evaluation import rescore_evaluate
+
+    gt = [[[0, 1, 2]]]
+    group = _evaluate_group(tmp_path / "e.zarr", gt, gt, gt, ["a", "b", "c"], ["a", "c"])
+    assert rescore_evaluate(group)["classes"] == ["a", "c"]
+    with pytest.raises(EconsgError, match=r"\['sofa'\] are not classes of this scene"):
+        rescore_evaluate(group, ["a", "sofa"])
+    unlabelled = _evaluate_group(tmp_path / "u.zarr", gt, gt, gt, ["a", "b", "c"], ["a"], has_truth=False)
+    with pytest.raises(EconsgError, match="no ground-truth labels"):
+        rescore_evaluate(unlabelled)
