@@ -189,7 +189,8 @@ def rescore_evaluate(group, classes: Sequence[str] | None = None) -> dict:
     from econsg.errors import EconsgError
 
     if not group.attrs.get("has_ground_truth", False):
-        raise EconsgError(f"{group.store}: this run had no ground-truth labels, so there is nothing to score against")
+        where = getattr(group.store, "root", "evaluate.zarr")
+        raise EconsgError(f"{where}: this run had no ground-truth labels, so there is nothing to score against")
     names = list(group.attrs["class_names"])
     chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
     unknown = [n for n in chosen if n not in names]
