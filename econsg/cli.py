@@ -435,7 +435,7 @@ def render_path(
         from econsg.device import resolve_device
         from econsg.progress import track
         from econsg.query import LatentQuery
-        from econsg.scene.camera_path import interpolate_cameras
+        from econsg.camera_path import interpolate_cameras
         from econsg.scene.store import open_scene
         from econsg.splat.gaussians import render_gaussians
         from econsg.workspace import load_autoencoder, open_stage

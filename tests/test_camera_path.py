@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from econsg.errors import EconsgError
-from econsg.scene.camera_path import interpolate_cameras, path_parameters
+from econsg.camera_path import interpolate_cameras, path_parameters
 
 
 def pose(axis_angle, centre) -> np.ndarray:
