@@ -216,3 +216,28 @@ def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     assert (default >= 0).sum() == len(labelled_only)  # the same labelled voxels, plus the unlabelled ones
     metrics = yaml.safe_load((workdir / "metrics" / "fuse.json").read_text())
     assert metrics["labelled_points"] == int((default >= 0).sum())
+
+
+def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project):
+    """Ground truth removed from scene.zarr: evaluate still writes RGB quality, consistency, FPS and latency,
+    no segmentation scores, and `econsg score` says there is nothing to score against."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from econsg.cli import app
+
+    workdir, _ = tiny_project
+    unlabelled = workdir / "unlabelled"
+    for store in ("scene", "extract", "autoencode", "splat"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", unlabelled / f"{store}.zarr", dirs_exist_ok=True)
+    for array in ("gt_class", "gt_instance"):
+        shutil.rmtree(unlabelled / "scene.zarr" / array)
+    run_stage(workdir, "evaluate", [f"paths.artifacts={unlabelled}", f"paths.metrics={unlabelled / 'metrics'}",
+                                    f"paths.plots={unlabelled / 'plots'}"])
+    metrics = json.loads((unlabelled / "metrics" / "evaluate.json").read_text())
+    assert metrics["has_ground_truth"] is False
+    assert metrics["psnr"] > 5.0 and 0.0 <= metrics["consistency"] <= 1.0 and metrics["render_fps"] > 0
+    assert not {"miou", "teacher_miou", "per_class_iou"} & set(metrics)
+    scored = CliRunner().invoke(app, ["score", "--store", str(unlabelled / "evaluate.zarr")])
+    assert scored.exit_code == 1 and "no ground-truth labels" in scored.stderr
