@@ -35,19 +35,18 @@ def interpolate_cameras(c2w: np.ndarray, Ks: np.ndarray, frames_per_segment: int
     Ks = np.asarray(Ks, np.float64)
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or Ks.shape != (len(c2w), 3, 3):
         raise EconsgError(f"camera path: got c2w {c2w.shape} and Ks {Ks.shape}, expected [K,4,4] and [K,3,3]")
-    rotations = c2w[:, :3, :3]
-    error = np.abs(rotations @ rotations.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
-    if (error > ORTHONORMAL_TOLERANCE).any() or (np.linalg.det(rotations) < 0).any():
-        bad = int(np.flatnonzero((error > ORTHONORMAL_TOLERANCE) | (np.linalg.det(rotations) < 0))[0])
+    R = c2w[:, :3, :3]
+    error = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    improper = (error > ORTHONORMAL_TOLERANCE) | (np.linalg.det(R) < 0)
+    if improper.any():
+        bad = int(np.argmax(improper))
         raise EconsgError(f"camera path: key {bad}'s rotation is not a proper rotation (R R^T - I up to {error[bad]:.2g})")
     times = path_parameters(len(c2w), frames_per_segment, loop)
     if loop:
         c2w = np.concatenate([c2w, c2w[:1]])
         Ks = np.concatenate([Ks, Ks[:1]])
-        rotations = c2w[:, :3, :3]
-    key_times = np.arange(len(c2w), dtype=np.float64)
     out = np.tile(np.eye(4), (len(times), 1, 1))
-    out[:, :3, :3] = Slerp(key_times, Rotation.from_matrix(rotations))(times).as_matrix()
+    out[:, :3, :3] = Slerp(np.arange(len(c2w)), Rotation.from_matrix(c2w[:, :3, :3]))(times).as_matrix()
     lower = np.minimum(np.floor(times).astype(int), len(c2w) - 2)
     weight = (times - lower)[:, None]
     out[:, :3, 3] = (1 - weight) * c2w[lower, :3, 3] + weight * c2w[lower + 1, :3, 3]

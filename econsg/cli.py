@@ -210,6 +210,11 @@ def _parse_views(views: str | None, available, option: str = "--views") -> list[
     return chosen
 
 
+def _split_names(option: str | None) -> list[str]:
+    """A comma-separated option as its non-empty, stripped names."""
+    return [name.strip() for name in (option or "").split(",") if name.strip()]
+
+
 @app.command()
 def score(
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to average over (default: the evaluation vocabulary's).")] = None,
@@ -226,12 +231,7 @@ def score(
 
         path = store or load_params(params).paths.artifact("evaluate")
         group = open_artifact(path, "evaluate")
-        chosen = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-        if exclude:
-            left_out = {c.strip() for c in exclude.split(",") if c.strip()}
-            base = chosen if chosen is not None else rescore_evaluate(group)["classes"]
-            chosen = [c for c in base if c not in left_out]
-        result = rescore_evaluate(group, chosen)
+        result = rescore_evaluate(group, _split_names(classes) or None, _split_names(exclude))
         table = Table(title=f"{path}: {len(result['classes'])} classes present")
         for column in ("class", "pixels", "IoU", "accuracy", "teacher IoU"):
             table.add_column(column, justify="left" if column == "class" else "right")
@@ -451,7 +451,7 @@ def render_path(
         vocabulary = _canonical_vocabulary(p, sp)
         chosen = list(texts) if texts else vocabulary
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract, device)
-        latents, canonical = q.text_latents(chosen), q.text_latents(vocabulary)
+        latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
         level = threshold if threshold is not None else p.evaluate.relevancy_threshold
         target = out or Path(p.paths.plots) / "render"
@@ -465,7 +465,7 @@ def render_path(
             with torch.no_grad():
                 frame = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, p.splat.backend, True)
             picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
-                                        chosen, latents.cpu(), canonical.cpu(), p.splat.temperature, level)  # fmt: skip
+                                        chosen, latents, canonical, p.splat.temperature, level)  # fmt: skip
             viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
             pictures.append(picture)
         gif = viz.save_gif(pictures, target / "path.gif", fps)

@@ -180,10 +180,10 @@ def gaussian_ground_truth_labels(
     return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)
 
 
-def rescore_evaluate(group, classes: Sequence[str] | None = None) -> dict:
+def rescore_evaluate(group, classes: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> dict:
     """Score the label maps an evaluate.zarr keeps (econsg's `pred_labels`, the teacher's `teacher_labels`,
-    `gt_labels`) again, over `classes` (scene class names; default: the evaluation vocabulary's) present in
-    the ground truth. Returns {"classes", "miou", "macc", "teacher_miou", "teacher_macc",
+    `gt_labels`) again, over `classes` (scene class names; default: the evaluation vocabulary's) but those in
+    `exclude`, present in the ground truth. Returns {"classes", "miou", "macc", "teacher_miou", "teacher_macc",
     "per_class": {name: {"iou", "acc", "teacher_iou", "pixels"}}}; names outside the scene raise EconsgError.
     """
     from econsg.errors import EconsgError
@@ -193,6 +193,7 @@ def rescore_evaluate(group, classes: Sequence[str] | None = None) -> dict:
         raise EconsgError(f"{where}: this run had no ground-truth labels, so there is nothing to score against")
     names = list(group.attrs["class_names"])
     chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
+    chosen = [n for n in chosen if n not in set(exclude)]
     unknown = [n for n in chosen if n not in names]
     if unknown:
         raise EconsgError(f"classes: {unknown} are not classes of this scene; expected some of {names}")
