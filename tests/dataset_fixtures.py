@@ -99,7 +99,8 @@ def write_colmap(root: Path, views: SyntheticViews, *, model: str = "PINHOLE", p
             save_rgb(root / "images" / name, views.images[i])
     if points is not None:
         for j, xyz in enumerate(points):
-            reconstruction.add_point3D(np.asarray(xyz, np.float64), pycolmap.Track(), np.array([j, 2 * j, 3 * j], np.uint8))
+            reconstruction.add_point3D(np.asarray(xyz, np.float64), pycolmap.Track(),
+                                        (np.array([j, 2 * j, 3 * j]) % 256).astype(np.uint8))
     folder = root / "sparse" / "0"
     folder.mkdir(parents=True, exist_ok=True)
     (reconstruction.write_binary if binary else reconstruction.write_text)(str(folder))

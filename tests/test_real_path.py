@@ -1,0 +1,102 @@
+"""The path a researcher's own scene takes, end to end: a COLMAP scene (images, poses, sparse points; no depth
+maps, no labels) -> extract with the open_clip + SAM backend -> crr -> fuse from the points -> autoencode ->
+splat -> evaluate, then `econsg query` and `econsg render` on a text no vocabulary holds.
+
+The weights cannot be downloaded here, so the loaders are replaced by tiny randomly initialised models of the
+real architectures (the loaders themselves are tested in test_openclip_sam.py); everything else is the stages'
+own code, run in process the way `econsg run STAGE` runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import econsg.features.openclip_sam as openclip_sam
+from econsg.artifacts import open_artifact
+from econsg.config import Params
+from econsg.pipeline import STAGE_ORDER, run_stage
+from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
+
+VOCABULARY = ["wall", "floor", "chair"]
+TINY_CLIP_DIM = 32  # tiny_clip_model's embed_dim
+
+
+def plane_points(step: float = 0.25, extent: float = 4.0) -> np.ndarray:
+    """A sparse grid on the plane z = PLANE_Z that every fixture view looks at (as SfM points would sample it)."""
+    axis = np.arange(-extent, extent + 1e-9, step)
+    x, y = np.meshgrid(axis, axis)
+    return np.stack([x.ravel(), y.ravel(), np.full(x.size, PLANE_Z)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own_scene")
+    views = synthetic_views(n=12, width=48, height=36)
+    write_colmap(root / "data", views, points=plane_points())
+    params = Params().model_dump(mode="json")
+    params["paths"] = {"data": "data", "artifacts": "artifacts", "metrics": "metrics", "plots": "plots",
+                       "checkpoints": "checkpoints"}
+    params["extract"].update(backend="openclip_sam", vocabulary=VOCABULARY, open_set_classes=[])
+    params["extract"]["openclip_sam"].update(clip_input_size=64, points_per_side=4, pred_iou_thresh=0.0,
+                                             stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=4,
+                                             device="cpu")
+    params["autoencode"].update(iterations=30, batch_size=256)
+    params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=8)
+    params["evaluate"].update(timing_repeats=1, overlay_views=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    clip = openclip_sam.tiny_clip_model(seed=0)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(openclip_sam, "load_clip", lambda p, device: (clip[0].to(device), clip[1]))
+    patch.setattr(openclip_sam, "check_sam_checkpoint", lambda p: Path(p.sam_checkpoint or "sam.pth"))
+    patch.setattr(openclip_sam, "load_sam", lambda p, device: openclip_sam.tiny_sam_model(seed=0).to(device))
+    patch.chdir(root)
+    for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
+        run_stage(stage, root / "params.yaml")
+    yield root, views
+    patch.undo()
+
+
+def test_own_scene_runs_from_colmap_to_evaluate_on_the_real_backend(real_run):
+    root, views = real_run
+    artifacts = root / "artifacts"
+    ex = open_artifact(artifacts / "extract.zarr", "extract")
+    assert list(ex.attrs["vocabulary"]) == VOCABULARY
+    assert ex["text_embeddings"].shape == (len(VOCABULARY), TINY_CLIP_DIM), "text from CLIP's tower, not the stand-in"
+    assert ex["features"].shape[0] == len(views.images) and ex["features"].shape[-1] == TINY_CLIP_DIM
+    assert (ex["num_masks"][:] > 0).all(), "SAM's automatic masks reach every view"
+    cr = open_artifact(artifacts / "crr.zarr", "crr")
+    refined = cr["refined_labels"][:]
+    assert ((refined >= 0) & (refined < len(VOCABULARY))).any() and (refined >= -1).all()
+    fused = open_artifact(artifacts / "fuse.zarr", "fuse")
+    assert fused.attrs["source"] == "points", "no depth maps: fuse projects the COLMAP points with a depth test"
+    xyz = fused["xyz"][:]
+    assert 0 < len(xyz) <= len(plane_points()) and np.allclose(xyz[:, 2], PLANE_Z, atol=0.05)
+    ae = open_artifact(artifacts / "autoencode.zarr", "autoencode")
+    latent_dim = yaml.safe_load((root / "params.yaml").read_text())["autoencode"]["latent_dim"]
+    assert ae["latent"].shape == (len(xyz), latent_dim)
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    assert metrics["has_ground_truth"] is False and "miou" not in metrics, "no labels: nothing is scored against them"
+    is_train = open_artifact(artifacts / "scene.zarr", "ingest")["is_train"][:]
+    assert np.isfinite(metrics["psnr"]) and metrics["test_views"] == int((~is_train).sum()) > 0
+    assert 0.0 <= metrics["consistency"] <= 1.0, "consistency falls back on the rendered depth"
+    assert metrics["query_latency_ms"] > 0 and metrics["render_fps"] > 0
+
+
+def test_own_scene_answers_a_new_text_and_flies_a_path(real_run):
+    from typer.testing import CliRunner
+
+    from econsg.cli import app
+
+    root, _ = real_run
+    runner = CliRunner()
+    query = runner.invoke(app, ["query", "a potted fern", "--view", "0"])
+    assert query.exit_code == 0, query.stderr
+    assert (root / "plots/query/a-potted-fern_view00.png").is_file()
+    render = runner.invoke(app, ["render", "a potted fern", "--through", "0,1", "--frames", "2"])
+    assert render.exit_code == 0, render.stderr
+    assert len(list((root / "plots/render/frames").glob("frame_*.png"))) == 3, "two keys, two frames a segment, plus the last"
