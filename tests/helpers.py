@@ -1,4 +1,4 @@
-"""Small fixtures shared by the tests: a tiny Blender-layout dataset written by hand."""
+"""Small fixtures shared by the tests: a tiny Blender-layout dataset written by hand, tiny backend settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# openclip_sam settings sized for tiny_clip_model / tiny_sam_model: thresholds 0 and NMS 1, so that random SAM
+# weights still yield many masks
+TINY_OPENCLIP_SAM = dict(clip_input_size=64, points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                         box_nms_thresh=1.0, min_mask_region_area=4, batch_size=4, device="cpu")
 
 
 def look_at_c2w(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:

@@ -26,6 +26,7 @@ from econsg.features.openclip_sam import (
     tiny_clip_model,
     tiny_sam_model,
 )
+from tests.helpers import TINY_OPENCLIP_SAM
 
 H, W = 48, 64
 VOCABULARY = ["chair", "table", "wall", "floor"]
@@ -42,19 +43,8 @@ def sam():
 
 
 def tiny_params(**overrides) -> OpenClipSamParams:
-    """Settings sized for the tiny models; thresholds 0 and NMS 1 so random SAM weights still yield many masks."""
-    values = dict(
-        clip_input_size=64,
-        points_per_side=3,
-        pred_iou_thresh=0.0,
-        stability_score_thresh=0.0,
-        box_nms_thresh=1.0,
-        min_mask_region_area=4,
-        batch_size=4,
-        device="cpu",
-    )
-    values.update(overrides)
-    return OpenClipSamParams(**values)
+    """Settings sized for the tiny models (tests/helpers.py), with `overrides`."""
+    return OpenClipSamParams(**{**TINY_OPENCLIP_SAM, **overrides})
 
 
 def make_extractor(clip_and_tokenizer, sam, **overrides) -> OpenClipSamExtractor:

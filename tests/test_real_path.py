@@ -20,6 +20,7 @@ from econsg.artifacts import open_artifact
 from econsg.config import Params
 from econsg.pipeline import STAGE_ORDER, run_stage
 from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
+from tests.helpers import TINY_OPENCLIP_SAM
 
 VOCABULARY = ["wall", "floor", "chair"]
 TINY_CLIP_DIM = 32  # tiny_clip_model's embed_dim
@@ -41,9 +42,7 @@ def real_run(tmp_path_factory):
     params["paths"] = {"data": "data", "artifacts": "artifacts", "metrics": "metrics", "plots": "plots",
                        "checkpoints": "checkpoints"}
     params["extract"].update(backend="openclip_sam", vocabulary=VOCABULARY, open_set_classes=[])
-    params["extract"]["openclip_sam"].update(clip_input_size=64, points_per_side=4, pred_iou_thresh=0.0,
-                                             stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=4,
-                                             device="cpu")
+    params["extract"]["openclip_sam"].update(TINY_OPENCLIP_SAM)
     params["autoencode"].update(iterations=30, batch_size=256)
     params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=8)
     params["evaluate"].update(timing_repeats=1, overlay_views=1)
