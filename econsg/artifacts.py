@@ -64,6 +64,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
         "feature": ("point", "feature"),
         "label": ("point",),
         "vote_share": ("point",),
+        "labelled_share": ("point",),
         "num_views": ("point",),
     },
     "autoencode": {

@@ -224,6 +224,7 @@ class FusedPoints:
     vote_share: [P] float32 winning label's share of the histogram mass (0 where no votes).
     num_views: [P] int32 number of distinct views whose samples hit the voxel.
     weight: [P] float32 total feature weight (sum of confidences x mixing weights) of the voxel.
+    labelled_share: [P] float32 fraction of the voxel's samples that carried a label (crr ignored the rest).
     """
 
     xyz: np.ndarray
@@ -233,6 +234,7 @@ class FusedPoints:
     vote_share: np.ndarray
     num_views: np.ndarray
     weight: np.ndarray
+    labelled_share: np.ndarray
 
     def __len__(self) -> int:
         return int(self.xyz.shape[0])
@@ -294,6 +296,7 @@ class VoxelFeatureFusion:
         self._rgb_sum = grow(self._rgb_sum if has else None, (c, 3), np.float64)
         self._xyz_sum = grow(self._xyz_sum if has else None, (c, 3), np.float64)
         self._count = grow(self._count if has else None, (c,), np.int64)
+        self._labelled = grow(self._labelled if has else None, (c,), np.int64)
         self._num_views = grow(self._num_views if has else None, (c,), np.int32)
         self._last_view = grow(self._last_view if has else None, (c,), np.int64, fill=np.iinfo(np.int64).min)
         self._capacity = c
@@ -430,6 +433,7 @@ class VoxelFeatureFusion:
         slot = np.empty(u, dtype=np.int64)
         slot[order] = np.arange(u)
         if labelled.any():
+            self._labelled[rows] += np.bincount(local[labelled], minlength=u)
             hist = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], weights=conf[labelled],
                                minlength=u * self.num_classes)  # fmt: skip
             self._hist[sorted_rows] += hist.reshape(u, self.num_classes)
@@ -478,15 +482,19 @@ class VoxelFeatureFusion:
         np.maximum.at(last_sample, local, np.arange(p))
         self._last_view[rows] = ids[last_sample]
 
-    def finalize(self, min_views: int = 1, drop_featureless: bool = True) -> FusedPoints:
+    def finalize(self, min_views: int = 1, drop_featureless: bool = True, min_labelled_share: float = 0.0) -> FusedPoints:
         """The fused points of voxels hit by at least `min_views` views.
 
         With `drop_featureless` (default) voxels with zero feature weight (seen only by IGNORE pixels)
         are dropped: they carry no semantics for the autoencoder. Otherwise their feature is zero.
+        A voxel whose samples carried a label less often than `min_labelled_share` gets label IGNORE:
+        where crr ignored most of what the views saw, a few labelled samples do not name the point.
         Points come in order of first occupation.
         """
         if int(min_views) < 1:
             raise EconsgError(f"min_views: expected >= 1, got {min_views}")
+        if not 0.0 <= min_labelled_share <= 1.0:
+            raise EconsgError(f"min_labelled_share: expected a fraction in [0, 1], got {min_labelled_share}")
         n = self._num
         keep = self._num_views[:n] >= min_views
         if drop_featureless:
@@ -498,7 +506,9 @@ class VoxelFeatureFusion:
         feature *= (1.0 / np.where(norm > 0, norm, 1.0)).astype(np.float32)[:, None]
         hist = self._hist[rows]
         total = hist.sum(axis=1)
-        label = np.where(total > 0, hist.argmax(axis=1), IGNORE).astype(np.int16)
+        labelled_share = self._labelled[rows] / np.maximum(self._count[rows], 1)
+        named = (total > 0) & (labelled_share >= min_labelled_share)
+        label = np.where(named, hist.argmax(axis=1), IGNORE).astype(np.int16)
         share = np.where(total > 0, hist.max(axis=1) / np.maximum(total, 1e-300), 0.0).astype(np.float32)
         return FusedPoints(
             xyz=(self._xyz_sum[rows] / count).astype(np.float32),
@@ -508,6 +518,7 @@ class VoxelFeatureFusion:
             vote_share=share,
             num_views=self._num_views[rows].astype(np.int32),
             weight=self._weight[rows].astype(np.float32),
+            labelled_share=labelled_share.astype(np.float32),
         )
 
 

@@ -102,7 +102,7 @@ def run(params: Params) -> None:
             xyz, table, labels, weights, rgb, view_ids, index, mix = (np.concatenate(column) for column in zip(*parts))
             fusion.add(xyz, table, labels, weights, rgb, view_id=view_ids, feature_index=index, feature_mix=mix)
             pixels += len(xyz)
-    fused = fusion.finalize(min_views=cfg.min_views)
+    fused = fusion.finalize(min_views=cfg.min_views, min_labelled_share=cfg.min_labelled_share)
     seconds = time.perf_counter() - start
     if len(fused.xyz) == 0:
         raise EconsgError("fuse: no 3D points survived fusion (check depth maps, fuse.min_views and fuse.max_depth)")
@@ -121,6 +121,7 @@ def run(params: Params) -> None:
         out.create_array("label", (len(keep),), "int16", data=fused.label[keep])
         out.create_array("vote_share", (len(keep),), "float32", data=fused.vote_share[keep])
         out.create_array("num_views", (len(keep),), "int32", data=fused.num_views[keep])
+        out.create_array("labelled_share", (len(keep),), "float32", data=fused.labelled_share[keep])
         out.attrs.update({"vocabulary": vocabulary, "voxel_size": cfg.voxel_size, "source": source})
     metrics = {
         "points": int(len(keep)),

@@ -21,6 +21,7 @@ def write_fuse(path, value: float, inputs=()):
         out.create_array("feature", (5, 4), "float32")
         out.create_array("label", (5,), "int16")
         out.create_array("vote_share", (5,), "float32")
+        out.create_array("labelled_share", (5,), "float32")
         out.create_array("num_views", (5,), "int32")
     return path
 
@@ -87,7 +88,7 @@ def test_wrong_dimension_names_are_reported(tmp_path):
         out.create_array("xyz", (5, 3), "float32", dims=("gaussian", "xyz"))
         for name, shape in {"rgb": (5, 3), "feature": (5, 4)}.items():
             out.create_array(name, shape, "float32")
-        for name in ("label", "vote_share", "num_views"):
+        for name in ("label", "vote_share", "labelled_share", "num_views"):
             out.create_array(name, (5,), "float32")
     with pytest.raises(ArtifactError, match=r"xyz: dimension names \('gaussian', 'xyz'\), expected \('point', 'xyz'\)"):
         open_artifact(path, "fuse")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -216,6 +217,25 @@ def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     assert (default >= 0).sum() == len(labelled_only)  # the same labelled voxels, plus the unlabelled ones
     metrics = yaml.safe_load((workdir / "metrics" / "fuse.json").read_text())
     assert metrics["labelled_points"] == int((default >= 0).sum())
+
+
+def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project):
+    """fuse.min_labelled_share: a point whose voxel crr mostly ignored loses its label; nothing else changes."""
+    import zarr
+
+    workdir, _ = tiny_project
+    other = workdir / "strict_labels"
+    for store in ("scene", "extract", "crr"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+                                "fuse.min_labelled_share=0.5"])
+    default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")
+    strict = zarr.open_group(other / "fuse.zarr", mode="r")
+    np.testing.assert_array_equal(strict["xyz"][...], default["xyz"][...])
+    np.testing.assert_array_equal(strict["labelled_share"][...], default["labelled_share"][...])
+    share, label, strict_label = default["labelled_share"][...], default["label"][...], strict["label"][...]
+    assert ((share > 0) & (share < 0.5) & (label >= 0)).any(), "the tiny scene has mostly-ignored labelled points"
+    np.testing.assert_array_equal(strict_label, np.where(share < 0.5, -1, label))
 
 
 def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project):

@@ -133,6 +133,24 @@ def test_label_histogram_ignore_and_views():
     assert len(fusion.finalize(min_views=2, drop_featureless=False)) == 0
 
 
+def test_labelled_share_counts_samples_and_can_unname_a_mostly_ignored_voxel():
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=True)
+    # voxel 0: one labelled sample among four (crr ignored the rest); voxel 1: two of two labelled
+    xyz = np.array([[0.5, 0.5, 0.5]] * 4 + [[1.5, 0.5, 0.5]] * 2)
+    labels = np.array([1, IGNORE, IGNORE, IGNORE, 0, 0])
+    conf = np.array([0.9, 0.1, 0.1, 0.1, 0.5, 0.5])  # shares count samples, not confidence
+    fusion.add(xyz, np.tile(unit(3, 0), (6, 1)), labels, conf, np.zeros((6, 3)), view_id=np.array([0, 1, 2, 3, 0, 1]))
+    named = fusion.finalize()
+    np.testing.assert_allclose(named.labelled_share, [0.25, 1.0])
+    assert named.label.tolist() == [1, 0], "by default any labelled sample names the point"
+    strict = fusion.finalize(min_labelled_share=0.5)
+    assert strict.label.tolist() == [IGNORE, 0]
+    np.testing.assert_allclose(strict.feature, named.feature)  # only the label changes
+    assert fusion.finalize(min_labelled_share=0.25).label.tolist() == [1, 0], "the share is a lower bound"
+    with pytest.raises(EconsgError, match=r"min_labelled_share: expected a fraction in \[0, 1\], got 1.5"):
+        fusion.finalize(min_labelled_share=1.5)
+
+
 def test_several_views_in_one_add_equal_one_add_per_view():
     rng = np.random.default_rng(3)
     n_views, per_view, D, C = 5, 400, 8, 4

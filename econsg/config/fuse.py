@@ -43,6 +43,14 @@ class FuseParams(Section):
         "what the training vocabulary cannot name, e.g. open-set classes, and cover surfaces no labelled pixel saw. "
         "Labels still come from labelled pixels only. false = features of labelled pixels only.",
     )
+    min_labelled_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="A fused point keeps its histogram label only if at least this fraction of the samples that hit "
+        "its voxel carried a label; below it the point is ignore, for the autoencoder's CE terms too. 0 = any "
+        "labelled sample names the point.",
+    )
     max_points: int | None = Field(
         None,
         ge=1,
