@@ -86,7 +86,7 @@ def test_own_scene_runs_from_colmap_to_evaluate_on_the_real_backend(real_run):
     assert metrics["query_latency_ms"] > 0 and metrics["render_fps"] > 0
 
 
-def test_own_scene_answers_a_new_text_and_flies_a_path(real_run):
+def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     from typer.testing import CliRunner
 
     from econsg.cli import app
@@ -99,3 +99,14 @@ def test_own_scene_answers_a_new_text_and_flies_a_path(real_run):
     render = runner.invoke(app, ["render", "a potted fern", "--through", "0,1", "--frames", "2"])
     assert render.exit_code == 0, render.stderr
     assert len(list((root / "plots/render/frames").glob("frame_*.png"))) == 3, "two keys, two frames a segment, plus the last"
+    audit = runner.invoke(app, ["audit", "--views", "1"])
+    assert audit.exit_code == 0, audit.stderr
+    assert (root / "plots/audit/view_0001.png").is_file(), "crr's audit panel over real SAM masks"
+    edit = runner.invoke(app, ["edit", "wall", "--action", "extract", "--threshold", "0.0"])
+    assert edit.exit_code == 0, edit.stderr
+    assert (root / "plots/edit/wall_extract.png").is_file()
+    from econsg.splat.ply import load_ply
+
+    extracted, _ = load_ply(root / "plots/edit/wall_extract.ply")
+    gaussians = open_artifact(root / "artifacts" / "splat.zarr", "splat")
+    assert 0 < len(extracted["means"]) <= gaussians["means"].shape[0]
