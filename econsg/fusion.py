@@ -220,8 +220,9 @@ class FusedPoints:
     xyz: [P, 3] float32 mean position of the voxel's samples (metres), not the voxel centre.
     rgb: [P, 3] float32 mean colour in [0, 1].
     feature: [P, D] float32 L2-normalised confidence-weighted mean feature.
-    label: [P] int16 argmax of the confidence-weighted label histogram; -1 where it has no votes.
-    vote_share: [P] float32 winning label's share of the histogram mass (0 where no votes).
+    label: [P] int16 argmax of the confidence-weighted label histogram; -1 where it has no votes, or where
+        labelled_share is below finalize's min_labelled_share.
+    vote_share: [P] float32 the histogram's winning share (0 where no votes), whether or not label names it.
     num_views: [P] int32 number of distinct views whose samples hit the voxel.
     weight: [P] float32 total feature weight (sum of confidences x mixing weights) of the voxel.
     labelled_share: [P] float32 fraction of the voxel's samples that carried a label (crr ignored the rest).
