@@ -199,17 +199,22 @@ def test_same_params_and_seed_give_identical_artifacts(tiny_project):
         assert read_provenance(second / f"{stage}.zarr").content_hash == first_hash, stage
 
 
+def fuse_again(workdir: Path, name: str, setting: str) -> Path:
+    """fuse rerun with one `section.key=value` on copies of the tiny run's upstream stores; returns their folder."""
+    other = workdir / name
+    for store in ("scene", "extract", "crr"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}", setting])
+    return other
+
+
 def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     """Default fuse lifts ignored pixels' features too (points crr could not label stay, unlabelled);
     features_from_ignored=false fuses labelled pixels only, so every point it keeps has a label."""
     import zarr
 
     workdir, _ = tiny_project
-    other = workdir / "labelled_only"
-    for store in ("scene", "extract", "crr"):
-        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
-    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
-                                "fuse.features_from_ignored=false"])
+    other = fuse_again(workdir, "labelled_only", "fuse.features_from_ignored=false")
     default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")["label"][...]
     labelled_only = zarr.open_group(other / "fuse.zarr", mode="r")["label"][...]
     assert (labelled_only >= 0).all()
@@ -224,11 +229,7 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     import zarr
 
     workdir, _ = tiny_project
-    other = workdir / "strict_labels"
-    for store in ("scene", "extract", "crr"):
-        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
-    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
-                                "fuse.min_labelled_share=0.5"])
+    other = fuse_again(workdir, "strict_labels", "fuse.min_labelled_share=0.5")
     default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")
     strict = zarr.open_group(other / "fuse.zarr", mode="r")
     np.testing.assert_array_equal(strict["xyz"][...], default["xyz"][...])
