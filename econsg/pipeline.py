@@ -151,12 +151,21 @@ def stage_params(params: Params, name: str) -> dict:
     return {key: data[key] for key in STAGES[name].params}
 
 
+# What `dvc plots show` draws beyond the stages' curves: evaluate's folder, where per_class_iou.json becomes sorted
+# bars (x and y name its fields) and the PNGs (confusion matrix, held-out view panels) are shown as images.
+TOP_LEVEL_PLOTS = {
+    "evaluate": {"{plots}/evaluate": {"template": "bar_horizontal_sorted", "x": "iou", "y": "class",
+                                      "title": "held-out IoU per class"}},
+}
+
+
+def template(path: str) -> str:
+    """A StageSpec path with its `{key}` placeholders as dvc.yaml's `${paths.key}` interpolations."""
+    return path.format(**{key: "${paths.%s}" % key for key in ("data", "artifacts", "metrics", "plots")})
+
+
 def dvc_stage(spec: StageSpec) -> dict:
     """The dvc.yaml entry of a stage, with paths templated from params.yaml's `paths` section."""
-
-    def template(path: str) -> str:
-        return path.format(**{key: "${paths.%s}" % key for key in ("data", "artifacts", "metrics", "plots")})
-
     entry: dict = {"cmd": f"python -m stages.{spec.name}"}
     entry["deps"] = [template(d) for d in spec.deps] + list(spec.code)
     entry["params"] = list(spec.params)
@@ -170,4 +179,5 @@ def dvc_stage(spec: StageSpec) -> dict:
 
 def dvc_yaml(stages: tuple[str, ...] = STAGE_ORDER) -> dict:
     """The whole demo dvc.yaml as a mapping (`econsg pipeline` prints it)."""
-    return {"stages": {name: dvc_stage(STAGES[name]) for name in stages}}
+    plots = [{template(path): dict(definition)} for name in stages for path, definition in TOP_LEVEL_PLOTS.get(name, {}).items()]
+    return {"stages": {name: dvc_stage(STAGES[name]) for name in stages}, **({"plots": plots} if plots else {})}

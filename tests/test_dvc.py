@@ -199,6 +199,24 @@ def test_same_params_and_seed_give_identical_artifacts(tiny_project):
         assert read_provenance(second / f"{stage}.zarr").content_hash == first_hash, stage
 
 
+def test_dvc_plots_show_draws_the_per_class_iou_and_evaluate_pictures(tiny_project):
+    """`dvc plots show`: per-class IoU as sorted bars with the values evaluate wrote, its PNGs as images."""
+    import json
+
+    workdir, _ = tiny_project
+    out = dvc(workdir, "plots", "show", "--json", "-o", str(workdir / "dvc_plots"))  # stdout, then any warnings
+    shown = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]["data"]
+    bars = shown["plots/evaluate/per_class_iou.json"][0]
+    assert bars["type"] == "vega" and bars["content"]["title"]["text"] == "held-out IoU per class"
+    values = {row["class"]: row["iou"] for row in bars["content"]["data"]["values"]}
+    written = json.loads((workdir / "metrics" / "evaluate.json").read_text())["per_class_iou"]
+    assert values == pytest.approx(written)
+    images = {name for name, entries in shown.items() if entries[0]["type"] == "image"}
+    assert "plots/evaluate/confusion.png" in images
+    assert any(name.startswith("plots/evaluate/view_") for name in images), "the held-out view panels"
+    assert {"plots/autoencode_curve.csv", "plots/splat_curve.csv"} <= set(shown), "the stages' own curves stay"
+
+
 def fuse_again(workdir: Path, name: str, setting: str) -> Path:
     """fuse rerun with one `section.key=value` on copies of the tiny run's upstream stores; returns their folder."""
     other = workdir / name
