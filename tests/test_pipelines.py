@@ -5,13 +5,14 @@ files match their generator."""
 import importlib.util
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from econsg.config import apply_overrides, load_params, parse_params
+from econsg.config import Params, apply_overrides, load_params, parse_params
 from econsg.pipeline import STAGE_ORDER, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +118,44 @@ def test_generated_files_are_up_to_date():
     for dataset in generate.DATASETS:
         for rel, text in generate.files(dataset).items():
             assert (ROOT / rel).read_text() == text, f"{rel} is stale: run `python pipelines/generate.py`"
+
+
+def _git_ignored(paths: list[str]) -> set[str]:
+    """Those of `paths` (relative to the repository, existing or not) that its .gitignore files ignore."""
+    result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(paths),
+                            capture_output=True, text=True, check=False)
+    return set(result.stdout.split())
+
+
+def _written(stages: list[dict], prefix: str) -> tuple[list[str], list[str]]:
+    """(paths DVC caches, paths with cache: false) of the stage entries, prefixed to be repository-relative."""
+    cached, uncached = [], []
+    for stage in stages:
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            (uncached if options.get("cache") is False else cached).append(f"{prefix}{path}")
+    return cached, uncached
+
+
+@pytest.mark.parametrize("dataset", ["(root)", *DATASETS])
+def test_git_keeps_metrics_and_curves_and_ignores_what_dvc_caches(dataset):
+    """cache: false metrics and curves are git's to keep, so `dvc exp show` and `dvc metrics diff` read them from
+    every commit and experiment (with them ignored, exp show printed '!' for each); cached outputs are DVC's."""
+    if dataset == "(root)":
+        paths = Params().paths
+        text = (ROOT / "dvc.yaml").read_text()
+        for key in ("data", "artifacts", "metrics", "plots"):
+            text = text.replace("${paths.%s}" % key, getattr(paths, key))
+        stages, prefix = list(yaml.safe_load(text)["stages"].values()), ""
+    else:
+        folder = ROOT / "pipelines" / dataset
+        entries = _load(folder / "dvc.yaml")["stages"]
+        runs = _load(folder / "scenes.yaml")["runs"].values()
+        stages = [_substitute(entry["do"], run) for entry in entries.values() if "foreach" in entry for run in runs]
+        stages += [entry for entry in entries.values() if "foreach" not in entry]
+        prefix = f"pipelines/{dataset}/"
+    cached, uncached = _written(stages, prefix)
+    assert cached and uncached
+    ignored = _git_ignored(cached + uncached)
+    assert not ignored & set(uncached), f"git ignores cache: false outputs: {sorted(ignored & set(uncached))[:3]}"
+    assert set(cached) <= ignored, f"cached outputs git would track: {sorted(set(cached) - ignored)[:3]}"
