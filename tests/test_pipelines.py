@@ -110,6 +110,17 @@ def test_each_benchmark_is_a_dvc_subproject_the_root_does_not_collect(dataset):
     assert written and not [path for path in written if path.startswith("..")]
 
 
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_runs_evaluate_pictures_are_a_plot(dataset):
+    """As at the root, `dvc plots show` draws each run's per-class IoU bars and evaluate PNGs, titled by run."""
+    folder = ROOT / "pipelines" / dataset
+    plots = {path: options for entry in _load(folder / "dvc.yaml")["plots"] for path, options in entry.items()}
+    paths = [run["path"] for run in _load(folder / "scenes.yaml")["runs"].values()]
+    assert set(plots) == {f"plots/{path}/evaluate" for path in paths}
+    assert {(o["template"], o["x"], o["y"]) for o in plots.values()} == {("bar_horizontal_sorted", "iou", "class")}
+    assert all(options["title"].startswith(f"{path}: ") for path in paths for options in [plots[f"plots/{path}/evaluate"]])
+
+
 def test_generated_files_are_up_to_date():
     spec = importlib.util.spec_from_file_location("pipelines_generate", ROOT / "pipelines" / "generate.py")
     generate = importlib.util.module_from_spec(spec)
