@@ -85,7 +85,7 @@ def run(params: Params) -> None:
     blocks = contiguous_blocks(scene.train_indices, VIEWS_PER_READ)
     with ThreadPoolExecutor(max_workers=1) as reader:  # the next block is read while this one is fused
         pending = reader.submit(read_views, inputs, blocks[0]) if blocks else None
-        for i, block in enumerate(track(blocks, f"fuse: back-projecting training views ({source})")):
+        for i, block in enumerate(track(blocks, f"fuse: back-projecting training views, {VIEWS_PER_READ} a block ({source})")):
             data = pending.result()
             pending = reader.submit(read_views, inputs, blocks[i + 1]) if i + 1 < len(blocks) else None
             parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
