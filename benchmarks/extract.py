@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from econsg.config.openclip_sam import OpenClipSamParams
+from econsg.device import resolve_device
 from econsg.features.openclip_sam import (
     OpenClipSamExtractor,
     random_clip_model,
     random_sam_model,
-    resolve_torch_device,
     tiny_clip_model,
     tiny_sam_model,
 )
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--clip-only", action="store_true", help="time only the CLIP dense pass (full models on CPU)")
     args = parser.parse_args()
-    device = resolve_torch_device(args.device)
+    device = torch.device(resolve_device(args.device))
     if args.views is None:
         args.views = 16 if device.type == "cuda" else (4 if args.tiny else 1)
     if args.points_per_side is None:
