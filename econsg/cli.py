@@ -431,11 +431,11 @@ def render_path(
         import torch
 
         from econsg import viz
+        from econsg.camera_path import interpolate_cameras
         from econsg.config import load_params
         from econsg.device import resolve_device
         from econsg.progress import track
         from econsg.query import LatentQuery
-        from econsg.camera_path import interpolate_cameras
         from econsg.scene.store import open_scene
         from econsg.splat.gaussians import render_gaussians
         from econsg.workspace import load_autoencoder, open_stage
@@ -458,12 +458,13 @@ def render_path(
         for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
             stale.unlink()
         sh = int(sp.attrs["sh_degree"])
+        viewmats = torch.from_numpy(np.linalg.inv(c2w)).float().to(device)  # the whole path's cameras, once
+        path_Ks = torch.from_numpy(Ks).float().to(device)
         pictures = []
         for i in track(range(len(c2w)), "render path"):
-            viewmat = torch.from_numpy(np.linalg.inv(c2w[i])).float()[None].to(device)
-            K = torch.from_numpy(Ks[i]).float()[None].to(device)
             with torch.no_grad():
-                frame = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, p.splat.backend, True)
+                frame = render_gaussians(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height, sh,
+                                         p.splat.backend, True)  # fmt: skip
             picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
                                         chosen, latents, canonical, p.splat.temperature, level)  # fmt: skip
             viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")

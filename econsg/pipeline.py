@@ -153,10 +153,8 @@ def stage_params(params: Params, name: str) -> dict:
 
 # What `dvc plots show` draws beyond the stages' curves: evaluate's folder, where per_class_iou.json becomes sorted
 # bars (x and y name its fields) and the PNGs (confusion matrix, held-out view panels) are shown as images.
-TOP_LEVEL_PLOTS = {
-    "evaluate": {"{plots}/evaluate": {"template": "bar_horizontal_sorted", "x": "iou", "y": "class",
-                                      "title": "held-out IoU per class"}},
-}
+EVALUATE_PLOTS = "{plots}/evaluate"
+EVALUATE_PLOTS_DEFINITION = {"template": "bar_horizontal_sorted", "x": "iou", "y": "class", "title": "held-out IoU per class"}
 
 
 def template(path: str) -> str:
@@ -179,5 +177,7 @@ def dvc_stage(spec: StageSpec) -> dict:
 
 def dvc_yaml(stages: tuple[str, ...] = STAGE_ORDER) -> dict:
     """The whole demo dvc.yaml as a mapping (`econsg pipeline` prints it)."""
-    plots = [{template(path): dict(definition)} for name in stages for path, definition in TOP_LEVEL_PLOTS.get(name, {}).items()]
-    return {"stages": {name: dvc_stage(STAGES[name]) for name in stages}, **({"plots": plots} if plots else {})}
+    body: dict = {"stages": {name: dvc_stage(STAGES[name]) for name in stages}}
+    if "evaluate" in stages:
+        body["plots"] = [{template(EVALUATE_PLOTS): dict(EVALUATE_PLOTS_DEFINITION)}]
+    return body

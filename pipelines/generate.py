@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from econsg.config import Params, parse_params  # noqa: E402
-from econsg.pipeline import STAGE_ORDER, STAGES, TOP_LEVEL_PLOTS  # noqa: E402
+from econsg.pipeline import EVALUATE_PLOTS, EVALUATE_PLOTS_DEFINITION, STAGE_ORDER, STAGES  # noqa: E402
 
 PER_SCENE_STAGES = tuple(name for name in STAGE_ORDER if name != "synth")
 PATH_KEYS = ("data", "artifacts", "metrics", "plots", "checkpoints")
@@ -228,9 +228,9 @@ def summary_entry(dataset: str) -> dict:
 
 def plots_entries(dataset: str) -> list[dict]:
     """The root's top-level plots (evaluate's per-class IoU bars and pictures) once per run: they cannot foreach."""
-    return [{path.format(plots=run_paths(dataset, run["scene"], run["path"])["plots"]):
-             {**definition, "title": f"{run['path']}: {definition['title']}"}}
-            for run in runs(dataset) for name in PER_SCENE_STAGES for path, definition in TOP_LEVEL_PLOTS.get(name, {}).items()]
+    definition = EVALUATE_PLOTS_DEFINITION
+    return [{EVALUATE_PLOTS.format(plots=run_paths(dataset, run["scene"], run["path"])["plots"]):
+             {**definition, "title": f"{run['path']}: {definition['title']}"}} for run in runs(dataset)]
 
 
 def dvc_yaml(dataset: str) -> str:
