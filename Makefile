@@ -5,15 +5,20 @@ PYTHON ?= python3
 # dvc.yaml runs `python -m stages.X`: put the venv first on PATH so that `python` is the venv's.
 RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: venv demo test test-all bench clean-artifacts
+.PHONY: venv lock demo test test-all bench clean-artifacts
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+# After changing pyproject's dependencies (delete a pin that a new range excludes first): re-pin every package.
+lock: venv
+	{ sed -n 1,4p constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v "^pip=="; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: venv          ## set up, then run the whole pipeline on the embedded scene
 	$(RUN) dvc repro
