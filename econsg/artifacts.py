@@ -37,6 +37,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
         "Ks": ("view", "row", "col"),
         "c2w": ("view", "row", "col"),
         "is_train": ("view",),
+        "dataset_view": ("view",),
         "points": ("point", "xyz"),
         "point_rgb": ("point", "rgb"),
     },

@@ -23,6 +23,8 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
 
     truth = open_ground_truth(scene.path)
     class_embeddings = embed_classes(encoder, truth.class_names, params.extract)
+    # A view's draws are keyed by its place in the whole dataset, not in this selection: a sparse-view run's
+    # teacher sees every view it keeps, the held-out ones included, exactly as the full run's does.
     for v in range(scene.num_views):
         yield synthetic_teacher_view(
             truth.classes(v),
@@ -31,7 +33,7 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
             vocabulary_embeddings,
             params.extract.synthetic,
             params.extract.temperature,
-            np.random.default_rng([params.seed, 2, v]),
+            np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
             class_names=truth.class_names,
         )
 

@@ -43,6 +43,11 @@ def test_downscale_and_sparse_views(tmp_path):
     assert (scene.width, scene.height) == (8, 6)
     assert scene.is_train.sum() == 2 and (~scene.is_train).sum() == 1
     assert scene.Ks[0][0, 0] == pytest.approx(10.0) and scene.Ks[0][0, 2] == pytest.approx(4.0)
+    # each kept view remembers its place in the whole dataset (training views first, then test views)
+    full = open_scene(ingest(root, tmp_path / "full.zarr"))
+    assert full.dataset_views.tolist() == list(range(6))
+    assert scene.dataset_views.tolist() == [0, 4, 5]
+    assert [full.names[i] for i in scene.dataset_views] == scene.names
 
 
 def edit_frames(root, split, edit):

@@ -37,15 +37,22 @@ def scale_intrinsics(K: np.ndarray, factor: int) -> np.ndarray:
     return scaled
 
 
-def choose_views(frames: list[FrameRecord], sparse_views: int | None) -> list[FrameRecord]:
-    """Training views (all, or the sparse subset) followed by every test view."""
-    train = [i for i, f in enumerate(frames) if f.split == "train"]
-    test = [i for i, f in enumerate(frames) if f.split == "test"]
-    if not train:
+def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
+    """Every view of the dataset, training views first, then test views, each in the dataset's order."""
+    ordered = [f for f in frames if f.split == "train"] + [f for f in frames if f.split == "test"]
+    if not any(f.split == "train" for f in frames):
         raise EconsgError("dataset: no training views found")
-    if not test:
+    if ordered[-1].split != "test":
         raise EconsgError("dataset: no test views found; a held-out split is needed for evaluation")
-    return [frames[i] for i in select_sparse_views(train, sparse_views)] + [frames[i] for i in test]
+    return ordered
+
+
+def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[int]:
+    """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset),
+    then every test view. A view keeps its position whatever the selection (scene.zarr's `dataset_view`)."""
+    train = [i for i, f in enumerate(ordered) if f.split == "train"]
+    test = [i for i, f in enumerate(ordered) if f.split == "test"]
+    return select_sparse_views(train, sparse_views) + test
 
 
 def thin_points(points: np.ndarray, colors: np.ndarray, voxel_size: float, max_points: int, rng: np.random.Generator):
@@ -73,7 +80,9 @@ def write_scene(
     """Load every chosen frame, check it, and write scene.zarr atomically."""
     from econsg.fusion import backproject_depth
 
-    frames = choose_views(source.frames, sparse_views)
+    ordered = dataset_order(source.frames)
+    chosen = choose_views(ordered, sparse_views)
+    frames = [ordered[i] for i in chosen]
     first = frames[0]
     height, width = first.height // downscale, first.width // downscale
     if height < 4 or width < 4:
@@ -133,6 +142,7 @@ def write_scene(
         out.create_array("Ks", Ks.shape, "float64", data=Ks)
         out.create_array("c2w", c2ws.shape, "float64", data=c2ws)
         out.create_array("is_train", (num,), "bool", data=np.array([f.split == "train" for f in frames]))
+        out.create_array("dataset_view", (num,), "int32", data=np.array(chosen, dtype=np.int32))
         out.create_array("points", cloud.shape, "float32", data=cloud)
         out.create_array("point_rgb", cloud_rgb.shape, "uint8", data=cloud_rgb)
         out.attrs.update(

@@ -26,6 +26,7 @@ class SceneViews:
     Ks: np.ndarray  # [V,3,3]
     c2w: np.ndarray  # [V,4,4] OpenCV camera-to-world
     is_train: np.ndarray  # [V] bool
+    dataset_views: np.ndarray  # [V] int: each view's position in the whole dataset (training views, then test views)
     names: list[str]
     class_names: list[str]
     width: int
@@ -74,6 +75,7 @@ def open_scene(path: str | Path) -> SceneViews:
         Ks=group["Ks"][...],
         c2w=group["c2w"][...],
         is_train=group["is_train"][...].astype(bool),
+        dataset_views=group["dataset_view"][...].astype(np.int64),
         names=list(attrs["view_names"]),
         class_names=list(attrs["class_names"]),
         width=int(attrs["width"]),
