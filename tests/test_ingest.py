@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -73,6 +74,16 @@ def test_bad_transforms_are_named_and_old_scene_kept(tmp_path, edit, message):
     with pytest.raises(EconsgError, match=message):
         ingest(root, out)
     assert open_scene(out).num_views == 4
+
+
+@pytest.mark.parametrize("only, message", [("test", "no training views found"), ("train", "no test views found")])
+def test_a_split_without_views_is_refused(tmp_path, only, message):
+    """The readers name a missing split file; this guards the layouts whose reader assigns the splits itself."""
+    source = read_scene(write_tiny_blender(tmp_path / "data"))
+    source = dataclasses.replace(source, frames=[dataclasses.replace(f, split=only) for f in source.frames])
+    with pytest.raises(EconsgError, match=message):
+        write_scene(source, tmp_path / "scene.zarr", params={}, downscale=1, sparse_views=None, max_init_points=10,
+                    init_voxel_size=0.01, rng=np.random.default_rng(0))
 
 
 def test_wrong_depth_size_unreadable_image_and_empty_classes(tmp_path):

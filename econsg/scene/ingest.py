@@ -39,12 +39,13 @@ def scale_intrinsics(K: np.ndarray, factor: int) -> np.ndarray:
 
 def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
     """Every view of the dataset, training views first, then test views, each in the dataset's order."""
-    ordered = [f for f in frames if f.split == "train"] + [f for f in frames if f.split == "test"]
-    if not any(f.split == "train" for f in frames):
+    train = [f for f in frames if f.split == "train"]
+    test = [f for f in frames if f.split == "test"]
+    if not train:
         raise EconsgError("dataset: no training views found")
-    if ordered[-1].split != "test":
+    if not test:
         raise EconsgError("dataset: no test views found; a held-out split is needed for evaluation")
-    return ordered
+    return train + test
 
 
 def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[int]:
