@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # After changing pyproject's dependencies (delete a pin that a new range excludes first): re-pin every package.
 lock: venv
-	{ sed -n 1,4p constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v "^pip=="; } > constraints.txt.new
+	{ grep "^#" constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v "^pip=="; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 demo: venv          ## set up, then run the whole pipeline on the embedded scene

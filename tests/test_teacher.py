@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import zarr
 
+from econsg.config import Params
 from econsg.config.extract import ExtractParams, SyntheticTeacherParams
 from econsg.errors import EconsgError
 from econsg.features.base import (
@@ -15,6 +17,11 @@ from econsg.features.base import (
 )
 from econsg.features.teacher import confusion_partners, ground_truth_segments, synthetic_teacher_view
 from econsg.features.text import HashedTextEncoder, encode_vocabulary
+from econsg.scene.ingest import write_scene
+from econsg.scene.readers import read_scene
+from econsg.scene.store import open_scene
+from stages import extract
+from tests.helpers import write_tiny_blender
 
 NAMES = ["wall", "floor", "sofa", "chair", "lamp"]
 H, W = 24, 32
@@ -218,15 +225,6 @@ def test_a_sparse_selection_leaves_the_teacher_unchanged_on_the_views_it_keeps(t
     """The teacher's draws follow a view's place in the dataset, not in the selection: the held-out view (and
     every kept training view) gets the same features and labels in a sparse-view run as in the full run, so
     the two settings are scored against the same teacher baseline."""
-    import zarr
-
-    from econsg.config import Params
-    from econsg.scene.ingest import write_scene
-    from econsg.scene.readers import read_scene
-    from econsg.scene.store import open_scene
-    from stages import extract
-    from tests.helpers import write_tiny_blender
-
     root = write_tiny_blender(tmp_path / "data", views=6)
     stores = {}
     for name, sparse_views in (("full", None), ("sparse", 2)):
@@ -235,7 +233,7 @@ def test_a_sparse_selection_leaves_the_teacher_unchanged_on_the_views_it_keeps(t
                     max_init_points=1000, init_voxel_size=0.01, rng=np.random.default_rng(0))
         extract.run(params)
         stores[name] = (open_scene(params.paths.artifact("ingest")), zarr.open_group(params.paths.artifact("extract"), mode="r"))
-    (full_scene, full), (sparse_scene, sparse) = stores["full"], stores["sparse"]
+    (_, full), (sparse_scene, sparse) = stores["full"], stores["sparse"]
     assert sparse_scene.dataset_views.tolist() == [0, 4, 5]
     for v, dataset_view in enumerate(sparse_scene.dataset_views):
         np.testing.assert_array_equal(sparse["features"][v], full["features"][dataset_view])
