@@ -220,6 +220,8 @@ def score(
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to average over (default: the evaluation vocabulary's).")] = None,
     exclude: Annotated[str | None, typer.Option(help="Comma-separated class names to leave out of the means.")] = None,
     store: Annotated[Path | None, typer.Option(help="An evaluate.zarr (default: the params' evaluate artifact).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Resample the held-out views this many times and print 90 % intervals of the means (0: off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Re-score a finished run from the label maps its evaluate artifact keeps: econsg and the 2D teacher, per class and mean."""
@@ -231,14 +233,23 @@ def score(
 
         path = store or load_params(params).paths.artifact("evaluate")
         group = open_artifact(path, "evaluate")
-        result = rescore_evaluate(group, _split_names(classes) or None, _split_names(exclude))
+        result = rescore_evaluate(group, _split_names(classes) or None, _split_names(exclude), bootstrap=bootstrap, seed=seed)
         table = Table(title=f"{path}: {len(result['classes'])} classes present")
         for column in ("class", "pixels", "IoU", "accuracy", "teacher IoU"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for name, row in result["per_class"].items():
             table.add_row(name, str(row["pixels"]), f"{row['iou']:.3f}", f"{row['acc']:.3f}", f"{row['teacher_iou']:.3f}")
         table.add_row("mean", "", f"{result['miou']:.3f}", f"{result['macc']:.3f}", f"{result['teacher_miou']:.3f}", style="bold")
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        if "bootstrap" in result:
+            b = result["bootstrap"]
+            views = group["gt_labels"].shape[0]
+            console.print(
+                f"{b['coverage']:.0%} intervals over {b['rounds']} resamples of the {views} held-out views: "
+                f"mIoU [{b['miou'][0]:.3f}, {b['miou'][1]:.3f}], teacher [{b['teacher_miou'][0]:.3f}, {b['teacher_miou'][1]:.3f}], "
+                f"econsg - teacher [{b['over_teacher'][0]:+.3f}, {b['over_teacher'][1]:+.3f}] (paired)"
+            )
 
     _guard(work)
 

@@ -180,11 +180,45 @@ def gaussian_ground_truth_labels(
     return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)
 
 
-def rescore_evaluate(group, classes: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> dict:
+def view_bootstrap_intervals(
+    pred_confusions: np.ndarray,
+    teacher_confusions: np.ndarray,
+    classes: Sequence[int],
+    *,
+    rounds: int,
+    rng: np.random.Generator,
+    coverage: float = 0.9,
+) -> dict:
+    """Percentile intervals of mIoU over resamples of the held-out views (drawn with replacement, as many as there
+    are): econsg's, the teacher's, and the margin between them, paired (both scored on the same resampled views).
+
+    pred_confusions, teacher_confusions: [V, C, C+1] per-view confusion matrices. Returns {"rounds", "coverage",
+    "miou": [low, high], "teacher_miou": [low, high], "over_teacher": [low, high]}. With few views the interval says
+    how much the figures lean on which views were held out, not how they would move on another scene.
+    """
+    views = len(pred_confusions)
+    draws = {"miou": [], "teacher_miou": [], "over_teacher": []}
+    for _ in range(rounds):
+        pick = rng.integers(0, views, views)
+        ours = subset_scores(pred_confusions[pick].sum(axis=0), classes)["miou"]
+        teacher = subset_scores(teacher_confusions[pick].sum(axis=0), classes)["miou"]
+        draws["miou"].append(ours)
+        draws["teacher_miou"].append(teacher)
+        draws["over_teacher"].append(ours - teacher)
+    tail = 50.0 * (1.0 - coverage)
+    return {"rounds": rounds, "coverage": coverage,
+            **{key: [float(v) for v in np.nanpercentile(values, [tail, 100.0 - tail])] for key, values in draws.items()}}
+
+
+def rescore_evaluate(
+    group, classes: Sequence[str] | None = None, exclude: Sequence[str] = (), *, bootstrap: int = 0, seed: int = 0
+) -> dict:
     """Score the label maps an evaluate.zarr keeps (econsg's `pred_labels`, the teacher's `teacher_labels`,
     `gt_labels`) again, over `classes` (scene class names; default: the evaluation vocabulary's) but those in
     `exclude`, present in the ground truth. Returns {"classes", "miou", "macc", "teacher_miou", "teacher_macc",
-    "per_class": {name: {"iou", "acc", "teacher_iou", "pixels"}}}; names outside the scene raise EconsgError.
+    "per_class": {name: {"iou", "acc", "teacher_iou", "pixels"}}}, and with `bootstrap` rounds > 0 also
+    "bootstrap": `view_bootstrap_intervals` over the held-out views (seeded by `seed`); names outside the scene
+    raise EconsgError.
     """
     from econsg.errors import EconsgError
 
@@ -198,18 +232,23 @@ def rescore_evaluate(group, classes: Sequence[str] | None = None, exclude: Seque
     if unknown:
         raise EconsgError(f"classes: {unknown} are not classes of this scene; expected some of {names}")
     C = len(names)
-    conf = {"pred": np.zeros((C, C + 1), np.int64), "teacher": np.zeros((C, C + 1), np.int64)}
+    per_view = {"pred": [], "teacher": []}
     for i in range(group["gt_labels"].shape[0]):
         gt = group["gt_labels"][i].astype(np.int64)
-        conf["pred"] += confusion_matrix(group["pred_labels"][i].astype(np.int64), gt, C)
-        conf["teacher"] += confusion_matrix(group["teacher_labels"][i].astype(np.int64), gt, C)
+        for key in per_view:
+            per_view[key].append(confusion_matrix(group[f"{key}_labels"][i].astype(np.int64), gt, C))
+    per_view = {key: np.stack(matrices) for key, matrices in per_view.items()}
+    conf = {key: matrices.sum(axis=0) for key, matrices in per_view.items()}
     ids = [names.index(n) for n in chosen]
     ours, teacher = subset_scores(conf["pred"], ids), subset_scores(conf["teacher"], ids)
     per_ours, per_teacher = segmentation_scores(conf["pred"]), segmentation_scores(conf["teacher"])
+    intervals = ({"bootstrap": view_bootstrap_intervals(per_view["pred"], per_view["teacher"], ids, rounds=bootstrap,
+                                                        rng=np.random.default_rng(seed))} if bootstrap > 0 else {})
     return {
         "classes": [names[c] for c in ours["classes"]],
         "miou": ours["miou"], "macc": ours["macc"], "teacher_miou": teacher["miou"], "teacher_macc": teacher["macc"],
         "per_class": {names[c]: {"iou": float(per_ours["iou"][c]), "acc": float(per_ours["acc"][c]),
                                  "teacher_iou": float(per_teacher["iou"][c]), "pixels": int(conf["pred"][c].sum())}
                       for c in ours["classes"]},
+        **intervals,
     }

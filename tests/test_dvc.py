@@ -128,8 +128,9 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     single = runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1", "--loop", "--out", "plots/render_floor"])
     assert single.exit_code == 0, single.stderr
     assert len(list((workdir / "plots/render_floor/frames").glob("frame_*.png"))) == 2, "a loop of two keys, one frame each"
-    scored = runner.invoke(app, ["score", "--exclude", "wall"])
+    scored = runner.invoke(app, ["score", "--exclude", "wall", "--bootstrap", "50"])
     assert scored.exit_code == 0, scored.stderr
+    assert "intervals over 50 resamples" in scored.stdout and "(paired)" in scored.stdout
     import json
 
     from econsg.artifacts import open_artifact

@@ -196,3 +196,25 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
     unlabelled = _evaluate_group(tmp_path / "u.zarr", gt, gt, gt, ["a", "b", "c"], ["a"], has_truth=False)
     with pytest.raises(EconsgError, match="no ground-truth labels"):
         rescore_evaluate(unlabelled)
+
+
+def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_path):
+    from econsg.evaluation import rescore_evaluate
+
+    names = ["a", "b", "c"]
+    same = [[[0, 1, 1, 2]]] * 4
+    wrong = [[[0, 0, 1, 2]]] * 4
+    flat = rescore_evaluate(_evaluate_group(tmp_path / "same.zarr", wrong, same, same, names, names), bootstrap=200)
+    assert flat["bootstrap"]["miou"] == pytest.approx([flat["miou"]] * 2), "every resample of identical views is the same"
+    assert flat["bootstrap"]["over_teacher"] == pytest.approx([flat["miou"] - 1.0] * 2)
+    # views that differ: econsg's interval opens, but where the teacher says the same as econsg the paired margin
+    # stays 0 in every resample (an unpaired difference of the two intervals would not)
+    gt = [[[0, 1, 1, 2]], [[0, 0, 0, 2]], [[1, 1, 2, 2]], [[0, 1, 2, 2]]]
+    pred = [[[0, 1, 1, 2]], [[1, 1, 0, 2]], [[1, 1, 1, 1]], [[0, 0, 0, 2]]]
+    group = _evaluate_group(tmp_path / "differ.zarr", pred, pred, gt, names, names)
+    result = rescore_evaluate(group, bootstrap=300, seed=3)
+    low, high = result["bootstrap"]["miou"]
+    assert low < result["miou"] < high
+    assert result["bootstrap"]["over_teacher"] == pytest.approx([0.0, 0.0])
+    assert rescore_evaluate(group, bootstrap=300, seed=3)["bootstrap"] == result["bootstrap"], "seeded"
+    assert "bootstrap" not in rescore_evaluate(group)
