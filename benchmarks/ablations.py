@@ -83,7 +83,22 @@ def cell(values: list) -> str:
         return str(values[0])
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+    low, high = min(values), max(values)
+    joint = " to " if low < 0 else "-"  # "-0.020 to -0.010", not "-0.020--0.010"
+    return f"{statistics.fmean(values):.3f} ({low:.3f}{joint}{high:.3f})"
+
+
+def ablation_table(rows: dict[str, list[dict]]) -> str:
+    """Markdown table, a row per variant. With a `full` row, `miou_vs_full` is each variant's mIoU minus the full
+    method's on the same seed (runs are paired by position), so a variant is measurably worse where the whole
+    range is below 0."""
+    columns = COLUMNS + (("miou_vs_full",) if "full" in rows else ())
+    lines = ["| variant | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, runs in rows.items():
+        if "full" in rows:
+            runs = [{**run, "miou_vs_full": run["miou"] - full["miou"]} for run, full in zip(runs, rows["full"], strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cell([run.get(c) for run in runs]) for c in columns) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -108,12 +123,7 @@ def main() -> None:
             first = min(first, first_seeded, key=STAGE_ORDER.index)
             rows[name] = [run_variant([*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
                           for seed in args.seeds]
-    header = "| variant | " + " | ".join(COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
-    for name, runs in rows.items():
-        cells = [cell([run.get(c) for run in runs]) for c in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = ablation_table(rows)
     print(table)
     (args.out / "ablations.md").write_text(table + "\n")
 

@@ -27,3 +27,20 @@ def test_benchmark_imports_and_defines_main(path):
     finally:
         sys.modules.pop(spec.name, None)
     assert callable(getattr(module, "main", None)), f"{path.name}: no main()"
+
+
+def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
+    spec = importlib.util.spec_from_file_location("benchmark_ablations_table", BENCHMARKS[0].parent / "ablations.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        run = lambda miou: {"miou": miou, "teacher_miou": 0.5}  # noqa: E731
+        # seed by seed the variant is 0.02 below full, though its range overlaps full's
+        table = module.ablation_table({"full": [run(0.70), run(0.80)], "no_ce": [run(0.68), run(0.78)]})
+    finally:
+        sys.modules.pop(spec.name, None)
+    header, _, full, no_ce = table.splitlines()
+    assert header.endswith("| miou_vs_full |")
+    assert no_ce.startswith("| no_ce | 0.730 (0.680-0.780) |")
+    assert no_ce.endswith("| -0.020 (-0.020 to -0.020) |") and full.endswith("| 0.000 (0.000-0.000) |")
