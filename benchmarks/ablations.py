@@ -72,8 +72,6 @@ def run_variant(overrides: list[str], first_stage: str, params_file: Path, root:
         subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     metrics["seconds"] = time.perf_counter() - start
-    if isinstance(metrics.get("miou"), float) and isinstance(metrics.get("teacher_miou"), float):
-        metrics["over_teacher"] = metrics["miou"] - metrics["teacher_miou"]
     return metrics
 
 
@@ -88,15 +86,23 @@ def cell(values: list) -> str:
     return f"{statistics.fmean(values):.3f} ({low:.3f}{joint}{high:.3f})"
 
 
+def difference(a: dict, b: dict, key_a: str, key_b: str):
+    """a[key_a] - b[key_b] where both are numbers (a run without ground truth has no mIoU), else None."""
+    x, y = a.get(key_a), b.get(key_b)
+    return x - y if isinstance(x, (int, float)) and isinstance(y, (int, float)) else None
+
+
 def ablation_table(rows: dict[str, list[dict]]) -> str:
-    """Markdown table, a row per variant. With a `full` row, `miou_vs_full` is each variant's mIoU minus the full
-    method's on the same seed (runs are paired by position), so a variant is measurably worse where the whole
-    range is below 0."""
-    columns = COLUMNS + (("miou_vs_full",) if "full" in rows else ())
+    """Markdown table, a row per variant. `over_teacher` is each run's mIoU minus its own teacher's; with a `full`
+    row, `miou_vs_full` is each variant's mIoU minus the full method's on the same seed (runs are paired by
+    position), so a variant is measurably worse where the whole range is below 0."""
+    full = rows.get("full")
+    columns = COLUMNS + (("miou_vs_full",) if full else ())
     lines = ["| variant | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, runs in rows.items():
-        if "full" in rows:
-            runs = [{**run, "miou_vs_full": run["miou"] - full["miou"]} for run, full in zip(runs, rows["full"], strict=True)]
+        runs = [{**run, "over_teacher": difference(run, run, "miou", "teacher_miou"),
+                 **({"miou_vs_full": difference(run, paired, "miou", "miou")} if full else {})}
+                for run, paired in zip(runs, full or runs, strict=True)]
         lines.append(f"| {name} | " + " | ".join(cell([run.get(c) for run in runs]) for c in columns) + " |")
     return "\n".join(lines)
 

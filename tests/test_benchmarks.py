@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,29 +18,31 @@ def test_there_are_benchmarks():
     assert {"ablations", "extract", "fusion", "render"} <= {path.stem for path in BENCHMARKS}
 
 
-@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.stem)
-def test_benchmark_imports_and_defines_main(path):
+@contextmanager
+def load_benchmark(path: Path):
+    """The benchmark script as a module, registered in sys.modules while in use (dataclasses resolve their module
+    through it)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    assert callable(getattr(module, "main", None)), f"{path.name}: no main()"
-
-
-def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
-    spec = importlib.util.spec_from_file_location("benchmark_ablations_table", BENCHMARKS[0].parent / "ablations.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-        run = lambda miou: {"miou": miou, "teacher_miou": 0.5}  # noqa: E731
-        # seed by seed the variant is 0.02 below full, though its range overlaps full's
-        table = module.ablation_table({"full": [run(0.70), run(0.80)], "no_ce": [run(0.68), run(0.78)]})
+        yield module
     finally:
         sys.modules.pop(spec.name, None)
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.stem)
+def test_benchmark_imports_and_defines_main(path):
+    with load_benchmark(path) as module:
+        assert callable(getattr(module, "main", None)), f"{path.name}: no main()"
+
+
+def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
+    run = lambda miou: {"miou": miou, "teacher_miou": 0.5}  # noqa: E731
+    with load_benchmark(BENCHMARKS[0].parent / "ablations.py") as module:
+        # seed by seed the variant is 0.02 below full, though its range overlaps full's
+        table = module.ablation_table({"full": [run(0.70), run(0.80)], "no_ce": [run(0.68), run(0.78)]})
     header, _, full, no_ce = table.splitlines()
     assert header.endswith("| miou_vs_full |")
     assert no_ce.startswith("| no_ce | 0.730 (0.680-0.780) |")

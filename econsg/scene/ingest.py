@@ -51,9 +51,8 @@ def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
 def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[int]:
     """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset),
     then every test view. A view keeps its position whatever the selection (scene.zarr's `dataset_view`)."""
-    train = [i for i, f in enumerate(ordered) if f.split == "train"]
-    test = [i for i, f in enumerate(ordered) if f.split == "test"]
-    return select_sparse_views(train, sparse_views) + test
+    num_train = sum(f.split == "train" for f in ordered)  # dataset_order puts them first
+    return select_sparse_views(list(range(num_train)), sparse_views) + list(range(num_train, len(ordered)))
 
 
 def thin_points(points: np.ndarray, colors: np.ndarray, voxel_size: float, max_points: int, rng: np.random.Generator):
