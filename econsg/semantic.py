@@ -61,18 +61,21 @@ def make_semantic_loss(
     temperature: float,
     ce_normalize: bool,
     distill_ignored: bool = True,
+    dist_normalize: bool = False,
 ) -> Callable:
     """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
 
-    Dist runs over every pixel (`distill_ignored`, METHOD.md's sum over u) or only over those crr labelled;
-    the CE term always skips the ignored ones.
+    Dist runs over every pixel (`distill_ignored`, METHOD.md's sum over u) or only over those crr labelled,
+    on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always skips the
+    ignored pixels and divides its cosines by `temperature`.
     """
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
         target_labels = labels[view_index]
         valid = None if distill_ignored else target_labels != IGNORE
-        sem = semantic_distill_loss(rendered, latent_maps[view_index].float(), dist, valid)
+        distilled = nnf.normalize(rendered, dim=-1) if dist_normalize else rendered
+        sem = semantic_distill_loss(distilled, latent_maps[view_index].float(), dist, valid)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:

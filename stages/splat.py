@@ -54,8 +54,8 @@ def run(params: Params) -> None:
     views = load_views(scene, train, device, extras={"latent_maps": latent_maps, "labels": labels})
     extra_loss = make_semantic_loss(
         views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
-        lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.temperature, ce_normalize=cfg.ce_normalize,
-        distill_ignored=cfg.distill_ignored,
+        lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.ce_temperature, ce_normalize=cfg.ce_normalize,
+        distill_ignored=cfg.distill_ignored, dist_normalize=cfg.dist_normalize,
     )
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,

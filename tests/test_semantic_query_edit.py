@@ -70,6 +70,28 @@ def test_semantic_hook_distils_ignored_pixels_only_when_asked():
     assert every["sem"] == pytest.approx((1.0 + 5.0) / 2)
 
 
+def test_semantic_hook_distils_the_direction_when_asked():
+    class Out:  # a render pointing the target's way at three times its length, and one at half its length
+        features = torch.stack([3.0 * LATENTS[0], 0.5 * LATENTS[1]]).reshape(1, 1, 2, 3)
+
+    maps = LATENTS[[0, 1]].reshape(1, 1, 2, 3)
+    labels = torch.tensor([[[0, 1]]])
+    kwargs = dict(lambda_sem=1.0, lambda_2d=0.0, dist="l1", temperature=0.1, ce_normalize=True)
+    _, raw = make_semantic_loss(maps, labels, LATENTS, dist_normalize=False, **kwargs)(Out(), 0, None)
+    _, direction = make_semantic_loss(maps, labels, LATENTS, dist_normalize=True, **kwargs)(Out(), 0, None)
+    assert raw["sem"] == pytest.approx((2.0 + 0.5) / (2 * 3))  # mean |F - target| over pixels and channels
+    assert direction["sem"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ce_temperature_sharpens_the_term():
+    rendered = unit([[1.0, 0.3, 0.0]]).reshape(1, 1, 3)  # leaning toward class 0, labelled 0
+    labels = torch.tensor([[0]])
+    raw_cosines = semantic_ce_loss(rendered, labels, LATENTS, 1.0, normalize=False)
+    sharp = semantic_ce_loss(rendered, labels, LATENTS, 0.05, normalize=False)
+    assert sharp.item() < 0.01 < raw_cosines.item()  # raw cosines barely separate the classes
+    assert raw_cosines.item() > 0.5 * math.log(3)
+
+
 def test_relevancy_is_high_where_the_query_explains_the_feature():
     features = LATENTS.clone()
     rel = relevancy(features, LATENTS[1], LATENTS, temperature=0.1)

@@ -130,6 +130,11 @@ class SplatParams(Section):
         20.0, ge=0, description="Weight of Dist(F, F_z^2D), the rendered-feature distillation term (authors: 20)."
     )
     semantic_dist: Literal["l1", "l2"] = Field("l1", description="Dist of the distillation term (authors: L1).")
+    dist_normalize: bool = Field(
+        False,
+        description="Dist compares the rendered feature's direction F(u) / |F(u)| with F_z^2D(u), as the authors' code "
+        "does; false = F(u) itself, as the paper writes it. Segmentation and queries read only the direction.",
+    )
     distill_ignored: bool = Field(
         True,
         description="Distil F_z^2D on every pixel, as METHOD.md's sum over u does; false = only on the pixels crr "
@@ -151,8 +156,15 @@ class SplatParams(Section):
         description="Initial semantic features: the fused points' latents z (the paper's 3D contextual space) or "
         "small random values (the plain feature-distillation ablation).",
     )
+    ce_temperature: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Temperature T of the CE term's logits cos(F, T_z) / T. The paper gives no value; the authors' "
+        "code uses the raw cosines (1).",
+    )
     temperature: float = Field(
-        0.05, gt=0, le=1, description="Softmax temperature T of cos(F, T_z) / T in the CE term and at query time."
+        0.05, gt=0, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, evaluate)."
     )
 
     @model_validator(mode="after")
