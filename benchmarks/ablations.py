@@ -11,6 +11,8 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   labelled_distill splat.distill_ignored=false: Dist only on the pixels crr labelled
   raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
   own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling
+  authors_loss  splat.dist_normalize=true, splat.ce_temperature=1: the authors' code's Dist (on F/|F|) and CE
+                (raw cosines as logits)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
 
@@ -47,6 +49,7 @@ VARIANTS = {
     "labelled_distill": (["splat.distill_ignored=false"], "splat"),
     "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
     "own_features": (["crr.ignored_features=own"], "crr"),
+    "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.

@@ -47,3 +47,20 @@ def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
     assert header.endswith("| miou_vs_full |")
     assert no_ce.startswith("| no_ce | 0.730 (0.680-0.780) |")
     assert no_ce.endswith("| -0.020 (-0.020 to -0.020) |") and full.endswith("| 0.000 (0.000-0.000) |")
+
+
+def test_every_ablation_is_a_real_alternative_rerun_from_the_stage_it_changes():
+    from econsg.config import load_params
+    from econsg.pipeline import STAGE_ORDER
+
+    params_file = BENCHMARKS[0].parents[1] / "params.yaml"
+    defaults = load_params(params_file).model_dump()
+    with load_benchmark(BENCHMARKS[0].parent / "ablations.py") as module:
+        variants = dict(module.VARIANTS)
+    for name, (overrides, first_stage) in variants.items():
+        changed = load_params(params_file, overrides).model_dump()  # a bad key or value raises ConfigError
+        sections = {item.split(".", 1)[0] for item in overrides}
+        assert name == "full" or any(changed[s] != defaults[s] for s in sections), f"{name}: changes nothing"
+        assert all(STAGE_ORDER.index(first_stage) <= STAGE_ORDER.index(s) for s in sections), (
+            f"{name}: reruns from {first_stage}, after a stage it changes ({sorted(sections)})"
+        )
