@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from econsg.config import load_params
+from econsg.pipeline import STAGE_ORDER
+
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
 
 
@@ -50,9 +53,6 @@ def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
 
 
 def test_every_ablation_is_a_real_alternative_rerun_from_the_stage_it_changes():
-    from econsg.config import load_params
-    from econsg.pipeline import STAGE_ORDER
-
     params_file = BENCHMARKS[0].parents[1] / "params.yaml"
     defaults = load_params(params_file).model_dump()
     with load_benchmark(BENCHMARKS[0].parent / "ablations.py") as module:
