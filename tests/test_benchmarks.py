@@ -14,7 +14,9 @@ import pytest
 from econsg.config import load_params
 from econsg.pipeline import STAGE_ORDER
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
+ABLATIONS = ROOT / "benchmarks" / "ablations.py"
 
 
 def test_there_are_benchmarks():
@@ -43,7 +45,7 @@ def test_benchmark_imports_and_defines_main(path):
 
 def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
     run = lambda miou: {"miou": miou, "teacher_miou": 0.5}  # noqa: E731
-    with load_benchmark(BENCHMARKS[0].parent / "ablations.py") as module:
+    with load_benchmark(ABLATIONS) as module:
         # seed by seed the variant is 0.02 below full, though its range overlaps full's
         table = module.ablation_table({"full": [run(0.70), run(0.80)], "no_ce": [run(0.68), run(0.78)]})
     header, _, full, no_ce = table.splitlines()
@@ -53,9 +55,9 @@ def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
 
 
 def test_every_ablation_is_a_real_alternative_rerun_from_the_stage_it_changes():
-    params_file = BENCHMARKS[0].parents[1] / "params.yaml"
+    params_file = ROOT / "params.yaml"
     defaults = load_params(params_file).model_dump()
-    with load_benchmark(BENCHMARKS[0].parent / "ablations.py") as module:
+    with load_benchmark(ABLATIONS) as module:
         variants = dict(module.VARIANTS)
     for name, (overrides, first_stage) in variants.items():
         changed = load_params(params_file, overrides).model_dump()  # a bad key or value raises ConfigError

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from econsg.errors import EconsgError
+from econsg.evaluation import gaussian_ground_truth_labels, rescore_evaluate
 from econsg.metrics import confusion_matrix, miou, multiview_consistency, segmentation_scores
 
 IGN = -1
@@ -141,8 +142,6 @@ def test_consistency_rotated_view_and_nothing_visible():
 
 
 def test_gaussian_ground_truth_labels_vote_on_the_visible_surface_only():
-    from econsg.evaluation import gaussian_ground_truth_labels
-
     K = np.array([[4.0, 0, 4.0], [0, 4.0, 4.0], [0, 0, 1]])
     c2w = np.eye(4)[None].repeat(2, axis=0)
     gt = np.zeros((8, 8), np.int64)
@@ -168,8 +167,6 @@ def _evaluate_group(path, pred, teacher, gt, names, vocabulary, has_truth=True):
 
 
 def test_rescore_evaluate_known_values_over_views_subsets_and_the_teacher(tmp_path):
-    from econsg.evaluation import rescore_evaluate
-
     gt = [[[0, 0, 1, 1]], [[2, 2, -1, 0]]]  # two one-row views; -1 ignored
     pred = [[[0, 1, 1, 1]], [[2, 0, 1, 0]]]  # class 0: TP 2, gt 3, pred 3 -> 0.5; class 1: 2/3; class 2: 1/2
     teacher = [[[0, 0, 1, 1]], [[2, 2, 2, 0]]]  # perfect where labelled
@@ -186,8 +183,6 @@ def test_rescore_evaluate_known_values_over_views_subsets_and_the_teacher(tmp_pa
 
 
 def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_input(tmp_path):
-    from econsg.evaluation import rescore_evaluate
-
     gt = [[[0, 1, 2]]]
     group = _evaluate_group(tmp_path / "e.zarr", gt, gt, gt, ["a", "b", "c"], ["a", "c"])
     assert rescore_evaluate(group)["classes"] == ["a", "c"]
@@ -199,8 +194,6 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
 
 
 def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_path):
-    from econsg.evaluation import rescore_evaluate
-
     names = ["a", "b", "c"]
     same = [[[0, 1, 1, 2]]] * 4
     wrong = [[[0, 0, 1, 2]]] * 4
