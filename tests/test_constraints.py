@@ -81,3 +81,37 @@ def test_read_pins_refuses_a_range(tmp_path):
     path.write_text("# header\nnumpy==2.0.0\nscipy>=1.11\n")
     with pytest.raises(AssertionError, match=r"constraints.txt:3: 'scipy>=1.11'"):
         read_pins(path)
+
+
+def shell_array(path: Path, name: str) -> list[str]:
+    """The words of a bash array `NAME=(...)` (possibly over several lines) in a script."""
+    text = path.read_text()
+    start = text.index(f"\n{name}=(") + len(name) + 3
+    return text[start:text.index(")", start)].split()
+
+
+def test_gpu_wheels_cover_every_dependency_the_gpu_machine_lacks():
+    """benchmarks/gpu_wheels.sh fetches, --no-deps, what the lent GPU machine lacks: every dependency of econsg, and
+    every requirement of a fetched package, must be fetched, on that machine already, or named as not needed there;
+    and every fetched package must have a pin to fetch."""
+    script = ROOT / "benchmarks" / "gpu_wheels.sh"
+    fetched = {canonicalize_name(n) for n in shell_array(script, "PACKAGES")}
+    there = {canonicalize_name(n) for n in shell_array(script, "ON_GPU_MACHINE")}
+    not_needed = {canonicalize_name(n) for n in shell_array(script, "NOT_NEEDED_ON_GPU_MACHINE")}
+    assert fetched <= set(read_pins(ROOT / "constraints.txt")), "gpu_wheels.sh fetches a package constraints.txt does not pin"
+    environment = {**default_environment(), "extra": ""}
+    uncovered = []
+    for requirement in project_requirements():
+        if not requirement.marker or requirement.marker.evaluate(environment):
+            name = canonicalize_name(requirement.name)
+            if name not in fetched | there | not_needed:
+                uncovered.append(f"econsg needs {name}")
+    for name in sorted(fetched):
+        for line in metadata.distribution(name).requires or []:
+            requirement = Requirement(line)
+            if requirement.marker and not requirement.marker.evaluate(environment):
+                continue
+            needed = canonicalize_name(requirement.name)
+            if needed not in fetched | there:
+                uncovered.append(f"{name} needs {needed}")
+    assert not uncovered, f"benchmarks/gpu_wheels.sh: add to PACKAGES or ON_GPU_MACHINE: {uncovered}"
