@@ -23,11 +23,15 @@ def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.
     return TrainViews(images=images, viewmats=viewmats, Ks=Ks, width=scene.width, height=scene.height, extras=extras or {})
 
 
-def initial_features(cfg, latent: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-    """f = z from the 3D contextual latent space, or random (the feature-distillation ablation)."""
+def initial_features(cfg, latent: np.ndarray, seed: int) -> torch.Tensor:
+    """f = z from the 3D contextual latent space, or random (the feature-distillation ablation).
+
+    The random features come from their own generator, not the training one: the ablation then trains the same
+    rotations, camera order and densification as the full method, and only the semantics differ.
+    """
     if cfg.init_features == "latent":
         return torch.from_numpy(latent).float()
-    return torch.randn(latent.shape, generator=generator) * 0.1
+    return torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
 def run(params: Params) -> None:
@@ -44,7 +48,7 @@ def run(params: Params) -> None:
         torch.from_numpy(fused["rgb"][...].astype(np.float32) / 255.0),
         sh_degree=cfg.sh_degree,
         init_opacity=cfg.init_opacity,
-        features=initial_features(cfg, ae["latent"][...], generator),
+        features=initial_features(cfg, ae["latent"][...], seed=params.seed * 1000 + 7),
         generator=generator,
     ).to(device)
     latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)

@@ -258,6 +258,25 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     np.testing.assert_array_equal(strict_label, np.where(share < 0.5, -1, label))
 
 
+def test_random_initial_features_ablation_trains_the_same_geometry(tiny_project):
+    """splat.init_features=random (the feature-distillation ablation) draws its features from their own generator:
+    the Gaussians' geometry and colours train exactly as in the full method (semantic gradients stop at f), so
+    the ablation's figures differ by semantics alone; the features do differ."""
+    import zarr
+
+    workdir, _ = tiny_project
+    other = workdir / "random_init"
+    for store in ("scene", "extract", "crr", "fuse", "autoencode"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    run_stage(workdir, "splat", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+                                 f"paths.checkpoints={other / 'checkpoints'}", "splat.init_features=random"])
+    default = zarr.open_group(workdir / "artifacts" / "room" / "splat.zarr", mode="r")
+    ablation = zarr.open_group(other / "splat.zarr", mode="r")
+    for name in ("means", "quats", "scales", "opacities", "sh0"):
+        np.testing.assert_array_equal(ablation[name][...], default[name][...], err_msg=name)
+    assert not np.allclose(ablation["features"][...], default["features"][...])
+
+
 def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project):
     """Ground truth removed from scene.zarr: evaluate still writes RGB quality, consistency, FPS and latency,
     no segmentation scores, and `econsg score` says there is nothing to score against."""
