@@ -12,7 +12,8 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
   own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling
   authors_loss  splat.dist_normalize=true, splat.ce_temperature=1: the authors' code's Dist (on F/|F|) and CE
-                (raw cosines as logits)
+                (raw cosines as logits, as the default has it too)
+  sharp_ce      splat.ce_temperature=0.05: CE logits cos / 0.05, as sharp as the other softmaxes (the old default)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
 
@@ -50,6 +51,7 @@ VARIANTS = {
     "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
     "own_features": (["crr.ignored_features=own"], "crr"),
     "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),
+    "sharp_ce": (["splat.ce_temperature=0.05"], "splat"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.

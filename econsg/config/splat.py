@@ -157,11 +157,11 @@ class SplatParams(Section):
         "small random values (the plain feature-distillation ablation).",
     )
     ce_temperature: float = Field(
-        0.05,
+        1.0,
         gt=0,
         le=1,
-        description="Temperature T of the CE term's logits cos(F, T_z) / T. The paper gives no value; the authors' "
-        "code uses the raw cosines (1).",
+        description="Temperature T of the CE term's logits cos(F, T_z) / T. 1 = the raw cosines, as the paper's "
+        "S(u) = cos<F(u), T_z> and the authors' code have it; 0.05 (the other softmaxes' T) was the default before.",
     )
     temperature: float = Field(
         0.05, gt=0, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, evaluate)."
