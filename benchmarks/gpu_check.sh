@@ -19,7 +19,8 @@ OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 START=$(date +%s)
 DEADLINE=$((START + ${GPU_CHECK_SECONDS:-570}))
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:/tmp/site" MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+SITE=/tmp/site  # where the carried wheels install
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$SITE" MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export TORCH_EXTENSIONS_DIR=/tmp/torch_extensions
 PYTHON=${PYTHON:-python3}
 SUMMARY="$OUT/summary.txt"
@@ -50,13 +51,13 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run under min(cap, time left), log
     nvcc --version | tail -n 2
     $PYTHON -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 } > "$OUT/environment.log" 2>&1
-cat "$OUT/environment.log" | tee -a "$SUMMARY"
+tee -a "$SUMMARY" < "$OUT/environment.log"
 
 if ! ls .whl/*.whl > /dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/gpu_wheels.sh' here and carry .whl" | tee -a "$SUMMARY"
     exit 2
 fi
-step install 120 $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+step install 120 $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 3
 step imports 60 $PYTHON -c "import econsg.cli, econsg.render.gsplat_backend, gsplat, zarr, pydantic, open_clip, segment_anything; print('imports ok')" || exit 4
 if ! $PYTHON -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     # a rehearsal on a machine without a GPU: the install and the imports are what it can check

@@ -23,26 +23,13 @@ ON_GPU_MACHINE=(torch torchvision numpy scipy pillow pyyaml packaging typer rich
 # Not needed there: dvc (the checks call the stages directly), pycolmap (imported only by the COLMAP reader).
 NOT_NEEDED_ON_GPU_MACHINE=(dvc pycolmap)
 
-pinned() {  # the == version constraints.txt gives a package (names compared as PEP 503 normalises them)
-    local want
-    want=$(echo "$1" | tr 'A-Z_.' 'a-z--')
-    while IFS='=' read -r name _ version; do
-        if [ "$(echo "$name" | tr 'A-Z_.' 'a-z--')" = "$want" ]; then echo "$version"; return 0; fi
-    done < <(grep -E '^[A-Za-z0-9_.-]+==' constraints.txt)
-    echo "constraints.txt: no pin for $1; run 'make lock'" >&2
-    return 1
-}
-
-SPECS=()
-for package in "${PACKAGES[@]}"; do
-    SPECS+=("$package==$(pinned "$package")")
-done
 PLATFORMS=()
 for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
     PLATFORMS+=(--platform "$tag")
 done
 rm -rf .whl && mkdir -p .whl
+# constraints.txt pins each one's version (pip matches names as PEP 503 normalises them)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" --implementation cp \
-    "${PLATFORMS[@]}" -d .whl "${SPECS[@]}"
+    "${PLATFORMS[@]}" -c constraints.txt -d .whl "${PACKAGES[@]}"
 ls -1 .whl
 du -sh .whl

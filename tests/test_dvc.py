@@ -218,12 +218,15 @@ def test_dvc_plots_show_draws_the_per_class_iou_and_evaluate_pictures(tiny_proje
     assert {"plots/autoencode_curve.csv", "plots/splat_curve.csv"} <= set(shown), "the stages' own curves stay"
 
 
-def fuse_again(workdir: Path, name: str, setting: str) -> Path:
-    """fuse rerun with one `section.key=value` on copies of the tiny run's upstream stores; returns their folder."""
+def rerun_stage(workdir: Path, name: str, stage: str, setting: str) -> Path:
+    """`stage` rerun with one `section.key=value` on copies of the tiny run's upstream stores; returns their folder."""
     other = workdir / name
-    for store in ("scene", "extract", "crr"):
-        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
-    run_stage(workdir, "fuse", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}", setting])
+    paths = Params().paths
+    for upstream in STAGE_ORDER[1 : STAGE_ORDER.index(stage)]:
+        store = paths.artifact(upstream).name
+        shutil.copytree(workdir / "artifacts" / "room" / store, other / store, dirs_exist_ok=True)
+    run_stage(workdir, stage, [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+                               f"paths.checkpoints={other / 'checkpoints'}", setting])
     return other
 
 
@@ -233,7 +236,7 @@ def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     import zarr
 
     workdir, _ = tiny_project
-    other = fuse_again(workdir, "labelled_only", "fuse.features_from_ignored=false")
+    other = rerun_stage(workdir, "labelled_only", "fuse", "fuse.features_from_ignored=false")
     default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")["label"][...]
     labelled_only = zarr.open_group(other / "fuse.zarr", mode="r")["label"][...]
     assert (labelled_only >= 0).all()
@@ -248,7 +251,7 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     import zarr
 
     workdir, _ = tiny_project
-    other = fuse_again(workdir, "strict_labels", "fuse.min_labelled_share=0.5")
+    other = rerun_stage(workdir, "strict_labels", "fuse", "fuse.min_labelled_share=0.5")
     default = zarr.open_group(workdir / "artifacts" / "room" / "fuse.zarr", mode="r")
     strict = zarr.open_group(other / "fuse.zarr", mode="r")
     np.testing.assert_array_equal(strict["xyz"][...], default["xyz"][...])
@@ -265,11 +268,7 @@ def test_random_initial_features_ablation_trains_the_same_geometry(tiny_project)
     import zarr
 
     workdir, _ = tiny_project
-    other = workdir / "random_init"
-    for store in ("scene", "extract", "crr", "fuse", "autoencode"):
-        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
-    run_stage(workdir, "splat", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
-                                 f"paths.checkpoints={other / 'checkpoints'}", "splat.init_features=random"])
+    other = rerun_stage(workdir, "random_init", "splat", "splat.init_features=random")
     default = zarr.open_group(workdir / "artifacts" / "room" / "splat.zarr", mode="r")
     ablation = zarr.open_group(other / "splat.zarr", mode="r")
     for name in ("means", "quats", "scales", "opacities", "sh0"):
