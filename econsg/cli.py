@@ -210,6 +210,15 @@ def _parse_views(views: str | None, available, option: str = "--views") -> list[
     return chosen
 
 
+def _held_out_position(view: int, held_out: list[int], option: str = "--view") -> int:
+    """Where held-out view index `view` (the NNNN of plots/evaluate/view_NNNN.png) sits among `held_out`."""
+    if view not in held_out:
+        shown = f"{held_out[0]}..{held_out[-1]}" if held_out == list(range(held_out[0], held_out[-1] + 1)) else str(held_out)
+        raise EconsgError(f"{option}: {view} is not a held-out view; the held-out views are {shown} "
+                          "(the NNNN of plots/evaluate/view_NNNN.png)")
+    return held_out.index(view)
+
+
 def _split_names(option: str | None) -> list[str]:
     """A comma-separated option as its non-empty, stripped names."""
     return [name.strip() for name in (option or "").split(",") if name.strip()]
@@ -303,7 +312,7 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
 @app.command()
 def query(
     texts: Annotated[list[str], typer.Argument(help="One text (relevancy map + mask) or several (labelled segmentation).")],
-    view: Annotated[int | None, typer.Option(help="Held-out view position (0-based among test views); default: all.")] = None,
+    view: Annotated[int | None, typer.Option(help="A held-out view's index, as in plots/evaluate/view_NNNN.png; default: all.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold for the mask (default: evaluate.relevancy_threshold).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/query).")] = None,
     params: ParamsOption = Path("params.yaml"),
@@ -326,20 +335,19 @@ def query(
         vocabulary = list(ev.attrs["eval_vocabulary"])
         canonical = q.text_latents(vocabulary)
         latents = q.text_latents(texts)
-        count = ev["feature_maps"].shape[0]
-        if view is not None and not 0 <= view < count:
-            raise EconsgError(f"--view: {view} is out of range; there are {count} held-out views (0..{count - 1})")
+        held_out = [int(v) for v in ev.attrs["test_views"]]
+        positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out)]
         level = threshold if threshold is not None else p.evaluate.relevancy_threshold
         target = out or Path(p.paths.plots) / "query"
         slug = "_".join("".join(ch if ch.isalnum() else "-" for ch in t)[:24] for t in texts)
         written = []
-        for i in [view] if view is not None else range(count):
+        for i in positions:
             features = torch.from_numpy(np.asarray(ev["feature_maps"][i], np.float32))
             picture, coverage = _query_picture("render", ev["renders"][i], features, texts, latents, canonical,
                                                p.splat.temperature, level)  # fmt: skip
             if coverage is not None:
-                Console().print(f"view {i}: {texts[0]!r} covers {coverage:.1%} of the pixels")
-            written.append(viz.save_png(picture, target / f"{slug}_view{i:02d}.png"))
+                Console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels")
+            written.append(viz.save_png(picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
         Console().print(f"wrote {len(written)} pictures to {target}")
 
     _guard(work)
@@ -352,7 +360,7 @@ def edit(
     colour: Annotated[str, typer.Option(help="r,g,b in [0,1] for recolour.")] = "1,0,1",
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold (default: evaluate.relevancy_threshold).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output PLY (default: <plots>/edit/<text>_<action>.ply).")] = None,
-    view: Annotated[int, typer.Option(help="Held-out view position rendered before/after.")] = 0,
+    view: Annotated[int | None, typer.Option(help="The held-out view rendered before/after, by its index as in plots/evaluate/view_NNNN.png; default: the first.")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Select Gaussians by text (relevancy in 3D), then remove, recolour or extract them; writes a PLY and a before/after picture."""
@@ -380,9 +388,8 @@ def edit(
             raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1")
         p = load_params(params)
         scene = open_scene(p.paths.artifact("ingest"))
-        test = scene.test_indices
-        if not 0 <= view < len(test):
-            raise EconsgError(f"--view: {view} is out of range; there are {len(test)} held-out views")
+        held_out = [int(v) for v in scene.test_indices]
+        shown = held_out[0] if view is None else held_out[_held_out_position(view, held_out)]
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
@@ -393,7 +400,7 @@ def edit(
         slug = "".join(ch if ch.isalnum() else "-" for ch in text)[:32]
         ply = out or Path(p.paths.plots) / "edit" / f"{slug}_{action}.ply"
         export_ply(ply, edited)
-        viewmat, K = scene.cameras(test[view])
+        viewmat, K = scene.cameras(shown)
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
             before = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()

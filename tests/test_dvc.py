@@ -100,16 +100,22 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert (workdir / "plots/audit/view_0001.png").is_file() and (workdir / "plots/audit/index.html").is_file()
     bad = runner.invoke(app, ["audit", "--views", "99"])
     assert bad.exit_code == 1 and "not among the available views" in bad.stderr
-    query = runner.invoke(app, ["query", "a striped armchair", "--view", "0"])
+    from econsg.artifacts import open_artifact
+
+    held_out = [int(v) for v in open_artifact(workdir / "artifacts/room/evaluate.zarr", "evaluate").attrs["test_views"]]
+    query = runner.invoke(app, ["query", "a striped armchair", "--view", str(held_out[-1])])
     assert query.exit_code == 0, query.stderr
-    assert list((workdir / "plots/query").glob("a-striped-armchair_view00.png"))
+    assert [p.name for p in (workdir / "plots/query").glob("a-striped-armchair_*.png")] == [
+        f"a-striped-armchair_view_{held_out[-1]:04d}.png"], "a query names its picture by the view index, as evaluate's plots do"
+    training_view = runner.invoke(app, ["query", "bed", "--view", "0"])
+    assert training_view.exit_code == 1 and "--view: 0 is not a held-out view" in training_view.stderr
     several = runner.invoke(app, ["query", "wall", "floor", "bed"])
     assert several.exit_code == 0, several.stderr
     edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
     assert edit.exit_code == 0, edit.stderr
     assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove.png").is_file()
     wrong_view = runner.invoke(app, ["edit", "bed", "--view", "99"])
-    assert wrong_view.exit_code == 1 and "--view: 99 is out of range" in wrong_view.stderr
+    assert wrong_view.exit_code == 1 and "--view: 99 is not a held-out view" in wrong_view.stderr
     assert not (workdir / "plots/edit/bed_remove.ply").exists(), "a refused edit writes nothing"
     wrong_colour = runner.invoke(app, ["edit", "bed", "--action", "recolour", "--colour", "1,0"])
     assert wrong_colour.exit_code == 1 and "--colour: '1,0'" in wrong_colour.stderr

@@ -93,9 +93,10 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
 
     root, _ = real_run
     runner = CliRunner()
-    query = runner.invoke(app, ["query", "a potted fern", "--view", "0"])
+    first_held_out = int(open_artifact(root / "artifacts" / "evaluate.zarr", "evaluate").attrs["test_views"][0])
+    query = runner.invoke(app, ["query", "a potted fern", "--view", str(first_held_out)])
     assert query.exit_code == 0, query.stderr
-    assert (root / "plots/query/a-potted-fern_view00.png").is_file()
+    assert (root / f"plots/query/a-potted-fern_view_{first_held_out:04d}.png").is_file()
     render = runner.invoke(app, ["render", "a potted fern", "--through", "0,1", "--frames", "2"])
     assert render.exit_code == 0, render.stderr
     assert len(list((root / "plots/render/frames").glob("frame_*.png"))) == 3, "two keys, two frames a segment, plus the last"
