@@ -35,3 +35,10 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
         for item in iterable:
             yield item
             progress.advance(task)
+
+
+def report(message: str) -> None:
+    """One line a stage says about its outcome (what it kept, what looks wrong), on stderr beside its progress bars."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)

@@ -14,6 +14,7 @@ from econsg.autoencoder import (encode_features, encode_text, latent_class_accur
 from econsg.config import Params
 from econsg.crr import refined_feature_map
 from econsg.device import resolve_device
+from econsg.errors import EconsgError
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
@@ -31,6 +32,10 @@ def run(params: Params) -> None:
     text = ex["text_embeddings"][...].astype(np.float32)
     features = fused["feature"][...].astype(np.float32)
     labels = fused["label"][...].astype(np.int64)
+    if cfg.loss == "paper" and not (labels >= 0).any():
+        raise EconsgError(f"{params.paths.artifact('fuse')}: label: no fused point carries a class label, and the paper's "
+                          "autoencoder loss needs some (check crr's metrics and fuse.min_labelled_share, or use "
+                          "autoencode.loss: authors, reconstruction only)")
     start = time.perf_counter()
     model, curve = train_autoencoder(
         features, labels, text,
@@ -64,8 +69,9 @@ def run(params: Params) -> None:
                           "feature_dim": int(text.shape[1])})
     metrics = {
         "reconstruction_cosine": float(reconstruction_cosine(model, torch.from_numpy(features).to(device))),
-        "latent_accuracy": float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
-                                                       torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device))),
+        "latent_accuracy": (float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
+                                                        torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device)))
+                            if (labels >= 0).any() else None),  # the authors' loss trains without labels
         "train_seconds": round(train_seconds, 3),
         "points": int(len(features)),
         "latent_dim": cfg.latent_dim,

@@ -6,11 +6,12 @@ import numpy as np
 
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
+from econsg.errors import EconsgError
 from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
 from econsg.evaluation import score_crr_labels
 from econsg.features.base import pixel_probabilities
 from econsg.pipeline import stage_main, stage_params
-from econsg.progress import track
+from econsg.progress import report, track
 from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
@@ -27,6 +28,7 @@ def run(params: Params) -> None:
     thresholds = crr_threshold((ex["confidence"][v] for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
     D = text.shape[1]
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
+    labelled = 0
     with ArtifactWriter(
         params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[params.paths.artifact("extract")]
     ) as out:
@@ -48,12 +50,15 @@ def run(params: Params) -> None:
             else:
                 result = identity_crr(ex["labels"][v], D)
             refined[v] = result.refined_labels
+            labelled += int((result.refined_labels >= 0).sum())
             high[v] = result.high_confidence
             covering[v] = result.covering_mask
             source[v] = result.feature_source
             if len(result.mask_labels):
                 mask_labels[v, : len(result.mask_labels)] = result.mask_labels
             tables[v] = result.mask_class_features
+        if labelled == 0:
+            raise nothing_labelled(cfg, thresholds, (ex["confidence"][v] for v in train))
         rows = max([len(t) for t in tables.values()] + [1])
         table = out.create_array("mask_class_features", (V, rows, D), "float16", per_view=True)
         for v, rows_v in tables.items():
@@ -72,7 +77,25 @@ def run(params: Params) -> None:
         vocabulary=list(ex.attrs["vocabulary"]),
     )
     metrics["tau1_mean"] = float(np.nanmean(tau1))
+    report(f"crr: {labelled / (len(train) * H * W):.0%} of the training pixels keep a label"
+           + (f" (tau1 {value_range(thresholds)}, {cfg.tau1_mode})" if cfg.enabled else " (crr disabled: raw labels)"))
     write_json_atomic(params.paths.metrics_file("crr"), metrics)
+
+
+def value_range(values: np.ndarray) -> str:
+    """'0.311' for one value, '0.280-0.412' for a spread."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
+
+
+def nothing_labelled(cfg, thresholds: np.ndarray, confidences) -> EconsgError:
+    """The error for a crr that labelled no pixel at all: every later stage would train on ignore alone."""
+    highest = max(float(np.max(c)) for c in confidences)
+    return EconsgError(
+        f"crr: no pixel of any training view keeps a label: tau1 ({cfg.tau1_mode}, crr.tau1={cfg.tau1}) is "
+        f"{value_range(thresholds)} and the teacher's confidence reaches at most "
+        f"{highest:.3f} (crr.tau2={cfg.tau2}, crr.min_votes={cfg.min_votes}); lower crr.tau1 or use crr.tau1_mode: quantile"
+    )
 
 
 if __name__ == "__main__":

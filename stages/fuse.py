@@ -13,7 +13,7 @@ from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
 from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, visible_points_depth_test
 from econsg.pipeline import stage_main, stage_params
-from econsg.progress import track
+from econsg.progress import report, track
 from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
@@ -145,6 +145,19 @@ def run(params: Params) -> None:
             )
         )
     write_json_atomic(params.paths.metrics_file("fuse"), metrics)
+    report(fused_summary(fusion.num_voxels, len(fused.xyz), metrics["points"], metrics["labelled_points"], cfg.min_views))
+
+
+def fused_summary(occupied: int, fused: int, kept: int, labelled: int, min_views: int) -> str:
+    """fuse's outcome in one line: `occupied` voxels, `fused` of them kept, `kept` after fuse.max_points; a warning
+    when fuse.min_views (with featureless voxels) dropped most of them, since splat starts from one Gaussian per point."""
+    line = f"fuse: {kept:,} points ({labelled:,} labelled) from {occupied:,} occupied voxels"
+    if kept < fused:
+        line += f" (fuse.max_points kept {kept:,} of {fused:,})"
+    if fused < 0.5 * occupied:
+        line += (f"; warning: fuse.min_views={min_views} and featureless voxels dropped {1 - fused / occupied:.0%} of the "
+                 "voxels, and splat starts from one Gaussian per point")
+    return line
 
 
 if __name__ == "__main__":

@@ -267,6 +267,49 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     np.testing.assert_array_equal(strict_label, np.where(share < 0.5, -1, label))
 
 
+def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(tiny_project):
+    """crr.tau1 above every confidence leaves no label to train on: crr stops with an error that names the
+    parameter and the highest confidence, before any later stage trains on ignore alone, and the previous
+    crr.zarr is untouched."""
+    from econsg.artifacts import read_provenance
+
+    workdir, _ = tiny_project
+    other = workdir / "nothing_labelled"
+    for store in ("scene", "extract", "crr"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    before = read_provenance(other / "crr.zarr").content_hash
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
+    result = subprocess.run([sys.executable, "-m", "stages.crr", "params.yaml", "--set", f"paths.artifacts={other}",
+                             "--set", f"paths.metrics={other / 'metrics'}", "--set", "crr.tau1_mode=absolute",
+                             "--set", "crr.tau1=1.0"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert "no pixel of any training view keeps a label" in result.stderr and "crr.tau1=1.0" in result.stderr
+    assert "the teacher's confidence reaches at most" in result.stderr
+    assert read_provenance(other / "crr.zarr").content_hash == before
+    assert not (other / "metrics" / "crr.json").exists()
+
+
+def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_project):
+    """The paper's autoencoder loss has CE terms on the fused labels: with none, autoencode stops at once with an
+    error naming fuse.zarr's label array, instead of training on reconstruction alone and failing at its metrics."""
+    import zarr
+
+    workdir, _ = tiny_project
+    other = workdir / "unlabelled_points"
+    for store in ("scene", "extract", "crr", "fuse"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    label = zarr.open_group(other / "fuse.zarr", mode="r+")["label"]
+    label[...] = -1
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
+    result = subprocess.run([sys.executable, "-m", "stages.autoencode", "params.yaml", "--set", f"paths.artifacts={other}",
+                             "--set", f"paths.metrics={other / 'metrics'}"], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert "fuse.zarr: label: no fused point carries a class label" in result.stderr
+    assert "autoencoder" not in result.stderr.split("error:")[0], "it stops before the training loop"
+    assert not (other / "autoencode.zarr").exists()
+
+
 def test_random_initial_features_ablation_trains_the_same_geometry(tiny_project):
     """splat.init_features=random (the feature-distillation ablation) draws its features from their own generator:
     the Gaussians' geometry and colours train exactly as in the full method (semantic gradients stop at f), so

@@ -327,3 +327,16 @@ def test_fuse_params_validation():
         FuseParams(source="lidar")
     with pytest.raises(ValueError):
         FuseParams(voxelsize=0.1)
+
+
+def test_fuse_summary_warns_when_min_views_drops_most_voxels():
+    """fuse's one-line report: counts always; a warning naming fuse.min_views only when most voxels were dropped,
+    and the fuse.max_points cap reported apart from it."""
+    from stages.fuse import fused_summary
+
+    kept_most = fused_summary(occupied=1000, fused=900, kept=900, labelled=800, min_views=1)
+    assert kept_most.startswith("fuse: 900 points (800 labelled) from 1,000 occupied voxels") and "warning" not in kept_most
+    dropped = fused_summary(occupied=30_329, fused=626, kept=626, labelled=536, min_views=3)
+    assert "warning: fuse.min_views=3" in dropped and "dropped 98%" in dropped
+    capped = fused_summary(occupied=1000, fused=900, kept=300, labelled=250, min_views=1)
+    assert "fuse.max_points kept 300 of 900" in capped and "warning" not in capped
