@@ -57,12 +57,18 @@ def dvc(workdir: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def run_stage(workdir: Path, stage: str, overrides: list[str]) -> None:
-    """`python -m stages.<stage> params.yaml --set ...` in the tiny project, as dvc would run it."""
+def stage_process(workdir: Path, stage: str, overrides: list[str]) -> subprocess.CompletedProcess:
+    """`python -m stages.<stage> params.yaml --set ...` in the tiny project, as dvc would run it; its exit status and output."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
     sets = [arg for item in overrides for arg in ("--set", item)]
-    subprocess.run([sys.executable, "-m", f"stages.{stage}", "params.yaml", *sets], cwd=workdir, env=env, check=True,
-                   capture_output=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", "params.yaml", *sets], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def run_stage(workdir: Path, stage: str, overrides: list[str]) -> None:
+    """The stage run as `stage_process` does, required to succeed."""
+    result = stage_process(workdir, stage, overrides)
+    assert result.returncode == 0, f"stages.{stage} failed:\n{result.stderr}"
 
 
 def stages_in(output: str, pattern: str) -> set[str]:
@@ -278,10 +284,8 @@ def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(
     for store in ("scene", "extract", "crr"):
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
     before = read_provenance(other / "crr.zarr").content_hash
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
-    result = subprocess.run([sys.executable, "-m", "stages.crr", "params.yaml", "--set", f"paths.artifacts={other}",
-                             "--set", f"paths.metrics={other / 'metrics'}", "--set", "crr.tau1_mode=absolute",
-                             "--set", "crr.tau1=1.0"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+                                            "crr.tau1_mode=absolute", "crr.tau1=1.0"])
     assert result.returncode == 1, result.stderr
     assert "no pixel of any training view keeps a label" in result.stderr and "crr.tau1=1.0" in result.stderr
     assert "the teacher's confidence reaches at most" in result.stderr
@@ -300,10 +304,7 @@ def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_pro
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
     label = zarr.open_group(other / "fuse.zarr", mode="r+")["label"]
     label[...] = -1
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir)}
-    result = subprocess.run([sys.executable, "-m", "stages.autoencode", "params.yaml", "--set", f"paths.artifacts={other}",
-                             "--set", f"paths.metrics={other / 'metrics'}"], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = stage_process(workdir, "autoencode", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
     assert result.returncode == 1, result.stderr
     assert "fuse.zarr: label: no fused point carries a class label" in result.stderr
     assert "autoencoder" not in result.stderr.split("error:")[0], "it stops before the training loop"
