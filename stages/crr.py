@@ -6,8 +6,8 @@ import numpy as np
 
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
-from econsg.errors import EconsgError
 from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
+from econsg.errors import EconsgError
 from econsg.evaluation import score_crr_labels
 from econsg.features.base import pixel_probabilities
 from econsg.pipeline import stage_main, stage_params
@@ -57,7 +57,7 @@ def run(params: Params) -> None:
             if len(result.mask_labels):
                 mask_labels[v, : len(result.mask_labels)] = result.mask_labels
             tables[v] = result.mask_class_features
-        if labelled == 0:
+        if labelled == 0 and cfg.enabled:
             raise nothing_labelled(cfg, thresholds, (ex["confidence"][v] for v in train))
         rows = max([len(t) for t in tables.values()] + [1])
         table = out.create_array("mask_class_features", (V, rows, D), "float16", per_view=True)
