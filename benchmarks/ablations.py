@@ -14,6 +14,8 @@ affects, with `--set` overrides and its own artifact/metrics folders:
   authors_loss  splat.dist_normalize=true, splat.ce_temperature=1: the authors' code's Dist (on F/|F|) and CE
                 (raw cosines as logits, as the default has it too)
   sharp_ce      splat.ce_temperature=0.05: CE logits cos / 0.05, as sharp as the other softmaxes (the old default)
+  uniform_ce    autoencode.ce_weights=uniform: every labelled fused point weighs alike in the autoencoder's CE
+                terms (METHOD.md; the old default)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
 
@@ -52,6 +54,7 @@ VARIANTS = {
     "own_features": (["crr.ignored_features=own"], "crr"),
     "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),
     "sharp_ce": (["splat.ce_temperature=0.05"], "splat"),
+    "uniform_ce": (["autoencode.ce_weights=uniform"], "autoencode"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.

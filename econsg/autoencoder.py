@@ -8,7 +8,8 @@ E: R^D -> R^d and G: R^d -> R^D are trained on the fused points' features F_in w
 where z = E(F_in), F_re = G(z), t = the vocabulary's text embeddings [C, D], T_z = normalize(E(t)) and
 y the fused labels (IGNORE = -1 skipped). L2 is the squared Euclidean distance per point averaged
 over points (for unit features it equals 2 - 2 cos), so it weighs like the CE terms; the authors'
-MSE averages over elements as their code does.
+MSE averages over elements as their code does. Each CE term may weigh its points (`weights`): the stage
+passes each point's labelled share (`autoencode.ce_weights`), so a point crr mostly ignored counts less.
 
 Open-vocabulary queries go through the same encoder: any text -> text encoder -> E -> normalize.
 """
@@ -106,12 +107,15 @@ class LatentAutoencoder(nn.Module):
 # ------------------------------------------------------------------------------------------- loss
 
 
-def _masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean CE over labels != IGNORE; 0 (with a graph) when every label is IGNORE."""
+def _masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CE over labels != IGNORE (weighted by `weights` if given); 0 (with a graph) when every label is IGNORE."""
     keep = labels != IGNORE
     if not bool(keep.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[keep], labels[keep])
+    if weights is None:
+        return F.cross_entropy(logits[keep], labels[keep])
+    w = weights[keep]
+    return (F.cross_entropy(logits[keep], labels[keep], reduction="none") * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def autoencoder_loss(
@@ -121,6 +125,7 @@ def autoencoder_loss(
     text_embeddings: torch.Tensor,
     temperature: float,
     kind: LossKind = DEFAULTS.loss,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss on one batch.
 
@@ -130,6 +135,7 @@ def autoencoder_loss(
         text_embeddings: [C, D] unit text embeddings t of the training vocabulary.
         temperature: T of the cosine logits (> 0).
         kind: "paper" or "authors" (see the module docstring).
+        weights: [B] per-point weights of the CE terms (None: uniform); a weighted mean over labelled points.
 
     Returns:
         total: scalar tensor to back-propagate.
@@ -144,8 +150,8 @@ def autoencoder_loss(
         logits_feature = F.normalize(recon, dim=1) @ t.T / temperature
         t_z = F.normalize(model.encode(text_embeddings), dim=1)
         logits_latent = F.normalize(z, dim=1) @ t_z.T / temperature
-        ce_feature = _masked_cross_entropy(logits_feature, labels)
-        ce_latent = _masked_cross_entropy(logits_latent, labels)
+        ce_feature = _masked_cross_entropy(logits_feature, labels, weights)
+        ce_latent = _masked_cross_entropy(logits_latent, labels, weights)
         total = l2 + ce_feature + ce_latent
         parts = {"l2": l2.item(), "ce_feature": ce_feature.item(), "ce_latent": ce_latent.item()}
     elif kind == "authors":
@@ -196,6 +202,7 @@ def train_autoencoder(
     device: str | torch.device = "cpu",
     progress: bool = True,
     log_every: int | None = None,
+    label_weights=None,
 ) -> tuple[LatentAutoencoder, list[dict[str, float]]]:
     """Train E and G on fused features with Adam (learning rate cosine-decayed to 1 %).
 
@@ -205,6 +212,7 @@ def train_autoencoder(
         generator: a CPU torch.Generator; it seeds the initial weights and the minibatch order
             (epochs of a random permutation), so a fixed seed gives identical weights on CPU.
         log_every: iterations between curve entries (default: 50 entries over the run, plus the last).
+        label_weights: [P] non-negative weights of the points in both CE terms (None: uniform).
 
     Returns:
         model: trained, in eval mode, on `device`.
@@ -216,6 +224,10 @@ def train_autoencoder(
     if not lr > 0:
         raise EconsgError(f"lr: expected > 0, got {lr}")
     feats, labs, text = _as_tensors(features, labels, text_embeddings, device)
+    lw = None if label_weights is None else torch.as_tensor(np.asarray(label_weights, np.float32)).reshape(-1).to(device)
+    if lw is not None and (lw.shape[0] != feats.shape[0] or not bool(torch.isfinite(lw).all()) or bool((lw < 0).any())):
+        raise EconsgError(f"label_weights: expected {feats.shape[0]} finite non-negative values like features, got "
+                          f"{lw.shape[0]}")
     model = LatentAutoencoder(feats.shape[1], latent_dim, hidden, generator=generator).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -242,7 +254,8 @@ def train_autoencoder(
                 cursor = 0
             idx = perm[cursor : cursor + batch].to(device)
             cursor += batch
-            total, parts = autoencoder_loss(model, feats[idx], labs[idx], text, temperature, loss_kind)
+            total, parts = autoencoder_loss(model, feats[idx], labs[idx], text, temperature, loss_kind,
+                                            None if lw is None else lw[idx])
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

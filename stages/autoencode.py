@@ -42,6 +42,7 @@ def run(params: Params) -> None:
         latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
         lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss,
         generator=torch.Generator().manual_seed(params.seed * 1000 + 5), device=device,
+        label_weights=fused["labelled_share"][...] if cfg.ce_weights == "labelled_share" else None,
     )
     train_seconds = time.perf_counter() - start
     model.eval()

@@ -187,3 +187,46 @@ def test_unit_latents_keep_the_direction_and_drop_the_length():
     torch.testing.assert_close(unit.norm(dim=-1), torch.ones(2, 3))
     torch.testing.assert_close(F.cosine_similarity(unit, raw, dim=-1), torch.ones(2, 3))
     assert not torch.allclose(raw.norm(dim=-1), torch.ones(2, 3))
+
+
+def test_ce_weights_scale_each_points_cross_entropy():
+    """Per-point CE weights: all ones is the unweighted loss; a zero weight removes that point from both CE terms
+    (the same loss as that point unlabelled) but not from L2; weights that are not one per point are refused."""
+    gen = torch.Generator().manual_seed(0)
+    model = LatentAutoencoder(8, 3, (6,), generator=gen)
+    feats = F.normalize(torch.randn(5, 8, generator=gen), dim=1)
+    text = F.normalize(torch.randn(3, 8, generator=gen), dim=1)
+    labels = torch.tensor([0, 1, 2, 1, IGNORE])
+    plain, plain_parts = autoencoder_loss(model, feats, labels, text, 0.1)
+    ones, _ = autoencoder_loss(model, feats, labels, text, 0.1, weights=torch.ones(5))
+    assert torch.allclose(plain, ones)
+    dropped, dropped_parts = autoencoder_loss(model, feats, labels, text, 0.1, weights=torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0]))
+    unlabelled, unlabelled_parts = autoencoder_loss(model, feats, torch.tensor([0, IGNORE, 2, 1, IGNORE]), text, 0.1)
+    assert torch.allclose(dropped, unlabelled) and not torch.allclose(dropped, plain)
+    assert dropped_parts["l2"] == pytest.approx(plain_parts["l2"]), "the weights touch the CE terms only"
+    with pytest.raises(EconsgError, match="label_weights: expected 5"):
+        train_autoencoder(feats, labels, text, latent_dim=3, hidden=(6,), iterations=1, batch_size=5, generator=gen,
+                          progress=False, label_weights=np.ones(4))
+
+
+def test_training_weighs_down_the_ce_of_points_crr_mostly_ignored():
+    """Points labelled as class 0 but whose features lie nearest class 1's text, with weight near zero, end up
+    classified 1 by their latents; with uniform weights the CE terms pull them to their (wrong) label 0."""
+    rng = np.random.default_rng(3)
+    feats, labels, _, text = separable_features(rng, 600, 32, 3, noise=0.5, flip=0.0)
+    odd = np.flatnonzero(labels == 1)[:150]
+    noisy = labels.copy()
+    noisy[odd] = 0  # labelled wrongly, as the open-set plant's few labelled samples name it lamp
+    weights = np.ones(len(labels), np.float32)
+    weights[odd] = 0.01
+    kw = dict(latent_dim=4, hidden=(16,), iterations=300, batch_size=128, progress=False)
+
+    def classified_as_one(label_weights) -> float:
+        model, _ = train_autoencoder(feats, noisy, text, generator=torch.Generator().manual_seed(0),
+                                     label_weights=label_weights, **kw)
+        with torch.no_grad():
+            z = F.normalize(model.encode(torch.from_numpy(feats[odd])), dim=1)
+            t_z = encode_text(model, torch.from_numpy(text))
+        return float(((z @ t_z.T).argmax(1) == 1).float().mean())
+
+    assert classified_as_one(weights) > classified_as_one(None) + 0.2
