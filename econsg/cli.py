@@ -205,16 +205,19 @@ def _parse_views(views: str | None, available, option: str = "--views") -> list[
         raise EconsgError(f"{option}: {views!r} is not a comma-separated list of view indices") from None
     bad = [v for v in chosen if v not in set(allowed)]
     if bad:
-        shown = f"{allowed[0]}..{allowed[-1]}" if allowed and allowed == list(range(allowed[0], allowed[-1] + 1)) else str(allowed)
-        raise EconsgError(f"{option}: {bad} are not among the available views ({shown})")
+        raise EconsgError(f"{option}: {bad} are not among the available views ({_shown_views(allowed)})")
     return chosen
+
+
+def _shown_views(views: list[int]) -> str:
+    """'42..47' for a run of consecutive view indices, else the list."""
+    return f"{views[0]}..{views[-1]}" if views and views == list(range(views[0], views[-1] + 1)) else str(views)
 
 
 def _held_out_position(view: int, held_out: list[int], option: str = "--view") -> int:
     """Where held-out view index `view` (the NNNN of plots/evaluate/view_NNNN.png) sits among `held_out`."""
     if view not in held_out:
-        shown = f"{held_out[0]}..{held_out[-1]}" if held_out == list(range(held_out[0], held_out[-1] + 1)) else str(held_out)
-        raise EconsgError(f"{option}: {view} is not a held-out view; the held-out views are {shown} "
+        raise EconsgError(f"{option}: {view} is not a held-out view; the held-out views are {_shown_views(held_out)} "
                           "(the NNNN of plots/evaluate/view_NNNN.png)")
     return held_out.index(view)
 
@@ -389,7 +392,7 @@ def edit(
         p = load_params(params)
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
-        shown = held_out[0] if view is None else held_out[_held_out_position(view, held_out)]
+        shown = held_out[0] if view is None else held_out[_held_out_position(view, held_out)]  # refuses a training view
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
