@@ -225,9 +225,10 @@ def train_autoencoder(
         raise EconsgError(f"lr: expected > 0, got {lr}")
     feats, labs, text = _as_tensors(features, labels, text_embeddings, device)
     lw = None if label_weights is None else torch.as_tensor(np.asarray(label_weights, np.float32)).reshape(-1).to(device)
-    if lw is not None and (lw.shape[0] != feats.shape[0] or not bool(torch.isfinite(lw).all()) or bool((lw < 0).any())):
-        raise EconsgError(f"label_weights: expected {feats.shape[0]} finite non-negative values like features, got "
-                          f"{lw.shape[0]}")
+    if lw is not None and lw.shape[0] != feats.shape[0]:
+        raise EconsgError(f"label_weights: expected {feats.shape[0]} values like features, got {lw.shape[0]}")
+    if lw is not None and not (bool(torch.isfinite(lw).all()) and bool((lw >= 0).all())):
+        raise EconsgError(f"label_weights: expected finite non-negative values, got range [{float(lw.min())}, {float(lw.max())}]")
     model = LatentAutoencoder(feats.shape[1], latent_dim, hidden, generator=generator).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(

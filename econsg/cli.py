@@ -392,7 +392,9 @@ def edit(
         p = load_params(params)
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
-        shown = held_out[0] if view is None else held_out[_held_out_position(view, held_out)]  # refuses a training view
+        if view is not None:
+            _held_out_position(view, held_out)  # refuses a training view
+        shown = held_out[0] if view is None else view
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)

@@ -32,7 +32,8 @@ def run(params: Params) -> None:
     text = ex["text_embeddings"][...].astype(np.float32)
     features = fused["feature"][...].astype(np.float32)
     labels = fused["label"][...].astype(np.int64)
-    if cfg.loss == "paper" and not (labels >= 0).any():
+    has_labels = bool((labels >= 0).any())
+    if cfg.loss == "paper" and not has_labels:
         raise EconsgError(f"{params.paths.artifact('fuse')}: label: no fused point carries a class label, and the paper's "
                           "autoencoder loss needs some (check crr's metrics and fuse.min_labelled_share, or use "
                           "autoencode.loss: authors, reconstruction only)")
@@ -72,7 +73,7 @@ def run(params: Params) -> None:
         "reconstruction_cosine": float(reconstruction_cosine(model, torch.from_numpy(features).to(device))),
         "latent_accuracy": (float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
                                                         torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device)))
-                            if (labels >= 0).any() else None),  # the authors' loss trains without labels
+                            if has_labels else None),  # the authors' loss trains without labels
         "train_seconds": round(train_seconds, 3),
         "points": int(len(features)),
         "latent_dim": cfg.latent_dim,
