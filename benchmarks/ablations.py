@@ -18,14 +18,19 @@ affects, with `--set` overrides and its own artifact/metrics folders:
                 terms (METHOD.md; the old default)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
+                                                  [--set ingest.sparse_views=10 ...]
 
-With `--seeds`, every variant reruns once per seed (`--set seed=S`) from autoencode at the latest, the first stage
+With `--seeds`, every variant reruns once per seed (override `seed=S`) from autoencode at the latest, the first stage
 that draws random numbers (the autoencoder's initialisation and batches; then the splats' camera order, rotations
 and densification), and each cell reads mean (min-max): a difference between two variants can be set against the
 spread of training alone. With `--redraw-teacher` as well, each seed reruns from ingest instead: the initial points
 and the synthetic teacher's degradations are drawn again too, so the spread includes the input's (the teacher's
 mIoU on six held-out views moves by several points from one draw to the next), and `over_teacher` reads each run's
 margin over its own teacher.
+
+With `--set SECTION.KEY=VALUE`, every variant runs under that setting as well, e.g. the paper's sparse-view
+setting (`--set ingest.sparse_views=10`): the stages from the setting's own up to the variants' first are run once
+under it into `OUT/base`, and the variants copy their upstream artifacts from there instead of the demo's.
 """
 
 from __future__ import annotations
@@ -63,24 +68,45 @@ COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "
            "consistency", "psnr")
 
 
-def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path) -> dict:
-    """Copy the demo's artifacts upstream of `first_stage` into `root`, rerun the rest with `overrides`."""
+def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path) -> None:
+    """Copy `source`'s artifacts of the stages upstream of `stages` into `root`, then run `stages` there with
+    `overrides`."""
     demo = load_params(params_file).paths
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    for stage in STAGE_ORDER[1 : STAGE_ORDER.index(first_stage)]:
+    for stage in STAGE_ORDER[1 : STAGE_ORDER.index(stages[0])]:
         target = artifacts / demo.artifact(stage).name
         if not target.exists():
-            shutil.copytree(demo.artifact(stage), target)
+            shutil.copytree(source / target.name, target)
     paths = [f"paths.artifacts={artifacts}", f"paths.metrics={root / 'metrics'}", f"paths.plots={root / 'plots'}",
              f"paths.checkpoints={root / 'checkpoints'}"]
     sets = [arg for item in overrides + paths for arg in ("--set", item)]
-    start = time.perf_counter()
-    for stage in STAGE_ORDER[STAGE_ORDER.index(first_stage) :]:
+    for stage in stages:
         subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True)
+
+
+def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path, source: Path) -> dict:
+    """Rerun `first_stage` and every stage after it in `root` with `overrides`, upstream copied from `source`."""
+    start = time.perf_counter()
+    run_stages(list(STAGE_ORDER[STAGE_ORDER.index(first_stage) :]), overrides, params_file, root, source)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     metrics["seconds"] = time.perf_counter() - start
     return metrics
+
+
+def setting_stage(settings: list[str], params_file: Path) -> str:
+    """The first stage a `--set` setting changes: its section names the stage (`ingest.sparse_views=10` ->
+    ingest). Refuses what is not a stage's own parameter (paths, seed: use --seeds; synth: it redraws the
+    demo's dataset, which the variants share) and any bad key or value, before anything runs."""
+    load_params(params_file, settings)  # a bad key or value raises ConfigError naming it
+    stages = set()
+    for item in settings:
+        section = item.split("=", 1)[0].split(".", 1)[0]
+        if section not in STAGE_ORDER[1:]:
+            raise SystemExit(f"--set {item}: expected a stage's parameter ({', '.join(STAGE_ORDER[1:])}.KEY=VALUE); "
+                             "training seeds go in --seeds")
+        stages.add(section)
+    return min(stages, key=STAGE_ORDER.index)
 
 
 def cell(values: list) -> str:
@@ -124,19 +150,31 @@ def main() -> None:
                         help="training seeds per variant (default: params.yaml's seed, one run)")
     parser.add_argument("--redraw-teacher", action="store_true",
                         help="with --seeds: rerun from ingest, so each seed also redraws the initial points and the teacher")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting every variant runs under, e.g. ingest.sparse_views=10 (repeatable)")
     args = parser.parse_args()
     if args.redraw_teacher and args.seeds is None:
         parser.error("--redraw-teacher needs --seeds")
     first_seeded = "ingest" if args.redraw_teacher else FIRST_SEEDED
+    firsts = {name: VARIANTS[name][1] if args.seeds is None else min(VARIANTS[name][1], first_seeded, key=STAGE_ORDER.index)
+              for name in args.variants}
+    source = Path(load_params(args.params).paths.artifacts)
+    if args.settings:
+        # The stages from the setting's up to the last variant's first stage are the same for every variant: run them
+        # once, under the setting, into a base that the variants copy their upstream artifacts from.
+        start = STAGE_ORDER.index(setting_stage(args.settings, args.params))
+        until = max(STAGE_ORDER.index(first) for first in firsts.values())
+        if start < until:
+            run_stages(list(STAGE_ORDER[start:until]), args.settings, args.params, args.out / "base", source)
+            source = args.out / "base" / "artifacts"
     rows: dict[str, list[dict]] = {}
     for name in args.variants:
-        overrides, first = VARIANTS[name]
+        overrides = [*args.settings, *VARIANTS[name][0]]  # the variant's own switch wins over a setting
         if args.seeds is None:
-            rows[name] = [run_variant(overrides, first, args.params, args.out / name)]
+            rows[name] = [run_variant(overrides, firsts[name], args.params, args.out / name, source)]
         else:
-            first = min(first, first_seeded, key=STAGE_ORDER.index)
-            rows[name] = [run_variant([*overrides, f"seed={seed}"], first, args.params, args.out / name / f"seed{seed}")
-                          for seed in args.seeds]
+            rows[name] = [run_variant([*overrides, f"seed={seed}"], firsts[name], args.params,
+                                      args.out / name / f"seed{seed}", source) for seed in args.seeds]
     table = ablation_table(rows)
     print(table)
     (args.out / "ablations.md").write_text(table + "\n")

@@ -66,3 +66,17 @@ def test_every_ablation_is_a_real_alternative_rerun_from_the_stage_it_changes():
         assert all(STAGE_ORDER.index(first_stage) <= STAGE_ORDER.index(s) for s in sections), (
             f"{name}: reruns from {first_stage}, after a stage it changes ({sorted(sections)})"
         )
+
+
+def test_an_ablation_setting_reruns_from_the_stage_it_names_and_refuses_what_is_not_a_stage_parameter():
+    from econsg.errors import EconsgError
+
+    params_file = ROOT / "params.yaml"
+    with load_benchmark(ABLATIONS) as module:
+        assert module.setting_stage(["ingest.sparse_views=10"], params_file) == "ingest"
+        assert module.setting_stage(["splat.iterations=10", "fuse.voxel_size=0.05"], params_file) == "fuse"
+        for bad in (["seed=3"], ["paths.artifacts=/tmp/x"], ["synth.seed=2"]):
+            with pytest.raises(SystemExit, match="expected a stage's parameter"):
+                module.setting_stage(bad, params_file)
+        with pytest.raises(EconsgError, match="sparse_view"):
+            module.setting_stage(["ingest.sparse_view=10"], params_file)  # a misspelt key, before anything runs
