@@ -1,7 +1,7 @@
 """Ablations of econSG's components on the demo scene: prints a markdown table (not a test).
 
 Each variant reuses the demo's upstream artifacts (copied) and reruns only the stages its switch
-affects, with `--set` overrides and its own artifact/metrics folders:
+affects, with the stages' `--set` overrides and its own artifact/metrics folders:
   full          the method as configured in params.yaml
   no_crr        crr.enabled=false: raw labels and features go to fusion and supervision
   no_3d_init    splat.init_features=random: f starts random (feature distillation, Feature-3DGS style)
