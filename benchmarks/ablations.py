@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from econsg.config import load_params
-from econsg.pipeline import STAGE_ORDER
+from econsg.pipeline import STAGE_ORDER, STAGES
 
 VARIANTS = {
     "full": ([], "splat"),
@@ -95,18 +95,17 @@ def run_variant(overrides: list[str], first_stage: str, params_file: Path, root:
 
 
 def setting_stage(settings: list[str], params_file: Path) -> str:
-    """The first stage a `--set` setting changes: its section names the stage (`ingest.sparse_views=10` ->
-    ingest). Refuses what is not a stage's own parameter (paths, seed: use --seeds; synth: it redraws the
-    demo's dataset, which the variants share) and any bad key or value, before anything runs."""
+    """The first stage a `--set` setting changes: the first whose params (`econsg.pipeline.STAGES`, what dvc.yaml
+    tracks) hold the setting's section (`ingest.sparse_views=10` -> ingest). Refuses what is not a stage's own
+    parameter (paths, seed: use --seeds; synth: it redraws the demo's dataset, which the variants share) and any bad
+    key or value, before anything runs."""
     load_params(params_file, settings)  # a bad key or value raises ConfigError naming it
-    stages = set()
-    for item in settings:
-        section = item.split("=", 1)[0].split(".", 1)[0]
+    sections = {item.split("=", 1)[0].split(".", 1)[0]: item for item in settings}
+    for section, item in sections.items():
         if section not in STAGE_ORDER[1:]:
             raise SystemExit(f"--set {item}: expected a stage's parameter ({', '.join(STAGE_ORDER[1:])}.KEY=VALUE); "
                              "training seeds go in --seeds")
-        stages.add(section)
-    return min(stages, key=STAGE_ORDER.index)
+    return next(stage for stage in STAGE_ORDER if sections.keys() & set(STAGES[stage].params))
 
 
 def cell(values: list) -> str:
@@ -156,8 +155,9 @@ def main() -> None:
     if args.redraw_teacher and args.seeds is None:
         parser.error("--redraw-teacher needs --seeds")
     first_seeded = "ingest" if args.redraw_teacher else FIRST_SEEDED
-    firsts = {name: VARIANTS[name][1] if args.seeds is None else min(VARIANTS[name][1], first_seeded, key=STAGE_ORDER.index)
-              for name in args.variants}
+    firsts = {name: VARIANTS[name][1] for name in args.variants}
+    if args.seeds is not None:  # each seed reruns from the first seeded stage at the latest
+        firsts = {name: min(first, first_seeded, key=STAGE_ORDER.index) for name, first in firsts.items()}
     source = Path(load_params(args.params).paths.artifacts)
     if args.settings:
         # The stages from the setting's up to the last variant's first stage are the same for every variant: run them
