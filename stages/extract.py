@@ -9,10 +9,10 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.features.backends import build_text_encoder, embed_classes, training_vocabulary
+from econsg.features.backends import absent_open_set_warning, build_text_encoder, embed_classes, training_vocabulary
 from econsg.features.base import ViewFeatures
 from econsg.pipeline import stage_main, stage_params
-from econsg.progress import track
+from econsg.progress import report, track
 from econsg.scene.store import open_scene
 
 
@@ -47,6 +47,8 @@ def run(params: Params) -> None:
     ex = params.extract
     scene = open_scene(params.paths.artifact("ingest"))
     vocabulary = training_vocabulary(ex, scene.class_names)
+    if warning := absent_open_set_warning(ex, scene.class_names):
+        report(warning)
     device = resolve_device(params.device)
     if ex.backend == "synthetic":
         encoder = build_text_encoder(ex, device)

@@ -56,3 +56,11 @@ def test_params_hash_changes_with_values():
     a, b = Params(), parse_params({"crr": {"tau1": 0.77}})
     assert a.crr.params_hash() != b.crr.params_hash()
     assert a.fuse.params_hash() == b.fuse.params_hash()
+
+
+def test_a_bad_override_is_reported_with_the_override_that_set_it():
+    assert load_params(ROOT / "params.yaml", ["crr.tau1=0.7"]).crr.tau1 == 0.7
+    with pytest.raises(ConfigError) as info:
+        load_params(ROOT / "params.yaml", ["synth.num_objects=12"])
+    assert info.value.source.endswith("params.yaml --set synth.num_objects=12")
+    assert any(line.startswith("synth:") and "num_objects (12)" in line for line in info.value.lines)

@@ -7,6 +7,7 @@ import zarr
 from econsg.config import Params
 from econsg.config.extract import ExtractParams, SyntheticTeacherParams
 from econsg.errors import EconsgError
+from econsg.features.backends import absent_open_set_warning, training_vocabulary
 from econsg.features.base import (
     bilinear_weights,
     interpolated_feature_norms,
@@ -176,6 +177,18 @@ def test_params_validation():
     with pytest.raises(ValueError, match="template"):
         ExtractParams(templates=["no slot"])
 
+
+
+def test_training_vocabulary_holds_out_open_set_classes_and_warns_of_absent_ones():
+    scene_classes = ["wall", "chair", "plant"]
+    assert training_vocabulary(ExtractParams(open_set_classes=["plant"]), scene_classes) == ["wall", "chair"]
+    assert training_vocabulary(ExtractParams(open_set_classes=[]), scene_classes) == scene_classes
+    assert absent_open_set_warning(ExtractParams(open_set_classes=["plant"]), scene_classes) is None
+    misspelt = ExtractParams(open_set_classes=["plants"])
+    assert training_vocabulary(misspelt, scene_classes) == scene_classes
+    assert "open_set_classes ['plants'] not among the scene's classes" in absent_open_set_warning(misspelt, scene_classes)
+    # a given vocabulary decides the training classes itself: nothing to warn of
+    assert absent_open_set_warning(ExtractParams(vocabulary=["wall"], open_set_classes=["plants"]), scene_classes) is None
 
 # ---- features.base: bilinear up-sampling and probabilities --------------------------------------------
 

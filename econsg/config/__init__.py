@@ -111,6 +111,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
+    source = str(path) + "".join(f" --set {item}" for item in overrides)  # an override may be what is wrong
     if overrides:
-        data = apply_overrides(data or {}, overrides, str(path))
-    return parse_params(data, str(path))
+        data = apply_overrides(data or {}, overrides, source)
+    return parse_params(data, source)

@@ -31,6 +31,18 @@ def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> 
     return vocabulary
 
 
+def absent_open_set_warning(params: ExtractParams, scene_classes: Sequence[str]) -> str | None:
+    """A warning when `open_set_classes` names classes the scene lacks (the default 'plant' on a scene of your own, or
+    a misspelt name): nothing is then held out of training for them, and evaluate scores no open-set class for them."""
+    if params.vocabulary is not None or not scene_classes:
+        return None
+    absent = [name for name in params.open_set_classes if name not in set(scene_classes)]
+    if not absent:
+        return None
+    return (f"extract: warning: extract.open_set_classes {absent} not among the scene's classes {list(scene_classes)}, "
+            "so nothing is held out for them; set it to classes of that list, or [] for no open-set class")
+
+
 def build_text_encoder(params: ExtractParams, device: str = "cpu") -> TextEncoder:
     """The text tower matching the backend: a hashed stand-in offline, CLIP's for openclip_sam."""
     if params.backend == "synthetic":
