@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from econsg.config import load_params
 from econsg.pipeline import STAGE_ORDER
@@ -80,3 +81,18 @@ def test_an_ablation_setting_reruns_from_the_stage_it_names_and_refuses_what_is_
                 module.setting_stage(bad, params_file)
         with pytest.raises(EconsgError, match="sparse_view"):
             module.setting_stage(["ingest.sparse_view=10"], params_file)  # a misspelt key, before anything runs
+
+
+def test_the_decoded_query_compares_the_decoded_render_with_the_text_in_the_teachers_space():
+    class Decoder:  # G(z) = z @ W: latent axis 0 decodes to text 1's direction, latent axis 1 to text 0's
+        W = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+        def decode(self, latents):
+            return latents @ self.W
+
+    text = torch.eye(3)
+    features = torch.tensor([[[2.0, 0.1], [0.1, 3.0]], [[1.0, 1.5], [-1.0, -0.2]]])  # [2, 2, d=2]
+    with load_benchmark(ROOT / "benchmarks" / "query_space.py") as module:
+        labels = module.segment_decoded(Decoder(), features, text)
+    assert labels.shape == (2, 2)
+    assert labels.tolist() == [[1, 0], [0, 2]]  # the last decodes to (-0.2, -1, 0): text 2 (cosine 0) beats texts 0 and 1 (negative)
