@@ -358,7 +358,7 @@ def query(
 
 @app.command()
 def edit(
-    text: Annotated[str, typer.Argument(help="What to select, e.g. 'sofa'.")],
+    text: Annotated[str, typer.Argument(help="What to select, e.g. 'bed'.")],
     action: Annotated[str, typer.Option(help="remove | recolour | extract")] = "remove",
     colour: Annotated[str, typer.Option(help="r,g,b in [0,1] for recolour.")] = "1,0,1",
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold (default: evaluate.relevancy_threshold).")] = None,
