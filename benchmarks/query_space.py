@@ -4,7 +4,7 @@ econSG segments by argmax_c cos(F(u), T_z(c)), with T_z = normalize(E(t_c)) (MET
 instead decodes the rendered latent and compares it with the text where the teacher's features live:
 argmax_c cos(G(F(u)), t_c). Both read the same semantic renders, the ones evaluate keeps for the held-out views
 (`feature_maps` in evaluate.zarr), so this scores the two rules on one trained scene with nothing retrained.
-Prints a markdown table: mIoU over the classes present and each class's IoU.
+Prints a markdown table: mIoU over the evaluation vocabulary's classes present (as evaluate has it) and each class's IoU.
 
 Run after `dvc repro`:  python benchmarks/query_space.py [--params params.yaml]
 """
@@ -15,10 +15,9 @@ import argparse
 
 import numpy as np
 import torch
-import zarr
 
 from econsg.config import load_params
-from econsg.evaluation import vocabulary_to_scene_ids
+from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
 from econsg.features.backends import embed_classes
 from econsg.metrics import confusion_matrix, segmentation_scores
 from econsg.query import LatentQuery
@@ -30,13 +29,6 @@ def segment_decoded(model, features: torch.Tensor, text_embeddings: torch.Tensor
     """argmax_c cos(G(F(u)), t_c): [..., d] rendered latents -> [...] class indices, in the teacher's space."""
     decoded = model.decode(features.reshape(-1, features.shape[-1]))
     return segment_latent(decoded, text_embeddings).reshape(features.shape[:-1])
-
-
-def scores(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[float, np.ndarray, np.ndarray]:
-    """mIoU over the classes present, per-class IoU and the present mask of [V, H, W] scene-id label maps."""
-    confusion = sum(confusion_matrix(p, g.astype(np.int64), num_classes) for p, g in zip(pred, gt))
-    result = segmentation_scores(confusion)
-    return float(result["iou"][result["present"]].mean()), result["iou"], result["present"]
 
 
 def main() -> None:
@@ -57,13 +49,15 @@ def main() -> None:
     with torch.no_grad():
         rules = {"latent, cos(F, T_z) (econSG)": segment_latent(features, query.text_latents(vocabulary)),
                  "decoded, cos(G(F), t) (LangSplat)": segment_decoded(model, features, text)}
-    rows = {name: scores(lookup[pred.numpy()], gt, len(class_names)) for name, pred in rules.items()}
-    present = next(iter(rows.values()))[2]
-    shown = [c for c in range(len(class_names)) if present[c]]
+    # scored as evaluate scores: over the evaluation vocabulary's classes present in the ground truth
+    confusions = {name: confusion_matrix(lookup[pred.numpy()], gt.astype(np.int64), len(class_names))
+                  for name, pred in rules.items()}
+    shown = subset_scores(next(iter(confusions.values())), lookup)["classes"]
     print("| rule | mIoU | " + " | ".join(class_names[c] for c in shown) + " |")
     print("|---|---|" + "---|" * len(shown))
-    for name, (miou, iou, _) in rows.items():
-        print(f"| {name} | {miou:.3f} | " + " | ".join(f"{iou[c]:.2f}" for c in shown) + " |")
+    for name, confusion in confusions.items():
+        iou = segmentation_scores(confusion)["iou"]
+        print(f"| {name} | {subset_scores(confusion, lookup)['miou']:.3f} | " + " | ".join(f"{iou[c]:.2f}" for c in shown) + " |")
 
 
 if __name__ == "__main__":

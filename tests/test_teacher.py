@@ -178,7 +178,6 @@ def test_params_validation():
         ExtractParams(templates=["no slot"])
 
 
-
 def test_training_vocabulary_holds_out_open_set_classes_and_warns_of_absent_ones():
     scene_classes = ["wall", "chair", "plant"]
     assert training_vocabulary(ExtractParams(open_set_classes=["plant"]), scene_classes) == ["wall", "chair"]
@@ -189,6 +188,7 @@ def test_training_vocabulary_holds_out_open_set_classes_and_warns_of_absent_ones
     assert "open_set_classes ['plants'] not among the scene's classes" in absent_open_set_warning(misspelt, scene_classes)
     # a given vocabulary decides the training classes itself: nothing to warn of
     assert absent_open_set_warning(ExtractParams(vocabulary=["wall"], open_set_classes=["plants"]), scene_classes) is None
+
 
 # ---- features.base: bilinear up-sampling and probabilities --------------------------------------------
 

@@ -36,7 +36,8 @@ def absent_open_set_warning(params: ExtractParams, scene_classes: Sequence[str])
     a misspelt name): nothing is then held out of training for them, and evaluate scores no open-set class for them."""
     if params.vocabulary is not None or not scene_classes:
         return None
-    absent = [name for name in params.open_set_classes if name not in set(scene_classes)]
+    known = set(scene_classes)
+    absent = [name for name in params.open_set_classes if name not in known]
     if not absent:
         return None
     return (f"extract: warning: extract.open_set_classes {absent} not among the scene's classes {list(scene_classes)}, "
