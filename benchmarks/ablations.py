@@ -8,9 +8,12 @@ affects, with the stages' `--set` overrides and its own artifact/metrics folders
   no_ce         splat.lambda_2d=0: no cross-entropy term in the splat loss
   3d_init_only  splat.lambda_sem=0, lambda_2d=0: semantics from the 3D latent initialisation alone
   joint_geometry splat.feature_geometry_grad=true: the semantic terms also move and densify the geometry
-  labelled_distill splat.distill_ignored=false: Dist only on the pixels crr labelled
+  labelled_distill splat.distill_pixels=labelled: Dist only on the pixels crr labelled
+  all_distill   splat.distill_pixels=all: Dist on every pixel (METHOD.md's sum over u), the ignored pixels that keep
+                their own feature too
   raw_latents   autoencode.unit_latents=false: latents keep E's lengths (the splats blend them unequally)
-  own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling
+  own_features  crr.ignored_features=own: ignored pixels keep their own feature (METHOD.md), no mask pooling (so,
+                with the default splat.distill_pixels, Dist runs over the labelled pixels alone)
   authors_loss  splat.dist_normalize=true, splat.ce_temperature=1: the authors' code's Dist (on F/|F|) and CE
                 (raw cosines as logits, as the default has it too)
   sharp_ce      splat.ce_temperature=0.05: CE logits cos / 0.05, as sharp as the other softmaxes (the old default)
@@ -54,7 +57,8 @@ VARIANTS = {
     "no_ce": (["splat.lambda_2d=0"], "splat"),
     "3d_init_only": (["splat.lambda_sem=0", "splat.lambda_2d=0"], "splat"),
     "joint_geometry": (["splat.feature_geometry_grad=true"], "splat"),
-    "labelled_distill": (["splat.distill_ignored=false"], "splat"),
+    "labelled_distill": (["splat.distill_pixels=labelled"], "splat"),
+    "all_distill": (["splat.distill_pixels=all"], "splat"),
     "raw_latents": (["autoencode.unit_latents=false"], "autoencode"),
     "own_features": (["crr.ignored_features=own"], "crr"),
     "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as nnf
 
+from econsg.errors import EconsgError
 from econsg.scene.data import IGNORE
 
 
@@ -50,6 +51,26 @@ def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents:
     return loss / math.log(text_latents.shape[0]) if normalize and text_latents.shape[0] > 1 else loss
 
 
+def distilled_pixels(refined_labels: torch.Tensor, feature_source: torch.Tensor, rule: str) -> torch.Tensor | None:
+    """The pixels Dist runs over, from crr's decisions (refined labels and feature sources, [V,H,W]); None = all.
+
+    all:                every pixel (METHOD.md's sum over u).
+    labelled_or_pooled: the pixels crr labelled and the ignored ones it gave a mask's pooled feature
+                        (`crr.ignored_features: mask`); not the ignored pixels left with their own feature (tau2's
+                        boundary pixels, pixels no mask covers), whose patch-blurred features encode near the
+                        middle of the latent space, where a class the training vocabulary lacks has its text latent.
+    labelled:           only the pixels crr labelled.
+    """
+    if rule == "all":
+        return None
+    labelled = refined_labels != IGNORE
+    if rule == "labelled":
+        return labelled
+    if rule == "labelled_or_pooled":
+        return labelled | (feature_source >= 0)
+    raise EconsgError(f"splat.distill_pixels: got {rule!r}, expected 'all', 'labelled_or_pooled' or 'labelled'")
+
+
 def make_semantic_loss(
     latent_maps: torch.Tensor,
     labels: torch.Tensor,
@@ -60,20 +81,20 @@ def make_semantic_loss(
     dist: str,
     temperature: float,
     ce_normalize: bool,
-    distill_ignored: bool = True,
+    distill_mask: torch.Tensor | None = None,
     dist_normalize: bool = False,
 ) -> Callable:
     """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
 
-    Dist runs over every pixel (`distill_ignored`, METHOD.md's sum over u) or only over those crr labelled,
-    on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always skips the
-    ignored pixels and divides its cosines by `temperature`.
+    Dist runs over the pixels of `distill_mask` [V,H,W] bool (None: every pixel, METHOD.md's sum over u; see
+    `distilled_pixels`), on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always
+    skips the ignored pixels and divides its cosines by `temperature`.
     """
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
         target_labels = labels[view_index]
-        valid = None if distill_ignored else target_labels != IGNORE
+        valid = None if distill_mask is None else distill_mask[view_index]
         distilled = nnf.normalize(rendered, dim=-1) if dist_normalize else rendered
         sem = semantic_distill_loss(distilled, latent_maps[view_index].float(), dist, valid)
         total = lambda_sem * sem

@@ -11,7 +11,7 @@ from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
 from econsg.pipeline import stage_main, stage_params
-from econsg.semantic import make_semantic_loss
+from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
 from econsg.scene.store import open_scene
@@ -54,12 +54,16 @@ def run(params: Params) -> None:
     latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)
     labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]).astype(np.int64)).to(device)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
+    feature_source = torch.from_numpy(np.stack([cr["feature_source"][v] for v in train])).to(device)
+    extras = {"latent_maps": latent_maps, "labels": labels}
+    if (distill_mask := distilled_pixels(labels, feature_source, cfg.distill_pixels)) is not None:
+        extras["distill_mask"] = distill_mask
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
-    views = load_views(scene, train, device, extras={"latent_maps": latent_maps, "labels": labels})
+    views = load_views(scene, train, device, extras=extras)
     extra_loss = make_semantic_loss(
         views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
         lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.ce_temperature, ce_normalize=cfg.ce_normalize,
-        distill_ignored=cfg.distill_ignored, dist_normalize=cfg.dist_normalize,
+        distill_mask=views.extras.get("distill_mask"), dist_normalize=cfg.dist_normalize,
     )
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,

@@ -96,3 +96,40 @@ def test_the_decoded_query_compares_the_decoded_render_with_the_text_in_the_teac
         labels = module.segment_decoded(Decoder(), features, text)
     assert labels.shape == (2, 2)
     assert labels.tolist() == [[1, 0], [0, 2]]  # the last decodes to (-0.2, -1, 0): text 2 (cosine 0) beats texts 0 and 1 (negative)
+
+
+def scene_run(miou, teacher, per_class, open_set=float("nan")):
+    """A scene's evaluate metrics as benchmarks/scenes.py reads them; per_class maps a class to (IoU, teacher IoU)."""
+    return {"miou": miou, "closed_set_miou": miou, "open_set_miou": open_set, "teacher_miou": teacher,
+            "geometry_oracle_miou": 0.9, "psnr": 28.0,
+            "geometry_oracle_per_class_iou": {name: 0.9 for name in per_class},
+            "per_class": {name: {"iou": iou, "teacher_iou": t, "pixels": 10, "acc": iou} for name, (iou, t) in per_class.items()}}
+
+
+def test_the_scene_tables_name_the_classes_below_the_teacher_and_average_only_the_scenes_that_have_a_value():
+    runs = {3: scene_run(0.8, 0.6, {"wall": (0.95, 0.85), "lamp": (0.10, 0.32), "shelf": (0.77, 0.92)}, open_set=0.6),
+            5: scene_run(0.7, 0.6, {"wall": (0.90, 0.80), "lamp": (0.55, 0.50)})}  # scene 5: no open-set class
+    with load_benchmark(ROOT / "benchmarks" / "scenes.py") as module:
+        scenes, classes = module.scene_table(runs), module.class_table(runs)
+    header, _, three, five, mean = scenes.splitlines()
+    assert three.endswith("| lamp 0.10 < 0.32, shelf 0.77 < 0.92 |")  # the furthest below the teacher first
+    assert five.endswith("| none |") and "| nan |" in five
+    # open_set_miou (the third column) averages scene 3 alone; over_teacher reads each scene's own margin
+    assert mean.split(" | ")[1:6] == ["0.750 (0.700-0.800)", "0.750 (0.700-0.800)", "0.600", "0.600 (0.600-0.600)",
+                                      "0.150 (0.100-0.200)"]
+    rows = classes.splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| lamp", "| shelf", "| wall"]  # worst econsg IoU first
+    assert rows[0] == "| lamp | 2 | 0.325 (0.100-0.550) | 0.410 (0.320-0.500) | 0.900 (0.900-0.900) |"
+
+
+def test_the_scene_benchmark_refuses_the_settings_each_scene_sets_itself():
+    from econsg.errors import EconsgError
+
+    params_file = ROOT / "params.yaml"
+    with load_benchmark(ROOT / "benchmarks" / "scenes.py") as module:
+        module.check_settings(["synth.num_objects=4", "splat.iterations=100"], params_file)  # synth's others are fine
+        for bad in (["synth.seed=2"], ["seed=3"], ["paths.data=/tmp/x"]):
+            with pytest.raises(SystemExit, match="use --scenes"):
+                module.check_settings(bad, params_file)
+        with pytest.raises(EconsgError, match="num_object"):
+            module.check_settings(["synth.num_object=4"], params_file)

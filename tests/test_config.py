@@ -24,6 +24,14 @@ def test_unknown_keys_are_refused_with_section_field_location():
     assert any(line.startswith("bogus: unknown key") for line in lines)
 
 
+def test_a_replaced_key_names_its_replacement():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"splat": {"distill_ignored": True}})
+    assert info.value.lines == [
+        "splat.distill_ignored: replaced by splat.distill_pixels (true -> all, false -> labelled; default labelled_or_pooled)"
+    ]
+
+
 def test_sections_are_frozen_and_fully_described():
     def check(model: type[BaseModel], where: str):
         for name, field in model.model_fields.items():

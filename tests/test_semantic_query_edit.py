@@ -9,7 +9,7 @@ from econsg.errors import EconsgError
 from econsg.evaluation import subset_scores
 from econsg.metrics import confusion_matrix
 from econsg.query import relevancy
-from econsg.semantic import make_semantic_loss, segment_latent, semantic_ce_loss, semantic_distill_loss
+from econsg.semantic import distilled_pixels, make_semantic_loss, segment_latent, semantic_ce_loss, semantic_distill_loss
 
 
 def unit(rows):
@@ -56,18 +56,29 @@ def test_semantic_hook_combines_terms_with_weights():
     assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + logged_ce["ce"], rel=1e-5)
 
 
-def test_semantic_hook_distils_ignored_pixels_only_when_asked():
+def test_semantic_hook_distils_only_the_pixels_of_its_mask():
     class Out:
         features = torch.zeros(1, 1, 2, 3)
 
     maps = torch.ones(1, 1, 2, 3)
-    maps[0, 0, 1] = 5.0  # the ignored pixel's 2D latent is far from the render
-    labels = torch.tensor([[[0, -1]]])
+    maps[0, 0, 1] = 5.0  # the second pixel's 2D latent is far from the render
     kwargs = dict(lambda_sem=1.0, lambda_2d=0.0, dist="l1", temperature=0.1, ce_normalize=True)
-    _, labelled = make_semantic_loss(maps, labels, LATENTS, distill_ignored=False, **kwargs)(Out(), 0, None)
-    _, every = make_semantic_loss(maps, labels, LATENTS, distill_ignored=True, **kwargs)(Out(), 0, None)
-    assert labelled["sem"] == pytest.approx(1.0)
+    labels = torch.tensor([[[0, -1]]])
+    _, first = make_semantic_loss(maps, labels, LATENTS, distill_mask=torch.tensor([[[True, False]]]), **kwargs)(Out(), 0, None)
+    _, every = make_semantic_loss(maps, labels, LATENTS, distill_mask=None, **kwargs)(Out(), 0, None)
+    assert first["sem"] == pytest.approx(1.0)
     assert every["sem"] == pytest.approx((1.0 + 5.0) / 2)
+
+
+def test_the_distilled_pixels_follow_crrs_decisions():
+    # pixels: labelled with a mask feature, labelled with its own, ignored with a pooled feature, ignored with its own
+    labels = torch.tensor([[[2, 0, -1, -1]]])
+    feature_source = torch.tensor([[[0, -1, 1, -1]]])
+    assert distilled_pixels(labels, feature_source, "all") is None
+    assert distilled_pixels(labels, feature_source, "labelled").tolist() == [[[True, True, False, False]]]
+    assert distilled_pixels(labels, feature_source, "labelled_or_pooled").tolist() == [[[True, True, True, False]]]
+    with pytest.raises(EconsgError, match="distill_pixels"):
+        distilled_pixels(labels, feature_source, "ignored")
 
 
 def test_semantic_hook_distils_the_direction_when_asked():

@@ -59,6 +59,12 @@ class Params(BaseModel):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Scoring of held-out views.")
 
 
+# Keys a release replaced: what an older params.yaml should say instead.
+REPLACED_KEYS = {
+    "splat.distill_ignored": "replaced by splat.distill_pixels (true -> all, false -> labelled; default labelled_or_pooled)",
+}
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     """One `section.field: message` line per pydantic error."""
     lines = []
@@ -66,7 +72,7 @@ def format_validation_error(error: ValidationError) -> list[str]:
         location = ".".join(str(part) for part in item["loc"]) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key (not a field of this section; check the spelling)"
+            message = REPLACED_KEYS.get(location, "unknown key (not a field of this section; check the spelling)")
         elif "input" in item and item["type"] not in ("missing",):
             message = f"{message} (got {item['input']!r})"
         lines.append(f"{location}: {message}")

@@ -135,11 +135,15 @@ class SplatParams(Section):
         description="Dist compares the rendered feature's direction F(u) / |F(u)| with F_z^2D(u), as the authors' code "
         "does; false = F(u) itself, as the paper writes it. Segmentation and queries read only the direction.",
     )
-    distill_ignored: bool = Field(
-        True,
-        description="Distil F_z^2D on every pixel, as METHOD.md's sum over u does; false = only on the pixels crr "
-        "labelled. The pixels crr leaves unlabelled are mostly what the training vocabulary cannot name (on the demo, "
-        "89 % of the open-set plant's pixels): their own latents are the only 2D evidence the splats get for them.",
+    distill_pixels: Literal["all", "labelled_or_pooled", "labelled"] = Field(
+        "labelled_or_pooled",
+        description="The pixels Dist(F, F_z^2D) runs over. all: every pixel, as METHOD.md's sum over u does. "
+        "labelled_or_pooled: those crr labelled and the ignored ones it gave a mask's pooled feature "
+        "(crr.ignored_features: mask), not the ignored pixels left with their own, patch-blurred feature (tau2's "
+        "boundary pixels, pixels no mask covers): their latents lie near the middle of the latent space, where an "
+        "open-set class's text latent lies too, so distilling them paints that class along object boundaries. "
+        "labelled: only the pixels crr labelled (most of an open-set class's pixels are ignored). With "
+        "crr.ignored_features: own no pixel is pooled, and labelled_or_pooled distils the labelled ones alone.",
     )
     lambda_2d: float = Field(
         1.0, ge=0, description="Weight of CE(cos(F, T_z) / T, S^h) against crr's refined labels (authors: 1)."
