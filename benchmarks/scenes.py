@@ -46,7 +46,7 @@ def run_scene(scene: int, settings: list[str], params_file: Path, root: Path) ->
     """Generate scene `scene` into `root` and run every stage there; its evaluate metrics, with the per-class IoUs
     of econsg and the teacher rescored from the label maps evaluate keeps."""
     overrides = [*settings, f"synth.seed={scene}", f"seed={scene}", f"paths.data={root / 'data'}"]
-    run_stages(list(STAGE_ORDER), overrides, params_file, root, source=root / "artifacts")
+    run_stages(list(STAGE_ORDER), overrides, params_file, root, source=root / "artifacts")  # from synth: nothing to copy
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     store = root / "artifacts" / load_params(params_file).paths.artifact("evaluate").name
     rescored = rescore_evaluate(open_artifact(store, "evaluate"), None, [])
@@ -100,7 +100,11 @@ def main() -> None:
                         help="a setting every scene runs under (repeatable)")
     args = parser.parse_args()
     check_settings(args.settings, args.params)
-    runs = {scene: run_scene(scene, args.settings, args.params, args.out / f"scene{scene}") for scene in args.scenes}
+    runs = {}
+    for scene in args.scenes:  # a row as each scene ends: a later scene's failure keeps the earlier ones in view
+        runs[scene] = run_scene(scene, args.settings, args.params, args.out / f"scene{scene}")
+        print(f"scene {scene}: mIoU {runs[scene]['miou']:.3f}, teacher {runs[scene]['teacher_miou']:.3f} "
+              f"({args.out / f'scene{scene}'})", flush=True)
     report = scene_table(runs) + "\n\n" + class_table(runs)
     print(report)
     (args.out / "scenes.md").write_text(report + "\n")
