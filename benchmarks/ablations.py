@@ -72,13 +72,16 @@ COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "
            "consistency", "psnr")
 
 
-def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path) -> None:
+def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None) -> None:
     """Copy `source`'s artifacts of the stages upstream of `stages` into `root`, then run `stages` there with
-    `overrides`."""
+    `overrides`. Stages from synth or ingest on have nothing upstream to copy and need no `source`."""
     demo = load_params(params_file).paths
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    for stage in STAGE_ORDER[1 : STAGE_ORDER.index(stages[0])]:
+    upstream = STAGE_ORDER[1 : STAGE_ORDER.index(stages[0])]
+    if upstream and source is None:
+        raise ValueError(f"run_stages from {stages[0]}: the artifacts of {', '.join(upstream)} need a source folder")
+    for stage in upstream:
         target = artifacts / demo.artifact(stage).name
         if not target.exists():
             shutil.copytree(source / target.name, target)

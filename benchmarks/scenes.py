@@ -46,7 +46,7 @@ def run_scene(scene: int, settings: list[str], params_file: Path, root: Path) ->
     """Generate scene `scene` into `root` and run every stage there; its evaluate metrics, with the per-class IoUs
     of econsg and the teacher rescored from the label maps evaluate keeps."""
     overrides = [*settings, f"synth.seed={scene}", f"seed={scene}", f"paths.data={root / 'data'}"]
-    run_stages(list(STAGE_ORDER), overrides, params_file, root, source=root / "artifacts")  # from synth: nothing to copy
+    run_stages(list(STAGE_ORDER), overrides, params_file, root)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     store = root / "artifacts" / load_params(params_file).paths.artifact("evaluate").name
     rescored = rescore_evaluate(open_artifact(store, "evaluate"), None, [])
