@@ -22,7 +22,7 @@ from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
-from econsg.progress import track
+from econsg.progress import report, track
 from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
 from econsg.query import LatentQuery, relevancy
 from econsg.scene.store import open_ground_truth, open_scene
@@ -141,13 +141,18 @@ def run(params: Params) -> None:
         train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
         eval_ids = [c for c in lookup if c >= 0]
         open_ids = [c for c in eval_ids if c not in set(train_ids)]
+        open_scores = subset_scores(conf_pred, open_ids)
+        if open_ids and not open_scores["classes"]:
+            report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
+                   "view, so open_set_miou is NaN and miou covers the training classes alone")
         overall, teacher_scores = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
         class_iou = segmentation_scores(conf_pred)["iou"]
         metrics.update({
             "miou": overall["miou"], "macc": overall["macc"],
             "closed_set_miou": subset_scores(conf_pred, train_ids)["miou"],
-            "open_set_miou": subset_scores(conf_pred, open_ids)["miou"] if open_ids else None,
+            "open_set_miou": open_scores["miou"] if open_ids else None,
             "open_set_classes": [class_names[c] for c in open_ids],
+            "open_set_classes_present": [class_names[c] for c in open_scores["classes"]],
             "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
             "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
         })

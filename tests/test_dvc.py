@@ -174,6 +174,8 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["psnr"] > 5.0
     assert 0.0 <= metrics["geometry_oracle_miou"] <= 1.0
     assert set(metrics["geometry_oracle_per_class_iou"]) == set(metrics["per_class_iou"])
+    # an open-set class counts as present only where the held-out ground truth holds it (per_class_iou lists those)
+    assert metrics["open_set_classes_present"] == [c for c in metrics["open_set_classes"] if c in metrics["per_class_iou"]]
 
     second = dvc(tiny_project, "repro")
     assert not stages_in(second, r"Running stage '(\w+)'")
