@@ -5,7 +5,7 @@ instead decodes the rendered latent and compares it with the text where the teac
 argmax_c cos(G(F(u)), t_c). A third rule keeps the latent space but measures directions from the middle of the
 training classes' text latents, m = mean_c T_z(c): argmax_c cos(F(u) - m, T_z(c) - m), since a text the autoencoder
 never trained on encodes near m. All read the same semantic renders, the ones evaluate keeps for the held-out views
-(`feature_maps` in evaluate.zarr), so this scores the two rules on one trained scene with nothing retrained.
+(`feature_maps` in evaluate.zarr), so this scores the three rules on one trained scene with nothing retrained.
 Prints a markdown table: mIoU over the evaluation vocabulary's classes present (as evaluate has it) and each class's IoU.
 
 Run after `dvc repro`:  python benchmarks/query_space.py [--params params.yaml] [--set KEY=VALUE ...]

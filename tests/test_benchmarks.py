@@ -98,7 +98,6 @@ def test_the_decoded_query_compares_the_decoded_render_with_the_text_in_the_teac
     assert labels.tolist() == [[1, 0], [0, 2]]  # the last decodes to (-0.2, -1, 0): text 2 (cosine 0) beats texts 0 and 1 (negative)
 
 
-
 def test_the_centred_query_compares_directions_from_the_middle_of_the_training_texts():
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.6]])  # the third text sits near the middle of the first two
     features = torch.tensor([[0.9, 0.2], [0.3, 0.7], [1.0, 1.0]])
@@ -108,6 +107,7 @@ def test_the_centred_query_compares_directions_from_the_middle_of_the_training_t
         plain = module.segment_latent(features, text)
     assert plain.tolist() == [0, 2, 2]  # uncentred, the middle text also wins (0.3, 0.7), nearer text 1
     assert centred.tolist() == [0, 1, 2]  # from m, (0.3, 0.7) points along text 1 - m; (1, 1) along text 2 - m
+
 
 def scene_run(miou, teacher, per_class, open_set=float("nan")):
     """A scene's evaluate metrics as benchmarks/scenes.py reads them; per_class maps a class to (IoU, teacher IoU)."""
