@@ -51,8 +51,11 @@ def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents:
     return loss / math.log(text_latents.shape[0]) if normalize and text_latents.shape[0] > 1 else loss
 
 
-def distilled_pixels(refined_labels: torch.Tensor, feature_source: torch.Tensor, rule: str) -> torch.Tensor | None:
-    """The pixels Dist runs over, from crr's decisions (refined labels and feature sources, [V,H,W]); None = all.
+def distilled_pixels(refined_labels: torch.Tensor, feature_source: Callable[[], torch.Tensor], rule: str) -> torch.Tensor | None:
+    """The pixels Dist runs over, from crr's decisions (refined labels [V,H,W]); None = all.
+
+    `feature_source` returns crr's feature sources [V,H,W]; it is called only by the rule that reads them, so the
+    other rules never load them.
 
     all:                every pixel (METHOD.md's sum over u).
     labelled_or_pooled: the pixels crr labelled and the ignored ones it gave a mask's pooled feature
@@ -67,7 +70,7 @@ def distilled_pixels(refined_labels: torch.Tensor, feature_source: torch.Tensor,
     if rule == "labelled":
         return labelled
     if rule == "labelled_or_pooled":
-        return labelled | (feature_source >= 0)
+        return labelled | (feature_source() >= 0)
     raise EconsgError(f"splat.distill_pixels: got {rule!r}, expected 'all', 'labelled_or_pooled' or 'labelled'")
 
 

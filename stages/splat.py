@@ -54,8 +54,11 @@ def run(params: Params) -> None:
     latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)
     labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]).astype(np.int64)).to(device)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
-    feature_source = torch.from_numpy(np.stack([cr["feature_source"][v] for v in train])).to(device)
     extras = {"latent_maps": latent_maps, "labels": labels}
+
+    def feature_source() -> torch.Tensor:
+        return torch.from_numpy(np.stack([cr["feature_source"][v] for v in train])).to(device)
+
     if (distill_mask := distilled_pixels(labels, feature_source, cfg.distill_pixels)) is not None:
         extras["distill_mask"] = distill_mask
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint

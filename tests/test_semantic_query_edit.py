@@ -73,9 +73,15 @@ def test_semantic_hook_distils_only_the_pixels_of_its_mask():
 def test_the_distilled_pixels_follow_crrs_decisions():
     # pixels: labelled with a mask feature, labelled with its own, ignored with a pooled feature, ignored with its own
     labels = torch.tensor([[[2, 0, -1, -1]]])
-    feature_source = torch.tensor([[[0, -1, 1, -1]]])
+    reads = []
+
+    def feature_source():
+        reads.append(1)
+        return torch.tensor([[[0, -1, 1, -1]]])
+
     assert distilled_pixels(labels, feature_source, "all") is None
     assert distilled_pixels(labels, feature_source, "labelled").tolist() == [[[True, True, False, False]]]
+    assert not reads, "only labelled_or_pooled reads crr's feature sources"
     assert distilled_pixels(labels, feature_source, "labelled_or_pooled").tolist() == [[[True, True, True, False]]]
     with pytest.raises(EconsgError, match="distill_pixels"):
         distilled_pixels(labels, feature_source, "ignored")
