@@ -91,10 +91,16 @@ def value_range(values: np.ndarray) -> str:
 def nothing_labelled(cfg, thresholds: np.ndarray, confidences) -> EconsgError:
     """The error for a crr that labelled no pixel at all: every later stage would train on ignore alone."""
     highest = max(float(np.max(c)) for c in confidences)
+    if cfg.tau2 >= float(np.min(thresholds)):
+        advice = "lower crr.tau2 below tau1: boundary regularization drops every pixel whose probability is below it"
+    elif cfg.tau1_mode == "quantile":
+        advice = "lower crr.tau1 or crr.min_votes"
+    else:
+        advice = "lower crr.tau1 or use crr.tau1_mode: quantile"
     return EconsgError(
         f"crr: no pixel of any training view keeps a label: tau1 ({cfg.tau1_mode}, crr.tau1={cfg.tau1}) is "
         f"{value_range(thresholds)} and the teacher's confidence reaches at most "
-        f"{highest:.3f} (crr.tau2={cfg.tau2}, crr.min_votes={cfg.min_votes}); lower crr.tau1 or use crr.tau1_mode: quantile"
+        f"{highest:.3f} (crr.tau2={cfg.tau2}, crr.min_votes={cfg.min_votes}); {advice}"
     )
 
 

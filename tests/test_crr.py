@@ -222,3 +222,19 @@ def test_audit_feature_tile_tells_own_class_mean_and_pooled_features_apart():
     own, class_mean, pooled = tile[0, 2], tile[0, 0], tile[0, 1]
     assert (tile[0, 3] == own).all()  # a labelled pixel with its own feature looks like an ignored one
     assert len({tuple(own), tuple(class_mean), tuple(pooled)}) == 3
+
+
+@pytest.mark.parametrize(
+    ("settings", "advice"),
+    [
+        (dict(tau1_mode="quantile", tau1=0.4, tau2=0.9), "lower crr.tau2 below tau1"),
+        (dict(tau1_mode="quantile", tau1=0.99, tau2=0.25), "lower crr.tau1 or crr.min_votes"),
+        (dict(tau1_mode="absolute", tau1=1.0, tau2=0.25), "use crr.tau1_mode: quantile"),
+    ],
+)
+def test_a_crr_that_labels_nothing_names_the_threshold_to_lower(settings, advice):
+    """A quantile tau1 resolves below an absolute tau2 that drops every pixel: the error names tau2, not tau1."""
+    from stages.crr import nothing_labelled
+
+    message = str(nothing_labelled(CrrParams(**settings), np.array([0.34, 0.36]), [np.array([0.5, 0.89])]))
+    assert advice in message and "reaches at most 0.890" in message
