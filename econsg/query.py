@@ -13,6 +13,7 @@ import torch
 
 from econsg.autoencoder import encode_text
 from econsg.config import ExtractParams
+from econsg.errors import EconsgError
 from econsg.features.backends import build_text_encoder, embed_classes
 from econsg.semantic import latent_logits
 
@@ -29,6 +30,8 @@ class LatentQuery:
     @torch.no_grad()
     def text_latents(self, texts: Sequence[str]) -> torch.Tensor:
         """[Q, d] normalised latents T_z of arbitrary texts (prompt templates averaged)."""
+        if blank := [text for text in texts if not text.strip()]:
+            raise EconsgError(f"query text: got {blank[0]!r}, expected a non-empty text such as 'a red chair'")
         embeddings = torch.from_numpy(embed_classes(self.encoder, list(texts), self.params)).to(self.device)
         return encode_text(self.model, embeddings)
 

@@ -115,6 +115,8 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
         f"a-striped-armchair_view_{held_out[-1]:04d}.png"], "a query names its picture by the view index, as evaluate's plots do"
     training_view = runner.invoke(app, ["query", "bed", "--view", "0"])
     assert training_view.exit_code == 1 and "--view: 0 is not a held-out view" in training_view.stderr
+    blank = runner.invoke(app, ["query", "wall", " "])
+    assert blank.exit_code == 1 and "query text: got ' ', expected a non-empty text" in blank.stderr
     several = runner.invoke(app, ["query", "wall", "floor", "bed"])
     assert several.exit_code == 0, several.stderr
     edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
