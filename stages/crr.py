@@ -94,7 +94,7 @@ def nothing_labelled(cfg, thresholds: np.ndarray, confidences) -> EconsgError:
     if cfg.tau2 >= float(np.min(thresholds)):
         advice = "lower crr.tau2 below tau1: boundary regularization drops every pixel whose probability is below it"
     elif cfg.tau1_mode == "quantile":
-        advice = "lower crr.tau1 or crr.min_votes"
+        advice = "lower crr.tau1"
     else:
         advice = "lower crr.tau1 or use crr.tau1_mode: quantile"
     return EconsgError(

@@ -225,16 +225,17 @@ def test_audit_feature_tile_tells_own_class_mean_and_pooled_features_apart():
 
 
 @pytest.mark.parametrize(
-    ("settings", "advice"),
+    ("settings", "thresholds", "advice"),
     [
-        (dict(tau1_mode="quantile", tau1=0.4, tau2=0.9), "lower crr.tau2 below tau1"),
-        (dict(tau1_mode="quantile", tau1=0.99, tau2=0.25), "lower crr.tau1 or crr.min_votes"),
-        (dict(tau1_mode="absolute", tau1=1.0, tau2=0.25), "use crr.tau1_mode: quantile"),
+        (dict(tau1_mode="quantile", tau1=0.4, tau2=0.9), [0.34, 0.36], "lower crr.tau2 below tau1"),
+        (dict(tau1_mode="quantile", tau1=1.0, tau2=0.25), [0.95, 0.97], "lower crr.tau1"),
+        (dict(tau1_mode="absolute", tau1=1.0, tau2=0.25), [1.0], "use crr.tau1_mode: quantile"),
     ],
 )
-def test_a_crr_that_labels_nothing_names_the_threshold_to_lower(settings, advice):
-    """A quantile tau1 resolves below an absolute tau2 that drops every pixel: the error names tau2, not tau1."""
+def test_a_crr_that_labels_nothing_names_the_threshold_to_lower(settings, thresholds, advice):
+    """tau2 above the resolved tau1 drops every pixel: the error names tau2 then, and tau1 otherwise."""
     from stages.crr import nothing_labelled
 
-    message = str(nothing_labelled(CrrParams(**settings), np.array([0.34, 0.36]), [np.array([0.5, 0.89])]))
+    message = str(nothing_labelled(CrrParams(**settings), np.array(thresholds), [np.array([0.5, 0.89])]))
     assert advice in message and "reaches at most 0.890" in message
+    assert ("crr.tau2 below" in message) == (advice == "lower crr.tau2 below tau1")
