@@ -19,6 +19,8 @@ affects, with the stages' `--set` overrides and its own artifact/metrics folders
   sharp_ce      splat.ce_temperature=0.05: CE logits cos / 0.05, as sharp as the other softmaxes (the old default)
   uniform_ce    autoencode.ce_weights=uniform: every labelled fused point weighs alike in the autoencoder's CE
                 terms (METHOD.md; the old default)
+  agreement_weights splat.pixel_weights=agreement: Dist and CE weigh each pixel by the multi-view agreement of its
+                crr decision (fuse's `agreement`)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
                                                   [--set ingest.sparse_views=10 ...]
@@ -64,6 +66,7 @@ VARIANTS = {
     "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),
     "sharp_ce": (["splat.ce_temperature=0.05"], "splat"),
     "uniform_ce": (["autoencode.ce_weights=uniform"], "autoencode"),
+    "agreement_weights": (["splat.pixel_weights=agreement"], "splat"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.

@@ -67,6 +67,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
         "vote_share": ("point",),
         "labelled_share": ("point",),
         "num_views": ("point",),
+        "agreement": ("view", "y", "x"),
     },
     "autoencode": {
         "latent": ("point", "latent"),

@@ -1,5 +1,5 @@
 """Per-view audit panels of what crr decided: image, raw labels, confidence, masks, refined labels, changes,
-and where each pixel's refined feature came from."""
+where each pixel's refined feature came from, and (once fuse has run) how far the other views agree with it."""
 
 from __future__ import annotations
 
@@ -33,26 +33,36 @@ def feature_source_map(refined: np.ndarray, feature_source: np.ndarray) -> np.nd
     return out
 
 
-def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str]):
-    """The audit picture of one view (PIL image) with a legend of the vocabulary's colours."""
+def agreement_map(agreement: np.ndarray) -> np.ndarray:
+    """[H,W,3]: fuse's multi-view agreement on the dark-to-yellow ramp (1 = every view of the surface made the same
+    decision), blue where no 3D sample fell."""
+    out = viz.colour_scalar(np.nan_to_num(agreement, nan=0.0))
+    out[~np.isfinite(agreement)] = (30, 60, 160)
+    return out
+
+
+def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str], agreement=None):
+    """The audit picture of one view (PIL image) with a legend of the vocabulary's colours; `agreement` [H,W] (fuse's,
+    None before fuse has run) adds its tile."""
     palette = viz.class_palette(len(vocabulary))
-    figure = viz.panel(
-        [
-            ("image", image),
-            ("raw labels", viz.colour_labels(raw, palette)),
-            ("confidence", viz.colour_scalar(confidence)),
-            (f"masks ({len(masks)})", viz.colour_masks(masks)),
-            ("refined labels", viz.colour_labels(refined, palette)),
-            ("crr changes", crr_change_map(raw, refined)),
-            ("refined features", feature_source_map(refined, feature_source)),
-        ],
-        columns=4,
-    )
+    tiles = [
+        ("image", image),
+        ("raw labels", viz.colour_labels(raw, palette)),
+        ("confidence", viz.colour_scalar(confidence)),
+        (f"masks ({len(masks)})", viz.colour_masks(masks)),
+        ("refined labels", viz.colour_labels(refined, palette)),
+        ("crr changes", crr_change_map(raw, refined)),
+        ("refined features", feature_source_map(refined, feature_source)),
+    ]
+    if agreement is not None:
+        tiles.append(("multi-view agreement", agreement_map(np.asarray(agreement, dtype=np.float32))))
+    figure = viz.panel(tiles, columns=4)
     return viz.with_legend(figure, viz.legend(vocabulary, palette))
 
 
-def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=lambda x, d: x) -> list[Path]:
-    """Write one panel per view, a contact sheet and an index.html; returns the panel paths."""
+def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=lambda x, d: x, fuse=None) -> list[Path]:
+    """Write one panel per view, a contact sheet and an index.html; returns the panel paths. With `fuse` (its store),
+    each panel shows the multi-view agreement too."""
     vocabulary = list(extract.attrs["vocabulary"])
     paths = []
     for v in track(views, "audit: panels"):
@@ -60,6 +70,7 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         picture = audit_panel(
             scene.image(v), extract["labels"][v], extract["confidence"][v], extract["masks"][v, :n],
             crr["refined_labels"][v], crr["feature_source"][v], vocabulary,
+            None if fuse is None else fuse["agreement"][v],
         )
         paths.append(viz.save_png(picture, out_dir / f"view_{v:04d}.png"))
     if paths:
@@ -71,7 +82,8 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         "<!doctype html><meta charset='utf-8'><title>econsg crr audit</title>"
         "<h1>CRR audit</h1><p>crr changes: grey = kept, yellow = relabelled by a SAM mask, red = set to ignore. "
         "Refined features: grey = the pixel's own, blue = its mask's class mean, magenta = an ignored pixel's "
-        "pooled mask mean.</p>"
+        "pooled mask mean. Multi-view agreement (after fuse): the share of the other views' samples of the same "
+        "surface that made the same decision (dark = contradicted, yellow = confirmed, blue = no 3D sample).</p>"
         f"<p><img src='contact_sheet.png' width='960'></p>{rows}\n"
     )
     return paths

@@ -159,7 +159,7 @@ DVC_HEADER = (
 KEY_METRICS = {
     "extract": ("views_per_second",),
     "crr": ("raw_miou", "refined_miou", "refined_coverage"),
-    "fuse": ("points", "point_label_accuracy", "raw_2d_accuracy_same_points"),
+    "fuse": ("points", "point_label_accuracy", "raw_2d_accuracy_same_points", "agreement_labelled", "agreement_ignored"),
     "autoencode": ("latent_accuracy", "reconstruction_cosine", "train_seconds"),
     "splat": ("train_seconds", "num_gaussians", "test_psnr", "test_ssim"),
     "evaluate": ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "psnr", "ssim",
@@ -272,7 +272,7 @@ def audit(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/audit).")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Write per-view CRR audit panels (image, raw labels, confidence, masks, refined labels, changes, feature sources), a contact sheet and index.html."""
+    """Write per-view CRR audit panels (image, raw labels, confidence, masks, refined labels, changes, feature sources, multi-view agreement once fuse has run), a contact sheet and index.html."""
 
     def work():
         from econsg.audit import write_audit
@@ -285,7 +285,8 @@ def audit(
         scene = open_scene(p.paths.artifact("ingest"))
         chosen = _parse_views(views, scene.train_indices)
         target = out or Path(p.paths.plots) / "audit"
-        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track)
+        fuse = open_stage(p, "fuse") if p.paths.artifact("fuse").exists() else None  # its agreement, once fuse has run
+        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, fuse)
         Console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
 
     _guard(work)

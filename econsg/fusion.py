@@ -249,8 +249,9 @@ class VoxelFeatureFusion:
     """Streaming multi-view fusion on a voxel grid aligned at the world origin.
 
     Per occupied voxel it keeps: the weighted feature sum [D] (float32), the feature weight sum, a
-    label histogram [num_classes] of confidence-weighted votes (float64), colour and position sums
-    over all samples with their count, and the number of distinct views that hit it.
+    label histogram [num_classes] of confidence-weighted votes (float64) and the plain count of each
+    label's samples, colour and position sums over all samples with their count, and the number of
+    distinct views that hit it.
 
     Semantics of one sample (pixel or visible point) with confidence k and label l:
     - it always contributes its position and colour (plain means over samples) and counts its view;
@@ -294,6 +295,7 @@ class VoxelFeatureFusion:
         self._feature_sum = grow(self._feature_sum if has else None, (c, self.feature_dim), np.float32)
         self._weight = grow(self._weight if has else None, (c,), np.float64)
         self._hist = grow(self._hist if has else None, (c, self.num_classes), np.float64)
+        self._label_count = grow(self._label_count if has else None, (c, self.num_classes), np.int32)
         self._rgb_sum = grow(self._rgb_sum if has else None, (c, 3), np.float64)
         self._xyz_sum = grow(self._xyz_sum if has else None, (c, 3), np.float64)
         self._count = grow(self._count if has else None, (c,), np.int64)
@@ -310,7 +312,7 @@ class VoxelFeatureFusion:
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulator's arrays (grows with occupied voxels only)."""
-        arrays = (self._feature_sum, self._weight, self._hist, self._rgb_sum, self._xyz_sum, self._count,
+        arrays = (self._feature_sum, self._weight, self._hist, self._label_count, self._rgb_sum, self._xyz_sum, self._count,
                   self._num_views, self._last_view, self._sorted_keys, self._sorted_rows)  # fmt: skip
         return int(sum(a.nbytes for a in arrays))
 
@@ -318,14 +320,19 @@ class VoxelFeatureFusion:
         """[P] int64 packed keys of the voxels containing world points xyz [P, 3] (metres)."""
         return voxel_keys(xyz, self.voxel_size)
 
+    def _find_rows(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row of each key, -1 where the voxel is not occupied; found mask; insertion positions in the sorted keys)."""
+        pos = np.searchsorted(self._sorted_keys, keys)
+        found = np.zeros(len(keys), dtype=bool)
+        inside = pos < len(self._sorted_keys)
+        found[inside] = self._sorted_keys[pos[inside]] == keys[inside]
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        rows[found] = self._sorted_rows[pos[found]]
+        return rows, found, pos
+
     def _rows_for(self, unique_keys: np.ndarray) -> np.ndarray:
         """Row of each (sorted, distinct) key, appending rows for keys not seen before."""
-        pos = np.searchsorted(self._sorted_keys, unique_keys)
-        found = np.zeros(len(unique_keys), dtype=bool)
-        inside = pos < len(self._sorted_keys)
-        found[inside] = self._sorted_keys[pos[inside]] == unique_keys[inside]
-        rows = np.empty(len(unique_keys), dtype=np.int64)
-        rows[found] = self._sorted_rows[pos[found]]
+        rows, found, pos = self._find_rows(unique_keys)
         new = ~found
         m = int(new.sum())
         if m:
@@ -435,6 +442,8 @@ class VoxelFeatureFusion:
         slot[order] = np.arange(u)
         if labelled.any():
             self._labelled[rows] += np.bincount(local[labelled], minlength=u)
+            counts = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], minlength=u * self.num_classes)
+            self._label_count[sorted_rows] += counts.reshape(u, self.num_classes).astype(np.int32)
             hist = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], weights=conf[labelled],
                                minlength=u * self.num_classes)  # fmt: skip
             self._hist[sorted_rows] += hist.reshape(u, self.num_classes)
@@ -482,6 +491,26 @@ class VoxelFeatureFusion:
         last_sample = np.zeros(len(rows), dtype=np.int64)
         np.maximum.at(last_sample, local, np.arange(p))
         self._last_view[rows] = ids[last_sample]
+
+    def agreement(self, xyz: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """[P] float32 multi-view agreement of P samples: the share of their voxel's samples, over every view added,
+        that carry the same crr decision, the same label, or IGNORE for an IGNORE sample. NaN where the voxel holds
+        no sample. Call it after the last `add`: a view's pixel whose label most views of its surface repeat scores
+        near 1, one that a single view asserts against the others' labels or silence scores near 0.
+        """
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(labels) != len(xyz):
+            raise EconsgError(f"labels: expected {len(xyz)} entries like xyz, got {len(labels)}")
+        if labels.size and (labels.min() < IGNORE or labels.max() >= self.num_classes):
+            raise EconsgError(
+                f"labels: expected class ids in [0, {self.num_classes}) or {IGNORE}, got range [{labels.min()}, {labels.max()}]"
+            )
+        rows, found, _ = self._find_rows(self.voxel_keys(xyz))
+        out = np.full(len(labels), np.nan, dtype=np.float32)
+        r, lab = rows[found], labels[found]
+        same = np.where(lab >= 0, self._label_count[r, np.maximum(lab, 0)], self._count[r] - self._labelled[r])
+        out[found] = same / np.maximum(self._count[r], 1)
+        return out
 
     def finalize(self, min_views: int = 1, drop_featureless: bool = True, min_labelled_share: float = 0.0) -> FusedPoints:
         """The fused points of voxels hit by at least `min_views` views.

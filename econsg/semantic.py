@@ -25,29 +25,43 @@ def segment_latent(features: torch.Tensor, text_latents: torch.Tensor) -> torch.
     return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
 
 
+def weighted_pixel_mean(per_pixel: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """sum_u w(u) l(u) / sum_u w(u) over the pixels' losses (same shape; the plain mean when weights is None); 0 when
+    there is no pixel or no weight."""
+    total = per_pixel.new_tensor(per_pixel.numel()) if weights is None else weights.sum()
+    if total <= 0:
+        return per_pixel.sum() * 0.0
+    return per_pixel.mean() if weights is None else (per_pixel * weights).sum() / total
+
+
 def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: str,
-                          valid: torch.Tensor | None = None) -> torch.Tensor:
+                          valid: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Dist(F, F_z^2D), mean over (valid) pixels and channels; L1 (the authors' choice) or L2.
 
     `valid` [H,W] bool restricts the mean to some pixels (e.g. those crr labelled); None = every pixel.
+    `weights` [H,W] (e.g. the multi-view agreement) make it a weighted mean; None = every pixel alike.
     """
     diff = rendered - target
     per_pixel = diff.abs().mean(dim=-1) if dist == "l1" else diff.square().mean(dim=-1)
-    if valid is None:
-        return per_pixel.mean()
-    if not valid.any():
-        return rendered.sum() * 0.0
-    return per_pixel[valid].mean()
+    if valid is not None:
+        per_pixel, weights = per_pixel[valid], None if weights is None else weights[valid]
+    return weighted_pixel_mean(per_pixel, weights)
 
 
 def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents: torch.Tensor, temperature: float,
-                     normalize: bool) -> torch.Tensor:
-    """CE(cos(F, T_z)/T, S^h) over labelled pixels (IGNORE skipped); divided by log C when `normalize`."""
+                     normalize: bool, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """CE(cos(F, T_z)/T, S^h) over labelled pixels (IGNORE skipped), a weighted mean with `weights` [H,W]; divided
+    by log C when `normalize`."""
     logits = latent_logits(rendered.reshape(-1, rendered.shape[-1]), text_latents, temperature)
     target = labels.reshape(-1).long()
-    if not (target != IGNORE).any():
+    labelled = target != IGNORE
+    if not labelled.any():
         return rendered.sum() * 0.0
-    loss = nnf.cross_entropy(logits, target, ignore_index=IGNORE)
+    if weights is None:
+        loss = nnf.cross_entropy(logits, target, ignore_index=IGNORE)
+    else:
+        per_pixel = nnf.cross_entropy(logits[labelled], target[labelled], reduction="none")
+        loss = weighted_pixel_mean(per_pixel, weights.reshape(-1)[labelled])
     return loss / math.log(text_latents.shape[0]) if normalize and text_latents.shape[0] > 1 else loss
 
 
@@ -86,24 +100,27 @@ def make_semantic_loss(
     ce_normalize: bool,
     distill_mask: torch.Tensor | None = None,
     dist_normalize: bool = False,
+    pixel_weights: torch.Tensor | None = None,
 ) -> Callable:
     """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
 
     Dist runs over the pixels of `distill_mask` [V,H,W] bool (None: every pixel, METHOD.md's sum over u; see
     `distilled_pixels`), on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always
-    skips the ignored pixels and divides its cosines by `temperature`.
+    skips the ignored pixels and divides its cosines by `temperature`. `pixel_weights` [V,H,W] weigh both terms'
+    pixels (None: alike).
     """
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
         target_labels = labels[view_index]
         valid = None if distill_mask is None else distill_mask[view_index]
+        weights = None if pixel_weights is None else pixel_weights[view_index]
         distilled = nnf.normalize(rendered, dim=-1) if dist_normalize else rendered
-        sem = semantic_distill_loss(distilled, latent_maps[view_index].float(), dist, valid)
+        sem = semantic_distill_loss(distilled, latent_maps[view_index].float(), dist, valid, weights)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:
-            ce = semantic_ce_loss(rendered, target_labels, text_latents, temperature, ce_normalize)
+            ce = semantic_ce_loss(rendered, target_labels, text_latents, temperature, ce_normalize, weights)
             total = total + lambda_2d * ce
             logged["ce"] = float(ce.detach())
         return total, logged

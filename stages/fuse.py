@@ -1,4 +1,8 @@
-"""fuse: lift the refined pixels of every training view into 3D and fuse them on a voxel grid -> fuse.zarr."""
+"""fuse: lift the refined pixels of every training view into 3D and fuse them on a voxel grid -> fuse.zarr.
+
+A second pass over the training views scores each pixel's crr decision against its voxel's samples from every view
+(`VoxelFeatureFusion.agreement`): an audit picture of where the views contradict crr, and the per-pixel weights of
+splat's 2D terms with `splat.pixel_weights: agreement`."""
 
 from __future__ import annotations
 
@@ -122,6 +126,9 @@ def run(params: Params) -> None:
         out.create_array("vote_share", (len(keep),), "float32", data=fused.vote_share[keep])
         out.create_array("num_views", (len(keep),), "int32", data=fused.num_views[keep])
         out.create_array("labelled_share", (len(keep),), "float32", data=fused.labelled_share[keep])
+        agreement = out.create_array("agreement", (scene.num_views, H, W), "float16", per_view=True, fill_value=np.nan)
+        agreement_means = write_agreement(agreement, fusion, scene, {k: inputs[k] for k in ("labels", "depths") if k in inputs},
+                                          source, cfg)
         out.attrs.update({"vocabulary": vocabulary, "voxel_size": cfg.voxel_size, "source": source})
     metrics = {
         "points": int(len(keep)),
@@ -130,6 +137,7 @@ def run(params: Params) -> None:
         "backprojected_pixels": int(pixels),
         "seconds": round(seconds, 3),
         "pixels_per_second": round(pixels / max(seconds, 1e-9)),
+        **agreement_means,
     }
     if source == "depth":
         metrics.update(
@@ -146,6 +154,26 @@ def run(params: Params) -> None:
         )
     write_json_atomic(params.paths.metrics_file("fuse"), metrics)
     report(fused_summary(fusion.num_voxels, len(fused.xyz), metrics["points"], metrics["labelled_points"], cfg.min_views))
+
+
+def write_agreement(out, fusion: VoxelFeatureFusion, scene, inputs: dict, source: str, cfg) -> dict[str, float]:
+    """Write every training view's [H, W] multi-view agreement into `out` (NaN where no 3D sample fell); returns the
+    mean agreement of the labelled and of the ignored samples (`agreement_labelled`, `agreement_ignored`)."""
+    sums = np.zeros((2, 2))  # [labelled, ignored] x [sum, count]
+    for block in track(contiguous_blocks(scene.train_indices, VIEWS_PER_READ), "fuse: multi-view agreement of each pixel"):
+        data = read_views(inputs, block)
+        for j, v in enumerate(block):
+            depth = data["depths"][j] if source == "depth" else None
+            xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth)
+            labels = data["labels"][j].reshape(-1)[pixel]
+            score = fusion.agreement(xyz, labels)
+            view = np.full(scene.height * scene.width, np.nan, np.float32)
+            view[pixel] = score
+            out[v] = view.reshape(scene.height, scene.width)
+            for k, group in enumerate((labels >= 0, labels < 0)):
+                sums[k] += (score[group].sum(), group.sum())
+    means = sums[:, 0] / np.maximum(sums[:, 1], 1)
+    return {"agreement_labelled": round(float(means[0]), 4), "agreement_ignored": round(float(means[1]), 4)}
 
 
 def fused_summary(occupied: int, fused: int, kept: int, labelled: int, min_views: int) -> str:

@@ -61,12 +61,16 @@ def run(params: Params) -> None:
 
     if (distill_mask := distilled_pixels(labels, feature_source, cfg.distill_pixels)) is not None:
         extras["distill_mask"] = distill_mask
+    if cfg.pixel_weights == "agreement":
+        agreement = np.stack([fused["agreement"][v] for v in train]).astype(np.float32)
+        extras["pixel_weights"] = torch.from_numpy(np.nan_to_num(agreement, nan=1.0)).to(device)
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
     views = load_views(scene, train, device, extras=extras)
     extra_loss = make_semantic_loss(
         views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
         lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.ce_temperature, ce_normalize=cfg.ce_normalize,
         distill_mask=views.extras.get("distill_mask"), dist_normalize=cfg.dist_normalize,
+        pixel_weights=views.extras.get("pixel_weights"),
     )
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,

@@ -23,6 +23,7 @@ def write_fuse(path, value: float, inputs=()):
         out.create_array("vote_share", (5,), "float32")
         out.create_array("labelled_share", (5,), "float32")
         out.create_array("num_views", (5,), "int32")
+        out.create_array("agreement", (2, 3, 4), "float16", per_view=True)
     return path
 
 
@@ -90,6 +91,7 @@ def test_wrong_dimension_names_are_reported(tmp_path):
             out.create_array(name, shape, "float32")
         for name in ("label", "vote_share", "labelled_share", "num_views"):
             out.create_array(name, (5,), "float32")
+        out.create_array("agreement", (2, 3, 4), "float16")
     with pytest.raises(ArtifactError, match=r"xyz: dimension names \('gaussian', 'xyz'\), expected \('point', 'xyz'\)"):
         open_artifact(path, "fuse")
 

@@ -224,6 +224,15 @@ def test_audit_feature_tile_tells_own_class_mean_and_pooled_features_apart():
     assert len({tuple(own), tuple(class_mean), tuple(pooled)}) == 3
 
 
+def test_audit_agreement_tile_ramps_with_agreement_and_marks_pixels_without_a_sample():
+    from econsg.audit import agreement_map
+
+    tile = agreement_map(np.array([[0.0, 0.5, 1.0, np.nan]], np.float32))
+    contradicted, half, confirmed, unsampled = (tuple(int(c) for c in tile[0, j]) for j in range(4))
+    assert contradicted[0] < half[0] < confirmed[0]  # brighter as more views agree
+    assert unsampled[2] > unsampled[0] and unsampled != contradicted  # its own colour, not "contradicted"
+
+
 @pytest.mark.parametrize(
     ("settings", "thresholds", "advice"),
     [

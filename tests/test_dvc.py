@@ -277,6 +277,29 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     np.testing.assert_array_equal(strict_label, np.where(share < 0.5, -1, label))
 
 
+def test_fuse_agreement_scores_training_pixels_and_can_weigh_splats_2d_terms(tiny_project):
+    """fuse writes each training pixel's multi-view agreement (a share, NaN only where no depth sample fell and on the
+    held-out views); splat.pixel_weights=agreement changes what the semantic features learn, never the geometry."""
+    import zarr
+
+    workdir, _ = tiny_project
+    run = workdir / "artifacts" / "room"
+    scene, fuse = zarr.open_group(run / "scene.zarr", mode="r"), zarr.open_group(run / "fuse.zarr", mode="r")
+    agreement, is_train = fuse["agreement"][...].astype(np.float32), scene["is_train"][...]
+    assert np.isnan(agreement[~is_train]).all()
+    train = agreement[is_train]
+    sampled = scene["depth"][...][is_train] > 0
+    assert np.isfinite(train[sampled]).all() and np.isnan(train[~sampled]).all()
+    assert train[sampled].min() > 0 and train[sampled].max() <= 1 and (train[sampled] < 1).any()
+    metrics = yaml.safe_load((workdir / "metrics" / "fuse.json").read_text())
+    assert 0 < metrics["agreement_ignored"] < 1 and 0 < metrics["agreement_labelled"] <= 1
+
+    other = rerun_stage(workdir, "agreement_weights", "splat", "splat.pixel_weights=agreement")
+    default, weighted = zarr.open_group(run / "splat.zarr", mode="r"), zarr.open_group(other / "splat.zarr", mode="r")
+    np.testing.assert_array_equal(weighted["means"][...], default["means"][...])
+    assert not np.allclose(weighted["features"][...], default["features"][...])
+
+
 def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(tiny_project):
     """crr.tau1 above every confidence leaves no label to train on: crr stops with an error that names the
     parameter and the highest confidence, before any later stage trains on ignore alone, and the previous

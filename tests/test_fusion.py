@@ -151,6 +151,25 @@ def test_labelled_share_counts_samples_and_can_unname_a_mostly_ignored_voxel():
         fusion.finalize(min_labelled_share=1.5)
 
 
+def test_agreement_is_the_share_of_a_voxels_samples_with_the_same_decision():
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=3)
+    # voxel 0 seen by five views: three say class 1, one says class 2 (confidently: agreement counts samples), one
+    # ignored it; voxel 1: two views, both ignored
+    xyz = np.array([[0.5, 0.5, 0.5]] * 5 + [[1.5, 0.5, 0.5]] * 2)
+    labels = np.array([1, 1, 1, 2, IGNORE, IGNORE, IGNORE])
+    conf = np.array([0.2, 0.2, 0.2, 1.0, 0.1, 0.1, 0.1])
+    fusion.add(xyz, np.tile(unit(3, 0), (7, 1)), labels, conf, np.zeros((7, 3)), view_id=np.array([0, 1, 2, 3, 4, 0, 1]))
+    asked = np.array([[0.1, 0.9, 0.2], [0.7, 0.3, 0.6], [0.5, 0.5, 0.5], [0.9, 0.1, 0.9], [1.2, 0.4, 0.5], [5.5, 0.5, 0.5]])
+    got = fusion.agreement(asked, np.array([1, 2, IGNORE, 0, IGNORE, 1]))
+    np.testing.assert_allclose(got[:5], [3 / 5, 1 / 5, 1 / 5, 0.0, 1.0], rtol=1e-6)
+    assert np.isnan(got[5]), "a voxel no view hit has no agreement"
+    assert fusion.num_voxels == 2, "asking does not occupy voxels"
+    with pytest.raises(EconsgError, match=r"labels: expected 2 entries like xyz, got 1"):
+        fusion.agreement(asked[:2], np.array([1]))
+    with pytest.raises(EconsgError, match=r"labels: expected class ids in \[0, 3\) or -1, got range \[0, 3\]"):
+        fusion.agreement(asked[:2], np.array([0, 3]))
+
+
 def test_several_views_in_one_add_equal_one_add_per_view():
     rng = np.random.default_rng(3)
     n_views, per_view, D, C = 5, 400, 8, 4

@@ -42,6 +42,29 @@ def test_ce_loss_ignores_ignore_labels_and_normalises_by_log_c():
     assert semantic_ce_loss(rendered, torch.full((1, 2), -1), LATENTS, 0.1, True).item() == 0.0
 
 
+def test_pixel_weights_make_both_terms_weighted_means():
+    rendered = torch.zeros(2, 2, 3)
+    target = torch.ones(2, 2, 3)
+    target[0, 0] = 10.0
+    weights = torch.tensor([[0.5, 1.0], [0.0, 0.25]])
+    assert semantic_distill_loss(rendered, target, "l1", None, weights).item() == pytest.approx((0.5 * 10 + 1 + 0.25) / 1.75)
+    valid = torch.tensor([[False, True], [True, True]])
+    assert semantic_distill_loss(rendered, target, "l1", valid, weights).item() == pytest.approx(1.0)
+    assert semantic_distill_loss(rendered, target, "l1", None, torch.ones(2, 2)).item() == pytest.approx((10 + 3) / 4)
+    assert semantic_distill_loss(rendered, target, "l1", None, torch.zeros(2, 2)).item() == 0.0
+
+    # CE: pixel 0 right (label 0 on the wall latent), pixel 1 wrong (label 2 on the sofa latent)
+    features = LATENTS[[0, 1]].reshape(1, 2, 3).clone().requires_grad_(True)
+    labels = torch.tensor([[0, 2]])
+    per_pixel = [semantic_ce_loss(features[:, [i]], labels[:, [i]], LATENTS, 0.1, normalize=False).item() for i in range(2)]
+    weighted = semantic_ce_loss(features, labels, LATENTS, 0.1, normalize=False, weights=torch.tensor([[1.0, 0.0]]))
+    assert weighted.item() == pytest.approx(per_pixel[0], rel=1e-5)
+    weighted.backward()
+    assert features.grad[0, 1].abs().max() == 0, "a pixel of weight 0 teaches nothing"
+    even = semantic_ce_loss(features, labels, LATENTS, 0.1, normalize=False, weights=torch.tensor([[0.3, 0.3]]))
+    assert even.item() == pytest.approx(sum(per_pixel) / 2, rel=1e-5)
+
+
 def test_semantic_hook_combines_terms_with_weights():
     class Out:
         features = LATENTS[[0, 1]].reshape(1, 1, 2, 3)

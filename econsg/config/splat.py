@@ -145,6 +145,14 @@ class SplatParams(Section):
         "labelled: only the pixels crr labelled (most of an open-set class's pixels are ignored). With "
         "crr.ignored_features: own no pixel is pooled, and labelled_or_pooled distils the labelled ones alone.",
     )
+    pixel_weights: Literal["uniform", "agreement"] = Field(
+        "uniform",
+        description="Per-pixel weights of Dist and CE. uniform: every pixel alike, as METHOD.md's sums over u. "
+        "agreement: each pixel weighs by the multi-view agreement of its crr decision (fuse's `agreement`: the share "
+        "of its voxel's samples, over all training views, that carry the same label, or are ignored alike), so a "
+        "label that a few views assert and the rest contradict or leave ignored teaches the splats little; pixels no "
+        "3D sample fell on weigh 1. Level with uniform over seven synthetic rooms (docs/results.md).",
+    )
     lambda_2d: float = Field(
         1.0, ge=0, description="Weight of CE(cos(F, T_z) / T, S^h) against crr's refined labels (authors: 1)."
     )
