@@ -285,11 +285,25 @@ def audit(
         scene = open_scene(p.paths.artifact("ingest"))
         chosen = _parse_views(views, scene.train_indices)
         target = out or Path(p.paths.plots) / "audit"
-        fuse = open_stage(p, "fuse") if p.paths.artifact("fuse").exists() else None  # its agreement, once fuse has run
-        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, fuse)
+        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p))
         Console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
 
     _guard(work)
+
+
+def _fuse_store(p):
+    """fuse's store for the audit's agreement tile: None (with a note) before fuse has run or when its store predates
+    the tile, so the crr panels never wait on fuse."""
+    from econsg.errors import ArtifactError
+    from econsg.workspace import open_stage
+
+    if not p.paths.artifact("fuse").exists():
+        return None
+    try:
+        return open_stage(p, "fuse")
+    except ArtifactError as error:
+        Console(stderr=True).print(f"note: no multi-view agreement tile ({error}); rerun fuse for it")
+        return None
 
 
 def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level):

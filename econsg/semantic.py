@@ -28,10 +28,10 @@ def segment_latent(features: torch.Tensor, text_latents: torch.Tensor) -> torch.
 def weighted_pixel_mean(per_pixel: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """sum_u w(u) l(u) / sum_u w(u) over the pixels' losses (same shape; the plain mean when weights is None); 0 when
     there is no pixel or no weight."""
-    total = per_pixel.new_tensor(per_pixel.numel()) if weights is None else weights.sum()
-    if total <= 0:
-        return per_pixel.sum() * 0.0
-    return per_pixel.mean() if weights is None else (per_pixel * weights).sum() / total
+    if weights is None:
+        return per_pixel.mean() if per_pixel.numel() else per_pixel.sum() * 0.0
+    total = weights.sum()
+    return (per_pixel * weights).sum() / total if total > 0 else per_pixel.sum() * 0.0
 
 
 def semantic_distill_loss(rendered: torch.Tensor, target: torch.Tensor, dist: str,

@@ -294,6 +294,15 @@ def test_fuse_agreement_scores_training_pixels_and_can_weigh_splats_2d_terms(tin
     metrics = yaml.safe_load((workdir / "metrics" / "fuse.json").read_text())
     assert 0 < metrics["agreement_ignored"] < 1 and 0 < metrics["agreement_labelled"] <= 1
 
+    from econsg.cli import _fuse_store
+
+    stale = workdir / "stale_fuse"
+    shutil.copytree(run / "fuse.zarr", stale / "fuse.zarr")
+    shutil.rmtree(stale / "fuse.zarr" / "agreement")  # a store written before fuse scored agreement
+    assert _fuse_store(Params(paths={"artifacts": str(run)})) is not None
+    assert _fuse_store(Params(paths={"artifacts": str(stale)})) is None, "the audit draws crr's tiles without it"
+    assert _fuse_store(Params(paths={"artifacts": str(workdir / "no_run")})) is None
+
     other = rerun_stage(workdir, "agreement_weights", "splat", "splat.pixel_weights=agreement")
     default, weighted = zarr.open_group(run / "splat.zarr", mode="r"), zarr.open_group(other / "splat.zarr", mode="r")
     np.testing.assert_array_equal(weighted["means"][...], default["means"][...])
