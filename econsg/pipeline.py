@@ -1,7 +1,8 @@
 """The demo pipeline's stages: what each reads, which params keys it depends on, what it writes.
 
 This is the one source of truth for stage inputs and outputs; `dvc.yaml` templates the same paths
-from params.yaml and `tests/test_dvc.py` checks that both agree.
+from params.yaml and `tests/test_dvc.py` checks that both agree, and that a stage's `code` lists every econsg module
+it computes with (what its script imports, short of the I/O and config modules), so that editing one reruns it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ STAGES: dict[str, StageSpec] = {
             "ingest",
             params=("ingest", "seed"),
             deps=("{data}",),
-            code=("stages/ingest.py", "econsg/scene"),
+            code=("stages/ingest.py", "econsg/scene", "econsg/fusion.py"),
             outs=("{artifacts}/scene.zarr",),
         ),
         StageSpec(
@@ -64,7 +65,8 @@ STAGES: dict[str, StageSpec] = {
             "crr",
             params=("crr",),
             deps=("{artifacts}/extract.zarr", "{artifacts}/scene.zarr"),
-            code=("stages/crr.py", "econsg/crr.py"),
+            code=("stages/crr.py", "econsg/crr.py", "econsg/features/base.py", "econsg/evaluation.py", "econsg/metrics.py",
+                  "econsg/fusion.py"),
             outs=("{artifacts}/crr.zarr",),
             metrics=("{metrics}/crr.json",),
         ),
@@ -72,7 +74,7 @@ STAGES: dict[str, StageSpec] = {
             "fuse",
             params=("fuse", "seed"),
             deps=("{artifacts}/scene.zarr", "{artifacts}/extract.zarr", "{artifacts}/crr.zarr"),
-            code=("stages/fuse.py", "econsg/fusion.py"),
+            code=("stages/fuse.py", "econsg/fusion.py", "econsg/evaluation.py", "econsg/metrics.py"),
             outs=("{artifacts}/fuse.zarr",),
             metrics=("{metrics}/fuse.json",),
         ),
@@ -80,7 +82,7 @@ STAGES: dict[str, StageSpec] = {
             "autoencode",
             params=("autoencode", "seed", "device"),
             deps=("{artifacts}/extract.zarr", "{artifacts}/crr.zarr", "{artifacts}/fuse.zarr"),
-            code=("stages/autoencode.py", "econsg/autoencoder.py"),
+            code=("stages/autoencode.py", "econsg/autoencoder.py", "econsg/crr.py", "econsg/features/base.py"),
             outs=("{artifacts}/autoencode.zarr",),
             metrics=("{metrics}/autoencode.json",),
             plots=("{plots}/autoencode_curve.csv",),
@@ -94,7 +96,7 @@ STAGES: dict[str, StageSpec] = {
                 "{artifacts}/fuse.zarr",
                 "{artifacts}/autoencode.zarr",
             ),
-            code=("stages/splat.py", "econsg/splat", "econsg/render"),
+            code=("stages/splat.py", "econsg/splat", "econsg/render", "econsg/semantic.py"),
             outs=("{artifacts}/splat.zarr",),
             metrics=("{metrics}/splat.json",),
             plots=("{plots}/splat_curve.csv",),
@@ -108,7 +110,10 @@ STAGES: dict[str, StageSpec] = {
                 "{artifacts}/autoencode.zarr",
                 "{artifacts}/splat.zarr",
             ),
-            code=("stages/evaluate.py", "econsg/evaluation.py", "econsg/metrics.py", "econsg/protocol_eval.py", "econsg/protocols.py"),
+            code=("stages/evaluate.py", "econsg/evaluation.py", "econsg/metrics.py", "econsg/protocol_eval.py", "econsg/protocols.py",
+                  "econsg/splat/gaussians.py", "econsg/splat/quality.py", "econsg/render", "econsg/semantic.py", "econsg/query.py",
+                  "econsg/autoencoder.py", "econsg/features", "econsg/fusion.py", "econsg/viz.py", "econsg/scene/readers",
+                  "econsg/scene/ingest.py"),
             outs=("{artifacts}/evaluate.zarr", "{plots}/evaluate"),
             metrics=("{metrics}/evaluate.json",),
         ),

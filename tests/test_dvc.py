@@ -33,6 +33,55 @@ def test_every_declared_param_key_and_code_path_exists():
         assert (ROOT / "stages" / f"{spec.name}.py").is_file()
 
 
+# Modules whose changes do not change what a stage computes, only how it is run, read, stored or reported (params'
+# values are tracked by each stage's `params`): a stage's code deps need not list them, and the import walk below
+# does not follow them (the CLI imports every stage's code).
+INFRASTRUCTURE = {"econsg/__init__.py", "econsg/pipeline.py", "econsg/cli.py", "econsg/workspace.py", "econsg/artifacts.py",
+                  "econsg/progress.py", "econsg/errors.py", "econsg/device.py", "econsg/scene/store.py", "econsg/scene/data.py"}
+
+
+def econsg_imports(path: Path) -> set[Path]:
+    """The econsg modules (files) that one Python file imports, `from econsg.x import y` naming a module y too."""
+    import ast
+
+    def module_file(name: str) -> Path | None:
+        base = ROOT / name.replace(".", "/")
+        return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "econsg":
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "econsg"]
+        found |= {file for name in names if (file := module_file(name))}
+    return found
+
+
+def stage_code_closure(stage: str) -> set[str]:
+    """Every econsg module a stage's script reaches through imports, not walking through INFRASTRUCTURE or config."""
+    seen, todo = set(), [ROOT / "stages" / f"{stage}.py"]
+    while todo:
+        for module in econsg_imports(todo.pop()):
+            rel = module.relative_to(ROOT).as_posix()
+            if rel in seen:
+                continue
+            seen.add(rel)
+            if rel not in INFRASTRUCTURE and not rel.startswith("econsg/config/"):
+                todo.append(module)
+    return {rel for rel in seen if rel not in INFRASTRUCTURE and not rel.startswith("econsg/config/")}
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_every_module_a_stage_computes_with_is_a_dvc_dependency(stage):
+    """Editing a module a stage imports (its loss, its renderer, its metrics) must make `dvc repro` rerun it."""
+    code = STAGES[stage].code
+    covered = lambda rel: any(rel == dep or rel.startswith(dep.rstrip("/") + "/") for dep in code)  # noqa: E731
+    missing = sorted(rel for rel in stage_code_closure(stage) if not covered(rel))
+    assert not missing, f"{stage}: add {missing} to its code in econsg/pipeline.py, then `econsg pipeline > dvc.yaml`"
+
+
 TINY = {
     "synth": {"width": 40, "height": 30, "num_views": 12, "test_every": 4, "num_objects": 2},
     "extract": {"synthetic": {"patch_size": 4}},
