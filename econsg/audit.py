@@ -82,7 +82,7 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         "<!doctype html><meta charset='utf-8'><title>econsg crr audit</title>"
         "<h1>CRR audit</h1><p>crr changes: grey = kept, yellow = relabelled by a SAM mask, red = set to ignore. "
         "Refined features: grey = the pixel's own, blue = its mask's class mean, magenta = an ignored pixel's "
-        "pooled mask mean. Multi-view agreement (after fuse): the share of the other views' samples of the same "
+        "pooled mask mean. Multi-view agreement (after fuse): the share of all training views' samples of the same "
         "surface that made the same decision (dark = contradicted, yellow = confirmed, blue = no 3D sample).</p>"
         f"<p><img src='contact_sheet.png' width='960'></p>{rows}\n"
     )
