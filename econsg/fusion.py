@@ -299,7 +299,6 @@ class VoxelFeatureFusion:
         self._rgb_sum = grow(self._rgb_sum if has else None, (c, 3), np.float64)
         self._xyz_sum = grow(self._xyz_sum if has else None, (c, 3), np.float64)
         self._count = grow(self._count if has else None, (c,), np.int64)
-        self._labelled = grow(self._labelled if has else None, (c,), np.int64)
         self._num_views = grow(self._num_views if has else None, (c,), np.int32)
         self._last_view = grow(self._last_view if has else None, (c,), np.int64, fill=np.iinfo(np.int64).min)
         self._capacity = c
@@ -441,7 +440,6 @@ class VoxelFeatureFusion:
         slot = np.empty(u, dtype=np.int64)
         slot[order] = np.arange(u)
         if labelled.any():
-            self._labelled[rows] += np.bincount(local[labelled], minlength=u)
             counts = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], minlength=u * self.num_classes)
             self._label_count[sorted_rows] += counts.reshape(u, self.num_classes).astype(np.int32)
             hist = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], weights=conf[labelled],
@@ -508,7 +506,7 @@ class VoxelFeatureFusion:
         rows, found, _ = self._find_rows(self.voxel_keys(xyz))
         out = np.full(len(labels), np.nan, dtype=np.float32)
         r, lab = rows[found], labels[found]
-        same = np.where(lab >= 0, self._label_count[r, np.maximum(lab, 0)], self._count[r] - self._labelled[r])
+        same = np.where(lab >= 0, self._label_count[r, np.maximum(lab, 0)], self._count[r] - self._label_count[r].sum(axis=1))
         out[found] = same / np.maximum(self._count[r], 1)
         return out
 
@@ -536,7 +534,7 @@ class VoxelFeatureFusion:
         feature *= (1.0 / np.where(norm > 0, norm, 1.0)).astype(np.float32)[:, None]
         hist = self._hist[rows]
         total = hist.sum(axis=1)
-        labelled_share = self._labelled[rows] / np.maximum(self._count[rows], 1)
+        labelled_share = self._label_count[rows].sum(axis=1) / np.maximum(self._count[rows], 1)
         named = (total > 0) & (labelled_share >= min_labelled_share)
         label = np.where(named, hist.argmax(axis=1), IGNORE).astype(np.int16)
         share = np.where(total > 0, hist.max(axis=1) / np.maximum(total, 1e-300), 0.0).astype(np.float32)

@@ -158,7 +158,9 @@ def run(params: Params) -> None:
 
 def write_agreement(out, fusion: VoxelFeatureFusion, scene, inputs: dict, source: str, cfg) -> dict[str, float]:
     """Write every training view's [H, W] multi-view agreement into `out` (NaN where no 3D sample fell); returns the
-    mean agreement of the labelled and of the ignored samples (`agreement_labelled`, `agreement_ignored`)."""
+    mean agreement of the labelled and of the ignored samples (`agreement_labelled`, `agreement_ignored`).
+
+    The views' samples are lifted again rather than kept from the fusing pass, so memory stays bounded by the voxels."""
     sums = np.zeros((2, 2))  # [labelled, ignored] x [sum, count]
     for block in track(contiguous_blocks(scene.train_indices, VIEWS_PER_READ), "fuse: multi-view agreement of each pixel"):
         data = read_views(inputs, block)
