@@ -57,7 +57,7 @@ def semantic_ce_loss(rendered: torch.Tensor, labels: torch.Tensor, text_latents:
     labelled = target != IGNORE
     if not labelled.any():
         return rendered.sum() * 0.0
-    if weights is None:
+    if weights is None:  # the unweighted mean, computed as it always was (the default's runs reproduce to the bit)
         loss = nnf.cross_entropy(logits, target, ignore_index=IGNORE)
     else:
         per_pixel = nnf.cross_entropy(logits[labelled], target[labelled], reduction="none")
