@@ -319,6 +319,17 @@ class VoxelFeatureFusion:
         """[P] int64 packed keys of the voxels containing world points xyz [P, 3] (metres)."""
         return voxel_keys(xyz, self.voxel_size)
 
+    def _checked_labels(self, labels: np.ndarray, p: int) -> np.ndarray:
+        """labels as [p] int64 class ids or IGNORE; EconsgError naming what is wrong otherwise."""
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if labels.shape[0] != p:
+            raise EconsgError(f"labels: expected {p} entries like xyz, got {labels.shape[0]}")
+        if labels.size and (labels.min() < IGNORE or labels.max() >= self.num_classes):
+            raise EconsgError(
+                f"labels: expected class ids in [0, {self.num_classes}) or {IGNORE}, got range [{labels.min()}, {labels.max()}]"
+            )
+        return labels
+
     def _find_rows(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row of each key, -1 where the voxel is not occupied; found mask; insertion positions in the sorted keys)."""
         pos = np.searchsorted(self._sorted_keys, keys)
@@ -378,13 +389,7 @@ class VoxelFeatureFusion:
         table = np.asarray(feature_table)
         if table.ndim != 2 or table.shape[1] != self.feature_dim:
             raise EconsgError(f"feature_table: expected shape [R, {self.feature_dim}], got {table.shape}")
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
-        if labels.shape[0] != p:
-            raise EconsgError(f"labels: expected {p} entries like xyz, got {labels.shape[0]}")
-        if labels.size and (labels.min() < IGNORE or labels.max() >= self.num_classes):
-            raise EconsgError(
-                f"labels: expected class ids in [0, {self.num_classes}) or {IGNORE}, got range [{labels.min()}, {labels.max()}]"
-            )
+        labels = self._checked_labels(labels, p)
         if confidence is None:
             conf = np.ones(p, dtype=np.float64)
         else:
@@ -440,10 +445,10 @@ class VoxelFeatureFusion:
         slot = np.empty(u, dtype=np.int64)
         slot[order] = np.arange(u)
         if labelled.any():
-            counts = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], minlength=u * self.num_classes)
+            cell = slot[local[labelled]] * self.num_classes + labels[labelled]  # (voxel slot, class) of each vote
+            counts = np.bincount(cell, minlength=u * self.num_classes)
             self._label_count[sorted_rows] += counts.reshape(u, self.num_classes).astype(np.int32)
-            hist = np.bincount(slot[local[labelled]] * self.num_classes + labels[labelled], weights=conf[labelled],
-                               minlength=u * self.num_classes)  # fmt: skip
+            hist = np.bincount(cell, weights=conf[labelled], minlength=u * self.num_classes)
             self._hist[sorted_rows] += hist.reshape(u, self.num_classes)
 
         # features: weights summed per (voxel, table row) first, then one sparse x dense product [U, D]
@@ -496,13 +501,7 @@ class VoxelFeatureFusion:
         no sample. Call it after the last `add`: a view's pixel whose label most views of its surface repeat scores
         near 1, one that a single view asserts against the others' labels or silence scores near 0.
         """
-        labels = np.asarray(labels).reshape(-1).astype(np.int64)
-        if len(labels) != len(xyz):
-            raise EconsgError(f"labels: expected {len(xyz)} entries like xyz, got {len(labels)}")
-        if labels.size and (labels.min() < IGNORE or labels.max() >= self.num_classes):
-            raise EconsgError(
-                f"labels: expected class ids in [0, {self.num_classes}) or {IGNORE}, got range [{labels.min()}, {labels.max()}]"
-            )
+        labels = self._checked_labels(labels, len(xyz))
         rows, found, _ = self._find_rows(self.voxel_keys(xyz))
         out = np.full(len(labels), np.nan, dtype=np.float32)
         r, lab = rows[found], labels[found]
