@@ -12,7 +12,8 @@ up-sampled grid), or, with `ignored_features="mask"`, an IGNORE pixel that no la
 mean feature of all the pixels of its smallest mask (LangSplat-style mask pooling of what crr could not name;
 tau2's boundary pixels, inside a labelled mask, keep their own; in the artifact such a pixel is IGNORE with
 feature_source >= 0). Pixel features are never stored at full resolution: `feature_source` points into a
-small per-view table `mask_class_features`, and `refined_feature_map` rebuilds the [H, W, D] map on demand.
+small per-view table `mask_class_features`; `refined_feature_rows` gives a view's distinct features and a pixel
+index into them (what autoencode encodes), and `refined_feature_map` the [H, W, D] map.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from econsg.errors import EconsgError
-from econsg.features.base import bilinear_pixel_weights, interpolated_feature_norms, normalize_rows, upsample_feature_rows
+from econsg.features.base import bilinear_pixel_weights, interpolated_feature_norms, normalize_rows, upsample_feature_pixels
 
 IGNORE = -1
 # Resolution of the streaming confidence histogram used by tau1_mode="quantile" (confidences lie in [0, 1]).
@@ -293,10 +294,14 @@ def mask_class_mean_features(
     return normalize_rows(sums)
 
 
-def refined_feature_map(
+def refined_feature_rows(
     features_grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, height: int, width: int
-) -> np.ndarray:
-    """[H, W, D] float32 refined pixel features: table rows where feature_source >= 0, else the up-sampled grid."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The refined pixel features of one view as distinct rows and an index, without the [H, W, D] cube.
+
+    Returns rows [R + P, D] float32 (the R table rows, then the up-sampled grid feature of each of the P pixels
+    whose feature_source is -1) and index [H, W] int64 into rows: rows[index] is `refined_feature_map`.
+    """
     feature_source = np.asarray(feature_source)
     if feature_source.shape != (height, width):
         raise EconsgError(f"feature_source: got shape {feature_source.shape}, expected [{height}, {width}]")
@@ -306,10 +311,19 @@ def refined_feature_map(
         raise EconsgError(f"mask_class_features: got shape {table.shape}, expected [R, {features_grid.shape[-1]}]")
     if feature_source.size and feature_source.max() >= len(table):
         raise EconsgError(f"feature_source: row {feature_source.max()} out of range for a table of {len(table)} rows")
-    out = upsample_feature_rows(features_grid, height, width)
-    use = feature_source >= 0
-    out[use] = table[feature_source[use]]
-    return out
+    ys, xs = np.nonzero(feature_source < 0)
+    own = upsample_feature_pixels(features_grid, height, width, ys, xs)
+    index = feature_source.astype(np.int64)
+    index[ys, xs] = len(table) + np.arange(len(ys))
+    return np.concatenate([table.reshape(-1, own.shape[1]), own]), index
+
+
+def refined_feature_map(
+    features_grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """[H, W, D] float32 refined pixel features: table rows where feature_source >= 0, else the up-sampled grid."""
+    rows, index = refined_feature_rows(features_grid, feature_source, mask_class_features, height, width)
+    return rows[index]
 
 
 def identity_crr(labels: np.ndarray, feature_dim: int) -> CRRResult:

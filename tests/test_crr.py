@@ -12,6 +12,7 @@ from econsg.crr import (
     mask_class_mean_features,
     refine_labels_crr,
     refined_feature_map,
+    refined_feature_rows,
 )
 from econsg.errors import EconsgError
 from econsg.features.base import upsample_features
@@ -123,6 +124,23 @@ def test_refined_features_are_mask_class_means():
     refined = refined_feature_map(grid, r.feature_source, r.mask_class_features, 1, 4)
     np.testing.assert_allclose(refined[0, 3], mean0, atol=1e-3)  # the uncertain pixel takes the mean too
     np.testing.assert_allclose(refined[0, 2], [0, 0, 1], atol=1e-3)
+
+
+def test_refined_feature_rows_hold_each_distinct_feature_once_and_index_every_pixel():
+    rng = np.random.default_rng(1)
+    H, W, D = 7, 10, 6
+    grid = rng.standard_normal((3, 4, D)).astype(np.float16)
+    table = rng.standard_normal((3, D)).astype(np.float16)
+    source = rng.integers(-1, 3, (H, W)).astype(np.int32)
+    rows, index = refined_feature_rows(grid, source, table, H, W)
+    own = source < 0
+    assert rows.shape == (3 + own.sum(), D) and index.shape == (H, W)
+    np.testing.assert_array_equal(index[~own], source[~own])  # table pixels point at their row
+    assert sorted(index[own].tolist()) == list(range(3, 3 + own.sum()))  # one row per own-feature pixel
+    expected = upsample_features(grid, H, W)
+    expected[~own] = table.astype(np.float32)[source[~own]]
+    np.testing.assert_array_equal(rows[index], expected)  # the same numbers as the full up-sampled map
+    np.testing.assert_array_equal(refined_feature_map(grid, source, table, H, W), expected)
 
 
 def test_mask_class_means_match_brute_force_on_an_upsampled_grid():

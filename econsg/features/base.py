@@ -89,6 +89,21 @@ def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: s
     return normalize_rows(pixels)
 
 
+def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image: the same numbers
+    `upsample_feature_rows` gives at those pixels, without forming the others."""
+    _check_grid(features, height, width)
+    h, w, _ = features.shape
+    y0, y1, ay = bilinear_weights(height, h)
+    x0, x1, ax = bilinear_weights(width, w)
+    grid = np.asarray(features, dtype=np.float32)
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    ay, ax = ay[ys, None], ax[xs, None]
+    left = grid[y0[ys], x0[xs]] * (1.0 - ay) + grid[y1[ys], x0[xs]] * ay
+    right = grid[y0[ys], x1[xs]] * (1.0 - ay) + grid[y1[ys], x1[xs]] * ay
+    return normalize_rows(left * (1.0 - ax) + right * ax)
+
+
 def upsample_features(features: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pixel features [H, W, D] float32, unit length: bilinear up-sampling of the [h, w, D] grid (see module doc)."""
     return upsample_feature_rows(features, height, width)
