@@ -13,23 +13,28 @@ from econsg import viz
 from econsg.scene.data import IGNORE
 
 
+KEPT, RELABELLED, SET_IGNORE = (60, 60, 60), (255, 220, 0), (220, 30, 30)
+OWN_FEATURE, CLASS_MEAN, POOLED = (60, 60, 60), (40, 110, 230), (220, 40, 200)
+NO_SAMPLE = (30, 60, 160)
+
+
 def crr_change_map(raw: np.ndarray, refined: np.ndarray) -> np.ndarray:
     """[H,W,3]: grey = kept, yellow = relabelled by a mask, red = set to ignore."""
-    out = np.full((*raw.shape, 3), 60, np.uint8)
+    out = np.full((*raw.shape, 3), KEPT, np.uint8)
     relabelled = (refined != raw) & (refined != IGNORE)
     ignored = refined == IGNORE
-    out[relabelled] = (255, 220, 0)
-    out[ignored] = (220, 30, 30)
+    out[relabelled] = RELABELLED
+    out[ignored] = SET_IGNORE
     return out
 
 
 def feature_source_map(refined: np.ndarray, feature_source: np.ndarray) -> np.ndarray:
     """[H,W,3]: grey = the pixel's own feature, blue = its mask's class mean, magenta = its mask's pooled mean
     (an ignored pixel, `crr.ignored_features: mask`)."""
-    out = np.full((*refined.shape, 3), 60, np.uint8)
+    out = np.full((*refined.shape, 3), OWN_FEATURE, np.uint8)
     from_table = feature_source >= 0
-    out[from_table & (refined != IGNORE)] = (40, 110, 230)
-    out[from_table & (refined == IGNORE)] = (220, 40, 200)
+    out[from_table & (refined != IGNORE)] = CLASS_MEAN
+    out[from_table & (refined == IGNORE)] = POOLED
     return out
 
 
@@ -37,8 +42,23 @@ def agreement_map(agreement: np.ndarray) -> np.ndarray:
     """[H,W,3]: fuse's multi-view agreement on the dark-to-yellow ramp (1 = every view of the surface made the same
     decision), blue where no 3D sample fell."""
     out = viz.colour_scalar(np.nan_to_num(agreement, nan=0.0))
-    out[~np.isfinite(agreement)] = (30, 60, 160)
+    out[~np.isfinite(agreement)] = NO_SAMPLE
     return out
+
+
+def audit_keys(vocabulary: Sequence[str], palette: np.ndarray, with_agreement: bool):
+    """The keys beside an audit panel: the classes' colours, then what the other tiles' colours mean."""
+    keys = [
+        viz.legend(vocabulary, palette),
+        viz.ramp_key("confidence", "0", "1"),
+        viz.key([("no mask", (0, 0, 0))], title="masks: a colour each"),
+        viz.key([("kept", KEPT), ("relabelled by a mask", RELABELLED), ("set to ignore", SET_IGNORE)], title="crr changes"),
+        viz.key([("own", OWN_FEATURE), ("mask's class mean", CLASS_MEAN), ("pooled (ignored pixel)", POOLED)],
+                title="refined features"),
+    ]
+    if with_agreement:
+        keys += [viz.ramp_key("multi-view agreement", "0", "1"), viz.key([("no 3D sample", NO_SAMPLE)])]
+    return viz.stack(keys)
 
 
 def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str], agreement=None):
@@ -57,7 +77,7 @@ def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabula
     if agreement is not None:
         tiles.append(("multi-view agreement", agreement_map(np.asarray(agreement, dtype=np.float32))))
     figure = viz.panel(tiles, columns=4)
-    return viz.with_legend(figure, viz.legend(vocabulary, palette))
+    return viz.with_legend(figure, audit_keys(vocabulary, palette, agreement is not None))
 
 
 def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=lambda x, d: x, fuse=None) -> list[Path]:

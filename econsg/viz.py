@@ -77,18 +77,50 @@ def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int 
     return sheet
 
 
+def key(entries: Sequence[tuple[str, tuple[int, int, int]]], title: str | None = None, width: int = 160) -> Image.Image:
+    """A colour key: a swatch and a name per entry, under an optional title."""
+    font = ImageFont.load_default()
+    top = 14 if title else 0
+    image = Image.new("RGB", (width, top + 14 * len(entries) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    if title:
+        draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    for i, (name, colour) in enumerate(entries):
+        y = top + 14 * i
+        draw.rectangle([4, 4 + y, 14, 14 + y], fill=tuple(int(x) for x in colour), outline=(0, 0, 0))
+        draw.text((20, 3 + y), name, fill=(0, 0, 0), font=font)
+    return image
+
+
+def ramp_key(title: str, low: str, high: str, width: int = 160) -> Image.Image:
+    """The key of `colour_scalar`'s dark-to-yellow ramp: a bar from `low` (0) to `high` (1) under a title."""
+    font = ImageFont.load_default()
+    image = Image.new("RGB", (width, 44), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    bar = colour_scalar(np.tile(np.linspace(0.0, 1.0, width - 8, dtype=np.float32), (10, 1)))
+    image.paste(Image.fromarray(bar), (4, 17))
+    draw.text((4, 29), low, fill=(0, 0, 0), font=font)
+    draw.text((width - 4 - int(draw.textlength(high, font=font)), 29), high, fill=(0, 0, 0), font=font)
+    return image
+
+
+def stack(images: Sequence[Image.Image], gap: int = 6) -> Image.Image:
+    """Images one under the other, left-aligned, on white."""
+    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)),
+                    (255, 255, 255))
+    y = 0
+    for image in images:
+        out.paste(image, (0, y))
+        y += image.height + gap
+    return out
+
+
 def legend(class_names: Sequence[str], palette: np.ndarray, present: Sequence[int] | None = None,
            with_ignore: bool = True) -> Image.Image:
     """A colour key for the given classes (all when `present` is None), IGNORE too unless `with_ignore` is False."""
-    font = ImageFont.load_default()
     ids = list(range(len(class_names))) if present is None else [int(c) for c in present]
-    rows = [(class_names[c], tuple(int(x) for x in palette[c])) for c in ids] + ([("ignore", IGNORE_COLOUR)] if with_ignore else [])
-    image = Image.new("RGB", (160, 14 * len(rows) + 4), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    for i, (name, colour) in enumerate(rows):
-        draw.rectangle([4, 4 + 14 * i, 14, 14 + 14 * i], fill=colour, outline=(0, 0, 0))
-        draw.text((20, 3 + 14 * i), name, fill=(0, 0, 0), font=font)
-    return image
+    return key([(class_names[c], tuple(palette[c])) for c in ids] + ([("ignore", IGNORE_COLOUR)] if with_ignore else []))
 
 
 def with_legend(figure: Image.Image, key: Image.Image) -> Image.Image:
@@ -130,23 +162,49 @@ def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_widt
     return save_png(sheet, out)
 
 
-def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: int = 18) -> Image.Image:
-    """Row-normalised confusion matrix (rows = ground truth) as a heat map with class names.
+CONFUSION_ORIGIN = (84, 98)  # the top-left corner of the confusion picture's first cell: room for the class names
+
+
+def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: int = 26) -> Image.Image:
+    """Row-normalised confusion matrix (rows = ground truth, columns = prediction) as a heat map: class names on
+    both axes, each cell's share of its row in per cent (blank under 0.5 %), each row's pixel count and IoU.
 
     An extra last column (IGNORE predictions) counts in the row sums but is not drawn.
     """
     font = ImageFont.load_default()
-    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    rows = rows[:, : len(class_names)]
     C = len(class_names)
-    margin = 70
-    image = Image.new("RGB", (margin + C * cell, margin + C * cell), (255, 255, 255))
+    counts = np.asarray(confusion, dtype=np.float64)
+    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    rows = rows[:, :C]
+    hits = np.diag(counts[:, :C])
+    union = counts.sum(axis=1) + counts[:, :C].sum(axis=0) - hits
+    iou = np.where(union > 0, hits / np.maximum(union, 1), np.nan)
+    names = [name[:12] for name in class_names]
+    left, top = CONFUSION_ORIGIN
+    image = Image.new("RGB", (left + C * cell + 120, top + C * cell + 22), (255, 255, 255))
     draw = ImageDraw.Draw(image)
+    draw.text((left, 2), "predicted ->", fill=(0, 0, 0), font=font)
+    draw.text((2, top - 14), "ground truth", fill=(0, 0, 0), font=font)
+    draw.text((left + C * cell + 8, top - 14), "pixels    IoU", fill=(0, 0, 0), font=font)
     heat = colour_scalar(rows)
-    for i in range(C):
-        draw.text((2, margin + i * cell + 4), class_names[i][:11], fill=(0, 0, 0), font=font)
-        draw.text((margin + i * cell + 2, 2 + (i % 4) * 14), class_names[i][:6], fill=(0, 0, 0), font=font)
+    for j, name in enumerate(names):
+        label = Image.new("RGB", (80, 12), (255, 255, 255))
+        ImageDraw.Draw(label).text((0, 0), name, fill=(0, 0, 0), font=font)
+        image.paste(label.rotate(90, expand=True), (left + j * cell + (cell - 12) // 2, top - 82))
+    for i, name in enumerate(names):
+        y = top + i * cell
+        draw.text((2, y + cell // 2 - 6), name, fill=(0, 0, 0), font=font)
         for j in range(C):
-            draw.rectangle([margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1],
-                           fill=tuple(int(x) for x in heat[i, j]))
+            x = left + j * cell
+            colour = tuple(int(v) for v in heat[i, j])
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
+            share = 100.0 * rows[i, j]
+            if share >= 0.5:
+                ink = (0, 0, 0) if rows[i, j] > 0.5 else (255, 255, 255)
+                text = f"{share:.0f}"
+                draw.text((x + (cell - draw.textlength(text, font=font)) / 2, y + cell // 2 - 6), text, fill=ink, font=font)
+        total = int(counts[i].sum())
+        score = "-" if total == 0 or np.isnan(iou[i]) else f"{iou[i]:.2f}"
+        draw.text((left + C * cell + 8, y + cell // 2 - 6), f"{total:>6}    {score}", fill=(0, 0, 0), font=font)
+    draw.text((2, top + C * cell + 6), "cells: % of the row's pixels", fill=(0, 0, 0), font=font)
     return image

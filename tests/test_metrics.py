@@ -211,3 +211,20 @@ def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_pa
     assert result["bootstrap"]["over_teacher"] == pytest.approx([0.0, 0.0])
     assert rescore_evaluate(group, bootstrap=300, seed=3)["bootstrap"] == result["bootstrap"], "seeded"
     assert "bootstrap" not in rescore_evaluate(group)
+
+
+def test_confusion_picture_colours_each_cell_by_its_share_of_the_ground_truth_row():
+    from econsg.viz import CONFUSION_ORIGIN, colour_scalar, confusion_picture
+
+    # rows = ground truth: class 0 always predicted 1; class 1 half right, half 2; class 2 absent; the last column
+    # (IGNORE predictions) counts in the row sum
+    confusion = np.array([[0, 10, 0, 0], [0, 4, 2, 2], [0, 0, 0, 0]])
+    cell = 20
+    image = np.asarray(confusion_picture(confusion, ["a", "b", "c"], cell=cell))
+    left, top = CONFUSION_ORIGIN
+
+    def corner(i, j):  # a cell's top-left pixel, clear of the per-cent text in its middle
+        return image[top + i * cell + 1, left + j * cell + 1].tolist()
+
+    for (i, j), share in {(0, 1): 1.0, (0, 0): 0.0, (1, 1): 0.5, (1, 2): 0.25, (2, 2): 0.0}.items():
+        assert corner(i, j) == colour_scalar(np.array([share], np.float32))[0].tolist(), (i, j)
