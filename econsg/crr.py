@@ -315,7 +315,7 @@ def refined_feature_rows(
     own = upsample_feature_pixels(features_grid, height, width, ys, xs)
     index = feature_source.astype(np.int64)
     index[ys, xs] = len(table) + np.arange(len(ys))
-    return np.concatenate([table.reshape(-1, own.shape[1]), own]), index
+    return np.concatenate([table, own]), index
 
 
 def refined_feature_map(
