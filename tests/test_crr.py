@@ -141,6 +141,10 @@ def test_refined_feature_rows_hold_each_distinct_feature_once_and_index_every_pi
     expected[~own] = table.astype(np.float32)[source[~own]]
     np.testing.assert_array_equal(rows[index], expected)  # the same numbers as the full up-sampled map
     np.testing.assert_array_equal(refined_feature_map(grid, source, table, H, W), expected)
+    every_pixel_own = refined_feature_rows(grid, np.full((H, W), -1, np.int32), table, H, W)
+    np.testing.assert_array_equal(every_pixel_own[0][every_pixel_own[1]], upsample_features(grid, H, W))
+    no_pixel_own = refined_feature_rows(grid, np.zeros((H, W), np.int32), table, H, W)
+    assert len(no_pixel_own[0]) == 3 and not no_pixel_own[1].any()
 
 
 def test_mask_class_means_match_brute_force_on_an_upsampled_grid():

@@ -91,17 +91,17 @@ def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: s
 
 def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image: the same numbers
-    `upsample_feature_rows` gives at those pixels, without forming the others."""
+    `upsample_feature_rows` gives at those pixels (the same two passes, y then x), without forming the others."""
     _check_grid(features, height, width)
     h, w, _ = features.shape
     y0, y1, ay = bilinear_weights(height, h)
     x0, x1, ax = bilinear_weights(width, w)
     grid = np.asarray(features, dtype=np.float32)
-    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
-    ay, ax = ay[ys, None], ax[xs, None]
-    left = grid[y0[ys], x0[xs]] * (1.0 - ay) + grid[y1[ys], x0[xs]] * ay
-    right = grid[y0[ys], x1[xs]] * (1.0 - ay) + grid[y1[ys], x1[xs]] * ay
-    return normalize_rows(left * (1.0 - ax) + right * ax)
+    rows, row_of = np.unique(np.asarray(ys, dtype=np.int64), return_inverse=True)
+    part = grid[y0[rows]] * (1.0 - ay[rows, None, None]) + grid[y1[rows]] * ay[rows, None, None]  # [rows, w, D]
+    xs = np.asarray(xs, dtype=np.int64)
+    mix = ax[xs, None]
+    return normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
 
 
 def upsample_features(features: np.ndarray, height: int, width: int) -> np.ndarray:
