@@ -76,22 +76,14 @@ def _check_grid(features: np.ndarray, height: int, width: int) -> None:
 
 def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: slice | None = None) -> np.ndarray:
     """Pixel features [r, W, D] float32 (unit length) for image rows `rows` (default all) of an H x W image."""
-    _check_grid(features, height, width)
-    h, w, _ = features.shape
     r0, r1, _ = (rows or slice(0, height)).indices(height)
-    y0, y1, ay = bilinear_weights(height, h)
-    x0, x1, ax = bilinear_weights(width, w)
-    grid = np.asarray(features, dtype=np.float32)
-    ay = ay[r0:r1, None, None]
-    part = grid[y0[r0:r1]] * (1.0 - ay) + grid[y1[r0:r1]] * ay  # [r, w, D]
-    ax = ax[None, :, None]
-    pixels = part[:, x0] * (1.0 - ax) + part[:, x1] * ax  # [r, W, D]
-    return normalize_rows(pixels)
+    ys, xs = np.repeat(np.arange(r0, r1), width), np.tile(np.arange(width), max(r1 - r0, 0))
+    return upsample_feature_pixels(features, height, width, ys, xs).reshape(len(range(r0, r1)), width, features.shape[-1])
 
 
 def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image: the same numbers
-    `upsample_feature_rows` gives at those pixels (the same two passes, y then x), without forming the others."""
+    """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image, without forming the
+    others: two linear passes, y on the grid rows of the image rows the pixels lie in, then x at each pixel."""
     _check_grid(features, height, width)
     h, w, _ = features.shape
     y0, y1, ay = bilinear_weights(height, h)
