@@ -13,7 +13,7 @@ mean feature of all the pixels of its smallest mask (LangSplat-style mask poolin
 tau2's boundary pixels, inside a labelled mask, keep their own; in the artifact such a pixel is IGNORE with
 feature_source >= 0). Pixel features are never stored at full resolution: `feature_source` points into a
 small per-view table `mask_class_features`; `refined_feature_rows` gives a view's distinct features and a pixel
-index into them (what autoencode encodes), and `refined_feature_map` the [H, W, D] map.
+index into them (what autoencode encodes; rows[index] is the [H, W, D] map).
 """
 
 from __future__ import annotations
@@ -300,14 +300,15 @@ def refined_feature_rows(
     """The refined pixel features of one view as distinct rows and an index, without the [H, W, D] cube.
 
     Returns rows [R + P, D] float32 (the R table rows, then the up-sampled grid feature of each of the P pixels
-    whose feature_source is -1) and index [H, W] int64 into rows: rows[index] is `refined_feature_map`.
+    whose feature_source is -1) and index [H, W] int64 into rows: rows[index] is the [H, W, D] refined feature map
+    (table rows where feature_source >= 0, else the up-sampled grid).
     """
     feature_source = np.asarray(feature_source)
     if feature_source.shape != (height, width):
         raise EconsgError(f"feature_source: got shape {feature_source.shape}, expected [{height}, {width}]")
     table = np.asarray(mask_class_features, dtype=np.float32)
     features_grid = np.asarray(features_grid)
-    if table.ndim != 2 or (len(table) and table.shape[1] != features_grid.shape[-1]):
+    if table.ndim != 2 or table.shape[1] != features_grid.shape[-1]:
         raise EconsgError(f"mask_class_features: got shape {table.shape}, expected [R, {features_grid.shape[-1]}]")
     if feature_source.size and feature_source.max() >= len(table):
         raise EconsgError(f"feature_source: row {feature_source.max()} out of range for a table of {len(table)} rows")
@@ -316,14 +317,6 @@ def refined_feature_rows(
     index = feature_source.astype(np.int64)
     index[ys, xs] = len(table) + np.arange(len(ys))
     return np.concatenate([table, own]), index
-
-
-def refined_feature_map(
-    features_grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, height: int, width: int
-) -> np.ndarray:
-    """[H, W, D] float32 refined pixel features: table rows where feature_source >= 0, else the up-sampled grid."""
-    rows, index = refined_feature_rows(features_grid, feature_source, mask_class_features, height, width)
-    return rows[index]
 
 
 def identity_crr(labels: np.ndarray, feature_dim: int) -> CRRResult:

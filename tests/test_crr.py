@@ -11,7 +11,6 @@ from econsg.crr import (
     identity_crr,
     mask_class_mean_features,
     refine_labels_crr,
-    refined_feature_map,
     refined_feature_rows,
 )
 from econsg.errors import EconsgError
@@ -121,7 +120,8 @@ def test_refined_features_are_mask_class_means():
     np.testing.assert_allclose(r.mask_class_features[0], mean0, atol=1e-3)
     np.testing.assert_allclose(r.mask_class_features[1], [0, 0, 1], atol=1e-3)
     assert r.feature_source.tolist() == [[0, 0, 1, 0]]
-    refined = refined_feature_map(grid, r.feature_source, r.mask_class_features, 1, 4)
+    rows, index = refined_feature_rows(grid, r.feature_source, r.mask_class_features, 1, 4)
+    refined = rows[index]
     np.testing.assert_allclose(refined[0, 3], mean0, atol=1e-3)  # the uncertain pixel takes the mean too
     np.testing.assert_allclose(refined[0, 2], [0, 0, 1], atol=1e-3)
 
@@ -140,7 +140,6 @@ def test_refined_feature_rows_hold_each_distinct_feature_once_and_index_every_pi
     expected = upsample_features(grid, H, W)
     expected[~own] = table.astype(np.float32)[source[~own]]
     np.testing.assert_array_equal(rows[index], expected)  # the same numbers as the full up-sampled map
-    np.testing.assert_array_equal(refined_feature_map(grid, source, table, H, W), expected)
     every_pixel_own = refined_feature_rows(grid, np.full((H, W), -1, np.int32), table, H, W)
     np.testing.assert_array_equal(every_pixel_own[0][every_pixel_own[1]], upsample_features(grid, H, W))
     no_pixel_own = refined_feature_rows(grid, np.zeros((H, W), np.int32), table, H, W)
@@ -214,7 +213,8 @@ def test_ignored_pixels_pool_their_masks_feature_only_when_asked():
     assert pooled.refined_labels.tolist() == own.refined_labels.tolist()  # labels are untouched
     assert pooled.pair_index.tolist() == [[0, -1]]
     assert pooled.feature_source.tolist() == [[0, 0, 0, -1, -1, -1]]
-    refined = refined_feature_map(grid, pooled.feature_source, pooled.mask_class_features, 1, 6)
+    rows, index = refined_feature_rows(grid, pooled.feature_source, pooled.mask_class_features, 1, 6)
+    refined = rows[index]
     mean = np.array([1, 0, 0]) + np.array([0, 1, 0]) + np.array([1, 1, 0]) / np.sqrt(2)  # unit pixel features
     for u in range(3):
         np.testing.assert_allclose(refined[0, u], mean / np.linalg.norm(mean), atol=1e-3)
