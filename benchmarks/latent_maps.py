@@ -48,7 +48,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = LatentAutoencoder(D, LATENT, (256, 128, 64, 32)).eval()
     rng = np.random.default_rng(0)
-    print(f"| own-feature pixels | full map, s/view | rows, s/view | speed-up | same latents |")
+    print("| own-feature pixels | full map, s/view | rows, s/view | speed-up | same latents |")
     print("|---|---|---|---|---|")
     for own_share in (0.1, 0.25, 0.5, 1.0):
         grid, source, table = random_view(rng, own_share)
