@@ -18,7 +18,7 @@ import torch
 
 from econsg.autoencoder import LatentAutoencoder, encode_features
 from econsg.crr import refined_feature_rows
-from econsg.features.base import upsample_features
+from econsg.features.base import upsample_feature_rows
 
 H, W, D, LATENT = 480, 640, 512, 16
 GRID = (60, 80)
@@ -54,7 +54,7 @@ def main() -> None:
         grid, source, table = random_view(rng, own_share)
 
         def full_map():
-            features = upsample_features(grid, H, W)
+            features = upsample_feature_rows(grid, H, W)
             use = source >= 0
             features[use] = table.astype(np.float32)[source[use]]
             return encode_features(model, features, unit=True).numpy().astype(np.float16)

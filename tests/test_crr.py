@@ -14,7 +14,7 @@ from econsg.crr import (
     refined_feature_rows,
 )
 from econsg.errors import EconsgError
-from econsg.features.base import upsample_features
+from econsg.features.base import upsample_feature_rows
 
 C = 3
 
@@ -137,11 +137,11 @@ def test_refined_feature_rows_hold_each_distinct_feature_once_and_index_every_pi
     assert rows.shape == (3 + own.sum(), D) and index.shape == (H, W)
     np.testing.assert_array_equal(index[~own], source[~own])  # table pixels point at their row
     assert sorted(index[own].tolist()) == list(range(3, 3 + own.sum()))  # one row per own-feature pixel
-    expected = upsample_features(grid, H, W)
+    expected = upsample_feature_rows(grid, H, W)
     expected[~own] = table.astype(np.float32)[source[~own]]
     np.testing.assert_array_equal(rows[index], expected)  # the same numbers as the full up-sampled map
     every_pixel_own = refined_feature_rows(grid, np.full((H, W), -1, np.int32), table, H, W)
-    np.testing.assert_array_equal(every_pixel_own[0][every_pixel_own[1]], upsample_features(grid, H, W))
+    np.testing.assert_array_equal(every_pixel_own[0][every_pixel_own[1]], upsample_feature_rows(grid, H, W))
     no_pixel_own = refined_feature_rows(grid, np.zeros((H, W), np.int32), table, H, W)
     assert len(no_pixel_own[0]) == 3 and not no_pixel_own[1].any()
 
@@ -155,7 +155,7 @@ def test_mask_class_means_match_brute_force_on_an_upsampled_grid():
     masks = rng.random((2, H, W)) < 0.5
     pairs = np.array([[0, 0], [0, 1], [1, 1]], np.int32)
     fast = mask_class_mean_features(grid, masks, labels, high, pairs)
-    pixels = upsample_features(grid, H, W)
+    pixels = upsample_feature_rows(grid, H, W)
     for row, (m, c) in enumerate(pairs):
         mean = pixels[masks[m] & high & (labels == c)].mean(0)
         np.testing.assert_allclose(fast[row], mean / np.linalg.norm(mean), atol=1e-5)

@@ -14,7 +14,7 @@ from econsg.features.base import (
     labels_and_confidence,
     pixel_probabilities,
     pixel_probabilities_reference,
-    upsample_features,
+    upsample_feature_rows,
 )
 from econsg.features.teacher import confusion_partners, ground_truth_segments, synthetic_teacher_view
 from econsg.features.text import HashedTextEncoder, encode_vocabulary
@@ -197,7 +197,7 @@ def test_upsampling_follows_align_corners_false():
     grid = np.zeros((1, 2, 2), np.float32)
     grid[0, 0] = [1, 0]
     grid[0, 1] = [0, 1]
-    up = upsample_features(grid, 1, 4)  # pixel centres 0.5..3.5 -> grid x = -0.25, 0.25, 0.75, 1.25
+    up = upsample_feature_rows(grid, 1, 4)  # pixel centres 0.5..3.5 -> grid x = -0.25, 0.25, 0.75, 1.25
     np.testing.assert_allclose(up[0, 0], [1, 0], atol=1e-6)  # clamped at the border
     np.testing.assert_allclose(up[0, 3], [0, 1], atol=1e-6)
     expected = np.array([0.75, 0.25]) / np.linalg.norm([0.75, 0.25])

@@ -75,7 +75,8 @@ def _check_grid(features: np.ndarray, height: int, width: int) -> None:
 
 
 def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: slice | None = None) -> np.ndarray:
-    """Pixel features [r, W, D] float32 (unit length) for image rows `rows` (default all) of an H x W image."""
+    """Pixel features [r, W, D] float32 (unit length) for image rows `rows` (default all: the [H, W, D] bilinear
+    up-sampling of the [h, w, D] grid, see module doc) of an H x W image."""
     r0, r1, _ = (rows or slice(0, height)).indices(height)
     ys, xs = np.repeat(np.arange(r0, r1), width), np.tile(np.arange(width), max(r1 - r0, 0))
     return upsample_feature_pixels(features, height, width, ys, xs).reshape(len(range(r0, r1)), width, features.shape[-1])
@@ -94,11 +95,6 @@ def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: n
     xs = np.asarray(xs, dtype=np.int64)
     mix = ax[xs, None]
     return normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
-
-
-def upsample_features(features: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Pixel features [H, W, D] float32, unit length: bilinear up-sampling of the [h, w, D] grid (see module doc)."""
-    return upsample_feature_rows(features, height, width)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
