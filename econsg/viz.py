@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from econsg.metrics import segmentation_scores
+
 IGNORE_COLOUR = (0, 0, 0)
 
 
@@ -176,9 +178,7 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
     counts = np.asarray(confusion, dtype=np.float64)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     rows = rows[:, :C]
-    hits = np.diag(counts[:, :C])
-    union = counts.sum(axis=1) + counts[:, :C].sum(axis=0) - hits
-    iou = np.where(union > 0, hits / np.maximum(union, 1), np.nan)
+    iou = segmentation_scores(counts)["iou"]  # NaN for classes absent from the ground truth
     names = [name[:12] for name in class_names]
     left, top = CONFUSION_ORIGIN
     image = Image.new("RGB", (left + C * cell + 120, top + C * cell + 22), (255, 255, 255))
@@ -204,7 +204,7 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
                 text = f"{share:.0f}"
                 draw.text((x + (cell - draw.textlength(text, font=font)) / 2, y + cell // 2 - 6), text, fill=ink, font=font)
         total = int(counts[i].sum())
-        score = "-" if total == 0 or np.isnan(iou[i]) else f"{iou[i]:.2f}"
+        score = "-" if np.isnan(iou[i]) else f"{iou[i]:.2f}"
         draw.text((left + C * cell + 8, y + cell // 2 - 6), f"{total:>6}    {score}", fill=(0, 0, 0), font=font)
     draw.text((2, top + C * cell + 6), "cells: % of the row's pixels", fill=(0, 0, 0), font=font)
     return image
