@@ -148,69 +148,72 @@ class CompositePairs(torch.autograd.Function):
         n_rank = values.shape[0]
         grad_values = grad_params = None
         if ctx.needs_input_grad[1]:
-            mat_t = _csr(plan.crow_t, plan.row_t, plan.weights.index_select(0, plan.to_transposed), (n_rank, plan.n_rows))
+            mat_t = _csr(plan.crow_t, plan.row_t, _gaussian_major(plan.weights, plan), (n_rank, plan.n_rows))
             grad_values = mat_t @ grad_out
         if ctx.needs_input_grad[0]:
             pattern = _csr(plan.crow, plan.rank, plan.weights, (plan.n_rows, n_rank))
             if ctx.geometry_channels is not None:  # channels whose gradient stops at the values
                 grad_out = grad_out * ctx.geometry_channels.to(grad_out.dtype)
             s = torch.sparse.sampled_addmm(pattern, grad_out, values.t(), beta=0.0).values()  # dL/dw_i
-            ws = torch.cumsum((plan.weights * s).double(), 0)
-            seg_end = torch.nonzero(torch.cat([plan.seg_start[1:], plan.seg_start.new_ones(1)])).squeeze(1)
-            behind = ws.index_select(0, seg_end).index_select(0, plan.seg_id) - ws  # sum_{j>i} w_j s_j
+            ws = torch.cumsum(plan.weights * s, 0, dtype=torch.float64)
+            last = (plan.crow[1:] - 1).clamp_min(0)  # each pixel's last pair (an empty pixel's is never read)
+            behind = ws.index_select(0, last).index_select(0, plan.row) - ws  # sum_{j>i} w_j s_j
             alpha = plan.alpha
             grad_alpha = plan.t_before * s - (behind / (1.0 - alpha.double())).to(s.dtype)
-            grad_alpha = torch.where(alpha < ALPHA_MAX, grad_alpha, torch.zeros_like(grad_alpha))  # clamped
-            p = params.index_select(0, plan.rank)
-            mx, my, a, b, c, o = p.unbind(-1)
-            pix_x = (plan.row % plan.width).to(p.dtype) + 0.5
-            pix_y = ((plan.row // plan.width) % plan.band_h + plan.band_start).to(p.dtype) + 0.5
-            dx, dy = mx - pix_x, my - pix_y
-            grad_sigma = -alpha * grad_alpha
-            grad_pair = torch.stack(
-                [
-                    grad_sigma * (a * dx + b * dy),
-                    grad_sigma * (b * dx + c * dy),
-                    grad_sigma * 0.5 * dx * dx,
-                    grad_sigma * dx * dy,
-                    grad_sigma * 0.5 * dy * dy,
-                    grad_alpha * alpha / o,
-                ],
-                dim=-1,
-            )  # [P,6]
-            ones = torch.ones_like(alpha)
-            gather_t = _csr(plan.crow_t, plan.to_transposed, ones, (n_rank, len(alpha)))
-            grad_params = gather_t @ grad_pair
+            g = torch.where(alpha < ALPHA_MAX, alpha * grad_alpha, torch.zeros_like(grad_alpha))  # clamped: no gradient
+            grad_params = _geometry_grad(params, _gaussian_major(g, plan), plan)
         return grad_params, grad_values, None, None
+
+
+def _gaussian_major(pair_values: Tensor, plan: "BandPlan") -> Tensor:
+    """Per-pair values [P] from pixel-major to Gaussian-major order."""
+    return pair_values.new_empty(len(pair_values)).index_copy_(0, plan.perm, pair_values)
+
+
+def _geometry_grad(params: Tensor, g: Tensor, plan: "BandPlan") -> Tensor:
+    """dL/d(mean2d x, y, conic a, b, c, opacity) [M,6] from g = alpha dL/dalpha of every pair, Gaussian-major.
+
+    alpha = o exp(-sigma), sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 (dx, dy = mean2d - pixel centre), so
+    dL/dsigma = -g and dL/do = g / o per pair. A (Gaussian, image row) shares dy, and its pairs' sums need only
+    S0 = sum g, S1 = sum g dx and S2 = sum g dx^2: those three segment sums replace a [P,6] table per pair.
+    """
+    n_q = len(plan.q_rank)
+    g_dx = g * plan.dx
+    s0, s1, s2 = (g.new_zeros(n_q).index_add_(0, plan.pair_q, v) for v in (g, g_dx, g_dx * plan.dx))
+    _, _, a, b, c, o = params.index_select(0, plan.q_rank).unbind(-1)
+    dy = plan.q_dy
+    per_row = torch.stack(
+        [-(a * s1 + b * dy * s0), -(b * s1 + c * dy * s0), -0.5 * s2, -dy * s1, -0.5 * dy * dy * s0, s0 / o], dim=-1
+    )
+    return torch.zeros_like(params).index_add_(0, plan.q_rank, per_row)
 
 
 @dataclass
 class BandPlan:
     """The (pixel, Gaussian) pairs of one band, pixel-major then depth order, and their CSR indexing.
 
-    P pairs over R = n_rows output pixels (rows band_start .. band_start + band_h of every camera,
-    `width` wide) and M ranked Gaussians. rank [P] (CSR column), row [P] (output pixel), crow [R+1];
-    alpha, weights = alpha * t_before, t_before [P] (dtype of params; alpha is 0 for pairs skipped
-    by the 1/255 test or the transmittance stop); seg_id [P] pixel segment of each pair, seg_start
-    [P] bool; the transposed (Gaussian-major) CSR: crow_t [M+1], row_t [P], and to_transposed [P]
-    (Gaussian-major position -> pixel-major position).
+    P pairs over R = n_rows output pixels and M ranked Gaussians. Pixel-major: rank [P] (CSR column),
+    row [P] (output pixel, sorted), crow [R+1]; alpha, weights = alpha * t_before, t_before [P] (dtype
+    of params; alpha is 0 for pairs skipped by the 1/255 test or the transmittance stop); perm [P]
+    (each pair's Gaussian-major position). Gaussian-major: the transposed CSR crow_t [M+1], row_t [P];
+    each pair's (Gaussian, image row) pair_q [P] and x offset dx [P] (mean2d x - pixel centre); per
+    (Gaussian, image row) q_rank [Q] and q_dy [Q] (mean2d y - pixel centre), in pixels.
     """
 
     n_rows: int
-    band_start: int
-    band_h: int
-    width: int
     rank: Tensor
     row: Tensor
     crow: Tensor
     alpha: Tensor
     weights: Tensor
     t_before: Tensor
-    seg_id: Tensor
-    seg_start: Tensor
+    perm: Tensor
     crow_t: Tensor
     row_t: Tensor
-    to_transposed: Tensor
+    pair_q: Tensor
+    dx: Tensor
+    q_rank: Tensor
+    q_dy: Tensor
 
 
 def _csr(crow: Tensor, col: Tensor, vals: Tensor, size: tuple[int, int]) -> Tensor:
@@ -352,10 +355,11 @@ def plan_band_pairs(params, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n
     n_pairs = int(n_in_row.sum())
     if n_pairs == 0:
         return None
-    # per pair: alpha = exp(c2 dx^2 + c1 dx + c0), dx = mean x - pixel-centre x
-    q_start = torch.cumsum(n_in_row, 0) - n_in_row
-    pair_q = torch.repeat_interleave(torch.arange(n_q, device=device), n_in_row, output_size=n_pairs)
-    step = torch.arange(n_pairs, device=device)
+    # per pair: alpha = exp(c2 dx^2 + c1 dx + c0), dx = mean x - pixel-centre x; int32 pair indices where they fit
+    index = torch.int32 if max(n_rows, n_pairs) < 2**31 else torch.int64
+    q_start = (torch.cumsum(n_in_row, 0) - n_in_row).to(index)
+    pair_q = torch.repeat_interleave(torch.arange(n_q, device=device, dtype=index), n_in_row, output_size=n_pairs)
+    step = torch.arange(n_pairs, device=device, dtype=index)
     in_row = step - q_start.index_select(0, pair_q)  # pixel offset from the row's first pixel
     dx = (mx - (j_lo.double() + 0.5)).to(dtype).index_select(0, pair_q) - in_row.to(dtype)
     c2 = (-0.5 * a).to(dtype).index_select(0, pair_q)
@@ -364,41 +368,37 @@ def plan_band_pairs(params, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n
     alpha = torch.exp((c2 * dx + c1) * dx + c0).clamp_max_(ALPHA_MAX)
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))  # exact skip
     row_base = (cam_of_rank.index_select(0, q_rank) * band_h + (q_y - band_start)) * width + j_lo - q_start
-    row_gen = row_base.index_select(0, pair_q) + step  # output pixel of each pair, Gaussian-major order
-    key_dtype = torch.int32 if n_rows < 2**31 else torch.int64
-    row, perm = torch.sort(row_gen.to(key_dtype), stable=True)  # (camera, pixel, depth) order
-    row = row.long()
+    row_gen = row_base.to(index).index_select(0, pair_q) + step  # output pixel of each pair, Gaussian-major order
+    row, perm = torch.sort(row_gen, stable=True)  # (camera, pixel, depth) order
+    crow = _crow_from_rows(row, n_rows)
     alpha = alpha.index_select(0, perm)
-    seg_start = torch.ones_like(row, dtype=torch.bool)
-    seg_start[1:] = row[1:] != row[:-1]
-    seg_id = torch.cumsum(seg_start, 0) - 1
+    # log T after each pair within its pixel: one float64 cumulative sum over the band, less its value before
+    # the pixel's first pair
     log_1m = torch.log1p(-alpha.double())
-    log_t_before = torch.cumsum(log_1m, 0) - log_1m
-    log_t_before = log_t_before - log_t_before[seg_start].index_select(0, seg_id)
+    log_t = torch.cumsum(log_1m, 0)
+    first = crow[:-1].clamp_max(n_pairs - 1)  # each pixel's first pair (an empty pixel's is never read)
+    log_t_after = log_t - (log_t.index_select(0, first) - log_1m.index_select(0, first)).index_select(0, row)
     # transmittance stop: a Gaussian taking T to <= 1e-4 and all behind it get alpha 0 (no weight, no T change)
-    alpha = torch.where((log_t_before + log_1m) > math.log(TRANSMITTANCE_MIN), alpha, torch.zeros_like(alpha))
-    t_before = torch.exp(log_t_before).to(dtype)
-    to_transposed = torch.empty_like(perm)  # Gaussian-major position -> pixel-major position
-    to_transposed[perm] = torch.arange(n_pairs, device=device)
+    alpha = torch.where(log_t_after > math.log(TRANSMITTANCE_MIN), alpha, torch.zeros_like(alpha))
+    t_before = torch.exp(log_t_after - log_1m).to(dtype)
     pairs_per_rank = torch.zeros(len(cam_of_rank), dtype=torch.int64, device=device).index_add_(0, q_rank, n_in_row)
-    crow_t = torch.zeros(len(cam_of_rank) + 1, dtype=torch.int64, device=device)
+    crow_t = torch.zeros(len(cam_of_rank) + 1, dtype=index, device=device)
     crow_t[1:] = torch.cumsum(pairs_per_rank, 0)
     return BandPlan(
         n_rows=n_rows,
-        band_start=band_start,
-        band_h=band_h,
-        width=width,
         rank=q_rank.index_select(0, pair_q).index_select(0, perm),
         row=row,
-        crow=_crow_from_rows(row, n_rows),
+        crow=crow,
         alpha=alpha,
         weights=alpha * t_before,
         t_before=t_before,
-        seg_id=seg_id,
-        seg_start=seg_start,
+        perm=perm,
         crow_t=crow_t,
         row_t=row_gen,
-        to_transposed=to_transposed,
+        pair_q=pair_q,
+        dx=dx,
+        q_rank=q_rank,
+        q_dy=dy.to(dtype),
     )
 
 
