@@ -10,6 +10,7 @@ import torch
 from econsg.errors import EconsgError
 from econsg.render import RenderOutput, render
 from econsg.render.sh import SH_C0, eval_sh, rgb_to_sh0, sh0_to_rgb, sh_basis
+from econsg.render import torch_backend
 from econsg.render.torch_backend import project_gaussians, render_torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -269,16 +270,29 @@ def test_tile_boundaries_and_cameras_match_dense_reference():
         torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_row_band_chunking_gives_the_same_image():
+@pytest.mark.parametrize("max_pairs, key_pixels", [(300, torch_backend.SORT_KEY_PIXELS), (4_000_000, 0)],
+                         ids=["pair-bands", "int32-keys"])
+def test_row_bands_and_sort_keys_give_the_same_image_and_gradients(monkeypatch, max_pairs, key_pixels):
     width, height, focal = 40, 33, 30.0
     g = torch.Generator().manual_seed(6)
     means, quats, scales, opacities = (t.float() for t in random_scene(200, width, height, focal, g))
     viewmats, Ks = camera(width, height, focal, dtype=torch.float32)
     rgb = torch.rand(200, 3, generator=g)
-    whole = render_torch(means, quats, scales, opacities, rgb, viewmats, Ks, width, height)
-    banded = render_torch(means, quats, scales, opacities, rgb, viewmats, Ks, width, height, max_pairs_per_chunk=300)
+    weights = torch.randn(1, height, width, 3, generator=g)
+
+    def render_and_grad():
+        params = [t.clone().requires_grad_(True) for t in (means, opacities, rgb)]
+        out = render_torch(params[0], quats, scales, params[1], params[2], viewmats, Ks, width, height,
+                           max_pairs_per_chunk=max_pairs)  # fmt: skip
+        return out, torch.autograd.grad((out.colors * weights).sum() + out.alpha.sum(), params)
+
+    whole, whole_grads = render_and_grad()  # one band, int16 pixel keys
+    monkeypatch.setattr(torch_backend, "SORT_KEY_PIXELS", key_pixels)
+    banded, banded_grads = render_and_grad()
     torch.testing.assert_close(banded.colors, whole.colors, rtol=0, atol=1e-6)
     torch.testing.assert_close(banded.alpha, whole.alpha, rtol=0, atol=1e-6)
+    for got, expected in zip(banded_grads, whole_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_gradcheck_tiny_scene():

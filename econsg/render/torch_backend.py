@@ -12,8 +12,9 @@ Pipeline, all vectorised (no Python loop over Gaussians, pixels or tiles):
    (camera, pixel, depth); the transmittance stop (a Gaussian that would take T to <= 1e-4 ends the
    pixel) comes from a segmented float64 cumulative sum of log(1 - alpha); the weights
    w = alpha * T are composited with a sparse CSR matrix product (`CompositePairs`, hand-written
-   backward as gsplat's). Image rows are processed in bands whose candidate-pair count stays under
-   `max_pairs_per_chunk`, bounding memory; a band loop is the only Python loop.
+   backward as gsplat's; it sums each Gaussian's pairs per image row, where the pixels share dy). Image
+   rows are processed in bands whose candidate-pair count stays under `max_pairs_per_chunk`, bounding
+   memory, and whose pixels fit an int16 sort key; a band loop is the only Python loop.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ALPHA_MAX = 0.999
 TRANSMITTANCE_MIN = 1e-4
 EPS2D = 0.3
 EXTEND_MAX = 3.33
+SORT_KEY_PIXELS = 2**15 - 1  # the pixels of a band whose pixel indices fit an int16 sort key
 
 
 def quat_scale_to_covariance(quats: Tensor, scales: Tensor) -> Tensor:
@@ -231,17 +233,17 @@ def _crow_from_rows(rows: Tensor, n_rows: int) -> Tensor:
     return crow
 
 
-def _plan_row_bands(y0: Tensor, y1: Tensor, widths: Tensor, height: int, max_pairs: int) -> list[tuple[int, int]]:
-    """Split image rows into consecutive bands of at most ~max_pairs candidate pairs (>= 1 row each)."""
+def _plan_row_bands(y0: Tensor, y1: Tensor, widths: Tensor, height: int, max_pairs: int, max_rows: int) -> list[tuple[int, int]]:
+    """Split image rows into consecutive bands of at most ~max_pairs candidate pairs and max_rows rows (>= 1 row each)."""
     diff = torch.zeros(height + 1, dtype=torch.int64, device=y0.device)
     diff.index_add_(0, y0, widths)
     diff.index_add_(0, y1 + 1, -widths)
     per_row = torch.cumsum(diff[:height], 0).cpu()
-    if int(per_row.sum()) <= max_pairs:
+    if int(per_row.sum()) <= max_pairs and height <= max_rows:
         return [(0, height)]
     bands, start, acc = [], 0, 0
     for row, n in enumerate(per_row.tolist()):
-        if acc > 0 and acc + n > max_pairs:
+        if row > start and (acc + n > max_pairs or row - start >= max_rows):
             bands.append((start, row))
             start, acc = row, 0
         acc += n
@@ -287,7 +289,10 @@ def rasterize_pixels(
         y1 = torch.floor(my + rad[:, 1] - 0.5).clamp_max(height - 1).long()
         ok = (x1 >= x0) & (y1 >= y0)
         flat, cam_of_rank, x0, x1, y0, y1 = (v[ok] for v in (flat, cam_of_rank, x0, x1, y0, y1))
-        bands = _plan_row_bands(y0, y1, x1 - x0 + 1, height, max_pairs_per_chunk)
+        # bands of at most SORT_KEY_PIXELS pixels sort their pairs by an int16 pixel key (half an int32's sort time),
+        # where one image row of every camera fits in one
+        max_rows = SORT_KEY_PIXELS // (n_cam * width) or height
+        bands = _plan_row_bands(y0, y1, x1 - x0 + 1, height, max_pairs_per_chunk, max_rows)
 
     # per-rank parameters (with grad): gathered once, then per pair inside the bands
     params = torch.cat(
@@ -369,7 +374,9 @@ def plan_band_pairs(params, cam_of_rank, x0, x1, y0, y1, band_start, band_end, n
     alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha, torch.zeros_like(alpha))  # exact skip
     row_base = (cam_of_rank.index_select(0, q_rank) * band_h + (q_y - band_start)) * width + j_lo - q_start
     row_gen = row_base.to(index).index_select(0, pair_q) + step  # output pixel of each pair, Gaussian-major order
-    row, perm = torch.sort(row_gen, stable=True)  # (camera, pixel, depth) order
+    key = torch.int16 if n_rows <= SORT_KEY_PIXELS else index
+    row, perm = torch.sort(row_gen.to(key), stable=True)  # (camera, pixel, depth) order
+    row = row.to(index)
     crow = _crow_from_rows(row, n_rows)
     alpha = alpha.index_select(0, perm)
     # log T after each pair within its pixel: one float64 cumulative sum over the band, less its value before
