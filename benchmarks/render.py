@@ -1,11 +1,17 @@
 """Render-time benchmark of econsg.render on whatever device is present.
 
     python benchmarks/render.py [--device cpu|cuda] [--repeats 5] [--quick] [--threads N]
+    python benchmarks/render.py --scene artifacts/room [--views 6] [--repeats 3]
 
 Prints, per number of Gaussians, resolution and channel set, the median time of one forward render
 and of forward + backward, per view; on CUDA also the FPS for 300k Gaussians at 640x480 with
 RGB + 16 feature channels and its ratio to RGB only. The scene is random (fixed seed): Gaussians
 spread over the view frustum at 2-4 m, a few pixels wide.
+
+With `--scene ARTIFACTS` (a finished run's artifact folder) it times a training step's render instead: the trained
+Gaussians of `splat.zarr` rendered into the first `--views` training views of `scene.zarr` as splat trains them
+(RGB at the stored SH degree + the semantic channels, no feature gradient into the geometry), then the backward of
+a loss on every output; it prints the median and the fastest forward, backward and step over views and repeats.
 """
 
 from __future__ import annotations
@@ -13,10 +19,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
+from econsg.artifacts import open_artifact
 from econsg.render import render
+from econsg.scene.store import open_scene
+from econsg.splat import GAUSSIAN_NAMES, render_gaussians
 
 
 def random_scene(n: int, width: int, height: int, focal: float, n_features: int, device: str, seed: int = 0):
@@ -72,18 +82,60 @@ def time_render(scene, viewmats, Ks, width, height, device, backward: bool, repe
     return statistics.median(times)
 
 
+def time_trained_scene(artifacts: Path, n_views: int, repeats: int, device: str) -> None:
+    """Forward, backward and step times of training-like renders of a finished run's Gaussians (see the module doc)."""
+    splat = open_artifact(artifacts / "splat.zarr", "splat")
+    scene = open_scene(artifacts / "scene.zarr")
+    names = [*GAUSSIAN_NAMES, *(["features"] if "features" in splat else [])]
+    stored = {name: torch.from_numpy(splat[name][...]).to(device) for name in names}
+    views = scene.train_indices[:n_views]
+    viewmats, Ks = scene.cameras(views, device)
+    sh_degree = int(splat.attrs["sh_degree"])
+
+    def step(view: int) -> tuple[float, float]:
+        params = {name: value.clone().requires_grad_(True) for name, value in stored.items()}
+        _sync(device)
+        start = time.perf_counter()
+        out = render_gaussians(params, viewmats[view : view + 1], Ks[view : view + 1], scene.width, scene.height,
+                               sh_degree, feature_geometry_grad=False)  # fmt: skip
+        _sync(device)
+        middle = time.perf_counter()
+        loss = out.colors.square().sum() + out.alpha.sum() + (out.features.abs().sum() if out.features is not None else 0)
+        loss.backward()
+        _sync(device)
+        return middle - start, time.perf_counter() - middle
+
+    step(0)  # warm-up
+    times = [step(view) for _ in range(repeats) for view in range(len(views))]
+    forward, backward = zip(*times)
+    steps = [f + b for f, b in times]
+    print(f"{artifacts}: {len(stored['means'])} Gaussians, {scene.width}x{scene.height}, {len(views)} views x {repeats}, "
+          f"device={device}, torch threads={torch.get_num_threads()}")  # fmt: skip
+    print(f"{'ms':>10} {'median':>8} {'fastest':>8}")
+    for label, values in (("forward", forward), ("backward", backward), ("step", steps)):
+        print(f"{label:>10} {statistics.median(values) * 1e3:>8.0f} {min(values) * 1e3:>8.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="CPU: skip 640x480")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--scene", type=Path, default=None, help="a finished run's artifact folder: time its training renders")
+    parser.add_argument("--views", type=int, default=6, help="with --scene: how many training views")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
+    if args.scene is not None:
+        for store in ("splat.zarr", "scene.zarr"):
+            if not (args.scene / store).exists():
+                raise SystemExit(f"--scene {args.scene}: no {store} there; run the pipeline through splat first")
+        time_trained_scene(args.scene, args.views, args.repeats, device)
+        return
     backend = "gsplat" if device == "cuda" else "torch"
     counts = (1_000, 10_000, 100_000) if device == "cuda" else (1_000, 10_000)
     sizes = [(128, 128), (640, 480)] if (device == "cuda" or not args.quick) else [(128, 128)]
