@@ -365,7 +365,7 @@ def test_rewrite_replaces_the_previous_dataset(tmp_path):
 
 def test_params_defaults_are_the_demo():
     params = SynthParams()
-    assert (params.num_views, params.width, params.height, params.num_objects) == (48, 128, 96, 6)
+    assert (params.num_views, params.width, params.height, params.num_objects) == (48, 256, 192, 6)
     assert params.object_classes == DEFAULT_OBJECT_CLASSES
     for name, field in SynthParams.model_fields.items():
         assert field.description, name

@@ -25,8 +25,13 @@ class SynthParams(Section):
     test_every: int = Field(
         8, ge=2, description="View v is a test view when v % test_every == test_every - 1 (interleaved novel views)."
     )
-    width: int = Field(128, ge=8, le=4096, description="Image width in pixels.")
-    height: int = Field(96, ge=8, le=4096, description="Image height in pixels.")
+    width: int = Field(
+        256, ge=8, le=4096,
+        description="Image width in pixels. At 256 x 192 the synthetic teacher's default 8-pixel cells "
+        "(extract.synthetic.patch_size) form a 32 x 24 grid, near a real CLIP ViT-B/16's 28 x 28 at 448 px; at "
+        "128 x 96 they form 16 x 12, which loses thin objects.",
+    )
+    height: int = Field(192, ge=8, le=4096, description="Image height in pixels.")
     num_objects: int = Field(
         6, ge=0, le=MAX_OBJECTS, description="Pieces of furniture; classes are drawn without replacement while possible."
     )
