@@ -233,8 +233,11 @@ def _crow_from_rows(rows: Tensor, n_rows: int) -> Tensor:
     return crow
 
 
-def _plan_row_bands(y0: Tensor, y1: Tensor, widths: Tensor, height: int, max_pairs: int, max_rows: int) -> list[tuple[int, int]]:
-    """Split image rows into consecutive bands of at most ~max_pairs candidate pairs and max_rows rows (>= 1 row each)."""
+def _plan_row_bands(
+    y0: Tensor, y1: Tensor, widths: Tensor, height: int, max_pairs: int, max_rows: int
+) -> list[tuple[int, int]]:
+    """Split image rows into consecutive bands of at most ~max_pairs candidate pairs and max_rows rows (>= 1 row
+    each)."""
     diff = torch.zeros(height + 1, dtype=torch.int64, device=y0.device)
     diff.index_add_(0, y0, widths)
     diff.index_add_(0, y1 + 1, -widths)
@@ -289,7 +292,7 @@ def rasterize_pixels(
         y1 = torch.floor(my + rad[:, 1] - 0.5).clamp_max(height - 1).long()
         ok = (x1 >= x0) & (y1 >= y0)
         flat, cam_of_rank, x0, x1, y0, y1 = (v[ok] for v in (flat, cam_of_rank, x0, x1, y0, y1))
-        # bands of at most SORT_KEY_PIXELS pixels sort their pairs by an int16 pixel key (half an int32's sort time),
+        # bands of at most SORT_KEY_PIXELS pixels sort their pairs by an int16 pixel key (~60 % of an int32's sort time),
         # where one image row of every camera fits in one
         max_rows = SORT_KEY_PIXELS // (n_cam * width) or height
         bands = _plan_row_bands(y0, y1, x1 - x0 + 1, height, max_pairs_per_chunk, max_rows)
