@@ -16,7 +16,8 @@ class FuseParams(Section):
         0.08,
         gt=0,
         le=10,
-        description="Voxel edge in metres. 0.08 suits the 6 m demo room at 128x96 (about 20k points); the authors use 0.02 on Replica.",
+        description="Voxel edge in metres. 0.08 suits the 6 m demo room (about 23k points at 256x192, 21k at 128x96); the "
+        "authors use 0.02 on Replica.",
     )
     min_views: int = Field(1, ge=1, description="Keep only voxels seen by at least this many distinct training views.")
     source: Literal["auto", "depth", "points"] = Field(

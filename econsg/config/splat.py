@@ -2,8 +2,8 @@
 
 Defaults follow gsplat's `examples/simple_trainer.py` and `DefaultStrategy` (densification
 thresholds), with learning rates raised and every iteration count scaled from the 30k-step GPU schedule to
-the short CPU demo schedule (600 steps, 1/50: ~1.5-3 min on this 2-core CPU with the pure-PyTorch
-rasterizer, whose cost per step is ~0.15-0.6 s at 128x96 with 20k-55k Gaussians).
+the short CPU demo schedule (600 steps, 1/50: ~3.2 min at the demo's 256x192 on this 2-core CPU with the
+pure-PyTorch rasterizer, about 0.33 s a step with 28k Gaussians; 1.5-3 min at 128x96).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ class SplatParams(Section):
         600,
         ge=1,
         description="Optimiser steps, one training camera per step (a fresh view permutation every epoch). The "
-        "demo's 600 steps (~14 epochs of 42 views at 128x96, ~27k Gaussians) take 1.5-3 min on 2 CPU cores and reach "
-        "28.5 dB test PSNR where 300 steps reach 27.3 and 450 reach 27.9; on a GPU "
+        "demo's 600 steps (~14 epochs of 42 views, ~28k Gaussians at 256x192) take ~3.2 min on 2 CPU cores and "
+        "reach 30.1 dB test PSNR where 300 steps reach 28.2 (at 128x96: 1.5-3 min, 28.5 dB, 27.3 at 300 steps and "
+        "27.9 at 450); on a GPU "
         "with gsplat, 30000 is the usual 3DGS schedule (scale the step counts below with it).",
     )
     sh_degree: int = Field(
