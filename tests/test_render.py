@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from econsg.errors import EconsgError
-from econsg.render import RenderOutput, render
+from econsg.render import RenderOutput, render, torch_backend
 from econsg.render.sh import SH_C0, eval_sh, rgb_to_sh0, sh0_to_rgb, sh_basis
-from econsg.render import torch_backend
 from econsg.render.torch_backend import project_gaussians, render_torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -270,8 +269,11 @@ def test_tile_boundaries_and_cameras_match_dense_reference():
         torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("max_pairs, key_pixels", [(300, torch_backend.SORT_KEY_PIXELS), (4_000_000, 0)],
-                         ids=["pair-bands", "int32-keys"])
+@pytest.mark.parametrize(
+    "max_pairs, key_pixels",
+    [(300, torch_backend.SORT_KEY_PIXELS), (4_000_000, 100), (4_000_000, 0)],
+    ids=["bands-by-pairs", "two-row-bands-by-pixels", "int32-keys"],
+)
 def test_row_bands_and_sort_keys_give_the_same_image_and_gradients(monkeypatch, max_pairs, key_pixels):
     width, height, focal = 40, 33, 30.0
     g = torch.Generator().manual_seed(6)
