@@ -8,7 +8,7 @@ or data is touched. It checks the defaults on scenes they were not chosen on. Tw
   per class  over the scenes that hold it: econsg's IoU, the teacher's and the geometry oracle's, mean (min-max)
 
 Run:  python benchmarks/scenes.py --scenes 3 4 5 [--params params.yaml] [--out scenes] [--set splat.iterations=300 ...]
-(about 3-4 minutes a scene on a 2-core CPU). `--set` takes any stage's parameter, synth's too, except the scene's
+(about 4 minutes a scene at the default 256 x 192 on a 2-core CPU). `--set` takes any stage's parameter, synth's too, except the scene's
 own `synth.seed` and `seed` and the `paths`.
 """
 
