@@ -23,15 +23,17 @@ affects, with the stages' `--set` overrides and its own artifact/metrics folders
                 crr decision (fuse's `agreement`)
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
-                                                  [--set ingest.sparse_views=10 ...]
+                                                  [--reseed-from splat] [--set ingest.sparse_views=10 ...]
 
 With `--seeds`, every variant reruns once per seed (override `seed=S`) from autoencode at the latest, the first stage
 that draws random numbers (the autoencoder's initialisation and batches; then the splats' camera order, rotations
 and densification), and each cell reads mean (min-max): a difference between two variants can be set against the
-spread of training alone. With `--redraw-teacher` as well, each seed reruns from ingest instead: the initial points
-and the synthetic teacher's degradations are drawn again too, so the spread includes the input's (the teacher's
-mIoU on six held-out views moves by several points from one draw to the next), and `over_teacher` reads each run's
-margin over its own teacher.
+spread of training alone. `--reseed-from splat` gives the seed to splat and evaluate only: the autoencoder keeps the
+params' seed, so the spread is the splats' own (on the demo it is the autoencoder's draw that moves the mIoU;
+docs/results.md). Stages a variant reruns before that stage run under the params' seed. With `--redraw-teacher`
+instead, each seed reruns from ingest: the initial points and the synthetic teacher's degradations are drawn again
+too, so the spread includes the input's (the teacher's mIoU on six held-out views moves by several points from one
+draw to the next), and `over_teacher` reads each run's margin over its own teacher.
 
 With `--set SECTION.KEY=VALUE`, every variant runs under that setting as well, e.g. the paper's sparse-view
 setting (`--set ingest.sparse_views=10`): the stages from the setting's own up to the variants' first are run once
@@ -75,9 +77,11 @@ COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "
            "consistency", "psnr")
 
 
-def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None) -> None:
+def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None,
+               reseed: tuple[int, str] | None = None) -> None:
     """Copy `source`'s artifacts of the stages upstream of `stages` into `root`, then run `stages` there with
-    `overrides`. Stages from synth or ingest on have nothing upstream to copy and need no `source`."""
+    `overrides`. Stages from synth or ingest on have nothing upstream to copy and need no `source`. With
+    `reseed` = (seed, stage), that stage and the ones after it also run with `seed=seed`."""
     demo = load_params(params_file).paths
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -90,15 +94,18 @@ def run_stages(stages: list[str], overrides: list[str], params_file: Path, root:
             shutil.copytree(source / target.name, target)
     paths = [f"paths.artifacts={artifacts}", f"paths.metrics={root / 'metrics'}", f"paths.plots={root / 'plots'}",
              f"paths.checkpoints={root / 'checkpoints'}"]
-    sets = [arg for item in overrides + paths for arg in ("--set", item)]
     for stage in stages:
+        seeded = reseed is not None and STAGE_ORDER.index(stage) >= STAGE_ORDER.index(reseed[1])
+        sets = [arg for item in overrides + [f"seed={reseed[0]}"] * seeded + paths for arg in ("--set", item)]
         subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True)
 
 
-def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path, source: Path) -> dict:
-    """Rerun `first_stage` and every stage after it in `root` with `overrides`, upstream copied from `source`."""
+def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path, source: Path,
+                reseed: tuple[int, str] | None = None) -> dict:
+    """Rerun `first_stage` and every stage after it in `root` with `overrides` (and `reseed`, see `run_stages`),
+    upstream copied from `source`."""
     start = time.perf_counter()
-    run_stages(list(STAGE_ORDER[STAGE_ORDER.index(first_stage) :]), overrides, params_file, root, source)
+    run_stages(list(STAGE_ORDER[STAGE_ORDER.index(first_stage) :]), overrides, params_file, root, source, reseed)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
     metrics["seconds"] = time.perf_counter() - start
     return metrics
@@ -159,12 +166,16 @@ def main() -> None:
                         help="training seeds per variant (default: params.yaml's seed, one run)")
     parser.add_argument("--redraw-teacher", action="store_true",
                         help="with --seeds: rerun from ingest, so each seed also redraws the initial points and the teacher")
+    parser.add_argument("--reseed-from", choices=[FIRST_SEEDED, "splat"], default=FIRST_SEEDED,
+                        help="with --seeds: the first stage that takes the seed (splat: the autoencoder keeps the params' seed)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a setting every variant runs under, e.g. ingest.sparse_views=10 (repeatable)")
     args = parser.parse_args()
-    if args.redraw_teacher and args.seeds is None:
-        parser.error("--redraw-teacher needs --seeds")
-    first_seeded = "ingest" if args.redraw_teacher else FIRST_SEEDED
+    if (args.redraw_teacher or args.reseed_from != FIRST_SEEDED) and args.seeds is None:
+        parser.error("--redraw-teacher and --reseed-from need --seeds")
+    if args.redraw_teacher and args.reseed_from != FIRST_SEEDED:
+        parser.error("--redraw-teacher reseeds from ingest: leave --reseed-from out")
+    first_seeded = "ingest" if args.redraw_teacher else args.reseed_from
     firsts = {name: VARIANTS[name][1] for name in args.variants}
     if args.seeds is not None:  # each seed reruns from the first seeded stage at the latest
         firsts = {name: min(first, first_seeded, key=STAGE_ORDER.index) for name, first in firsts.items()}
@@ -183,8 +194,8 @@ def main() -> None:
         if args.seeds is None:
             rows[name] = [run_variant(overrides, firsts[name], args.params, args.out / name, source)]
         else:
-            rows[name] = [run_variant([*overrides, f"seed={seed}"], firsts[name], args.params,
-                                      args.out / name / f"seed{seed}", source) for seed in args.seeds]
+            rows[name] = [run_variant(overrides, firsts[name], args.params, args.out / name / f"seed{seed}", source,
+                                      reseed=(seed, first_seeded)) for seed in args.seeds]
     table = ablation_table(rows)
     print(table)
     (args.out / "ablations.md").write_text(table + "\n")

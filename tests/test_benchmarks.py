@@ -69,6 +69,22 @@ def test_every_ablation_is_a_real_alternative_rerun_from_the_stage_it_changes():
         )
 
 
+def test_reseeding_from_a_stage_gives_the_seed_to_that_stage_and_the_ones_after_it_only(tmp_path, monkeypatch):
+    params_file = ROOT / "params.yaml"
+    source = tmp_path / "source"
+    for stage in STAGE_ORDER[1:]:
+        (source / load_params(params_file).paths.artifact(stage).name).mkdir(parents=True)
+    with load_benchmark(ABLATIONS) as module:
+        calls = []
+        monkeypatch.setattr(module.subprocess, "run", lambda command, check: calls.append(command))
+        module.run_stages(["crr", "fuse", "autoencode", "splat", "evaluate"], ["crr.enabled=false"], params_file,
+                          tmp_path / "run", source, reseed=(10, "splat"))
+    seeds = {command[2].removeprefix("stages."): [a for a in command if a.startswith("seed=")] for command in calls}
+    assert seeds == {"crr": [], "fuse": [], "autoencode": [], "splat": ["seed=10"], "evaluate": ["seed=10"]}
+    assert all("crr.enabled=false" in command for command in calls)
+    assert (tmp_path / "run" / "artifacts" / "extract.zarr").is_dir()  # upstream of crr, copied
+
+
 def test_an_ablation_setting_reruns_from_the_stage_it_names_and_refuses_what_is_not_a_stage_parameter():
     from econsg.errors import EconsgError
 
