@@ -19,6 +19,8 @@ affects, with the stages' `--set` overrides and its own artifact/metrics folders
   sharp_ce      splat.ce_temperature=0.05: CE logits cos / 0.05, as sharp as the other softmaxes (the old default)
   uniform_ce    autoencode.ce_weights=uniform: every labelled fused point weighs alike in the autoencoder's CE
                 terms (METHOD.md; the old default)
+  label_support_ce autoencode.ce_weights=label_support: a fused point's CE weight is the share of its samples that
+                carry its label (labelled_share x vote_share), not only the share that carry any
   agreement_weights splat.pixel_weights=agreement: Dist and CE weigh each pixel by the multi-view agreement of its
                 crr decision (fuse's `agreement`)
 
@@ -68,6 +70,7 @@ VARIANTS = {
     "authors_loss": (["splat.dist_normalize=true", "splat.ce_temperature=1.0"], "splat"),
     "sharp_ce": (["splat.ce_temperature=0.05"], "splat"),
     "uniform_ce": (["autoencode.ce_weights=uniform"], "autoencode"),
+    "label_support_ce": (["autoencode.ce_weights=label_support"], "autoencode"),
     "agreement_weights": (["splat.pixel_weights=agreement"], "splat"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the

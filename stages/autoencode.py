@@ -22,6 +22,17 @@ from econsg.workspace import WEIGHT_PREFIX, open_stage
 
 
 
+def ce_weights(fused, rule: str) -> np.ndarray | None:
+    """Each fused point's weight in the autoencoder's CE terms (`autoencode.ce_weights`); None = alike."""
+    if rule == "labelled_share":
+        return fused["labelled_share"][...]
+    if rule == "label_support":
+        return fused["labelled_share"][...] * fused["vote_share"][...]
+    if rule == "uniform":
+        return None
+    raise EconsgError(f"autoencode.ce_weights: got {rule!r}, expected 'labelled_share', 'label_support' or 'uniform'")
+
+
 def run(params: Params) -> None:
     cfg = params.autoencode
     device = resolve_device(params.device)
@@ -43,7 +54,7 @@ def run(params: Params) -> None:
         latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
         lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss,
         generator=torch.Generator().manual_seed(params.seed * 1000 + 5), device=device,
-        label_weights=fused["labelled_share"][...] if cfg.ce_weights == "labelled_share" else None,
+        label_weights=ce_weights(fused, cfg.ce_weights),
     )
     train_seconds = time.perf_counter() - start
     model.eval()

@@ -230,3 +230,14 @@ def test_training_weighs_down_the_ce_of_points_crr_mostly_ignored():
         return float(((z @ t_z.T).argmax(1) == 1).float().mean())
 
     assert classified_as_one(weights) > classified_as_one(None) + 0.2
+
+
+def test_the_ce_weight_rules_read_the_fused_points_shares():
+    from stages.autoencode import ce_weights
+
+    fused = {"labelled_share": np.array([1.0, 0.5, 0.2], np.float32), "vote_share": np.array([1.0, 0.6, 0.5], np.float32)}
+    np.testing.assert_allclose(ce_weights(fused, "labelled_share"), [1.0, 0.5, 0.2])
+    np.testing.assert_allclose(ce_weights(fused, "label_support"), [1.0, 0.3, 0.1])  # the share carrying the label
+    assert ce_weights(fused, "uniform") is None
+    with pytest.raises(EconsgError, match="ce_weights"):
+        ce_weights(fused, "labelled")

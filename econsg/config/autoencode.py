@@ -38,12 +38,13 @@ class AutoencodeParams(Section):
         description="'paper': L2 + CE on decoded features + CE on latents against T_z; "
         "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only.",
     )
-    ce_weights: Literal["labelled_share", "uniform"] = Field(
+    ce_weights: Literal["labelled_share", "label_support", "uniform"] = Field(
         "labelled_share",
         description="Weight of each fused point in both CE terms. 'labelled_share': the share of its voxel's samples that "
         "crr labelled (fuse.zarr's labelled_share), so a point crr mostly ignored, such as a class the training "
-        "vocabulary lacks, pulls its latent toward its few labels that much less; 'uniform': every labelled point "
-        "alike (METHOD.md's formula). docs/results.md, 'CE weights of the fused points'.",
+        "vocabulary lacks, pulls its latent toward its few labels that much less; 'label_support': the share of its "
+        "samples that carry its fused label (labelled_share x vote_share), so contested labels weigh less too; "
+        "'uniform': every labelled point alike (METHOD.md's formula). docs/results.md, 'CE weights of the fused points'.",
     )
     unit_latents: bool = Field(
         True,
