@@ -8,9 +8,9 @@ ones too, through E(t_c)), against the ground-truth class its training views see
 labelling, `econsg.evaluation.gaussian_ground_truth_labels`). A diagnostic that reads ground truth, as evaluate does;
 nothing goes back into a stage. About 10 s per seed and room on 2 cores.
 
-On the demo this point mIoU ranked the three seeds whose splats were trained in the same order as their held-out
-mIoU (0.815 / 0.780 / 0.810 for seeds 0 / 10 / 11 against 0.853 / 0.814 / 0.847), so it screens autoencoder settings
-over many draws for the price of one splat.
+It measures the autoencoder's point semantics, not the trained field: over the demo's eight trained seeds (0-5, 10,
+11) it correlates only loosely with their held-out mIoU (Pearson 0.52, Spearman 0.36; docs/results.md), since the
+splats also distil the 2D latent maps. Read a shift of its mean over many draws, not one draw's rank.
 
 Run after `dvc repro`:  python benchmarks/autoencoder_draws.py [--params params.yaml] [--seeds 0 1 2 ...]
                         [--artifacts DIR ...] [--set autoencode.KEY=VALUE ...]
