@@ -21,7 +21,6 @@ from econsg.scene.store import open_scene
 from econsg.workspace import WEIGHT_PREFIX, open_stage
 
 
-
 def ce_weights(fused, rule: str) -> np.ndarray | None:
     """Each fused point's weight in the autoencoder's CE terms (`autoencode.ce_weights`); None = alike."""
     if rule == "labelled_share":
