@@ -21,16 +21,17 @@ import torch
 
 from econsg.config import load_params
 from econsg.scene.store import open_scene
-from econsg.semantic import distilled_pixels, semantic_ce_loss, semantic_distill_loss
+from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, render_gaussians
 from econsg.workspace import open_stage
 
 
 def term_gradients(params, view_positions: list[int], temperatures: list[float]) -> dict[str, list[float]]:
-    """{'Dist': [|grad| per view], 'CE T=...': [...] per temperature}: gradient norms with respect to f."""
+    """{'Dist': [|grad| per view], 'CE T=...': [...] per temperature}: gradient norms with respect to f, each term
+    built by `make_semantic_loss` as the splat stage builds it, with the other term's weight set to 0."""
     cfg = params.splat
     scene = open_scene(params.paths.artifact("ingest"))
-    splat, ae, cr = (open_stage(params, stage) for stage in ("splat", "autoencode", "crr"))
+    splat, ae, cr, fused = (open_stage(params, stage) for stage in ("splat", "autoencode", "crr", "fuse"))
     stored = {name: torch.from_numpy(splat[name][...]) for name in (*GAUSSIAN_NAMES, "features")}
     text_latents = torch.from_numpy(ae["text_latents"][...]).float()
     train = scene.train_indices
@@ -38,20 +39,25 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
     norms: dict[str, list[float]] = {"Dist": [], **{f"CE T={t:g}": [] for t in temperatures}}
     for i in view_positions:
         view = int(train[i])
+        labels = torch.from_numpy(cr["refined_labels"][view].astype(np.int64))[None]
+        source = lambda: torch.from_numpy(cr["feature_source"][view])[None]  # noqa: E731
+        weights = None
+        if cfg.pixel_weights == "agreement":
+            weights = torch.from_numpy(np.nan_to_num(fused["agreement"][view].astype(np.float32), nan=1.0))[None]
+        common = dict(dist=cfg.semantic_dist, ce_normalize=cfg.ce_normalize, dist_normalize=cfg.dist_normalize,
+                      distill_mask=distilled_pixels(labels, source, cfg.distill_pixels), pixel_weights=weights)
+        latent_maps = torch.from_numpy(ae["latent_maps"][view].astype(np.float32))[None]
+        terms = {"Dist": make_semantic_loss(latent_maps, labels, text_latents, lambda_sem=cfg.lambda_sem, lambda_2d=0.0,
+                                            temperature=cfg.ce_temperature, **common)}
+        for t in temperatures:
+            terms[f"CE T={t:g}"] = make_semantic_loss(latent_maps, labels, text_latents, lambda_sem=0.0,
+                                                      lambda_2d=cfg.lambda_2d, temperature=t, **common)
         features = stored["features"].clone().requires_grad_(True)
         out = render_gaussians({**stored, "features": features}, viewmats[i : i + 1], Ks[i : i + 1], scene.width,
                                scene.height, int(splat.attrs["sh_degree"]), feature_geometry_grad=False)  # fmt: skip
-        rendered = out.features[0]
-        labels = torch.from_numpy(cr["refined_labels"][view].astype(np.int64))
-        target = torch.from_numpy(ae["latent_maps"][view].astype(np.float32))
-        source = lambda: torch.from_numpy(cr["feature_source"][view])[None]  # noqa: E731
-        mask = distilled_pixels(labels[None], source, cfg.distill_pixels)
-        distilled = torch.nn.functional.normalize(rendered, dim=-1) if cfg.dist_normalize else rendered
-        dist = cfg.lambda_sem * semantic_distill_loss(distilled, target, cfg.semantic_dist, None if mask is None else mask[0])
-        norms["Dist"].append(float(torch.autograd.grad(dist, features, retain_graph=True)[0].norm()))
-        for t in temperatures:
-            ce = cfg.lambda_2d * semantic_ce_loss(rendered, labels, text_latents, t, cfg.ce_normalize)
-            norms[f"CE T={t:g}"].append(float(torch.autograd.grad(ce, features, retain_graph=True)[0].norm()))
+        for name, loss in terms.items():
+            total, _ = loss(out, 0, None)
+            norms[name].append(float(torch.autograd.grad(total, features, retain_graph=True)[0].norm()))
     return norms
 
 
@@ -62,9 +68,6 @@ def main() -> None:
     parser.add_argument("--temperatures", nargs="*", type=float, default=[1.0, 0.25, 0.05])
     args = parser.parse_args()
     params = load_params(args.params)
-    if params.splat.pixel_weights != "uniform":
-        raise SystemExit(f"{args.params}: splat.pixel_weights is {params.splat.pixel_weights!r}; this benchmark "
-                         "weighs pixels alike (uniform)")  # fmt: skip
     n_train = len(open_scene(params.paths.artifact("ingest")).train_indices)
     positions = sorted({int(p) for p in np.linspace(0, n_train - 1, min(args.views, n_train))})
     temperatures = list(dict.fromkeys([params.splat.ce_temperature, *args.temperatures]))
