@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +65,17 @@ def write_tiny_blender(root: Path, *, views: int = 4, width: int = 16, height: i
                 "cx": width / 2, "cy": height / 2, "depth_scale": 1000.0, "frames": items}
         (root / f"transforms_{split}.json").write_text(json.dumps(meta))
     return root
+
+
+@contextmanager
+def load_benchmark(path: Path):
+    """The benchmark script as a module, registered in sys.modules while in use (dataclasses resolve their module
+    through it)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)

@@ -4,9 +4,6 @@ existed). Importing each module (their work is behind `__main__`) catches that i
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import torch
 
 from econsg.config import load_params
 from econsg.pipeline import STAGE_ORDER
+from tests.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
@@ -22,20 +20,6 @@ ABLATIONS = ROOT / "benchmarks" / "ablations.py"
 
 def test_there_are_benchmarks():
     assert {"ablations", "extract", "fusion", "render"} <= {path.stem for path in BENCHMARKS}
-
-
-@contextmanager
-def load_benchmark(path: Path):
-    """The benchmark script as a module, registered in sys.modules while in use (dataclasses resolve their module
-    through it)."""
-    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.stem)

@@ -411,6 +411,24 @@ def test_random_initial_features_ablation_trains_the_same_geometry(tiny_project)
     assert not np.allclose(ablation["features"][...], default["features"][...])
 
 
+def test_the_semantic_gradient_benchmark_takes_each_term_alone_on_the_tiny_run(tiny_project, monkeypatch):
+    """benchmarks/semantic_gradients.py: one norm per term and view, each term built as splat builds it with the
+    other's weight at 0, so a term whose own weight is 0 pulls on f not at all."""
+    import math
+
+    from econsg.config import load_params
+    from tests.helpers import load_benchmark
+
+    workdir, _ = tiny_project
+    monkeypatch.chdir(workdir)
+    with load_benchmark(ROOT / "benchmarks" / "semantic_gradients.py") as module:
+        norms = module.term_gradients(load_params(workdir / "params.yaml"), [0, 1], [1.0, 0.05])
+        no_ce = module.term_gradients(load_params(workdir / "params.yaml", ["splat.lambda_2d=0"]), [0], [1.0])
+    assert set(norms) == {"Dist", "CE T=1", "CE T=0.05"}
+    assert all(len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values) for values in norms.values())
+    assert no_ce["CE T=1"] == [0.0] and no_ce["Dist"] == norms["Dist"][:1]
+
+
 def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project):
     """Ground truth removed from scene.zarr: evaluate still writes RGB quality, consistency, FPS and latency,
     no segmentation scores, and `econsg score` says there is nothing to score against."""
