@@ -1,10 +1,10 @@
 """How much the autoencoder's random draw moves the 3D semantics, without training a splat: prints a table (not a test).
 
 On the demo the spread of the held-out mIoU over training seeds is the autoencoder's draw (its initial weights and
-batches), not the splats' (docs/results.md, ablations). This trains the autoencoder alone, as the autoencode stage
-does (its params, the fused points and their CE weights, generator seed x 1000 + 5), once per seed, and scores the
-fused points' latents: each point is classified by argmax_c cos(z, T_z(c)) over the scene's classes (the open-set
-ones too, through E(t_c)), against the ground-truth class its training views see at it (the geometry oracle's
+batches), not the splats' (docs/results.md, ablations). This trains the autoencoder alone, once per seed, as the
+autoencode stage does (`stages.autoencode.fit_autoencoder`: its params, the fused points and their CE weights), and
+scores the fused points' latents: each point is classified by argmax_c cos(z, T_z(c)) over the scene's classes (the
+open-set ones too, through E(t_c)), against the ground-truth class its training views see at it (the geometry oracle's
 labelling, `econsg.evaluation.gaussian_ground_truth_labels`). A diagnostic that reads ground truth, as evaluate does;
 nothing goes back into a stage. About 10 s per seed and room on 2 cores.
 
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from econsg.artifacts import open_artifact
-from econsg.autoencoder import encode_features, encode_text, train_autoencoder
+from econsg.autoencoder import encode_features, encode_text
 from econsg.config import load_params
 from econsg.evaluation import gaussian_ground_truth_labels
 from econsg.features.backends import build_text_encoder, embed_classes
 from econsg.metrics import confusion_matrix, segmentation_scores
 from econsg.scene.store import open_ground_truth, open_scene
-from stages.autoencode import ce_weights
+from stages.autoencode import ce_weights, fit_autoencoder
 
 
 def point_truth(artifacts: Path) -> tuple[np.ndarray, list[str]]:
@@ -58,14 +58,11 @@ def draw_scores(params, artifacts: Path, seeds: list[int]) -> list[dict]:
     extract = open_artifact(artifacts / "extract.zarr", "extract")
     features = fused["feature"][...].astype(np.float32)
     texts = torch.from_numpy(embed_classes(build_text_encoder(params.extract), class_names, params.extract))
+    labels, text = fused["label"][...].astype(np.int64), extract["text_embeddings"][...].astype(np.float32)
+    weights = ce_weights(fused, cfg.ce_weights)
     rows = []
     for seed in seeds:
-        model, _ = train_autoencoder(
-            features, fused["label"][...].astype(np.int64), extract["text_embeddings"][...].astype(np.float32),
-            latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
-            lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss, label_weights=ce_weights(fused, cfg.ce_weights),
-            generator=torch.Generator().manual_seed(seed * 1000 + 5), progress=False,
-        )
+        model, _ = fit_autoencoder(cfg, features, labels, text, weights, seed, progress=False)
         with torch.no_grad():
             predicted = (encode_features(model, features, unit=True) @ encode_text(model, texts).T).argmax(-1).numpy()
         scores = segmentation_scores(confusion_matrix(predicted, truth, len(class_names)))

@@ -32,6 +32,19 @@ def ce_weights(fused, rule: str) -> np.ndarray | None:
     raise EconsgError(f"autoencode.ce_weights: got {rule!r}, expected 'labelled_share', 'label_support' or 'uniform'")
 
 
+def fit_autoencoder(cfg, features: np.ndarray, labels: np.ndarray, text: np.ndarray, label_weights: np.ndarray | None,
+                    seed: int, device: str = "cpu", progress: bool = True):
+    """E and G trained on the fused points with the `autoencode` params `cfg`, the run's `seed` drawing the initial
+    weights and batches: (model, curve) of `train_autoencoder`."""
+    return train_autoencoder(
+        features, labels, text,
+        latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
+        lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss,
+        generator=torch.Generator().manual_seed(seed * 1000 + 5), device=device, label_weights=label_weights,
+        progress=progress,
+    )
+
+
 def run(params: Params) -> None:
     cfg = params.autoencode
     device = resolve_device(params.device)
@@ -48,13 +61,7 @@ def run(params: Params) -> None:
                           "autoencoder loss needs some (check crr's metrics and fuse.min_labelled_share, or use "
                           "autoencode.loss: authors, reconstruction only)")
     start = time.perf_counter()
-    model, curve = train_autoencoder(
-        features, labels, text,
-        latent_dim=cfg.latent_dim, hidden=tuple(cfg.hidden), iterations=cfg.iterations, batch_size=cfg.batch_size,
-        lr=cfg.lr, temperature=cfg.temperature, loss_kind=cfg.loss,
-        generator=torch.Generator().manual_seed(params.seed * 1000 + 5), device=device,
-        label_weights=ce_weights(fused, cfg.ce_weights),
-    )
+    model, curve = fit_autoencoder(cfg, features, labels, text, ce_weights(fused, cfg.ce_weights), params.seed, device)
     train_seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
