@@ -36,14 +36,13 @@ from econsg.scene.store import open_ground_truth, open_scene
 from stages.autoencode import ce_weights, fit_autoencoder
 
 
-def point_truth(artifacts: Path) -> tuple[np.ndarray, list[str]]:
+def point_truth(artifacts: Path, fused) -> tuple[np.ndarray, list[str]]:
     """Ground-truth class of every fused point (IGNORE where no training view sees it on its surface) and the
     scene's class names."""
     scene = open_scene(artifacts / "scene.zarr")
     if not scene.has_depth:
         raise SystemExit(f"{artifacts / 'scene.zarr'}: depth: none; the point labels need the views' depth maps")
     truth = open_ground_truth(artifacts / "scene.zarr")
-    fused = open_artifact(artifacts / "fuse.zarr", "fuse")
     labels = gaussian_ground_truth_labels(fused["xyz"][...], scene.train_indices, classes=truth.classes,
                                           depth=scene.depth, Ks=scene.Ks, c2w=scene.c2w,
                                           num_classes=len(truth.class_names))  # fmt: skip
@@ -53,8 +52,8 @@ def point_truth(artifacts: Path) -> tuple[np.ndarray, list[str]]:
 def draw_scores(params, artifacts: Path, seeds: list[int]) -> list[dict]:
     """Per seed: the fused points' latent mIoU over the scene's classes and each class's IoU."""
     cfg = params.autoencode
-    truth, class_names = point_truth(artifacts)
     fused = open_artifact(artifacts / "fuse.zarr", "fuse")
+    truth, class_names = point_truth(artifacts, fused)
     extract = open_artifact(artifacts / "extract.zarr", "extract")
     features = fused["feature"][...].astype(np.float32)
     texts = torch.from_numpy(embed_classes(build_text_encoder(params.extract), class_names, params.extract))

@@ -26,7 +26,8 @@ import torch
 from econsg.artifacts import open_artifact
 from econsg.render import render
 from econsg.scene.store import open_scene
-from econsg.splat import GAUSSIAN_NAMES, render_gaussians
+from econsg.splat import render_gaussians
+from econsg.splat.quality import load_gaussians
 
 
 def random_scene(n: int, width: int, height: int, focal: float, n_features: int, device: str, seed: int = 0):
@@ -86,8 +87,7 @@ def time_trained_scene(artifacts: Path, n_views: int, repeats: int, device: str)
     """Forward, backward and step times of training-like renders of a finished run's Gaussians (see the module doc)."""
     splat = open_artifact(artifacts / "splat.zarr", "splat")
     scene = open_scene(artifacts / "scene.zarr")
-    names = [*GAUSSIAN_NAMES, *(["features"] if "features" in splat else [])]
-    stored = {name: torch.from_numpy(splat[name][...]).to(device) for name in names}
+    stored = load_gaussians(splat, device)
     views = scene.train_indices[:n_views]
     viewmats, Ks = scene.cameras(views, device)
     sh_degree = int(splat.attrs["sh_degree"])

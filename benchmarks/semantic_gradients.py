@@ -22,7 +22,8 @@ import torch
 from econsg.config import load_params
 from econsg.scene.store import open_scene
 from econsg.semantic import distilled_pixels, make_semantic_loss
-from econsg.splat import GAUSSIAN_NAMES, render_gaussians
+from econsg.splat import render_gaussians
+from econsg.splat.quality import load_gaussians
 from econsg.workspace import open_stage
 
 
@@ -32,7 +33,7 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
     cfg = params.splat
     scene = open_scene(params.paths.artifact("ingest"))
     splat, ae, cr, fused = (open_stage(params, stage) for stage in ("splat", "autoencode", "crr", "fuse"))
-    stored = {name: torch.from_numpy(splat[name][...]) for name in (*GAUSSIAN_NAMES, "features")}
+    stored = load_gaussians(splat)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float()
     train = scene.train_indices
     viewmats, Ks = scene.cameras(train, "cpu")
