@@ -308,12 +308,11 @@ def _fuse_store(p):
 
 def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level):
     """One text: (render | relevancy against the canonical classes | mask above `level`, share of pixels masked);
-    several: (render | argmax segmentation over the texts, with a key, None)."""
+    several: (render | segmentation by the texts, pixels a canonical class wins left unlabelled, with a key, None)."""
     import numpy as np
 
     from econsg import viz
-    from econsg.query import relevancy
-    from econsg.semantic import segment_latent
+    from econsg.query import relevancy, segment_texts
 
     if len(texts) == 1:
         rel = relevancy(features, latents[0], canonical, temperature).numpy()
@@ -321,9 +320,10 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
         tiles = [(title, rgb), (f"relevancy: {texts[0]}", viz.colour_scalar(rel)),
                  (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
         return viz.panel(tiles), float(mask.mean())
-    labels = segment_latent(features, latents).numpy()
+    labels = segment_texts(features, latents, canonical).numpy()
     palette = viz.class_palette(len(texts))
-    tiles = [(title, rgb), ("segmentation", viz.overlay(rgb, viz.colour_labels(labels, palette), 0.6))]
+    shaded = np.where((labels >= 0)[..., None], viz.overlay(rgb, viz.colour_labels(labels, palette), 0.6), viz.to_uint8(rgb))
+    tiles = [(title, rgb), ("segmentation (unshaded: none of the texts)", shaded)]
     return viz.with_legend(viz.panel(tiles), viz.legend(texts, palette, with_ignore=False)), None
 
 

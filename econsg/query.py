@@ -2,7 +2,8 @@
 
 Relevancy of a query q at a pixel (or a Gaussian) with latent feature f is the softmax probability of
 q against the canonical classes (the vocabulary) with logits cos(f, T_z)/T: high where q explains f
-better than every vocabulary class.
+better than every vocabulary class. Several texts label a pixel by the one that explains it best, against the
+canonical classes too, so a pixel that none of them explains stays unlabelled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from econsg.autoencoder import encode_text
 from econsg.config import ExtractParams
 from econsg.errors import EconsgError
 from econsg.features.backends import build_text_encoder, embed_classes
-from econsg.semantic import latent_logits
+from econsg.scene.data import IGNORE
+from econsg.semantic import latent_logits, segment_latent
 
 
 class LatentQuery:
@@ -43,6 +45,20 @@ def relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_late
 
     Canonical classes equal to the query (same latent) are dropped so a vocabulary word can be queried too.
     """
-    keep = (torch.nn.functional.cosine_similarity(canonical_latents, query_latent[None], dim=-1) < 0.9999)
-    latents = torch.cat([query_latent[None], canonical_latents[keep]], dim=0)
+    latents = torch.cat([query_latent[None], other_canonical(canonical_latents, query_latent[None])], dim=0)
     return torch.softmax(latent_logits(features, latents, temperature), dim=-1)[..., 0]
+
+
+def other_canonical(canonical_latents: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:
+    """The canonical classes [C, d] that equal none of the texts [Q, d] (same latent, cos >= 0.9999)."""
+    same = torch.nn.functional.cosine_similarity(canonical_latents[:, None], text_latents[None], dim=-1) >= 0.9999
+    return canonical_latents[~same.any(dim=1)]
+
+
+@torch.no_grad()
+def segment_texts(features: torch.Tensor, text_latents: torch.Tensor, canonical_latents: torch.Tensor) -> torch.Tensor:
+    """Several texts' labelled segmentation: argmax cos(f, T_z) over the texts [Q, d] and the canonical classes
+    [C, d] none of them equals; [..., d] -> [...] the index of the winning text, IGNORE where a canonical class wins
+    (a pixel none of the texts explains better than the vocabulary stays unlabelled)."""
+    labels = segment_latent(features, torch.cat([text_latents, other_canonical(canonical_latents, text_latents)]))
+    return torch.where(labels < len(text_latents), labels, IGNORE)

@@ -8,7 +8,8 @@ from econsg.edit import apply_edit, select_gaussians
 from econsg.errors import EconsgError
 from econsg.evaluation import subset_scores
 from econsg.metrics import confusion_matrix
-from econsg.query import relevancy
+from econsg.query import relevancy, segment_texts
+from econsg.scene.data import IGNORE
 from econsg.semantic import distilled_pixels, make_semantic_loss, segment_latent, semantic_ce_loss, semantic_distill_loss
 
 
@@ -139,6 +140,17 @@ def test_relevancy_is_high_where_the_query_explains_the_feature():
     # a query equal to a canonical class is not compared with itself
     assert torch.allclose(relevancy(features, LATENTS[1], LATENTS[:2], 0.1), relevancy(features, LATENTS[1], LATENTS[:1], 0.1))
     assert segment_latent(features, LATENTS[[2, 0]]).tolist() == [1, 0, 0]
+
+
+def test_several_texts_label_only_the_pixels_they_explain_better_than_the_vocabulary():
+    features = unit([[1, 0.1, 0], [0, 1, 0], [0, 0, 1]])  # a wall, a sofa and a lamp pixel
+    # texts "lamp" and "sofa" against the vocabulary {wall, sofa, lamp}: the wall pixel stays unlabelled
+    assert segment_texts(features, LATENTS[[2, 1]], LATENTS).tolist() == [IGNORE, 1, 0]
+    # without the canonical classes every pixel would go to one of the texts
+    assert segment_latent(features, LATENTS[[2, 1]]).tolist() == [1, 1, 0]
+    # a text the vocabulary lacks takes the pixels it is nearest to, and no others
+    chair = unit([[0.2, 1, 0.1]])
+    assert segment_texts(torch.cat([chair, features]), chair, LATENTS).tolist() == [0, IGNORE, IGNORE, IGNORE]
 
 
 def test_edit_removes_exactly_the_selected_object():
