@@ -25,6 +25,7 @@ from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import render_gaussians
 from econsg.splat.quality import load_gaussians
 from econsg.workspace import open_stage
+from stages.splat import agreement_weights
 
 
 def term_gradients(params, view_positions: list[int], temperatures: list[float]) -> dict[str, list[float]]:
@@ -42,9 +43,7 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
         view = int(train[i])
         labels = torch.from_numpy(cr["refined_labels"][view].astype(np.int64))[None]
         source = lambda: torch.from_numpy(cr["feature_source"][view])[None]  # noqa: E731
-        weights = None
-        if cfg.pixel_weights == "agreement":
-            weights = torch.from_numpy(np.nan_to_num(fused["agreement"][view].astype(np.float32), nan=1.0))[None]
+        weights = torch.from_numpy(agreement_weights(fused, [view])) if cfg.pixel_weights == "agreement" else None
         common = dict(dist=cfg.semantic_dist, ce_normalize=cfg.ce_normalize, dist_normalize=cfg.dist_normalize,
                       distill_mask=distilled_pixels(labels, source, cfg.distill_pixels), pixel_weights=weights)
         latent_maps = torch.from_numpy(ae["latent_maps"][view].astype(np.float32))[None]

@@ -34,6 +34,12 @@ def initial_features(cfg, latent: np.ndarray, seed: int) -> torch.Tensor:
     return torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
+def agreement_weights(fused, views) -> np.ndarray:
+    """[V, H, W] pixel weights of `splat.pixel_weights: agreement`: fuse's multi-view agreement of each pixel's crr
+    decision in `views`; a pixel fuse has no agreement for (NaN) weighs 1."""
+    agreement = np.stack([fused["agreement"][v] for v in views]).astype(np.float32)
+    return np.nan_to_num(agreement, nan=1.0)
+
 def run(params: Params) -> None:
     cfg = params.splat
     device = resolve_device(params.device)
@@ -62,8 +68,7 @@ def run(params: Params) -> None:
     if (distill_mask := distilled_pixels(labels, feature_source, cfg.distill_pixels)) is not None:
         extras["distill_mask"] = distill_mask
     if cfg.pixel_weights == "agreement":
-        agreement = np.stack([fused["agreement"][v] for v in train]).astype(np.float32)
-        extras["pixel_weights"] = torch.from_numpy(np.nan_to_num(agreement, nan=1.0)).to(device)
+        extras["pixel_weights"] = torch.from_numpy(agreement_weights(fused, train)).to(device)
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
     views = load_views(scene, train, device, extras=extras)
     extra_loss = make_semantic_loss(
