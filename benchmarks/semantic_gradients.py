@@ -21,16 +21,16 @@ import torch
 
 from econsg.config import load_params
 from econsg.scene.store import open_scene
-from econsg.semantic import distilled_pixels, make_semantic_loss
+from econsg.semantic import distilled_pixels
 from econsg.splat import render_gaussians
 from econsg.splat.quality import load_gaussians
 from econsg.workspace import open_stage
-from stages.splat import agreement_weights
+from stages.splat import agreement_weights, semantic_loss
 
 
 def term_gradients(params, view_positions: list[int], temperatures: list[float]) -> dict[str, list[float]]:
     """{'Dist': [|grad| per view], 'CE T=...': [...] per temperature}: gradient norms with respect to f, each term
-    built by `make_semantic_loss` as the splat stage builds it, with the other term's weight set to 0."""
+    built by `stages.splat.semantic_loss` as the splat stage builds it, with the other term's weight set to 0."""
     cfg = params.splat
     scene = open_scene(params.paths.artifact("ingest"))
     splat, ae, cr, fused = (open_stage(params, stage) for stage in ("splat", "autoencode", "crr", "fuse"))
@@ -44,14 +44,11 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
         labels = torch.from_numpy(cr["refined_labels"][view].astype(np.int64))[None]
         source = lambda: torch.from_numpy(cr["feature_source"][view])[None]  # noqa: E731
         weights = torch.from_numpy(agreement_weights(fused, [view])) if cfg.pixel_weights == "agreement" else None
-        common = dict(dist=cfg.semantic_dist, ce_normalize=cfg.ce_normalize, dist_normalize=cfg.dist_normalize,
-                      distill_mask=distilled_pixels(labels, source, cfg.distill_pixels), pixel_weights=weights)
         latent_maps = torch.from_numpy(ae["latent_maps"][view].astype(np.float32))[None]
-        terms = {"Dist": make_semantic_loss(latent_maps, labels, text_latents, lambda_sem=cfg.lambda_sem, lambda_2d=0.0,
-                                            temperature=cfg.ce_temperature, **common)}
+        targets = (latent_maps, labels, text_latents, distilled_pixels(labels, source, cfg.distill_pixels), weights)
+        terms = {"Dist": semantic_loss(cfg.model_copy(update={"lambda_2d": 0.0}), *targets)}
         for t in temperatures:
-            terms[f"CE T={t:g}"] = make_semantic_loss(latent_maps, labels, text_latents, lambda_sem=0.0,
-                                                      lambda_2d=cfg.lambda_2d, temperature=t, **common)
+            terms[f"CE T={t:g}"] = semantic_loss(cfg.model_copy(update={"lambda_sem": 0.0, "ce_temperature": t}), *targets)
         features = stored["features"].clone().requires_grad_(True)
         out = render_gaussians({**stored, "features": features}, viewmats[i : i + 1], Ks[i : i + 1], scene.width,
                                scene.height, int(splat.attrs["sh_degree"]), feature_geometry_grad=False)  # fmt: skip

@@ -40,6 +40,18 @@ def agreement_weights(fused, views) -> np.ndarray:
     agreement = np.stack([fused["agreement"][v] for v in views]).astype(np.float32)
     return np.nan_to_num(agreement, nan=1.0)
 
+
+def semantic_loss(cfg, latent_maps: torch.Tensor, labels: torch.Tensor, text_latents: torch.Tensor,
+                  distill_mask: torch.Tensor | None, pixel_weights: torch.Tensor | None):
+    """lambda_sem Dist(F, F_z^2D) + lambda_2d CE(cos(F, T_z)/T, S^h) with the `splat` params `cfg`: the extra loss
+    `make_semantic_loss` builds from the per-view targets."""
+    return make_semantic_loss(
+        latent_maps, labels, text_latents, lambda_sem=cfg.lambda_sem, lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist,
+        temperature=cfg.ce_temperature, ce_normalize=cfg.ce_normalize, distill_mask=distill_mask,
+        dist_normalize=cfg.dist_normalize, pixel_weights=pixel_weights,
+    )
+
+
 def run(params: Params) -> None:
     cfg = params.splat
     device = resolve_device(params.device)
@@ -71,12 +83,8 @@ def run(params: Params) -> None:
         extras["pixel_weights"] = torch.from_numpy(agreement_weights(fused, train)).to(device)
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
     views = load_views(scene, train, device, extras=extras)
-    extra_loss = make_semantic_loss(
-        views.extras["latent_maps"], views.extras["labels"], text_latents, lambda_sem=cfg.lambda_sem,
-        lambda_2d=cfg.lambda_2d, dist=cfg.semantic_dist, temperature=cfg.ce_temperature, ce_normalize=cfg.ce_normalize,
-        distill_mask=views.extras.get("distill_mask"), dist_normalize=cfg.dist_normalize,
-        pixel_weights=views.extras.get("pixel_weights"),
-    )
+    extra_loss = semantic_loss(cfg, views.extras["latent_maps"], views.extras["labels"], text_latents,
+                               views.extras.get("distill_mask"), views.extras.get("pixel_weights"))
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,
         checkpoint_dir=Path(params.paths.checkpoints) / "splat",
