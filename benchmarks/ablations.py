@@ -81,10 +81,11 @@ COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "
 
 
 def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None,
-               reseed: tuple[int, str] | None = None) -> None:
+               reseed: tuple[int, str] | None = None, quiet: bool = False) -> None:
     """Copy `source`'s artifacts of the stages upstream of `stages` into `root`, then run `stages` there with
     `overrides`. Stages from synth or ingest on have nothing upstream to copy and need no `source`. With
-    `reseed` = (seed, stage), that stage and the ones after it also run with `seed=seed`."""
+    `reseed` = (seed, stage), that stage and the ones after it also run with `seed=seed`. `quiet` captures the
+    stages' output; a failed stage's is then in the CalledProcessError raised."""
     demo = load_params(params_file).paths
     artifacts = root / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -99,8 +100,10 @@ def run_stages(stages: list[str], overrides: list[str], params_file: Path, root:
              f"paths.checkpoints={root / 'checkpoints'}"]
     for stage in stages:
         seeded = reseed is not None and STAGE_ORDER.index(stage) >= STAGE_ORDER.index(reseed[1])
-        sets = [arg for item in overrides + [f"seed={reseed[0]}"] * seeded + paths for arg in ("--set", item)]
-        subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True)
+        reseeding = [f"seed={reseed[0]}"] if seeded else []
+        sets = [arg for item in overrides + reseeding + paths for arg in ("--set", item)]
+        subprocess.run([sys.executable, "-m", f"stages.{stage}", str(params_file), *sets], check=True,
+                       capture_output=quiet, text=True)
 
 
 def run_variant(overrides: list[str], first_stage: str, params_file: Path, root: Path, source: Path,

@@ -60,13 +60,24 @@ def test_reseeding_from_a_stage_gives_the_seed_to_that_stage_and_the_ones_after_
         (source / load_params(params_file).paths.artifact(stage).name).mkdir(parents=True)
     with load_benchmark(ABLATIONS) as module:
         calls = []
-        monkeypatch.setattr(module.subprocess, "run", lambda command, check: calls.append(command))
+        monkeypatch.setattr(module.subprocess, "run", lambda command, **kwargs: calls.append(command))
         module.run_stages(["crr", "fuse", "autoencode", "splat", "evaluate"], ["crr.enabled=false"], params_file,
                           tmp_path / "run", source, reseed=(10, "splat"))
     seeds = {command[2].removeprefix("stages."): [a for a in command if a.startswith("seed=")] for command in calls}
     assert seeds == {"crr": [], "fuse": [], "autoencode": [], "splat": ["seed=10"], "evaluate": ["seed=10"]}
     assert all("crr.enabled=false" in command for command in calls)
     assert (tmp_path / "run" / "artifacts" / "extract.zarr").is_dir()  # upstream of crr, copied
+
+
+def test_without_reseeding_no_stage_gets_a_seed(tmp_path, monkeypatch):
+    """benchmarks/scenes.py and ablations.py without --seeds run every stage with the params' own seed (this path
+    once raised a TypeError before the first stage ran)."""
+    with load_benchmark(ABLATIONS) as module:
+        calls = []
+        monkeypatch.setattr(module.subprocess, "run", lambda command, **kwargs: calls.append(command))
+        module.run_stages(list(STAGE_ORDER), ["synth.seed=3"], ROOT / "params.yaml", tmp_path / "run")
+    assert [command[2] for command in calls] == [f"stages.{stage}" for stage in STAGE_ORDER]
+    assert not any(a.startswith("seed=") for command in calls for a in command)
 
 
 def test_an_ablation_setting_reruns_from_the_stage_it_names_and_refuses_what_is_not_a_stage_parameter():
