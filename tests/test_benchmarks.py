@@ -155,3 +155,23 @@ def test_the_scene_benchmark_refuses_the_settings_each_scene_sets_itself():
                 module.check_settings(bad, params_file)
         with pytest.raises(EconsgError, match="num_object"):
             module.check_settings(["synth.num_object=4"], params_file)
+
+
+def test_settings_sweep_tells_a_clear_error_from_a_crash():
+    """benchmarks/settings.py counts only crashes as bugs: a stage that stops with econsg's one-line `error:` message
+    is a clear error, one that dies with a traceback (even after such a line) is a crash."""
+    import subprocess
+
+    cmd = ["python", "-m", "stages.crr", "params.yaml"]
+    clear = subprocess.CalledProcessError(1, cmd, stderr="crr: refining\nerror: crr: no pixel keeps a label; lower crr.tau1\n")
+    crash = subprocess.CalledProcessError(1, cmd, stderr="error: first\nTraceback (most recent call last):\n  ...\nIndexError: boom\n")
+    silent = subprocess.CalledProcessError(-9, cmd, stderr="")
+    with load_benchmark(ROOT / "benchmarks" / "settings.py") as module:
+        assert module.outcome(clear) == "clear error at crr: error: crr: no pixel keeps a label; lower crr.tau1"
+        assert module.outcome(crash) == "CRASH at crr: IndexError: boom"
+        assert module.outcome(silent) == "CRASH at crr: exit -9"
+        long = subprocess.CalledProcessError(1, cmd, stderr="error: params.yaml " + "--set x=1 " * 100 + ": invalid params\n"
+                                             "  synth: num_objects (9) exceeds what the room holds (7)\n")
+        row = module.outcome(long)
+        assert row.startswith("clear error at crr: ...") and row.endswith("synth: num_objects (9) exceeds what the room holds (7)")
+        assert len(row) < len("clear error at crr: ...") + module.MESSAGE_CHARS + 1
