@@ -53,6 +53,17 @@ TABLETOP_VOCABULARY = [
 ]  # our own generic list for training on LERF-OVS; the evaluation queries come from the label JSONs
 
 
+
+def code_files(code: tuple[str, ...]) -> list[str]:
+    """A stage's code dependencies as a subproject lists them: each file, and each folder as its .py files. DVC
+    applies no .dvcignore to a path outside the subproject (treeverse/dvc#11044), so a folder's __pycache__, which
+    any run of econsg writes, would change the folder's hash and rerun every stage that depends on it."""
+    files = []
+    for entry in code:
+        path = ROOT / entry
+        files += sorted(f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")) if path.is_dir() else [entry]
+    return files
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One benchmark: its scenes (with source), settings (name -> ingest.sparse_views) and params overlay."""
@@ -205,7 +216,7 @@ def stage_entry(dataset: str, name: str) -> dict:
     sets = " ".join(f"--set paths.{key}={templated[key]}" for key in PATH_KEYS)
     do: dict = {
         "cmd": f"python -m stages.{name} params.yaml {sets} ${{item.overrides}}",
-        "deps": [resolved(d) for d in spec.deps] + [f"{REPO}/{code}" for code in spec.code],
+        "deps": [resolved(d) for d in spec.deps] + [f"{REPO}/{code}" for code in code_files(spec.code)],
         "params": [{"params.yaml": list(spec.params)}],
         "outs": [resolved(o) for o in spec.outs],
     }

@@ -99,8 +99,10 @@ def deep_update(base: dict, overlay: dict) -> dict:
 
 
 def dvc(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir),
-           "DVC_NO_ANALYTICS": "1"}
+    # Python writes bytecode beside the code, as on a user's machine (this one's environment turns that off): a
+    # __pycache__ that changed a code dependency's hash would make the second `dvc repro` rerun everything
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir), "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run([str(BIN / "dvc"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -127,7 +129,7 @@ def stages_in(output: str, pattern: str) -> set[str]:
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("project")
-    for name in ("econsg", "stages", "dvc.yaml", ".gitignore"):
+    for name in ("econsg", "stages", "dvc.yaml", ".gitignore", ".dvcignore"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))

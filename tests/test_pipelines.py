@@ -79,7 +79,14 @@ def test_every_run_of_every_stage_matches_the_stage_specs(dataset):
                 assert getattr(params.paths, key) == f"{key}/{run['path']}", "outputs stay inside the subproject"
             where = f"{dataset}: {name}@{run['scene']} {run['setting']}"
             assert stage["params"] == [{params_file: list(spec.params)}], where
-            assert stage["deps"] == [spec.resolve(d, params) for d in spec.deps] + [f"../../{c}" for c in spec.code], where
+            data_deps = [spec.resolve(d, params) for d in spec.deps]
+            assert stage["deps"][: len(data_deps)] == data_deps, where
+            # the code as files: DVC applies no .dvcignore outside the subproject, so a folder would hash __pycache__
+            code = [d.removeprefix("../../") for d in stage["deps"][len(data_deps) :]]
+            assert all((ROOT / c).is_file() and c.endswith(".py") for c in code), where
+            expected = {f.relative_to(ROOT).as_posix() for c in spec.code
+                        for f in ((ROOT / c).rglob("*.py") if (ROOT / c).is_dir() else [ROOT / c])}
+            assert set(code) == expected and len(code) == len(expected), where
             assert stage["outs"] == [spec.resolve(o, params) for o in spec.outs], where
             assert _names(stage.get("metrics")) == [spec.resolve(m, params) for m in spec.metrics], where
             assert _names(stage.get("plots")) == [spec.resolve(p, params) for p in spec.plots], where
