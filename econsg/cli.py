@@ -162,8 +162,8 @@ KEY_METRICS = {
     "fuse": ("points", "point_label_accuracy", "raw_2d_accuracy_same_points", "agreement_labelled", "agreement_ignored"),
     "autoencode": ("latent_accuracy", "reconstruction_cosine", "train_seconds"),
     "splat": ("train_seconds", "num_gaussians", "test_psnr", "test_ssim"),
-    "evaluate": ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "psnr", "ssim",
-                 "consistency", "render_fps", "query_latency_ms"),
+    "evaluate": ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "geometry_oracle_miou", "selection_miou",
+                 "psnr", "ssim", "consistency", "render_fps", "query_latency_ms"),
 }
 
 

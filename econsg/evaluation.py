@@ -180,6 +180,18 @@ def gaussian_ground_truth_labels(
     return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)
 
 
+
+def selection_iou(selected: np.ndarray, labels: np.ndarray, class_id: int) -> float:
+    """IoU of a 3D selection with one class's Gaussians: selected [N] bool (what `econsg edit` picks for the class's
+    text), labels [N] each Gaussian's ground-truth class (`gaussian_ground_truth_labels`). Only the Gaussians some
+    training view sees on a surface count (labels >= 0): a selected Gaussian no view sees is neither right nor wrong.
+    NaN where no Gaussian carries the class."""
+    truth = labels == class_id
+    if not truth.any():
+        return float("nan")
+    seen_selection = selected & (labels >= 0)
+    return float((seen_selection & truth).sum() / (seen_selection | truth).sum())
+
 def view_bootstrap_intervals(
     pred_confusions: np.ndarray,
     teacher_confusions: np.ndarray,

@@ -16,7 +16,8 @@ from econsg import viz
 from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.errors import ArtifactError
-from econsg.evaluation import gaussian_ground_truth_labels, subset_scores, vocabulary_to_scene_ids
+from econsg.edit import select_gaussians
+from econsg.evaluation import gaussian_ground_truth_labels, selection_iou, subset_scores, vocabulary_to_scene_ids
 from econsg.device import resolve_device
 from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
@@ -69,10 +70,15 @@ def run(params: Params) -> None:
     conf_teacher = np.zeros((C, C + 1), np.int64)
     conf_oracle = np.zeros((C, C + 1), np.int64)
     d = gaussians["features"].shape[1]
-    with_oracle = cfg.geometry_oracle and truth is not None and scene.has_depth
+    # each Gaussian's ground-truth class where a training view sees it on a surface: the geometry oracle's labels and
+    # what the 3D selections by text are scored against
+    gaussian_labels = gaussian_ground_truth_labels(
+        gaussians["means"].detach().cpu().numpy(), scene.train_indices, classes=truth.classes, depth=scene.depth,
+        Ks=scene.Ks, c2w=scene.c2w, num_classes=C) if truth is not None and scene.has_depth else None
+    with_oracle = cfg.geometry_oracle and gaussian_labels is not None
     # the oracle's one-hot channels ride along in the same render as f (channels d: onwards)
     rendered_params = {**gaussians, "features": torch.cat([gaussians["features"], geometry_oracle_features(
-        scene, truth, gaussians["means"])], dim=1)} if with_oracle else gaussians
+        gaussian_labels, C).to(device)], dim=1)} if with_oracle else gaussians
     psnrs, ssims, preds, depths, relevancies, gts = [], [], {}, {}, {}, {}
     palette = viz.class_palette(C)
     plots = Path(params.paths.plots) / "evaluate"
@@ -161,6 +167,10 @@ def run(params: Params) -> None:
             oracle_iou = segmentation_scores(conf_oracle)["iou"]
             metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
                             "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
+        if gaussian_labels is not None:
+            selection = selection_scores(params, gaussians["features"], eval_latents, lookup, gaussian_labels, class_names)
+            metrics.update({"selection_miou": float(np.mean(list(selection.values()))) if selection else None,
+                            "selection_per_class_iou": selection})
         viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
         write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
     if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
@@ -172,16 +182,31 @@ def run(params: Params) -> None:
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
 
 
-def geometry_oracle_features(scene, truth, means: torch.Tensor) -> torch.Tensor:
+def geometry_oracle_features(gaussian_labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """[N, C] one-hot features of the geometry oracle: every Gaussian carries the GT class its training views see
     at its mean (`gaussian_ground_truth_labels`; Gaussians no training view sees on its surface carry zeros).
     Rendered and segmented like f, they score the trained geometry with perfect semantics: the gap between that
     mIoU and the method's is semantic error; what it misses is geometry's."""
-    C = len(truth.class_names)
-    labels = gaussian_ground_truth_labels(means.detach().cpu().numpy(), scene.train_indices, classes=truth.classes,
-                                          depth=scene.depth, Ks=scene.Ks, c2w=scene.c2w, num_classes=C)
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels + 1), C + 1)[:, 1:]  # IGNORE (-1) -> all zeros
-    return onehot.float().to(means.device)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(gaussian_labels + 1), num_classes + 1)[:, 1:]  # IGNORE -> zeros
+    return onehot.float()
+
+
+@torch.no_grad()
+def selection_scores(params: Params, features: torch.Tensor, eval_latents: torch.Tensor, lookup: np.ndarray,
+                     gaussian_labels: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """3D selection IoU per class, as `econsg edit` selects: the Gaussians whose relevancy for the class's text,
+    against the evaluation vocabulary, passes evaluate.relevancy_threshold, scored against the Gaussians of that
+    ground-truth class (`selection_iou`). Classes no Gaussian carries are left out."""
+    scores = {}
+    for k, scene_id in enumerate(lookup):
+        if scene_id < 0:
+            continue
+        selected = select_gaussians(features, eval_latents[k], eval_latents, params.splat.temperature,
+                                    params.evaluate.relevancy_threshold)
+        iou = selection_iou(selected.cpu().numpy(), gaussian_labels, int(scene_id))
+        if not np.isnan(iou):
+            scores[class_names[scene_id]] = iou
+    return scores
 
 
 @torch.no_grad()

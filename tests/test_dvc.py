@@ -227,6 +227,9 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["psnr"] > 5.0
     assert 0.0 <= metrics["geometry_oracle_miou"] <= 1.0
     assert set(metrics["geometry_oracle_per_class_iou"]) == set(metrics["per_class_iou"])
+    # the 3D selections by text (what `econsg edit` picks) are scored for every class some Gaussian carries
+    assert 0.0 <= metrics["selection_miou"] <= 1.0 and metrics["selection_per_class_iou"]
+    assert metrics["selection_miou"] == pytest.approx(np.mean(list(metrics["selection_per_class_iou"].values())))
     # an open-set class counts as present only where the held-out ground truth holds it (per_class_iou lists those)
     assert metrics["open_set_classes_present"] == [c for c in metrics["open_set_classes"] if c in metrics["per_class_iou"]]
 

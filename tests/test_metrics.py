@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from econsg.errors import EconsgError
-from econsg.evaluation import gaussian_ground_truth_labels, rescore_evaluate
+from econsg.evaluation import gaussian_ground_truth_labels, rescore_evaluate, selection_iou
 from econsg.metrics import confusion_matrix, miou, multiview_consistency, segmentation_scores
 
 IGN = -1
@@ -154,6 +154,18 @@ def test_gaussian_ground_truth_labels_vote_on_the_visible_surface_only():
     labels = gaussian_ground_truth_labels(means, [0, 1], classes=lambda v: gt, depth=lambda v: depth, Ks=K[None].repeat(2, 0),
                                           c2w=c2w, num_classes=2)
     assert labels.tolist() == [0, 1, -1, -1, -1]
+
+
+
+def test_selection_iou_counts_only_the_gaussians_a_view_sees_and_is_nan_for_an_absent_class():
+    labels = np.array([0, 0, 0, 1, 1, IGN, IGN])
+    # selects two of class 0's three, one of class 1's and both unseen ones: 2 / (3 + 1)
+    selected = np.array([True, True, False, True, False, True, True])
+    assert selection_iou(selected, labels, 0) == pytest.approx(0.5)
+    assert selection_iou(selected, labels, 1) == pytest.approx(1 / 4)  # Gaussian 3 right; 0 and 1 wrong, 4 missed
+    assert selection_iou(labels == 0, labels, 0) == 1.0
+    assert selection_iou(np.zeros(7, bool), labels, 0) == 0.0
+    assert np.isnan(selection_iou(selected, labels, 2))
 
 
 def _evaluate_group(path, pred, teacher, gt, names, vocabulary, has_truth=True):
