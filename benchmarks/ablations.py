@@ -77,7 +77,7 @@ VARIANTS = {
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.
 FIRST_SEEDED = "autoencode"
 COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "over_teacher", "geometry_oracle_miou",
-           "consistency", "psnr")
+           "selection_miou", "consistency", "psnr")
 
 
 def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None,

@@ -53,7 +53,6 @@ TABLETOP_VOCABULARY = [
 ]  # our own generic list for training on LERF-OVS; the evaluation queries come from the label JSONs
 
 
-
 def code_files(code: tuple[str, ...]) -> list[str]:
     """A stage's code dependencies as a subproject lists them: each file, and each folder as its .py files. DVC
     applies no .dvcignore to a path outside the subproject (treeverse/dvc#11044), so a folder's __pycache__, which
@@ -63,6 +62,7 @@ def code_files(code: tuple[str, ...]) -> list[str]:
         path = ROOT / entry
         files += sorted(f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")) if path.is_dir() else [entry]
     return files
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
