@@ -180,7 +180,6 @@ def gaussian_ground_truth_labels(
     return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), IGNORE)
 
 
-
 def selection_iou(selected: np.ndarray, labels: np.ndarray, class_id: int) -> float:
     """IoU of a 3D selection with one class's Gaussians: selected [N] bool (what `econsg edit` picks for the class's
     text), labels [N] each Gaussian's ground-truth class (`gaussian_ground_truth_labels`). Only the Gaussians some
@@ -191,6 +190,7 @@ def selection_iou(selected: np.ndarray, labels: np.ndarray, class_id: int) -> fl
         return float("nan")
     seen_selection = selected & (labels >= 0)
     return float((seen_selection & truth).sum() / (seen_selection | truth).sum())
+
 
 def view_bootstrap_intervals(
     pred_confusions: np.ndarray,
