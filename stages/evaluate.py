@@ -72,10 +72,10 @@ def run(params: Params) -> None:
     d = gaussians["features"].shape[1]
     # each Gaussian's ground-truth class where a training view sees it on a surface: the geometry oracle's labels and
     # what the 3D selections by text are scored against
+    with_oracle = cfg.geometry_oracle and truth is not None and scene.has_depth
     gaussian_labels = gaussian_ground_truth_labels(
         gaussians["means"].detach().cpu().numpy(), scene.train_indices, classes=truth.classes, depth=scene.depth,
-        Ks=scene.Ks, c2w=scene.c2w, num_classes=C) if truth is not None and scene.has_depth else None
-    with_oracle = cfg.geometry_oracle and gaussian_labels is not None
+        Ks=scene.Ks, c2w=scene.c2w, num_classes=C) if with_oracle else None
     # the oracle's one-hot channels ride along in the same render as f (channels d: onwards)
     rendered_params = {**gaussians, "features": torch.cat([gaussians["features"], geometry_oracle_features(
         gaussian_labels, C).to(device)], dim=1)} if with_oracle else gaussians
@@ -167,7 +167,6 @@ def run(params: Params) -> None:
             oracle_iou = segmentation_scores(conf_oracle)["iou"]
             metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
                             "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
-        if gaussian_labels is not None:
             selection = selection_scores(params, gaussians["features"], eval_latents, lookup, gaussian_labels, class_names)
             metrics.update({"selection_miou": float(np.mean(list(selection.values()))) if selection else None,
                             "selection_per_class_iou": selection})

@@ -156,7 +156,6 @@ def test_gaussian_ground_truth_labels_vote_on_the_visible_surface_only():
     assert labels.tolist() == [0, 1, -1, -1, -1]
 
 
-
 def test_selection_iou_counts_only_the_gaussians_a_view_sees_and_is_nan_for_an_absent_class():
     labels = np.array([0, 0, 0, 1, 1, IGN, IGN])
     # selects two of class 0's three, one of class 1's and both unseen ones: 2 / (3 + 1)

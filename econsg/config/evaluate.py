@@ -34,5 +34,6 @@ class EvaluateParams(Section):
         True,
         description="Also score the geometry oracle (scenes with labels and depth): every trained Gaussian gets the "
         "ground-truth class its training views see at its centre; the held-out mIoU of that rendering bounds what "
-        "better semantics could reach on this geometry. Costs one projection of the Gaussians per training view.",
+        "better semantics could reach on this geometry. The same labels score the 3D selections by text "
+        "(selection_miou). Costs one projection of the Gaussians per training view.",
     )
