@@ -4,7 +4,8 @@ Every scene N is a new room (`synth.seed=N`, trained with `seed=N`): its own obj
 teacher draws, generated into `OUT/sceneN/` and run through every stage there, so nothing of the demo's artifacts
 or data is touched. It checks the defaults on scenes they were not chosen on. Two tables:
   per scene  mIoU (closed / open-set), the teacher's 2D mIoU on the same held-out views, the margin over it, the
-             geometry oracle, PSNR, and the classes where econsg scores below the teacher
+             geometry oracle, the 3D selections by text (selection_miou), PSNR, and the classes where econsg
+             scores below the teacher
   per class  over the scenes that hold it: econsg's IoU, the teacher's and the geometry oracle's, mean (min-max)
 
 Run:  python benchmarks/scenes.py --scenes 3 4 5 [--params params.yaml] [--out scenes] [--set splat.iterations=300 ...]
@@ -29,7 +30,8 @@ from econsg.pipeline import STAGE_ORDER
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import cell, difference, run_stages  # noqa: E402
 
-COLUMNS = ("miou", "closed_set_miou", "open_set_miou", "teacher_miou", "over_teacher", "geometry_oracle_miou", "psnr")
+COLUMNS = ("miou", "closed_set_miou", "open_set_miou", "teacher_miou", "over_teacher", "geometry_oracle_miou",
+           "selection_miou", "psnr")
 RESERVED = ("synth.seed", "seed", "paths")
 
 
