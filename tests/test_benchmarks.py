@@ -170,8 +170,11 @@ def test_settings_sweep_tells_a_clear_error_from_a_crash():
         assert module.outcome(clear) == "clear error at crr: error: crr: no pixel keeps a label; lower crr.tau1"
         assert module.outcome(crash) == "CRASH at crr: IndexError: boom"
         assert module.outcome(silent) == "CRASH at crr: exit -9"
+        # a params error: the details that name the field, not the first line's long list of --set
+        details = "synth: num_objects (9) exceeds what the room holds (7) (got {" + "'key': 1, " * 100 + "})"
         long = subprocess.CalledProcessError(1, cmd, stderr="error: params.yaml " + "--set x=1 " * 100 + ": invalid params\n"
-                                             "  synth: num_objects (9) exceeds what the room holds (7)\n")
+                                             f"  {details}\n")
         row = module.outcome(long)
-        assert row.startswith("clear error at crr: ...") and row.endswith("synth: num_objects (9) exceeds what the room holds (7)")
-        assert len(row) < len("clear error at crr: ...") + module.MESSAGE_CHARS + 1
+        assert row.startswith("clear error at crr: synth: num_objects (9) exceeds what the room holds (7)")
+        assert "--set" not in row and row.endswith("...")
+        assert len(row) == len("clear error at crr: ") + module.MESSAGE_CHARS + len("...")
