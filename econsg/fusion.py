@@ -145,6 +145,49 @@ def project_points(
     return uv, z, in_view
 
 
+# `auto` voxel sizes: a fraction of the median depth at which the training views see the scene's initial point
+# cloud (`median_view_depth`, taken by ingest), so that a scene in arbitrary units (COLMAP's) gets the grid a metric
+# one gets: scaling a scene by s scales both voxel sizes by s. On the demo room (median depth 3.35 m) they come to
+# 0.084 m and 0.021 m, near fuse's and ingest's metric defaults (0.08, 0.02).
+FUSE_VOXELS_PER_MEDIAN_DEPTH = 40  # fuse.voxel_size: auto
+INIT_VOXELS_PER_MEDIAN_DEPTH = 160  # ingest.init_voxel_size: auto
+MEDIAN_DEPTH_SAMPLES = 100_000  # points the median is taken over (an even stride through the cloud; no RNG drawn)
+VOXEL_SCALE_TOLERANCE = 4.0  # a voxel size set more than this factor off `auto`'s draws a warning
+
+
+def median_view_depth(points: np.ndarray, Ks: np.ndarray, c2ws: np.ndarray, width: int, height: int) -> float:
+    """The median z-depth at which the views `Ks`, `c2ws` see `points` in frame (no occlusion test, so points behind
+    a surface count too): a measure of the scene's scale in its own units, how far the cameras are from what they
+    look at. Taken over an even stride of at most MEDIAN_DEPTH_SAMPLES points."""
+    points = np.asarray(points)[:: max(1, len(points) // MEDIAN_DEPTH_SAMPLES)]
+    depths = [np.empty(0)]
+    for K, c2w in zip(Ks, c2ws):
+        _, z, in_view = project_points(points, K, c2w, width, height)
+        depths.append(z[in_view])
+    depths = np.concatenate(depths)
+    if depths.size == 0:
+        raise EconsgError("the scene's points: none falls inside a training view, so its scale (median depth) is unknown; "
+                          "check the camera poses' convention (OpenCV c2w expected)")
+    return float(np.median(depths))
+
+
+def resolve_voxel_size(field: str, setting: float | str, median_depth: float, voxels_per_median_depth: int
+                       ) -> tuple[float, str | None]:
+    """The voxel edge a `field` setting asks for: a number as given, `auto` median_depth / voxels_per_median_depth.
+    Second, a warning when a number is more than VOXEL_SCALE_TOLERANCE times off `auto`'s size: a metric default
+    on a scene in other units (every sample its own voxel, or a whole room in a handful of voxels)."""
+    auto = median_depth / voxels_per_median_depth
+    if setting == "auto":
+        return auto, None
+    size = float(setting)
+    if max(size / auto, auto / size) <= VOXEL_SCALE_TOLERANCE:
+        return size, None
+    factor = f"{size / auto:.2g}x larger" if size > auto else f"{auto / size:.2g}x smaller"
+    return size, (f"warning: {field} {size:g} is {factor} than `auto` would take ({auto:.3g}: 1/{voxels_per_median_depth} "
+                  f"of the median depth, {median_depth:.3g}, at which the training views see the scene); a scene in "
+                  f"arbitrary units, as COLMAP's are, wants {field}: auto")
+
+
 def visible_points_depth_test(
     points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int, depth_tolerance: float
 ) -> np.ndarray:
@@ -265,7 +308,7 @@ class VoxelFeatureFusion:
 
     def __init__(self, voxel_size: float, feature_dim: int, num_classes: int, features_from_ignored: bool = False):
         if not (np.isfinite(voxel_size) and voxel_size > 0):
-            raise EconsgError(f"voxel_size: expected a positive size in metres, got {voxel_size}")
+            raise EconsgError(f"voxel_size: expected a positive size in the scene's units, got {voxel_size}")
         if int(feature_dim) < 1:
             raise EconsgError(f"feature_dim: expected >= 1, got {feature_dim}")
         if int(num_classes) < 1:

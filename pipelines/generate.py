@@ -118,9 +118,9 @@ DATASETS: dict[str, DatasetSpec] = {
         scenes=("bed", "bench", "blue_sofa", "covered_desk", "lawn", "office_desk", "room", "snacks", "sofa", "table"),
         source="the 10 scenes of 3D-OVS (Liu et al., NeurIPS 2023; Kunhao-Liu/3D-OVS)",
         overlay={
-            "ingest": {"format": "ovs3d", "downscale": 4},
+            "ingest": {"format": "ovs3d", "downscale": 4, "init_voxel_size": "auto"},  # LLFF poses: arbitrary units
             "extract": REAL_EXTRACT,
-            "fuse": {"source": "points"},
+            "fuse": {"source": "points", "voxel_size": "auto"},
             "evaluate": {"protocol": "ovs3d"},
         },
     ),
@@ -128,9 +128,9 @@ DATASETS: dict[str, DatasetSpec] = {
         scenes=("figurines", "ramen", "teatime", "waldo_kitchen"),
         source="the 4 LERF-OVS scenes annotated by LangSplat (Qin et al., CVPR 2024; minghanqin/LangSplat)",
         overlay={
-            "ingest": {"format": "colmap", "downscale": 1},
+            "ingest": {"format": "colmap", "downscale": 1, "init_voxel_size": "auto"},  # COLMAP: arbitrary units
             "extract": REAL_EXTRACT | {"vocabulary": TABLETOP_VOCABULARY},
-            "fuse": {"source": "points"},
+            "fuse": {"source": "points", "voxel_size": "auto"},
             "evaluate": {"protocol": "lerf", "relevancy_threshold": 0.4},
         },
     ),

@@ -15,7 +15,14 @@ from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
-from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, visible_points_depth_test
+from econsg.fusion import (
+    FUSE_VOXELS_PER_MEDIAN_DEPTH,
+    VoxelFeatureFusion,
+    backproject_depth,
+    bilinear_feature_index,
+    resolve_voxel_size,
+    visible_points_depth_test,
+)
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.scene.store import open_scene
@@ -78,7 +85,11 @@ def run(params: Params) -> None:
     H, W = scene.height, scene.width
     vocabulary = list(ex.attrs["vocabulary"])
     D = ex["text_embeddings"].shape[1]
-    fusion = VoxelFeatureFusion(cfg.voxel_size, D, len(vocabulary), features_from_ignored=cfg.features_from_ignored)
+    median_depth = scene.median_depth
+    voxel_size, warning = resolve_voxel_size("fuse.voxel_size", cfg.voxel_size, median_depth, FUSE_VOXELS_PER_MEDIAN_DEPTH)
+    if warning:
+        report(f"fuse: {warning}")
+    fusion = VoxelFeatureFusion(voxel_size, D, len(vocabulary), features_from_ignored=cfg.features_from_ignored)
     pixels = 0
     start = time.perf_counter()
     taps = bilinear_feature_index(*ex["features"].shape[1:3], H, W)
@@ -129,9 +140,11 @@ def run(params: Params) -> None:
         agreement = out.create_array("agreement", (scene.num_views, H, W), "float16", per_view=True, fill_value=np.nan)
         agreement_means = write_agreement(agreement, fusion, scene, {k: inputs[k] for k in ("labels", "depths") if k in inputs},
                                           source, cfg)
-        out.attrs.update({"vocabulary": vocabulary, "voxel_size": cfg.voxel_size, "source": source})
+        out.attrs.update({"vocabulary": vocabulary, "voxel_size": voxel_size, "source": source})
     metrics = {
         "points": int(len(keep)),
+        "voxel_size": voxel_size,
+        "median_depth": float(f"{median_depth:.4g}"),
         "labelled_points": int((fused.label[keep] >= 0).sum()),
         "mean_views_per_point": float(fused.num_views[keep].mean()),
         "backprojected_pixels": int(pixels),
@@ -148,7 +161,7 @@ def run(params: Params) -> None:
                 raw=lambda v: ex["labels"][v],
                 fused_xyz=fused.xyz,
                 fused_label=fused.label,
-                voxel_size=cfg.voxel_size,
+                voxel_size=voxel_size,
                 vocabulary=vocabulary,
             )
         )

@@ -178,3 +178,24 @@ def test_settings_sweep_tells_a_clear_error_from_a_crash():
         assert row.startswith("clear error at crr: synth: num_objects (9) exceeds what the room holds (7)")
         assert "--set" not in row and row.endswith("...")
         assert len(row) == len("clear error at crr: ") + module.MESSAGE_CHARS + len("...")
+
+
+def test_the_units_benchmark_puts_the_same_room_in_other_units(tmp_path):
+    import numpy as np
+
+    from econsg.scene.ingest import write_scene
+    from econsg.scene.readers import read_scene
+    from econsg.scene.store import open_scene
+    from tests.helpers import write_tiny_blender
+
+    root = write_tiny_blender(tmp_path / "data")
+    with load_benchmark(ROOT / "benchmarks" / "units.py") as module:
+        small = module.rescale_blender(root, 0.1, tmp_path / "small")
+    options = dict(params={}, downscale=1, sparse_views=None, max_init_points=1000, init_voxel_size="auto",
+                   rng=np.random.default_rng(0))
+    metric = open_scene(write_scene(read_scene(root), tmp_path / "metric.zarr", **options))
+    scaled = open_scene(write_scene(read_scene(small), tmp_path / "scaled.zarr", **options))
+    np.testing.assert_allclose(scaled.c2w[:, :3, 3], metric.c2w[:, :3, 3] * 0.1, atol=1e-12)
+    np.testing.assert_allclose(scaled.c2w[:, :3, :3], metric.c2w[:, :3, :3])
+    np.testing.assert_allclose(scaled.depth(0), metric.depth(0) * 0.1, rtol=1e-6)
+    assert scaled.median_depth == pytest.approx(metric.median_depth * 0.1)

@@ -72,3 +72,14 @@ def test_a_bad_override_is_reported_with_the_override_that_set_it():
         load_params(ROOT / "params.yaml", ["synth.num_objects=12"])
     assert info.value.source.endswith("params.yaml --set synth.num_objects=12")
     assert any(line.startswith("synth:") and "num_objects (12)" in line for line in info.value.lines)
+
+
+def test_a_value_no_member_of_a_union_takes_gets_one_line():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"fuse": {"voxel_size": "big"}, "ingest": {"init_voxel_size": -1}})
+    assert info.value.lines == [
+        "ingest.init_voxel_size: Input should be greater than 0 or Input should be 'auto' (got -1)",
+        "fuse.voxel_size: Input should be a valid number, unable to parse string as a number or Input should be "
+        "'auto' (got 'big')",
+    ]
+    assert parse_params({"fuse": {"voxel_size": "auto"}}).fuse.voxel_size == "auto"

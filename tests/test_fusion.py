@@ -15,7 +15,9 @@ from econsg.fusion import (
     backproject_depth,
     bilinear_feature_index,
     fuse_multiview_features,
+    median_view_depth,
     project_points,
+    resolve_voxel_size,
     visible_points_depth_test,
     voxel_keys,
 )
@@ -359,3 +361,28 @@ def test_fuse_summary_warns_when_min_views_drops_most_voxels():
     assert "warning: fuse.min_views=3" in dropped and "dropped 98%" in dropped
     capped = fused_summary(occupied=1000, fused=900, kept=300, labelled=250, min_views=1)
     assert "fuse.max_points kept 300 of 900" in capped and "warning" not in capped
+
+
+def test_median_depth_and_auto_voxel_size_scale_with_the_scene():
+    """A scene in other units (COLMAP's): scaling points and camera centres by s scales the median depth, and so the
+    `auto` voxel size, by s; a number far off `auto` draws a warning that names the field."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1.0, 1.0, (2000, 3)) + [0.0, 0.0, 4.0]
+    c2ws = np.stack([np.eye(4)] * 3)
+    c2ws[1, :3, :3], c2ws[2, :3, :3] = rotation_y(8), rotation_y(-8)
+    c2ws[:, 0, 3] = [0.0, -0.5, 0.5]
+    Ks = np.stack([K] * 3)
+    base = median_view_depth(points, Ks, c2ws, W, H)
+    assert 3.0 < base < 5.0
+    scaled = c2ws.copy()
+    scaled[:, :3, 3] *= 10
+    assert median_view_depth(points * 10, Ks, scaled, W, H) == pytest.approx(10 * base)
+
+    assert resolve_voxel_size("fuse.voxel_size", "auto", base, 40) == (pytest.approx(base / 40), None)
+    assert resolve_voxel_size("fuse.voxel_size", 3 * base / 40, base, 40) == (pytest.approx(3 * base / 40), None)
+    size, warning = resolve_voxel_size("fuse.voxel_size", 0.08, 10 * base, 40)
+    assert size == 0.08 and "fuse.voxel_size" in warning and "auto" in warning
+    assert resolve_voxel_size("fuse.voxel_size", 0.08, base / 10, 40)[1] is not None  # far too coarse too
+
+    with pytest.raises(EconsgError, match="none falls inside a training view"):
+        median_view_depth(points * [1, 1, -1], Ks, c2ws, W, H)  # every point behind the cameras

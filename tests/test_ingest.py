@@ -114,3 +114,30 @@ def test_unknown_layout_lists_what_was_looked_for(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EconsgError, match="no known dataset layout found. Looked for blender: transforms_train.json"):
         read_scene(tmp_path / "empty")
+
+
+def test_auto_init_voxel_size_follows_the_scene_scale(tmp_path, capsys):
+    """The same scene in units 10x smaller (as a COLMAP reconstruction may be): `auto` thins its initial cloud into the
+    same points, scaled, and records its median depth; the metric default there draws a warning naming the field."""
+    root = write_tiny_blender(tmp_path / "data", views=5)
+    metric = open_scene(ingest(root, tmp_path / "metric.zarr", init_voxel_size="auto"))
+
+    def shrink(meta):
+        meta["depth_scale"] *= 10
+        for frame in meta["frames"]:
+            matrix = frame["transform_matrix"]
+            frame["transform_matrix"] = [row[:3] + [row[3] / 10] for row in matrix[:3]] + [matrix[3]]
+
+    for split in ("train", "test"):
+        edit_frames(root, split, shrink)
+    small = open_scene(ingest(root, tmp_path / "small.zarr", init_voxel_size="auto"))
+    assert metric.median_depth == pytest.approx(2.0) and small.median_depth == pytest.approx(0.2)
+    # the same grid, scaled (the points lie on voxel faces, where float rounding moves a few across)
+    small_points, metric_points = small.group["points"][...], metric.group["points"][...]
+    assert len(small_points) == pytest.approx(len(metric_points), rel=0.1)
+    np.testing.assert_allclose(np.ptp(small_points, axis=0), np.ptp(metric_points, axis=0) / 10, atol=1e-6)
+    assert "warning" not in capsys.readouterr().err
+
+    fixed = open_scene(ingest(root, tmp_path / "fixed.zarr", init_voxel_size=0.01))  # 8x auto's 0.00125: coarser
+    assert fixed.group["points"].shape[0] < 0.8 * len(small_points)
+    assert "ingest.init_voxel_size 0.01" in capsys.readouterr().err

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -65,18 +66,27 @@ REPLACED_KEYS = {
 }
 
 
+# pydantic ends the location of an error in one member of a union with that member's name, which no field has
+UNION_MEMBER = re.compile(r"\W")  # 'constrained-float', "literal['auto']"
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
-    """One `section.field: message` line per pydantic error."""
-    lines = []
+    """One `section.field: message` line per field pydantic refused; a value no member of a union takes (a number
+    or 'auto') gets one line that says what each member expected."""
+    messages: dict[str, list[str]] = {}
+    inputs: dict[str, str] = {}
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(root)"
+        parts = [str(part) for part in item["loc"]]
+        if parts and UNION_MEMBER.search(parts[-1]):
+            parts = parts[:-1]
+        location = ".".join(parts) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = REPLACED_KEYS.get(location, "unknown key (not a field of this section; check the spelling)")
         elif "input" in item and item["type"] not in ("missing",):
-            message = f"{message} (got {item['input']!r})"
-        lines.append(f"{location}: {message}")
-    return lines
+            inputs[location] = f" (got {item['input']!r})"
+        messages.setdefault(location, []).append(message)
+    return [f"{location}: {' or '.join(texts)}{inputs.get(location, '')}" for location, texts in messages.items()]
 
 
 def parse_params(data: object, source: str = "params") -> Params:

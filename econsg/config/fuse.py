@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -12,12 +12,12 @@ from econsg.config.base import Section
 class FuseParams(Section):
     """The 3D contextual space (METHOD.md section 3)."""
 
-    voxel_size: float = Field(
+    voxel_size: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
         0.08,
-        gt=0,
-        le=10,
-        description="Voxel edge in metres. 0.08 suits the 6 m demo room (about 23k points at 256x192, 21k at 128x96); the "
-        "authors use 0.02 on Replica.",
+        description="Voxel edge in the scene's units (metres on the demo, Replica, ScanNet). 0.08 suits the 6 m demo room "
+        "(about 23k points at 256x192, 21k at 128x96); the authors use 0.02 on Replica. 'auto' = the scene's median "
+        "depth (ingest's median_depth) / 40, 0.084 on the demo: for scenes in arbitrary units, as COLMAP's are. fuse "
+        "warns when a number is more than 4x off what 'auto' would take.",
     )
     min_views: int = Field(1, ge=1, description="Keep only voxels seen by at least this many distinct training views.")
     source: Literal["auto", "depth", "points"] = Field(

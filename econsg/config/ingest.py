@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,10 @@ class IngestParams(Section):
     max_init_points: int = Field(
         100_000, ge=100, description="Cap on the initial point cloud (back-projected depth or the dataset's points), subsampled with the seed."
     )
-    init_voxel_size: float = Field(
-        0.02, gt=0, description="Voxel size in metres used to thin the back-projected initial point cloud."
+    init_voxel_size: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        0.02,
+        description="Voxel size, in the scene's units (metres on the demo), used to thin the initial point cloud "
+        "(back-projected depth or the dataset's points). 'auto' = the median depth at which the training views see "
+        "the cloud / 160, 0.021 on the demo: for scenes in arbitrary units, as COLMAP's are. ingest warns when a "
+        "number is more than 4x off what 'auto' would take.",
     )

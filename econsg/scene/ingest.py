@@ -9,7 +9,7 @@ from PIL import Image
 
 from econsg.artifacts import ArtifactWriter
 from econsg.errors import EconsgError
-from econsg.progress import track
+from econsg.progress import report, track
 from econsg.scene.data import FrameRecord, SceneSource, select_sparse_views
 
 
@@ -74,11 +74,12 @@ def write_scene(
     downscale: int,
     sparse_views: int | None,
     max_init_points: int,
-    init_voxel_size: float,
+    init_voxel_size: float | str,
     rng: np.random.Generator,
 ) -> Path:
-    """Load every chosen frame, check it, and write scene.zarr atomically."""
-    from econsg.fusion import backproject_depth
+    """Load every chosen frame, check it, and write scene.zarr atomically. `init_voxel_size` thins the initial
+    point cloud: a size in the scene's units, or 'auto' (`econsg.fusion.resolve_voxel_size`)."""
+    from econsg.fusion import INIT_VOXELS_PER_MEDIAN_DEPTH, backproject_depth, median_view_depth, resolve_voxel_size
 
     ordered = dataset_order(source.frames)
     chosen = choose_views(ordered, sparse_views)
@@ -138,10 +139,16 @@ def write_scene(
             )
         if len(cloud) == 0:
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
-        cloud, cloud_rgb = thin_points(cloud, cloud_rgb, init_voxel_size, max_init_points, rng)
+        train = np.array([f.split == "train" for f in frames])
+        median_depth = median_view_depth(cloud, Ks[train], c2ws[train], width, height)
+        voxel_size, warning = resolve_voxel_size("ingest.init_voxel_size", init_voxel_size, median_depth,
+                                                 INIT_VOXELS_PER_MEDIAN_DEPTH)
+        if warning:
+            report(f"ingest: {warning}")
+        cloud, cloud_rgb = thin_points(cloud, cloud_rgb, voxel_size, max_init_points, rng)
         out.create_array("Ks", Ks.shape, "float64", data=Ks)
         out.create_array("c2w", c2ws.shape, "float64", data=c2ws)
-        out.create_array("is_train", (num,), "bool", data=np.array([f.split == "train" for f in frames]))
+        out.create_array("is_train", (num,), "bool", data=train)
         out.create_array("dataset_view", (num,), "int32", data=np.array(chosen, dtype=np.int32))
         out.create_array("points", cloud.shape, "float32", data=cloud)
         out.create_array("point_rgb", cloud_rgb.shape, "uint8", data=cloud_rgb)
@@ -153,6 +160,8 @@ def write_scene(
                 "height": height,
                 "source_format": source.format,
                 "source_root": str(source.root),
+                "median_depth": median_depth,
+                "init_voxel_size": voxel_size,
             }
         )
     return out_path

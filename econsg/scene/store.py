@@ -48,6 +48,14 @@ class SceneViews:
     def has_depth(self) -> bool:
         return "depth" in self.group
 
+    @property
+    def median_depth(self) -> float:
+        """The median depth at which the training views see the initial point cloud (`econsg.fusion.median_view_depth`,
+        taken by ingest before thinning): the scene's scale, in its own units."""
+        if "median_depth" not in self.group.attrs:
+            raise ArtifactError(f"{self.path}: no median_depth attribute (the scene's scale, which ingest now writes); rerun ingest")
+        return float(self.group.attrs["median_depth"])
+
     def image(self, view: int) -> np.ndarray:
         """[H,W,3] float32 in [0,1]."""
         return self.group["images"][view].astype(np.float32) / 255.0
