@@ -141,3 +141,50 @@ def test_auto_init_voxel_size_follows_the_scene_scale(tmp_path, capsys):
     fixed = open_scene(ingest(root, tmp_path / "fixed.zarr", init_voxel_size=0.01))  # 8x auto's 0.00125: coarser
     assert fixed.group["points"].shape[0] < 0.8 * len(small_points)
     assert "ingest.init_voxel_size 0.01" in capsys.readouterr().err
+
+
+def write_nerfstudio_without_depth(root, ply_points=None):
+    """The tiny Blender scene as ns-process-data lays a capture out: one transforms.json, no depth, and (given
+    `ply_points`) its sparse_pc.ply named by ply_file_path."""
+    from plyfile import PlyData, PlyElement
+
+    write_tiny_blender(root, views=9)
+    meta = json.loads((root / "transforms_train.json").read_text())
+    meta["frames"] += json.loads((root / "transforms_test.json").read_text())["frames"]
+    for frame in meta["frames"]:
+        del frame["depth_file_path"]
+    for split in ("train", "test"):
+        (root / f"transforms_{split}.json").unlink()
+    if ply_points is not None:
+        vertices = np.zeros(len(ply_points), [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
+                                              ("blue", "u1")])
+        for k, axis in enumerate("xyz"):
+            vertices[axis] = ply_points[:, k]
+        vertices["red"] = 200
+        PlyData([PlyElement.describe(vertices, "vertex")]).write(str(root / "sparse_pc.ply"))
+        meta["ply_file_path"] = "sparse_pc.ply"
+    (root / "transforms.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_nerfstudio_layout_takes_its_sparse_point_cloud(tmp_path):
+    grid = np.stack(np.meshgrid(np.linspace(-1, 3, 30), np.linspace(-1, 1, 20), [0.0]), -1).reshape(-1, 3)
+    root = write_nerfstudio_without_depth(tmp_path / "data", grid)
+    source = read_scene(root)
+    assert source.format == "nerfstudio" and [f.split for f in source.frames].count("test") == 1
+    np.testing.assert_allclose(source.points, grid, atol=1e-6)
+    assert (source.point_rgb[:, 0] == 200).all()
+    scene = open_scene(ingest(root, tmp_path / "scene.zarr"))
+    assert not scene.has_depth and scene.group["points"].shape[0] > 0
+
+    bare = write_nerfstudio_without_depth(tmp_path / "bare")  # no depth, no point cloud: nothing to start from
+    with pytest.raises(EconsgError, match="no depth maps and no point cloud"):
+        ingest(bare, tmp_path / "bare.zarr")
+    meta = json.loads((root / "transforms.json").read_text())
+    (root / "transforms.json").write_text(json.dumps(meta | {"camera_model": "OPENCV", "k1": -0.05}))
+    with pytest.raises(EconsgError, match="ns-process-data keeps the distortion: run colmap image_undistorter"):
+        read_scene(root)
+    (root / "transforms.json").write_text(json.dumps(meta))
+    (root / "sparse_pc.ply").write_text("not a ply")
+    with pytest.raises(EconsgError, match="sparse_pc.ply: not a readable PLY point cloud"):
+        read_scene(root)

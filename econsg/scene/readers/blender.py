@@ -6,6 +6,8 @@ Intrinsics come from `fl_x, fl_y, cx, cy, w, h` (top level or per frame) or Blen
 `camera_angle_x`. Optional per-frame `depth_file_path` (integer PNG, metres = value /
 `depth_scale`, nerfstudio's `depth_unit_scale_factor` is accepted too), `semantic_file_path`
 (uint8 class ids, 255 unlabeled; needs `classes.txt` beside the JSON) and `instance_file_path`.
+An optional top-level `ply_file_path` (nerfstudio's `sparse_pc.ply`: COLMAP's points, written in the frame of the
+poses) becomes the scene's point cloud, which scenes without depth need.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, w
     distortion = [float(merged.get(k, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
     if model not in ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV") or any(abs(d) > 1e-9 for d in distortion):
         raise EconsgError(
-            f"{where}: camera model {model} with distortion {distortion} is not supported; undistort the images "
-            "first (e.g. colmap image_undistorter or ns-process-data) so the model is PINHOLE"
+            f"{where}: camera model {model} with distortion {distortion} is not supported; expected undistorted "
+            "images (PINHOLE). ns-process-data keeps the distortion: run colmap image_undistorter on its "
+            "colmap/sparse/0 and ingest the undistorted folder (ingest.format: colmap)"
         )
     K = check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), where)
     return K, width, height
@@ -133,6 +136,25 @@ def _frames(root: Path, path: Path, split_of, class_count: int) -> list[FrameRec
     return records
 
 
+def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """([P, 3] float32 xyz, [P, 3] uint8 rgb or None) of a PLY point cloud's vertices, or EconsgError naming it."""
+    from plyfile import PlyData
+
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+    except Exception as error:  # plyfile raises several types for malformed files
+        raise EconsgError(f"{path}: not a readable PLY point cloud with a 'vertex' element ({error})") from None
+    names = {prop.name for prop in vertex.properties}
+    if not {"x", "y", "z"} <= names or len(vertex.data) == 0:
+        raise EconsgError(f"{path}: expected vertices with x, y, z properties, got {len(vertex.data)} with {sorted(names)}")
+    xyz = np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], axis=1)
+    if not np.isfinite(xyz).all():
+        raise EconsgError(f"{path}: vertex positions are not all finite")
+    colours = ("red", "green", "blue")
+    rgb = np.stack([np.asarray(vertex[k]) for k in colours], axis=1).astype(np.uint8) if set(colours) <= names else None
+    return xyz, rgb
+
+
 def read(root: Path) -> SceneSource:
     class_names = read_class_names(root)
     if (root / "transforms_train.json").is_file():
@@ -150,4 +172,7 @@ def read(root: Path) -> SceneSource:
             len(class_names),
         )
         fmt = "nerfstudio"
-    return SceneSource(root=root, format=fmt, frames=frames, class_names=class_names)
+    meta_path = root / ("transforms_train.json" if fmt == "blender" else "transforms.json")
+    ply = _load_json(meta_path).get("ply_file_path")
+    points, point_rgb = read_point_cloud(_resolve(root, ply, f"{meta_path}: ply_file_path")) if ply else (None, None)
+    return SceneSource(root=root, format=fmt, frames=frames, class_names=class_names, points=points, point_rgb=point_rgb)
