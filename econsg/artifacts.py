@@ -332,8 +332,9 @@ def open_artifact(path: str | Path, stage: str) -> zarr.Group:
     return group
 
 
-def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Arrays (name, shape, dtype, chunks, shards, stored bytes) and the raw provenance of any Zarr group."""
+def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
+    """Arrays (name, shape, dtype, chunks, shards, stored bytes), the raw provenance and the other attributes (a
+    scene's class names and median depth, ...) of any Zarr group."""
     group = zarr.open_group(store=str(path), mode="r")
     rows = []
     for name, array in sorted(group.arrays()):
@@ -348,7 +349,8 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
                 "stored_bytes": array.nbytes_stored(),
             }
         )
-    return rows, group.attrs.get(PROVENANCE_KEY)
+    attributes = {key: value for key, value in group.attrs.items() if key != PROVENANCE_KEY}
+    return rows, group.attrs.get(PROVENANCE_KEY), attributes
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -86,13 +86,13 @@ PARAMS_HEADER = (
 
 @app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a stage.")]) -> None:
-    """Show a store's arrays (shape, dtype, chunks, size) and its provenance."""
+    """Show a store's arrays (shape, dtype, chunks, size), its attributes and its provenance."""
     from econsg.artifacts import describe_store
 
     if not (path / "zarr.json").is_file():
         report_error(EconsgError(f"{path}: not a Zarr v3 store (no zarr.json)"))
         raise typer.Exit(1)
-    rows, provenance = describe_store(path)
+    rows, provenance, attributes = describe_store(path)
     console = Console()
     table = Table(title=str(path))
     for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):
@@ -108,6 +108,13 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
             _human_bytes(row["stored_bytes"]),
         )
     console.print(table)
+    if attributes:
+        attrs = Table(title="attributes", show_header=False)
+        attrs.add_column("key", style="bold")
+        attrs.add_column("value")
+        for key, value in attributes.items():
+            attrs.add_row(key, _short(value))
+        console.print(attrs)
     prov = Table(title="provenance (econsg)", show_header=False)
     prov.add_column("key", style="bold")
     prov.add_column("value")

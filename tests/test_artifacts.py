@@ -113,5 +113,6 @@ def test_per_view_arrays_are_sharded_into_few_files(tmp_path):
     assert group["refined_labels"][17, 0, 0] == 17
     files = [p for p in (path / "refined_labels").rglob("*") if p.is_file()]
     assert len(files) < 64 / 4
-    rows, provenance = describe_store(path)
+    rows, provenance, attributes = describe_store(path)
+    assert "econsg" not in attributes  # the provenance is shown apart
     assert {row["name"] for row in rows} >= {"refined_labels", "tau1"} and provenance["stage"] == "crr"

@@ -36,7 +36,7 @@ def test_run_ingest_and_inspect(tmp_path, monkeypatch):
     store = tmp_path / "artifacts" / "scene.zarr"
     shown = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0
-    for word in ("images", "4x12x16x3", "uint8", "schema_version", "ingest"):
+    for word in ("images", "4x12x16x3", "uint8", "schema_version", "ingest", "median_depth", "class_names"):
         assert word in shown.stdout
 
 
