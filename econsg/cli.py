@@ -18,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-params_app = typer.Typer(help="Validate params files.", no_args_is_help=True)
+params_app = typer.Typer(help="Validate params files, print the defaults, explain a key.", no_args_is_help=True)
 export_app = typer.Typer(help="Export trained Gaussians.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
 app.add_typer(export_app, name="export")
@@ -78,9 +78,24 @@ def params_defaults() -> None:
     print(PARAMS_HEADER + yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False, width=120), end="")
 
 
+@params_app.command("explain")
+def params_explain(
+    key: Annotated[str, typer.Argument(help="A section (fuse), a field (fuse.voxel_size), or nothing for all.")] = "",
+) -> None:
+    """What each params key means, with its default: the descriptions of econsg/config/<section>.py."""
+    from econsg.config import describe_params
+
+    table = Table(show_lines=True)
+    for column in ("key", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for name, default, description in _guard(describe_params, key):
+        table.add_row(name, _short(default, 60), description)
+    Console().print(table)
+
+
 PARAMS_HEADER = (
-    "# econsg params, keyed by stage. Every key is documented in econsg/config/<section>.py\n"
-    "# (`econsg params check` validates a file). Regenerate defaults with `econsg params defaults`.\n"
+    "# econsg params, keyed by stage. Every key is documented in econsg/config/<section>.py (`econsg params explain\n"
+    "# KEY` prints it); `econsg params check` validates a file. Regenerate defaults with `econsg params defaults`.\n"
 )
 
 

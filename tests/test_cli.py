@@ -65,3 +65,13 @@ def test_metrics_table_reads_stage_json(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "0.612" in result.stdout and "0.750" in result.stdout
     assert "no " in result.stdout and "evaluate.json yet" in result.stdout
+
+
+def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():
+    shown = runner.invoke(app, ["params", "explain", "fuse.voxel_size"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "fuse.voxel_size" in shown.stdout and "0.08" in shown.stdout
+    assert "fuse.min_views" not in shown.stdout  # one field only
+    section = runner.invoke(app, ["params", "explain", "extract.synthetic"], env={"COLUMNS": "200"})
+    assert section.exit_code == 0 and "extract.synthetic.patch_size" in section.stdout
+    unknown = runner.invoke(app, ["params", "explain", "fuze"])
+    assert unknown.exit_code == 1 and "'fuze': no such params key" in unknown.stderr and "fuse" in unknown.stderr

@@ -22,7 +22,7 @@ from econsg.config.ingest import IngestParams
 from econsg.config.paths import PathsParams
 from econsg.config.splat import SplatParams
 from econsg.config.synth import SynthParams
-from econsg.errors import ConfigError
+from econsg.errors import ConfigError, EconsgError
 
 __all__ = [
     "AutoencodeParams",
@@ -37,6 +37,7 @@ __all__ = [
     "Section",
     "SplatParams",
     "SynthParams",
+    "describe_params",
     "format_validation_error",
     "load_params",
 ]
@@ -58,6 +59,28 @@ class Params(BaseModel):
     autoencode: AutoencodeParams = Field(default_factory=AutoencodeParams, description="The low-dimensional latent space.")
     splat: SplatParams = Field(default_factory=SplatParams, description="Semantic Gaussian splatting.")
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Scoring of held-out views.")
+
+
+def describe_params(key: str = "") -> list[tuple[str, object, str]]:
+    """(dotted key, default, description) of every params field under `key` ('' = all, a section such as 'fuse',
+    or one field such as 'fuse.voxel_size'), nested sections (extract.synthetic) flattened."""
+    rows: list[tuple[str, object, str]] = []
+
+    def walk(model: type[BaseModel], defaults: dict, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            dotted = f"{prefix}{name}"
+            nested = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+            if nested is not None:
+                walk(nested, defaults[name], f"{dotted}.")
+            else:
+                rows.append((dotted, defaults[name], field.description or ""))
+
+    walk(Params, Params().model_dump(mode="json"), "")
+    chosen = [row for row in rows if not key or row[0] == key or row[0].startswith(f"{key}.")]
+    if not chosen:
+        sections = sorted({row[0].split(".")[0] for row in rows})
+        raise EconsgError(f"{key!r}: no such params key or section; expected one of {', '.join(sections)}, or SECTION.FIELD")
+    return chosen
 
 
 # Keys a release replaced: what an older params.yaml should say instead.
