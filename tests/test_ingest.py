@@ -138,6 +138,12 @@ def test_auto_init_voxel_size_follows_the_scene_scale(tmp_path, capsys):
     np.testing.assert_allclose(np.ptp(small_points, axis=0), np.ptp(metric_points, axis=0) / 10, atol=1e-6)
     assert "warning" not in capsys.readouterr().err
 
+    import zarr
+
+    zarr.open_group(tmp_path / "small.zarr", mode="r+").attrs.pop("median_depth")  # as a store from before it
+    with pytest.raises(EconsgError, match="no median_depth attribute.*rerun ingest"):
+        open_scene(tmp_path / "small.zarr").median_depth
+
     fixed = open_scene(ingest(root, tmp_path / "fixed.zarr", init_voxel_size=0.01))  # 8x auto's 0.00125: coarser
     assert fixed.group["points"].shape[0] < 0.8 * len(small_points)
     assert "ingest.init_voxel_size 0.01" in capsys.readouterr().err
