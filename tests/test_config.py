@@ -83,3 +83,10 @@ def test_a_value_no_member_of_a_union_takes_gets_one_line():
         "'auto' (got 'big')",
     ]
     assert parse_params({"fuse": {"voxel_size": "auto"}}).fuse.voxel_size == "auto"
+
+
+def test_a_sections_own_check_names_the_section_without_echoing_its_values():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"synth": {"num_objects": 9}})
+    (line,) = info.value.lines
+    assert line.startswith("synth: ") and "num_objects (9) exceeds" in line and "(got {" not in line

@@ -106,8 +106,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = REPLACED_KEYS.get(location, "unknown key (not a field of this section; check the spelling)")
-        elif "input" in item and item["type"] not in ("missing",):
-            inputs[location] = f" (got {item['input']!r})"
+        elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
+            inputs[location] = f" (got {item['input']!r})"  # not a whole section's values, which a section's check sees
         messages.setdefault(location, []).append(message)
     return [f"{location}: {' or '.join(texts)}{inputs.get(location, '')}" for location, texts in messages.items()]
 
