@@ -239,10 +239,11 @@ def rescore_evaluate(
         raise EconsgError(f"{where}: this run had no ground-truth labels, so there is nothing to score against")
     names = list(group.attrs["class_names"])
     chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
+    for option, given in (("classes", chosen), ("exclude", exclude)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise EconsgError(f"{option}: {unknown} are not classes of this scene; expected some of {names}")
     chosen = [n for n in chosen if n not in set(exclude)]
-    unknown = [n for n in chosen if n not in names]
-    if unknown:
-        raise EconsgError(f"classes: {unknown} are not classes of this scene; expected some of {names}")
     C = len(names)
     per_view = {"pred": [], "teacher": []}
     for i in range(group["gt_labels"].shape[0]):

@@ -199,6 +199,9 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
     assert rescore_evaluate(group)["classes"] == ["a", "c"]
     with pytest.raises(EconsgError, match=r"\['sofa'\] are not classes of this scene"):
         rescore_evaluate(group, ["a", "sofa"])
+    with pytest.raises(EconsgError, match=r"exclude: \['cc'\] are not classes"):  # a misspelt exclusion is not ignored
+        rescore_evaluate(group, exclude=["cc"])
+    assert rescore_evaluate(group, exclude=["c"])["classes"] == ["a"]
     unlabelled = _evaluate_group(tmp_path / "u.zarr", gt, gt, gt, ["a", "b", "c"], ["a"], has_truth=False)
     with pytest.raises(EconsgError, match="no ground-truth labels"):
         rescore_evaluate(unlabelled)
