@@ -369,6 +369,7 @@ def query(
         from econsg.workspace import load_autoencoder, open_stage
 
         p = load_params(params)
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
         ev = open_stage(p, "evaluate")
         model = load_autoencoder(open_stage(p, "autoencode"))
         q = LatentQuery(model, p.extract)
@@ -377,7 +378,6 @@ def query(
         latents = q.text_latents(texts)
         held_out = [int(v) for v in ev.attrs["test_views"]]
         positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out)]
-        level = threshold if threshold is not None else p.evaluate.relevancy_threshold
         target = out or Path(p.paths.plots) / "query"
         slug = "_".join("".join(ch if ch.isalnum() else "-" for ch in t)[:24] for t in texts)
         written = []
@@ -427,6 +427,7 @@ def edit(
         if len(rgb) != 3 or not all(0 <= x <= 1 for x in rgb):
             raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1")
         p = load_params(params)
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
         if view is not None:
@@ -437,7 +438,7 @@ def edit(
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
         vocabulary = _canonical_vocabulary(p, sp)
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
-                                    p.splat.temperature, threshold if threshold is not None else p.evaluate.relevancy_threshold)
+                                    p.splat.temperature, level)
         edited = apply_edit(gaussians, selected, action, rgb)
         slug = "".join(ch if ch.isalnum() else "-" for ch in text)[:32]
         ply = out or Path(p.paths.plots) / "edit" / f"{slug}_{action}.ply"
@@ -452,6 +453,16 @@ def edit(
         Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
+
+
+def _relevancy_threshold(threshold: float | None, p) -> float:
+    """--threshold, or evaluate.relevancy_threshold when it is not given; refused outside (0, 1), where a relevancy
+    selects everything or nothing."""
+    if threshold is None:
+        return p.evaluate.relevancy_threshold
+    if not 0 < threshold < 1:
+        raise EconsgError(f"--threshold: {threshold}; expected a relevancy between 0 and 1 (exclusive), like 0.5")
+    return threshold
 
 
 def _semantic_gaussians(p, splat_group, device: str = "cpu") -> dict:
@@ -501,6 +512,7 @@ def render_path(
         from econsg.workspace import load_autoencoder, open_stage
 
         p = load_params(params)
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
         scene = open_scene(p.paths.artifact("ingest"))
         keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:
@@ -513,7 +525,6 @@ def render_path(
         q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract, device)
         latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
-        level = threshold if threshold is not None else p.evaluate.relevancy_threshold
         target = out or Path(p.paths.plots) / "render"
         for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
             stale.unlink()

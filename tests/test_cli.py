@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from econsg.cli import app
@@ -75,3 +76,11 @@ def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():
     assert section.exit_code == 0 and "extract.synthetic.patch_size" in section.stdout
     unknown = runner.invoke(app, ["params", "explain", "fuze"])
     assert unknown.exit_code == 1 and "'fuze': no such params key" in unknown.stderr and "fuse" in unknown.stderr
+
+
+@pytest.mark.parametrize("command", [["query", "bed"], ["edit", "bed"], ["render", "bed"]])
+def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, command):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  artifacts: {tmp_path / 'none'}\n")  # no run here: the threshold must stop it first
+    result = runner.invoke(app, [*command, "--threshold", "1.5", "--params", str(params)])
+    assert result.exit_code == 1 and "--threshold: 1.5; expected a relevancy between 0 and 1" in result.stderr
