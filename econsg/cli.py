@@ -39,10 +39,15 @@ def report_error(error: EconsgError) -> None:
 
 
 def _guard(func, *args, **kwargs):
+    """Run a command's work; a user error (EconsgError) or a file the system refuses (a folder that cannot be
+    created, no permission, a full disk) prints one line without a traceback and exits 1."""
     try:
         return func(*args, **kwargs)
     except EconsgError as error:
         report_error(error)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        report_error(EconsgError(f"{error.filename or 'a file'}: {error.strerror or error}"))
         raise typer.Exit(1) from None
 
 

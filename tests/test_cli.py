@@ -84,3 +84,16 @@ def test_a_threshold_outside_0_1_is_refused_before_any_work(tmp_path, command):
     params.write_text(f"paths:\n  artifacts: {tmp_path / 'none'}\n")  # no run here: the threshold must stop it first
     result = runner.invoke(app, [*command, "--threshold", "1.5", "--params", str(params)])
     assert result.exit_code == 1 and "--threshold: 1.5; expected a relevancy between 0 and 1" in result.stderr
+
+
+def test_a_path_the_system_refuses_is_one_line_without_a_traceback(tmp_path, capsys):
+    import typer
+
+    from econsg.cli import _guard
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(typer.Exit):
+        _guard(lambda: (blocker / "plots").mkdir())  # a folder under a file: NotADirectoryError
+    err = capsys.readouterr().err
+    assert f"error: {blocker / 'plots'}: Not a directory" in err and "Traceback" not in err

@@ -93,6 +93,9 @@ def test_bad_extras_are_refused(tmp_path: Path):
     with pytest.raises(EconsgError, match=r"params.shN: got shape \(4, 2, 3\)"):
         export_ply(tmp_path / "g.ply", {**params, "shN": torch.zeros(4, 2, 3)})
     assert not (tmp_path / "g.ply").exists()
+    with pytest.raises(EconsgError, match="is a folder; expected the PLY file's path"):  # --out export/
+        export_ply(tmp_path, params)
+    assert [p.name for p in tmp_path.parent.glob(".*.tmp")] == []  # no temporary file left beside the folder
 
 
 def test_load_refuses_missing_and_foreign_files(tmp_path: Path):

@@ -87,6 +87,8 @@ def export_ply(path: str | Path, params: Mapping[str, object], extra: Mapping[st
     written as further float32 properties. Atomic: written to a temporary sibling, then renamed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise EconsgError(f"{path}: is a folder; expected the PLY file's path, such as {path / 'gaussians.ply'}")
     columns = _columns(params, extra)
     n = columns[0][1].shape[0]
     data = np.empty(n, dtype=[(name, "<f4") for name, _ in columns])
