@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from econsg.errors import ConfigError, EconsgError
+from econsg.errors import ConfigError, EconsgError, refused_path
 
 app = typer.Typer(
     help="econsg: open-vocabulary 3D semantic Gaussian Splatting (econSG) as a staged DVC pipeline.",
@@ -47,7 +47,7 @@ def _guard(func, *args, **kwargs):
         report_error(error)
         raise typer.Exit(1) from None
     except OSError as error:
-        report_error(EconsgError(f"{error.filename or 'a file'}: {error.strerror or error}"))
+        report_error(refused_path(error))
         raise typer.Exit(1) from None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from econsg.config import Params, load_params
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, refused_path
 
 STAGE_ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
 
@@ -146,6 +146,9 @@ def stage_main(name: str) -> None:
         seconds = run_stage(name, args.params, tuple(args.overrides))
     except EconsgError as error:
         report_error(error)
+        raise SystemExit(1) from None
+    except OSError as error:
+        report_error(refused_path(error))
         raise SystemExit(1) from None
     print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)
 

@@ -97,3 +97,17 @@ def test_a_path_the_system_refuses_is_one_line_without_a_traceback(tmp_path, cap
         _guard(lambda: (blocker / "plots").mkdir())  # a folder under a file: NotADirectoryError
     err = capsys.readouterr().err
     assert f"error: {blocker / 'plots'}: Not a directory" in err and "Traceback" not in err
+
+
+def test_a_stage_run_by_dvc_reports_a_refused_path_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    data = write_tiny_blender(tmp_path / "data")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "-m", "stages.ingest", "--set", f"paths.data={data}",
+                             "--set", f"paths.artifacts={blocker / 'artifacts'}"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {blocker / 'artifacts'}: Not a directory" in result.stderr
