@@ -100,8 +100,7 @@ def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, w
     return K, width, height
 
 
-def _frames(root: Path, path: Path, split_of, class_count: int) -> list[FrameRecord]:
-    meta = _load_json(path)
+def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count: int) -> list[FrameRecord]:
     depth_scale = float(meta.get("depth_scale", 1.0 / float(meta.get("depth_unit_scale_factor", 1e-3))))
     records = []
     for index, frame in enumerate(meta["frames"]):
@@ -161,18 +160,15 @@ def read(root: Path) -> SceneSource:
         test_path = root / "transforms_test.json"
         if not test_path.is_file():
             raise EconsgError(f"{test_path}: missing; a Blender layout needs transforms_train.json and transforms_test.json")
-        frames = _frames(root, root / "transforms_train.json", lambda i: "train", len(class_names))
-        frames += _frames(root, test_path, lambda i: "test", len(class_names))
-        fmt = "blender"
+        meta_path, fmt = root / "transforms_train.json", "blender"
+        meta = _load_json(meta_path)
+        frames = _frames(root, meta_path, meta, lambda i: "train", len(class_names))
+        frames += _frames(root, test_path, _load_json(test_path), lambda i: "test", len(class_names))
     else:
-        frames = _frames(
-            root,
-            root / "transforms.json",
-            lambda i: "test" if i % NERFSTUDIO_TEST_EVERY == NERFSTUDIO_TEST_EVERY - 1 else "train",
-            len(class_names),
-        )
-        fmt = "nerfstudio"
-    meta_path = root / ("transforms_train.json" if fmt == "blender" else "transforms.json")
-    ply = _load_json(meta_path).get("ply_file_path")
+        meta_path, fmt = root / "transforms.json", "nerfstudio"
+        meta = _load_json(meta_path)
+        frames = _frames(root, meta_path, meta, lambda i: "test" if i % NERFSTUDIO_TEST_EVERY == NERFSTUDIO_TEST_EVERY - 1
+                         else "train", len(class_names))  # fmt: skip
+    ply = meta.get("ply_file_path")
     points, point_rgb = read_point_cloud(_resolve(root, ply, f"{meta_path}: ply_file_path")) if ply else (None, None)
     return SceneSource(root=root, format=fmt, frames=frames, class_names=class_names, points=points, point_rgb=point_rgb)
