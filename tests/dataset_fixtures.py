@@ -78,8 +78,9 @@ def integer_centre(K: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def write_colmap(root: Path, views: SyntheticViews, *, model: str = "PINHOLE", params=None, binary: bool = True,
-                 skip_image: int | None = None, points: np.ndarray | None = None) -> Path:
-    """sparse/0 written with pycolmap's own API plus images/<i>.png; returns root."""
+                 skip_image: int | None = None, points: np.ndarray | None = None, rig: bool = False) -> Path:
+    """sparse/0 written with pycolmap's own API plus images/<i>.png (with `rig`, images/cam<i % 2>/view_<i // 2>.png:
+    two cameras' folders holding the same file names); returns root."""
     import pycolmap
 
     height, width = views.shape
@@ -91,7 +92,7 @@ def write_colmap(root: Path, views: SyntheticViews, *, model: str = "PINHOLE", p
         pycolmap.Camera(camera_id=1, model=model, width=width, height=height, params=list(params))
     )
     for i in range(len(views.images)):
-        name = f"view_{i:02d}.png"
+        name = f"cam{i % 2}/view_{i // 2:02d}.png" if rig else f"view_{i:02d}.png"
         w2c = np.linalg.inv(views.c2w[i])
         image = pycolmap.Image(name=name, camera_id=1, image_id=i + 1)
         reconstruction.add_image_with_trivial_frame(image, pycolmap.Rigid3d(w2c[:3, :4]))

@@ -1,5 +1,6 @@
 """Real-dataset readers read back tiny fixtures written in each dataset's own layout."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,22 @@ def test_colmap_reads_poses_intrinsics_points_and_split(tmp_path, views, binary)
     np.testing.assert_allclose(source.points, points, atol=1e-6)
     assert source.point_rgb[1].tolist() == [1, 2, 3]
     np.testing.assert_array_equal(source.frames[2].load_image(), views.images[2] / np.float32(255))
+
+
+def test_colmap_rig_folders_keep_their_views_apart(tmp_path, views):
+    from econsg.scene.data import SceneSource
+    from econsg.scene.ingest import write_scene
+
+    write_colmap(tmp_path, views, rig=True)
+    source = read_scene(tmp_path)
+    names = [f.name for f in source.frames]
+    assert names[:3] == ["cam0/view_00", "cam0/view_01", "cam0/view_02"] and len(set(names)) == 9
+    # two views of one name would hide one another in evaluate's per-view scores: ingest refuses them
+    twin = dataclasses.replace(source.frames[1], name=source.frames[0].name)
+    clash = SceneSource(root=source.root, format=source.format, frames=[source.frames[0], twin, *source.frames[2:]])
+    with pytest.raises(EconsgError, match="its view name 'cam0/view_00' is also"):
+        write_scene(clash, tmp_path / "scene.zarr", params={}, downscale=1, sparse_views=None, max_init_points=100,
+                    init_voxel_size=0.1, rng=np.random.default_rng(0))
 
 
 def test_colmap_simple_pinhole(tmp_path, views):

@@ -37,6 +37,16 @@ def scale_intrinsics(K: np.ndarray, factor: int) -> np.ndarray:
     return scaled
 
 
+def check_unique_names(frames: list[FrameRecord]) -> None:
+    """Refuse two views of one name: evaluate keys its per-view scores by name, so one would hide the other."""
+    first: dict[str, Path] = {}
+    for frame in frames:
+        if frame.name in first:
+            raise EconsgError(f"{frame.source}: its view name {frame.name!r} is also {first[frame.name]}'s; expected "
+                              "unique view names")
+        first[frame.name] = frame.source
+
+
 def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
     """Every view of the dataset, training views first, then test views, each in the dataset's order."""
     train = [f for f in frames if f.split == "train"]
@@ -81,6 +91,7 @@ def write_scene(
     point cloud: a size in the scene's units, or 'auto' (`econsg.fusion.resolve_voxel_size`)."""
     from econsg.fusion import INIT_VOXELS_PER_MEDIAN_DEPTH, backproject_depth, median_view_depth, resolve_voxel_size
 
+    check_unique_names(source.frames)
     ordered = dataset_order(source.frames)
     chosen = choose_views(ordered, sparse_views)
     frames = [ordered[i] for i in chosen]

@@ -118,7 +118,7 @@ def read(root: Path) -> SceneSource:
             )
         frames.append(
             FrameRecord(
-                name=Path(image.name).stem,
+                name=Path(image.name).with_suffix("").as_posix(),  # a rig's cam0/0001.jpg and cam1/0001.jpg differ
                 split=llff_split(index),
                 K=K,
                 c2w=c2w,
