@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,8 +88,7 @@ def main() -> None:
     out = args.out.resolve()
     drawn = out / "data_1"
     if not drawn.exists():
-        subprocess.run([sys.executable, "-m", "stages.synth", str(args.params), *(a for s in args.extra for a in ("--set", s)),
-                        "--set", f"paths.data={drawn}"], check=True, capture_output=True, text=True)
+        run_stages(["synth"], [*args.extra, f"paths.data={drawn}"], args.params, out / "synth", quiet=True)
     print("| scale | voxels | fuse voxel | median depth | fused points | Gaussians | PSNR | mIoU | seconds |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for scale in args.scales:
