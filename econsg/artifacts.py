@@ -335,7 +335,12 @@ def open_artifact(path: str | Path, stage: str) -> zarr.Group:
 def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
     """Arrays (name, shape, dtype, chunks, shards, stored bytes), the raw provenance and the other attributes (a
     scene's class names and median depth, ...) of any Zarr group."""
-    group = zarr.open_group(store=str(path), mode="r")
+    if not (Path(path) / "zarr.json").is_file():
+        raise ArtifactError(f"{path}: not a Zarr v3 store (no zarr.json)")
+    try:
+        group = zarr.open_group(store=str(path), mode="r")
+    except ValueError as error:  # an array where a group was expected, or a zarr.json that is not JSON
+        raise ArtifactError(f"{path}: not a Zarr group written by a stage ({error})") from None
     rows = []
     for name, array in sorted(group.arrays()):
         rows.append(
@@ -354,15 +359,29 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write a metrics/plots JSON file via a temporary sibling and rename."""
+    """Write a metrics/plots JSON file via a temporary sibling and rename. NaN and infinity (a mean over no class
+    present) are written as null, so the file stays valid JSON for strict parsers."""
     import json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _strict_json(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, +-inf) replaced by None, through dicts, lists and numpy values."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(item) for item in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -109,10 +109,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
     """Show a store's arrays (shape, dtype, chunks, size), its attributes and its provenance."""
     from econsg.artifacts import describe_store
 
-    if not (path / "zarr.json").is_file():
-        report_error(EconsgError(f"{path}: not a Zarr v3 store (no zarr.json)"))
-        raise typer.Exit(1)
-    rows, provenance, attributes = describe_store(path)
+    rows, provenance, attributes = _guard(describe_store, path)
     console = Console()
     table = Table(title=str(path))
     for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):
@@ -212,7 +209,12 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
             if not path.is_file():
                 table.add_row(stage, "-", f"no {path} yet")
                 continue
-            values = json.loads(path.read_text())
+            try:
+                values = json.loads(path.read_text())
+            except ValueError as error:
+                raise EconsgError(f"{path}: not a metrics JSON file ({error}); rerun `dvc repro -s {stage}`") from None
+            if not isinstance(values, dict):
+                raise EconsgError(f"{path}: expected a JSON object of metrics, got a {type(values).__name__}")
             for key in keys:
                 value = values.get(key)
                 table.add_row(stage, key, f"{value:.3f}" if isinstance(value, float) else str(value))
@@ -384,7 +386,7 @@ def query(
         held_out = [int(v) for v in ev.attrs["test_views"]]
         positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out)]
         target = out or Path(p.paths.plots) / "query"
-        slug = "_".join("".join(ch if ch.isalnum() else "-" for ch in t)[:24] for t in texts)
+        slug = _file_slug(texts)
         written = []
         for i in positions:
             features = torch.from_numpy(np.asarray(ev["feature_maps"][i], np.float32))
@@ -432,7 +434,8 @@ def edit(
         if len(rgb) != 3 or not all(0 <= x <= 1 for x in rgb):
             raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1")
         p = load_params(params)
-        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold or --out stops before any work
+        ply = _ply_path(out, "--out") if out else Path(p.paths.plots) / "edit" / f"{_file_slug([text])}_{action}.ply"
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
         if view is not None:
@@ -445,19 +448,39 @@ def edit(
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, level)
         edited = apply_edit(gaussians, selected, action, rgb)
-        slug = "".join(ch if ch.isalnum() else "-" for ch in text)[:32]
-        ply = out or Path(p.paths.plots) / "edit" / f"{slug}_{action}.ply"
         export_ply(ply, edited)
         viewmat, K = scene.cameras(shown)
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
             before = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
             after = render_gaussians(edited, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
-        picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]), ply.with_suffix(".png"))
+        picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]),
+                               ply.with_name(f"{ply.stem}_before_after.png"))
         summary = selection_summary(selected)
         Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
+
+
+def _file_slug(texts: list[str], limit: int = 60) -> str:
+    """A file-name stem for user texts: the texts themselves when they are plain words ('bed', 'bed_lamp',
+    'a-red-chair'), else a readable prefix and a hash of the exact texts, so that 'sofa/bed' and 'sofa bed', or two
+    long texts that share their first words, never overwrite each other's files, and many texts never exceed a
+    file-name length."""
+    import hashlib
+
+    readable = "_".join("".join(ch if ch.isalnum() else "-" for ch in t) for t in texts)
+    if all(ch.isalnum() or ch == " " for t in texts for ch in t) and len(readable) <= limit:
+        return readable  # spaces are the only characters replaced, so these names cannot collide
+    return f"{readable[:limit]}-{hashlib.sha1(chr(0).join(texts).encode()).hexdigest()[:8]}"
+
+
+def _ply_path(path: Path, option: str) -> Path:
+    """An output PLY path as given, refused unless it names a .ply file (viewers pick the reader by the suffix, and
+    `edit` writes its picture beside it under the same stem)."""
+    if path.suffix.lower() != ".ply":
+        raise EconsgError(f"{option}: {path}; expected a path ending in .ply, like {path.with_suffix('.ply').name}")
+    return path
 
 
 def _relevancy_threshold(threshold: float | None, p) -> float:
@@ -564,9 +587,9 @@ def export_ply_command(
         from econsg.splat.quality import load_gaussians
         from econsg.workspace import open_stage
 
-        p = load_params(params)
-        gaussians = load_gaussians(open_stage(p, "splat"))
-        export_ply(out, gaussians)
+        path = _ply_path(out, "--out")
+        gaussians = load_gaussians(open_stage(load_params(params), "splat"))
+        export_ply(path, gaussians)
         Console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}")
 
     _guard(work)

@@ -136,10 +136,11 @@ def score_fused_points(
 def subset_scores(confusion: np.ndarray, classes: Sequence[int]) -> dict:
     """mIoU / mAcc over the given scene classes present in the ground truth.
 
-    `confusion` is [C, C+1] (rows gt; the last column counts IGNORE predictions, which are errors).
+    `confusion` is [C, C+1] (rows gt; the last column counts IGNORE predictions, which are errors). A class given
+    twice counts once.
     """
     scores = segmentation_scores(confusion)
-    chosen = [int(c) for c in classes if scores["present"][c]]
+    chosen = [c for c in dict.fromkeys(int(c) for c in classes) if scores["present"][c]]
     if not chosen:
         return {"miou": float("nan"), "macc": float("nan"), "classes": []}
     return {"miou": float(scores["iou"][chosen].mean()), "macc": float(scores["acc"][chosen].mean()), "classes": chosen}

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, refused_path
 
 SEGMENTATION_COLUMNS = (("mIoU", "miou"), ("mAcc", "macc"))
 PROTOCOL_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -162,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = write_summary(args.dataset, args.metrics, args.out or f"metrics/{args.dataset}")
-    except EconsgError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (EconsgError, OSError) as error:
+        print(f"error: {refused_path(error) if isinstance(error, OSError) else error}", file=sys.stderr)
         return 1
     print(render_markdown(table))
     return 0

@@ -50,14 +50,16 @@ def run(params: Params) -> None:
     gaussians = load_gaussians(sp, device)
     sh_degree = int(sp.attrs["sh_degree"])
     train_vocabulary = list(ex.attrs["vocabulary"])
-    class_names = list(truth.class_names) if truth is not None else train_vocabulary
     lerf_labels = Path(cfg.lerf_labels) if cfg.lerf_labels else Path(params.paths.data) / "label"
     if cfg.vocabulary is not None:
         eval_vocabulary = list(cfg.vocabulary)
     elif truth is not None or cfg.protocol == "lerf":
-        eval_vocabulary = protocol_vocabulary(cfg.protocol, class_names, lerf_labels)
+        eval_vocabulary = protocol_vocabulary(cfg.protocol, truth.class_names if truth is not None else train_vocabulary,
+                                              lerf_labels)
     else:
         eval_vocabulary = train_vocabulary
+    # label maps index the scene's classes; a scene without labels has only the words it is queried with
+    class_names = list(truth.class_names) if truth is not None else eval_vocabulary
     query = LatentQuery(model, params.extract, device)
     eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
     eval_latents = query.text_latents(eval_vocabulary)
@@ -128,6 +130,7 @@ def run(params: Params) -> None:
                 tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
                           ("overlay", viz.overlay(rgb_np, viz.colour_labels(pred, palette)))]
                 viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette)), plots / f"view_{v:04d}.png")
+        timed_features = np.asarray(feat_arr[0], np.float32)  # read before the store is moved into place
         out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
@@ -142,7 +145,7 @@ def run(params: Params) -> None:
 
     metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
                "consistency": agree / compared if compared else None, "has_ground_truth": truth is not None,
-               **speed(params, scene, gaussians, sh_degree, query, eval_latents, np.asarray(feat_arr[0], np.float32), device)}
+               "protocol": cfg.protocol, **speed(params, scene, gaussians, sh_degree, query, eval_latents, timed_features, device)}
     if truth is not None:
         train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
         eval_ids = [c for c in lookup if c >= 0]

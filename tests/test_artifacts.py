@@ -116,3 +116,12 @@ def test_per_view_arrays_are_sharded_into_few_files(tmp_path):
     rows, provenance, attributes = describe_store(path)
     assert "econsg" not in attributes  # the provenance is shown apart
     assert {row["name"] for row in rows} >= {"refined_labels", "tau1"} and provenance["stage"] == "crr"
+
+
+def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
+    from econsg.artifacts import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "m.json", {"miou": float("nan"), "fps": np.float32("inf"), "ok": np.float64(0.5),
+                                                   "per_class": {"a": float("nan")}, "curve": [1.0, float("-inf")]})
+    data = json.loads(path.read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN / Infinity tokens
+    assert data == {"miou": None, "fps": None, "ok": 0.5, "per_class": {"a": None}, "curve": [1.0, None]}

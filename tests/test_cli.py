@@ -111,3 +111,48 @@ def test_a_stage_run_by_dvc_reports_a_refused_path_in_one_line(tmp_path):
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"error: {blocker / 'artifacts'}: Not a directory" in result.stderr
+
+
+def test_inspect_refuses_an_array_or_a_broken_store_in_one_line(tmp_path):
+    import zarr
+
+    zarr.create_array(store=str(tmp_path / "array.zarr"), shape=(3,), dtype="float32")
+    broken = tmp_path / "broken.zarr"
+    broken.mkdir()
+    (broken / "zarr.json").write_text("{not json")
+    for path, message in ((tmp_path / "array.zarr", "not a Zarr group"), (broken, "not a Zarr group")):
+        result = runner.invoke(app, ["inspect", str(path)])
+        assert result.exit_code == 1 and message in result.stderr and str(path) in result.stderr
+        assert isinstance(result.exception, SystemExit)  # not zarr's error escaping as a traceback
+
+
+def test_metrics_refuses_a_truncated_metrics_file_naming_it(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "crr.json").write_text('{"raw_miou": 0.6')
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  metrics: {metrics}\n")
+    result = runner.invoke(app, ["metrics", "--params", str(params)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{metrics / 'crr.json'}: not a metrics JSON file" in result.stderr
+
+
+def test_file_slugs_of_texts_never_collide_and_stay_short():
+    from econsg.cli import _file_slug
+
+    assert _file_slug(["bed"]) == "bed" and _file_slug(["bed", "lamp"]) == "bed_lamp"
+    assert _file_slug(["a red chair"]) == "a-red-chair"
+    assert len({_file_slug(["sofa/bed"]), _file_slug(["sofa bed"]), _file_slug(["sofa-bed"]), _file_slug(["sofa", "bed"]),
+                _file_slug(["sofa_bed"])}) == 5
+    long_a, long_b = "a photo of a red wooden chair", "a photo of a red wooden table"
+    assert _file_slug([long_a]) != _file_slug([long_b])
+    many = _file_slug([long_a] * 11)
+    assert len(many) <= 80 and "/" not in many
+
+
+@pytest.mark.parametrize("command", [["edit", "bed", "--out", "result.png"], ["export", "ply", "--out", "gaussians"]])
+def test_an_output_ply_without_the_ply_suffix_is_refused_before_any_work(tmp_path, command):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  artifacts: {tmp_path / 'none'}\n")  # no run here: the path must stop it first
+    result = runner.invoke(app, [*command, "--params", str(params)])
+    assert result.exit_code == 1 and "--out:" in result.stderr and "expected a path ending in .ply" in result.stderr

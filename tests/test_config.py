@@ -90,3 +90,15 @@ def test_a_sections_own_check_names_the_section_without_echoing_its_values():
         parse_params({"synth": {"num_objects": 9}})
     (line,) = info.value.lines
     assert line.startswith("synth: ") and "num_objects (9) exceeds" in line and "(got {" not in line
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("evaluate", "vocabulary", ["chair", "wall", "chair"], "['chair'] listed more than once"),
+    ("evaluate", "vocabulary", [], "expected at least one name, or null"),
+    ("extract", "vocabulary", ["wall", "wall"], "['wall'] listed more than once"),
+    ("extract", "open_set_classes", ["plant", "plant"], "['plant'] listed more than once"),
+])
+def test_a_vocabulary_with_a_repeated_or_no_name_is_refused(section, key, value, message):
+    with pytest.raises(ConfigError) as info:
+        parse_params({section: {key: value}})
+    assert any(line.startswith(f"{section}.{key}:") and message in line for line in info.value.lines)

@@ -172,7 +172,7 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert several.exit_code == 0, several.stderr
     edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
     assert edit.exit_code == 0, edit.stderr
-    assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove.png").is_file()
+    assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove_before_after.png").is_file()
     wrong_view = runner.invoke(app, ["edit", "bed", "--view", "99"])
     assert wrong_view.exit_code == 1 and "--view: 99 is not a held-out view" in wrong_view.stderr
     assert not (workdir / "plots/edit/bed_remove.ply").exists(), "a refused edit writes nothing"

@@ -191,6 +191,8 @@ def test_rescore_evaluate_known_values_over_views_subsets_and_the_teacher(tmp_pa
                                         "teacher_iou": pytest.approx(1.0), "pixels": 3}
     only = rescore_evaluate(group, ["b", "c"])
     assert only["classes"] == ["b", "c"] and only["miou"] == pytest.approx((2 / 3 + 0.5) / 2)
+    twice = rescore_evaluate(group, ["b", "c", "c"])
+    assert twice["classes"] == ["b", "c"] and twice["miou"] == pytest.approx(only["miou"]), "a class given twice counts once"
 
 
 def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_input(tmp_path):

@@ -23,6 +23,7 @@ from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
 from tests.helpers import TINY_OPENCLIP_SAM
 
 VOCABULARY = ["wall", "floor", "chair"]
+EVAL_VOCABULARY = [*VOCABULARY, "a potted fern"]  # a word the training vocabulary lacks, as a user would query
 TINY_CLIP_DIM = 32  # tiny_clip_model's embed_dim
 
 
@@ -45,7 +46,7 @@ def real_run(tmp_path_factory):
     params["extract"]["openclip_sam"].update(TINY_OPENCLIP_SAM)
     params["autoencode"].update(iterations=30, batch_size=256)
     params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=8)
-    params["evaluate"].update(timing_repeats=1, overlay_views=1)
+    params["evaluate"].update(timing_repeats=1, overlay_views=1, vocabulary=EVAL_VOCABULARY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     clip = openclip_sam.tiny_clip_model(seed=0)
@@ -78,8 +79,12 @@ def test_own_scene_runs_from_colmap_to_evaluate_on_the_real_backend(real_run):
     ae = open_artifact(artifacts / "autoencode.zarr", "autoencode")
     latent_dim = yaml.safe_load((root / "params.yaml").read_text())["autoencode"]["latent_dim"]
     assert ae["latent"].shape == (len(xyz), latent_dim)
-    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     assert metrics["has_ground_truth"] is False and "miou" not in metrics, "no labels: nothing is scored against them"
+    assert metrics["protocol"] == "paper"
+    ev = open_artifact(artifacts / "evaluate.zarr", "evaluate")
+    assert list(ev.attrs["class_names"]) == EVAL_VOCABULARY, "no labels: the label maps index the words queried"
+    assert (ev["pred_labels"][:] >= 0).all(), "every pixel goes to one of the evaluation words, the new one included"
     is_train = open_artifact(artifacts / "scene.zarr", "ingest")["is_train"][:]
     assert np.isfinite(metrics["psnr"]) and metrics["test_views"] == int((~is_train).sum()) > 0
     assert 0.0 <= metrics["consistency"] <= 1.0, "consistency falls back on the rendered depth"
@@ -105,7 +110,7 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     assert (root / "plots/audit/view_0001.png").is_file(), "crr's audit panel over real SAM masks"
     edit = runner.invoke(app, ["edit", "wall", "--action", "extract", "--threshold", "0.001"])  # nearly every Gaussian
     assert edit.exit_code == 0, edit.stderr
-    assert (root / "plots/edit/wall_extract.png").is_file()
+    assert (root / "plots/edit/wall_extract_before_after.png").is_file(), "the picture beside the PLY, not over it"
     from econsg.splat.ply import load_ply
 
     extracted, _ = load_ply(root / "plots/edit/wall_extract.ply")

@@ -64,3 +64,21 @@ def test_main_writes_files_and_reports_errors(tmp_path, capsys):
     assert "| bed | 91.6 | 97.0 | - | - |" in (tmp_path / "summary.md").read_text()
     assert main(["ovs3d", str(tmp_path / "missing" / "evaluate.json"), "--out", str(tmp_path)]) == 1
     assert "unreadable metrics file" in capsys.readouterr().err
+
+
+def test_a_scene_without_labels_keeps_its_protocol_and_reads_as_missing(tmp_path):
+    labelled = _write(tmp_path, "scene0000_00", {"protocol": "scannet19", "psnr": 25.0,
+                                                 "benchmark": {"protocol": "scannet19", "miou": 0.4, "macc": 0.6}})
+    unlabelled = _write(tmp_path, "own_room", {"protocol": "scannet19", "psnr": 27.0, "has_ground_truth": False})
+    table = write_summary("scannet", [labelled, unlabelled], tmp_path)
+    assert table["protocol"] == "scannet19"
+    assert "| own_room | - | - | 27.0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_main_reports_an_output_path_the_system_refuses_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    path = _write(out, "bed", {"benchmark": {"protocol": "ovs3d", "miou": 0.9, "accuracy": 0.9}})
+    (out / "summary.json").mkdir()  # a folder where the table's file goes
+    assert main(["ovs3d", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'summary.json'}") and "Traceback" not in err

@@ -17,3 +17,16 @@ class Section(BaseModel):
         """A stable content hash of the section's values (sha256 of canonical JSON)."""
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def unique_names(value: list[str] | None) -> list[str] | None:
+    """A list of class names or texts: refused when empty or when a name repeats (a repeated class would count twice
+    in every mean over classes); None passes."""
+    if value is None:
+        return value
+    if not value:
+        raise ValueError("expected at least one name, or null")
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{repeated} listed more than once; expected each name once")
+    return value

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from econsg.config.base import Section
+from econsg.config.base import Section, unique_names
 
 
 class EvaluateParams(Section):
@@ -18,9 +18,6 @@ class EvaluateParams(Section):
     vocabulary: list[str] | None = Field(
         None,
         description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes).",
-    )
-    consistency_pairs: int = Field(
-        4096, ge=16, description="Surface points sampled per pair of held-out views for the multi-view consistency score."
     )
     relevancy_threshold: float = Field(
         0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and LERF-style mIoU."
@@ -37,3 +34,8 @@ class EvaluateParams(Section):
         "better semantics could reach on this geometry. The same labels score the 3D selections by text "
         "(selection_miou). Costs one projection of the Gaussians per training view.",
     )
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _unique_vocabulary(cls, value: list[str] | None) -> list[str] | None:
+        return unique_names(value)

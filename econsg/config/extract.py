@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from econsg.config.base import Section
+from econsg.config.base import Section, unique_names
 from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.features.text import PROMPT_TEMPLATES
 
@@ -132,11 +132,19 @@ class ExtractParams(Section):
                 raise ValueError(f"expected exactly one '{{}}' in each template, got {template!r}")
         return value
 
+    @field_validator("vocabulary")
+    @classmethod
+    def _unique_vocabulary(cls, value: list[str] | None) -> list[str] | None:
+        return unique_names(value)
+
+    @field_validator("open_set_classes")
+    @classmethod
+    def _unique_open_set(cls, value: list[str]) -> list[str]:
+        return unique_names(value) if value else value
+
     @model_validator(mode="after")
     def _vocabulary_disjoint(self) -> ExtractParams:
         if self.vocabulary is not None:
-            if not self.vocabulary:
-                raise ValueError("vocabulary: expected at least one class name or null")
             held = sorted(set(self.vocabulary) & set(self.open_set_classes))
             if held:
                 raise ValueError(f"vocabulary: {held} also listed in open_set_classes; a held-out class cannot be trained on")
