@@ -152,16 +152,19 @@ def project_points(
 FUSE_VOXELS_PER_MEDIAN_DEPTH = 40  # fuse.voxel_size: auto
 INIT_VOXELS_PER_MEDIAN_DEPTH = 160  # ingest.init_voxel_size: auto
 MEDIAN_DEPTH_SAMPLES = 100_000  # points the median is taken over (an even stride through the cloud; no RNG drawn)
+MEDIAN_DEPTH_VIEWS = 64  # views it is taken in (an even stride through them): memory stays bounded on long sequences
 VOXEL_SCALE_TOLERANCE = 4.0  # a voxel size set more than this factor off `auto`'s draws a warning
 
 
 def median_view_depth(points: np.ndarray, Ks: np.ndarray, c2ws: np.ndarray, width: int, height: int) -> float:
     """The median z-depth at which the views `Ks`, `c2ws` see `points` in frame (no occlusion test, so points behind
     a surface count too): a measure of the scene's scale in its own units, how far the cameras are from what they
-    look at. Taken over an even stride of at most MEDIAN_DEPTH_SAMPLES points."""
+    look at. Taken over an even stride of at most MEDIAN_DEPTH_SAMPLES points, in an even stride of at most
+    MEDIAN_DEPTH_VIEWS views."""
     points = np.asarray(points)[:: max(1, len(points) // MEDIAN_DEPTH_SAMPLES)]
+    views = slice(None, None, max(1, -(-len(Ks) // MEDIAN_DEPTH_VIEWS)))  # ceil: at most MEDIAN_DEPTH_VIEWS
     depths = [np.empty(0)]
-    for K, c2w in zip(Ks, c2ws):
+    for K, c2w in zip(Ks[views], c2ws[views]):
         _, z, in_view = project_points(points, K, c2w, width, height)
         depths.append(z[in_view])
     depths = np.concatenate(depths)

@@ -113,7 +113,7 @@ def ovs3d_view_indices(root: Path) -> dict[str, int]:
     folder = Path(root) / "images"
     if not folder.is_dir():
         raise EconsgError(f"{folder}: missing; a 3D-OVS scene keeps its images there")
-    images = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return {path.stem: index for index, path in enumerate(images)}
 
 

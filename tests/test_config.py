@@ -30,6 +30,9 @@ def test_a_replaced_key_names_its_replacement():
     assert info.value.lines == [
         "splat.distill_ignored: replaced by splat.distill_pixels (true -> all, false -> labelled; default labelled_or_pooled)"
     ]
+    with pytest.raises(ConfigError) as info:
+        parse_params({"evaluate": {"consistency_pairs": 4096}})
+    assert info.value.lines[0].startswith("evaluate.consistency_pairs: removed: nothing ever read it")
 
 
 def test_sections_are_frozen_and_fully_described():

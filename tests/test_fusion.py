@@ -386,3 +386,17 @@ def test_median_depth_and_auto_voxel_size_scale_with_the_scene():
 
     with pytest.raises(EconsgError, match="none falls inside a training view"):
         median_view_depth(points * [1, 1, -1], Ks, c2ws, W, H)  # every point behind the cameras
+
+
+def test_median_depth_of_a_long_sequence_is_taken_in_an_even_stride_of_its_views():
+    from econsg.fusion import MEDIAN_DEPTH_VIEWS
+
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1.0, 1.0, (500, 3)) + [0.0, 0.0, 4.0]
+    count = 2 * MEDIAN_DEPTH_VIEWS + 3  # a stride of 3 leaves at most MEDIAN_DEPTH_VIEWS views
+    c2ws = np.stack([np.eye(4)] * count)
+    c2ws[:, 2, 3] = np.linspace(-3.0, 2.0, count)  # each view nearer the points than the last
+    Ks = np.stack([K] * count)
+    strided = median_view_depth(points, Ks[::3], c2ws[::3], W, H)
+    assert median_view_depth(points, Ks, c2ws, W, H) == strided
+    assert median_view_depth(points, Ks[:MEDIAN_DEPTH_VIEWS], c2ws[:MEDIAN_DEPTH_VIEWS], W, H) != strided  # all of them

@@ -194,3 +194,74 @@ def test_nerfstudio_layout_takes_its_sparse_point_cloud(tmp_path):
     (root / "sparse_pc.ply").write_text("not a ply")
     with pytest.raises(EconsgError, match="sparse_pc.ply: not a readable PLY point cloud"):
         read_scene(root)
+
+
+def test_thinning_in_chunks_keeps_the_first_point_of_each_voxel_in_order():
+    """Thinned view by view, the cloud is what thinning the whole concatenation gives: the first point of every voxel,
+    in order, then the same seeded subset."""
+    from econsg.fusion import voxel_keys
+    from econsg.scene.ingest import thin_points
+
+    rng = np.random.default_rng(3)
+    chunks = [(rng.uniform(-1, 1, (n, 3)), rng.integers(0, 255, (n, 3), dtype=np.uint8)) for n in (500, 0, 800, 300)]
+    xyz, rgb = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+    _, first = np.unique(voxel_keys(xyz, 0.25), return_index=True)
+    first.sort()
+    points, colors = thin_points(iter(chunks), 0.25, 10_000, np.random.default_rng(0))
+    np.testing.assert_array_equal(points, xyz[first].astype(np.float32))
+    np.testing.assert_array_equal(colors, rgb[first])
+    capped, _ = thin_points(iter(chunks), 0.25, 50, np.random.default_rng(0))
+    pick = np.sort(np.random.default_rng(0).choice(first, size=50, replace=False))
+    np.testing.assert_array_equal(capped, xyz[pick].astype(np.float32))
+
+
+def test_chunked_median_depth_is_the_whole_clouds(monkeypatch):
+    import econsg.fusion as fusion
+    from econsg.scene.ingest import chunks_median_depth
+
+    monkeypatch.setattr(fusion, "MEDIAN_DEPTH_SAMPLES", 97)  # a stride > 1 through 1,000 points
+    rng = np.random.default_rng(1)
+    chunks = [(np.c_[rng.uniform(-1, 1, (n, 2)), rng.uniform(1, 9, n)], np.zeros((n, 3), np.uint8)) for n in (333, 1, 666)]
+    Ks, c2ws = np.array([[[10.0, 0, 8], [0, 10, 6], [0, 0, 1]]]), np.eye(4)[None]
+    whole = fusion.median_view_depth(np.concatenate([c[0] for c in chunks]), Ks, c2ws, 16, 12)
+    assert chunks_median_depth(lambda: iter(chunks), Ks, c2ws, 16, 12) == whole
+
+
+@pytest.mark.parametrize(("folder", "what"), [("depth", "depth map"), ("semantic", "label map"), ("instance", "instance map")])
+def test_a_file_missing_for_some_views_is_refused_not_dropped_for_all(tmp_path, folder, what):
+    root = write_tiny_blender(tmp_path / "data")
+    for split in ("train", "test"):
+        edit_frames(root, split, lambda m: [f.pop(f"{folder}_file_path") for f in m["frames"] if f["file_path"].endswith("0001.png")])
+    with pytest.raises(EconsgError, match=rf"frame_0001.png: no {what}, while 3 of the 4 views have one"):
+        ingest(root, tmp_path / "scene.zarr")
+
+
+def test_blender_synthetic_views_of_one_stem_in_train_and_test_get_distinct_names(tmp_path):
+    root = write_tiny_blender(tmp_path / "data")
+    for split in ("train", "test"):
+        (root / split).mkdir()
+    meta = {s: json.loads((root / f"transforms_{s}.json").read_text()) for s in ("train", "test")}
+    for split, number in (("train", 0), ("test", 3)):  # train/r_0 and test/r_0, as NeRF-synthetic names them
+        frame = meta[split]["frames"][0]
+        (root / frame["file_path"]).rename(root / split / "r_0.png")
+        frame["file_path"] = f"./{split}/r_0"  # NeRF-synthetic's relative path without a suffix
+    for split in ("train", "test"):
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta[split]))
+    scene = open_scene(ingest(root, tmp_path / "scene.zarr"))
+    assert "train/r_0" in scene.names and "test/r_0" in scene.names
+    assert "images/frame_0001" in scene.names, "names are paths below the folder all images share"
+
+
+def test_nerfstudio_depth_as_npy_and_coarser_than_its_image(tmp_path):
+    grid = np.stack(np.meshgrid(np.linspace(-1, 3, 30), np.linspace(-1, 1, 20), [0.0]), -1).reshape(-1, 3)
+    root = write_nerfstudio_without_depth(tmp_path / "data", grid)
+    meta = json.loads((root / "transforms.json").read_text())
+    height, width = int(meta["h"]), int(meta["w"])
+    for i, frame in enumerate(meta["frames"]):
+        coarse = np.full((height // 2, width // 2, 1), 1500 + i, np.float32)  # mm, [H, W, 1] as nerfstudio writes it
+        np.save(root / "depth" / f"{i}.npy", coarse)
+        frame["depth_file_path"] = f"depth/{i}.npy"
+    (root / "transforms.json").write_text(json.dumps(meta | {"depth_unit_scale_factor": 1e-3}))
+    scene = open_scene(ingest(root, tmp_path / "scene.zarr"))
+    assert scene.has_depth and scene.depth(0).shape == (height, width)
+    np.testing.assert_allclose(scene.depth(1), 1.501, rtol=1e-6)

@@ -141,6 +141,49 @@ def test_replica_semantic_generic_names_and_unknown_ids(tmp_path, views):
         read_scene(tmp_path / "b").frames[0].load_classes()
 
 
+def test_replica_semantic_refuses_a_camera_file_of_other_images(tmp_path, views):
+    """NICE-SLAM's cam_params.json (1200x680) copied beside Semantic-NeRF's renders would set their intrinsics."""
+    import json
+
+    write_replica_semantic(tmp_path, views)
+    camera = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
+    (tmp_path / "cam_params.json").write_text(json.dumps({"camera": camera}))
+    height, width = views.shape
+    with pytest.raises(EconsgError, match=rf"rgb_0\.png: image is {width}x{height} pixels, the camera .*cam_params.json"):
+        read_scene(tmp_path)
+
+
+# ---- image files ------------------------------------------------------------------------------------
+
+
+def test_images_of_16_bits_or_a_transparent_palette_load_as_they_look(tmp_path):
+    from PIL import Image
+
+    from econsg.scene.readers.imageio import load_rgb
+
+    Image.fromarray(np.full((3, 4), 30000, np.uint16)).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    np.testing.assert_allclose(load_rgb(tmp_path / "grey16.png"), 30000 / 65535, rtol=1e-6)
+    palette = Image.fromarray(np.array([[0, 1], [1, 1]], np.uint8), mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "palette.png", transparency=0)  # entry 0 (black) transparent
+    rgb = load_rgb(tmp_path / "palette.png")
+    np.testing.assert_allclose(rgb[0, 0], [1, 1, 1])  # transparent: composited on white, as RGBA is
+    np.testing.assert_allclose(rgb[0, 1], [1, 0, 0])
+
+
+def test_a_depth_or_instance_image_with_colour_channels_is_refused_naming_it(tmp_path):
+    from PIL import Image
+
+    from econsg.scene.readers.imageio import load_depth_png, load_instance_png
+
+    Image.fromarray(np.zeros((3, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(EconsgError, match=r"rgb\.png: depth map has shape \(3, 4, 3\), expected a single-channel"):
+        load_depth_png(tmp_path / "rgb.png", 1000.0, (3, 4))
+    with pytest.raises(EconsgError, match=r"rgb\.png: instance image has shape \(3, 4, 3\), expected a single-channel"):
+        load_instance_png(tmp_path / "rgb.png", (3, 4))
+
+
 # ---- ScanNet ----------------------------------------------------------------------------------------
 
 

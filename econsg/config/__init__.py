@@ -86,6 +86,8 @@ def describe_params(key: str = "") -> list[tuple[str, object, str]]:
 # Keys a release replaced: what an older params.yaml should say instead.
 REPLACED_KEYS = {
     "splat.distill_ignored": "replaced by splat.distill_pixels (true -> all, false -> labelled; default labelled_or_pooled)",
+    "evaluate.consistency_pairs": "removed: nothing ever read it (consistency compares every pixel with valid depth); "
+    "delete the line",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +66,80 @@ def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[i
     return select_sparse_views(list(range(num_train)), sparse_views) + list(range(num_train, len(ordered)))
 
 
-def thin_points(points: np.ndarray, colors: np.ndarray, voxel_size: float, max_points: int, rng: np.random.Generator):
-    """One point per voxel, then a seeded random subset of at most `max_points`."""
+PointChunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+"""The initial cloud in pieces (xyz [P, 3], rgb [P, 3] uint8), one training view's back-projected depth each, or
+one piece for a dataset's own point cloud; called once per pass, so only one piece is held at a time."""
+
+
+def thin_points(chunks: Iterable[tuple[np.ndarray, np.ndarray]], voxel_size: float, max_points: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One point per voxel (the first in chunk order), then a seeded random subset of at most `max_points`. Each
+    chunk is thinned as it comes against the voxels already taken, so memory follows the thinned cloud, not the
+    back-projected pixels of every view (hundreds of millions on a Replica or ScanNet sequence)."""
     from econsg.fusion import voxel_keys
 
-    _, first = np.unique(voxel_keys(points, voxel_size), return_index=True)
-    first.sort()
-    if len(first) > max_points:
-        first = np.sort(rng.choice(first, size=max_points, replace=False))
-    return points[first].astype(np.float32), colors[first]
+    taken = np.empty(0, np.int64)  # sorted keys of the voxels holding a point
+    kept_xyz, kept_rgb = [np.empty((0, 3), np.float32)], [np.empty((0, 3), np.uint8)]
+    for xyz, rgb in chunks:
+        keys, first = np.unique(voxel_keys(xyz, voxel_size), return_index=True)
+        at = np.searchsorted(taken, keys)
+        new = np.ones(len(keys), bool)
+        inside = at < len(taken)
+        new[inside] = taken[at[inside]] != keys[inside]
+        taken = np.insert(taken, at[new], keys[new])
+        first = np.sort(first[new])
+        kept_xyz.append(xyz[first].astype(np.float32))
+        kept_rgb.append(rgb[first])
+    points, colors = np.concatenate(kept_xyz), np.concatenate(kept_rgb)
+    if len(points) > max_points:
+        pick = np.sort(rng.choice(len(points), size=max_points, replace=False))
+        points, colors = points[pick], colors[pick]
+    return points, colors
+
+
+def chunks_median_depth(chunks: PointChunks, Ks: np.ndarray, c2ws: np.ndarray, width: int, height: int) -> float:
+    """`econsg.fusion.median_view_depth` of the whole cloud, in two passes over its chunks: count, then gather the
+    same even stride through the concatenated cloud that it takes."""
+    from econsg.fusion import MEDIAN_DEPTH_SAMPLES, median_view_depth
+
+    counts = [len(xyz) for xyz, _ in chunks()]
+    stride = max(1, sum(counts) // MEDIAN_DEPTH_SAMPLES)
+    starts = np.cumsum([0, *counts[:-1]])
+    sample = [xyz[(-start) % stride :: stride] for (xyz, _), start in zip(chunks(), starts)]
+    return median_view_depth(np.concatenate(sample), Ks, c2ws, width, height)  # at most 2x the samples: stride 1
+
+
+def cloud_chunks(source: SceneSource, train: np.ndarray, depth, images, Ks: np.ndarray, c2ws: np.ndarray) -> PointChunks:
+    """The initial cloud's chunks: the dataset's own point cloud (COLMAP's points) when it has one, else the depth
+    of each training view `train`, back-projected from the store being written (`depth`, `images`) on every pass."""
+    from econsg.fusion import backproject_depth
+
+    if source.points is not None:
+        points = np.asarray(source.points, np.float32)
+        rgb = source.point_rgb if source.point_rgb is not None else np.full_like(points, 128, dtype=np.uint8)
+        return lambda: iter([(points, rgb)])
+    if depth is None:
+        raise EconsgError(
+            f"{source.root}: no depth maps and no point cloud; an initial point cloud is needed (COLMAP points3D or depth)"
+        )
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for v in train:
+            xyz, pixel = backproject_depth(depth[v], Ks[v], c2ws[v])
+            yield xyz, images[v].reshape(-1, 3)[pixel]
+
+    return chunks
+
+
+def all_or_none(frames: list[FrameRecord], loader: str, what: str) -> bool:
+    """Whether every view has a `what` (its FrameRecord's `loader`); refused when only some have one, which would
+    otherwise drop it for all of them without a word."""
+    missing = [frame.source for frame in frames if getattr(frame, loader) is None]
+    if missing and len(missing) < len(frames):
+        shown = ", ".join(str(path) for path in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise EconsgError(f"{shown}: no {what}, while {len(frames) - len(missing)} of the {len(frames)} views have one; "
+                          f"expected a {what} for every view or for none (restore the missing files, or remove the others)")
+    return not missing
 
 
 def write_scene(
@@ -89,7 +155,7 @@ def write_scene(
 ) -> Path:
     """Load every chosen frame, check it, and write scene.zarr atomically. `init_voxel_size` thins the initial
     point cloud: a size in the scene's units, or 'auto' (`econsg.fusion.resolve_voxel_size`)."""
-    from econsg.fusion import INIT_VOXELS_PER_MEDIAN_DEPTH, backproject_depth, median_view_depth, resolve_voxel_size
+    from econsg.fusion import INIT_VOXELS_PER_MEDIAN_DEPTH, resolve_voxel_size
 
     check_unique_names(source.frames)
     ordered = dataset_order(source.frames)
@@ -105,12 +171,10 @@ def write_scene(
                 f"{frame.source}: image is {frame.width}x{frame.height}, the first view is {first.width}x{first.height}; "
                 "all views must share one size"
             )
-    has_depth = all(f.load_depth is not None for f in frames)
-    has_gt = all(f.load_classes is not None for f in frames) and bool(source.class_names)
-    has_instances = all(f.load_instances is not None for f in frames)
+    has_depth = all_or_none(frames, "load_depth", "depth map")
+    has_gt = all_or_none(frames, "load_classes", "label map") and bool(source.class_names)
+    has_instances = all_or_none(frames, "load_instances", "instance map")
     num = len(frames)
-    points: list[np.ndarray] = []
-    colors: list[np.ndarray] = []
     with ArtifactWriter(out_path, stage="ingest", params=params) as out:
         images = out.create_array("images", (num, height, width, 3), "uint8", per_view=True)
         depth = out.create_array("depth", (num, height, width), "float32", per_view=True) if has_depth else None
@@ -131,32 +195,21 @@ def write_scene(
                 if not np.all(np.isfinite(d)) or (d < 0).any():
                     raise EconsgError(f"{frame.source}: its depth map has negative or non-finite values")
                 depth[v] = d
-                if frame.split == "train" and source.points is None:
-                    xyz, pixel = backproject_depth(d, Ks[v], c2ws[v])
-                    points.append(xyz)
-                    colors.append(images[v].reshape(-1, 3)[pixel])
             if gt_class is not None:
                 gt_class[v] = downscale_nearest(frame.load_classes(), downscale)[:height, :width]
             if gt_instance is not None:
                 gt_instance[v] = downscale_nearest(frame.load_instances(), downscale)[:height, :width]
-        if source.points is not None:
-            cloud = np.asarray(source.points, np.float32)
-            cloud_rgb = source.point_rgb if source.point_rgb is not None else np.full_like(cloud, 128, dtype=np.uint8)
-        elif points:
-            cloud, cloud_rgb = np.concatenate(points), np.concatenate(colors)
-        else:
-            raise EconsgError(
-                f"{source.root}: no depth maps and no point cloud; an initial point cloud is needed (COLMAP points3D or depth)"
-            )
-        if len(cloud) == 0:
-            raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
         train = np.array([f.split == "train" for f in frames])
-        median_depth = median_view_depth(cloud, Ks[train], c2ws[train], width, height)
+        chunks = cloud_chunks(source, np.flatnonzero(train), depth, images, Ks, c2ws)
+        if not any(len(xyz) for xyz, _ in chunks()):
+            raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
+        median_depth = chunks_median_depth(chunks, Ks[train], c2ws[train], width, height)
         voxel_size, warning = resolve_voxel_size("ingest.init_voxel_size", init_voxel_size, median_depth,
                                                  INIT_VOXELS_PER_MEDIAN_DEPTH)
         if warning:
             report(f"ingest: {warning}")
-        cloud, cloud_rgb = thin_points(cloud, cloud_rgb, voxel_size, max_init_points, rng)
+        pieces = 1 if source.points is not None else int(train.sum())
+        cloud, cloud_rgb = thin_points(track(chunks(), "ingest: initial point cloud", pieces), voxel_size, max_init_points, rng)
         out.create_array("Ks", Ks.shape, "float64", data=Ks)
         out.create_array("c2w", c2ws.shape, "float64", data=c2ws)
         out.create_array("is_train", (num,), "bool", data=train)

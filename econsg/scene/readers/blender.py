@@ -1,10 +1,12 @@
 """Blender / nerfstudio `transforms*.json` layouts (OpenGL camera-to-world poses).
 
 Blender: `transforms_train.json`, `transforms_test.json` (and optional `transforms_val.json`,
-ignored). nerfstudio: one `transforms.json`; views are split by `split_every` (every 8th held out).
-Intrinsics come from `fl_x, fl_y, cx, cy, w, h` (top level or per frame) or Blender's
-`camera_angle_x`. Optional per-frame `depth_file_path` (integer PNG, metres = value /
-`depth_scale`, nerfstudio's `depth_unit_scale_factor` is accepted too), `semantic_file_path`
+ignored). nerfstudio: one `transforms.json`; every 8th frame in the file's order (7, 15, ...) is held out.
+Views are named by their image's path below the folder all the images share (train/r_0, images/frame_00001 ->
+frame_00001). Intrinsics come from `fl_x, fl_y, cx, cy, w, h` (top level or per frame) or Blender's
+`camera_angle_x`. Optional per-frame `depth_file_path` (integer PNG or .npy, metres = value /
+`depth_scale`, nerfstudio's `depth_unit_scale_factor` is accepted too; a depth map smaller than its image is
+resampled to it by nearest neighbour, as nerfstudio does), `semantic_file_path`
 (uint8 class ids, 255 unlabeled; needs `classes.txt` beside the JSON) and `instance_file_path`.
 An optional top-level `ply_file_path` (nerfstudio's `sparse_pc.ply`: COLMAP's points, written in the frame of the
 poses) becomes the scene's point cloud, which scenes without depth need.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -64,7 +68,7 @@ def _load_json(path: Path) -> dict[str, Any]:
 def _resolve(root: Path, relative: str, where: str) -> Path:
     path = (root / relative).resolve()
     if path.suffix == "" and not path.exists():
-        for suffix in (".png", ".jpg", ".jpeg"):
+        for suffix in (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"):
             if path.with_suffix(suffix).is_file():
                 return path.with_suffix(suffix)
     if not path.is_file():
@@ -119,7 +123,7 @@ def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count:
         instance = frame.get("instance_file_path")
         records.append(
             FrameRecord(
-                name=Path(frame["file_path"]).stem,
+                name=image_path.stem,  # made relative to the frames' common folder in `read`
                 split=split_of(index),
                 K=K,
                 c2w=c2w,
@@ -127,12 +131,20 @@ def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count:
                 height=height,
                 source=image_path,
                 load_image=partial(load_rgb, image_path),
-                load_depth=partial(load_depth_png, _resolve(root, depth, where), scale, shape) if depth else None,
+                load_depth=partial(load_depth_png, _resolve(root, depth, where), scale, shape, resize=True) if depth else None,
                 load_classes=partial(load_label_png, _resolve(root, semantic, where), shape, class_count) if semantic else None,
                 load_instances=partial(load_instance_png, _resolve(root, instance, where), shape) if instance else None,
             )
         )
     return records
+
+
+def name_by_folder(frames: list[FrameRecord]) -> list[FrameRecord]:
+    """Name each view by its image's path below the folder all the images share, without the suffix, as COLMAP's
+    are: Blender's train/r_0 and test/r_0 and a rig's cam0/0001 and cam1/0001 stay apart; one folder of images
+    keeps the file stems."""
+    base = Path(os.path.commonpath([frame.source.parent for frame in frames]))
+    return [replace(frame, name=frame.source.relative_to(base).with_suffix("").as_posix()) for frame in frames]
 
 
 def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -169,6 +181,7 @@ def read(root: Path) -> SceneSource:
         meta = _load_json(meta_path)
         frames = _frames(root, meta_path, meta, lambda i: "test" if i % NERFSTUDIO_TEST_EVERY == NERFSTUDIO_TEST_EVERY - 1
                          else "train", len(class_names))  # fmt: skip
+    frames = name_by_folder(frames)
     ply = meta.get("ply_file_path")
     points, point_rgb = read_point_cloud(_resolve(root, ply, f"{meta_path}: ply_file_path")) if ply else (None, None)
     return SceneSource(root=root, format=fmt, frames=frames, class_names=class_names, points=points, point_rgb=point_rgb)

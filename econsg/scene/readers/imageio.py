@@ -23,19 +23,54 @@ def _open(path: Path) -> Image.Image:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """[H,W,3] float32 in [0,1]; an alpha channel is composited on white (Blender convention)."""
+    """[H,W,3] float32 in [0,1]; an alpha channel (or a palette's transparent entry) is composited on white
+    (Blender convention); a 16-bit grey image is scaled by 65535, a float one taken as it is, in [0,1]."""
     image = _open(path)
-    if image.mode in ("RGBA", "LA"):
+    if image.mode.startswith("I") or image.mode == "F":  # PIL's 16/32-bit integer and float grey modes
+        grey = np.asarray(image, dtype=np.float32) / (1.0 if image.mode == "F" else 65535.0)
+        if not (np.isfinite(grey).all() and grey.min() >= 0 and grey.max() <= 1):
+            raise EconsgError(f"{path}: a {image.mode} grey image with values outside [0, 1] after scaling; "
+                              "expected an 8- or 16-bit image")
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
         return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_depth_png(path: Path, depth_scale: float, shape: tuple[int, int]) -> np.ndarray:
-    """[H,W] float32 metres from an integer depth PNG (value / depth_scale), checked against the image size."""
-    depth = np.asarray(_open(path)).astype(np.float32) / float(depth_scale)
-    expect_size(path, depth.shape[:2], shape, "depth map")
+def load_depth_png(path: Path, depth_scale: float, shape: tuple[int, int], resize: bool = False) -> np.ndarray:
+    """[H,W] float32 metres from a single-channel integer depth PNG or a .npy array (value / depth_scale), checked
+    against the image size; with `resize`, a depth map of another size but the same aspect ratio (to a pixel) is
+    resampled to it by nearest neighbour, as nerfstudio does for phone captures, whose depth is coarser than their
+    images."""
+    if path.suffix.lower() == ".npy":
+        raw = _load_npy(path)
+    else:
+        raw = np.asarray(_open(path))
+    if raw.ndim != 2:
+        raise EconsgError(f"{path}: depth map has shape {raw.shape}, expected a single-channel [H, W] image")
+    depth = raw.astype(np.float32) / float(depth_scale)
+    if resize and depth.shape != tuple(shape) and abs(depth.shape[0] - depth.shape[1] * shape[0] / shape[1]) <= 1:
+        depth = resize_nearest(depth, shape)
+    expect_size(path, depth.shape, shape, "depth map")
     return depth
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise EconsgError(f"{path}: file does not exist")
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise EconsgError(f"{path}: unreadable .npy array ({error})") from None
+    return raw[..., 0] if raw.ndim == 3 and raw.shape[-1] == 1 else raw  # nerfstudio writes [H, W, 1] too
+
+
+def resize_nearest(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`values` [h, w] resampled to `shape` [H, W]: each output pixel takes the input sample under its centre."""
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * values.shape[0] / shape[0]).astype(np.int64), values.shape[0] - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * values.shape[1] / shape[1]).astype(np.int64), values.shape[1] - 1)
+    return values[rows[:, None], cols[None, :]]
 
 
 def load_label_png(path: Path, shape: tuple[int, int], num_classes: int, unlabeled: int = 255) -> np.ndarray:
@@ -57,7 +92,9 @@ def load_label_png(path: Path, shape: tuple[int, int], num_classes: int, unlabel
 def load_instance_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """[H,W] int32 instance ids (0 = none)."""
     raw = np.asarray(_open(path)).astype(np.int32)
-    expect_size(path, raw.shape[:2], shape, "instance map")
+    if raw.ndim != 2:
+        raise EconsgError(f"{path}: instance image has shape {raw.shape}, expected a single-channel [H, W] image")
+    expect_size(path, raw.shape, shape, "instance map")
     return raw
 
 

@@ -34,7 +34,7 @@ from econsg.scene.readers.imageio import _open, expect_size, load_rgb
 
 FORMAT = "ovs3d"
 LOOKS_FOR = "images/ + poses_bounds.npy + segmentations/classes.txt (3D-OVS)"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".PNG")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # compared in lower case
 
 
 def detect(root: Path) -> bool:
@@ -110,7 +110,7 @@ def read(root: Path) -> SceneSource:
         raise EconsgError(f"{path}: unreadable ({error})") from None
     if poses_bounds.ndim != 2 or poses_bounds.shape[1] != 17:
         raise EconsgError(f"{path}: array has shape {poses_bounds.shape}, expected [N, 17] (LLFF 3x5 pose + near/far)")
-    images = sorted(p for p in (root / "images").iterdir() if p.suffix in IMAGE_SUFFIXES) if (root / "images").is_dir() else []
+    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (root / "images").is_dir() else []
     if len(images) != len(poses_bounds):
         raise EconsgError(f"{path}: {len(poses_bounds)} poses for {len(images)} images in {root / 'images'}; expected one per image")
     class_names = read_ovs3d_classes(root)

@@ -100,6 +100,10 @@ def read(root: Path) -> SceneSource:
         if number >= len(poses):
             raise EconsgError(f"{path}: frame {number} has no line in {root / 'traj_w_c.txt'} ({len(poses)} poses)")
         width, height = image_size(path)
+        if (width, height) != (int(camera["w"]), int(camera["h"])):
+            raise EconsgError(f"{path}: image is {width}x{height} pixels, the camera ({root / 'cam_params.json'}, or the first "
+                              f"image without it) is "
+                              f"{int(camera['w'])}x{int(camera['h'])}; expected the camera of these images")
         shape = (height, width)
         depth, semantic, instance = depths.get(number), semantics.get(number), instances.get(number)
         frames.append(
