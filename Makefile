@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 # dvc.yaml runs `python -m stages.X`: put the venv first on PATH so that `python` is the venv's.
-RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+RUN := PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: venv lock demo test test-all bench clean-artifacts
 
@@ -34,5 +34,8 @@ bench: venv
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/fusion.py
 
+# The next `make demo` reruns every stage. metrics/*.json and plots/*.csv are git's (committed figures): a rerun
+# rewrites them, so they are kept here; plots' pictures are git-ignored and go.
 clean-artifacts:
-	rm -rf artifacts metrics plots data checkpoints
+	rm -rf artifacts data checkpoints
+	git clean -fdqX plots

@@ -82,7 +82,8 @@ COLUMNS = ("miou", "macc", "closed_set_miou", "open_set_miou", "teacher_miou", "
 
 def run_stages(stages: list[str], overrides: list[str], params_file: Path, root: Path, source: Path | None = None,
                reseed: tuple[int, str] | None = None, quiet: bool = False) -> None:
-    """Copy `source`'s artifacts of the stages upstream of `stages` into `root`, then run `stages` there with
+    """Copy `source`'s artifacts of the stages upstream of `stages` into `root` (afresh: a copy left by an earlier
+    invocation would be stale once the source has been rerun), then run `stages` there with
     `overrides`. Stages from synth or ingest on have nothing upstream to copy and need no `source`. With
     `reseed` = (seed, stage), that stage and the ones after it also run with `seed=seed`. `quiet` captures the
     stages' output; a failed stage's is then in the CalledProcessError raised."""
@@ -94,8 +95,12 @@ def run_stages(stages: list[str], overrides: list[str], params_file: Path, root:
         raise ValueError(f"run_stages from {stages[0]}: the artifacts of {', '.join(upstream)} need a source folder")
     for stage in upstream:
         target = artifacts / demo.artifact(stage).name
-        if not target.exists():
-            shutil.copytree(source / target.name, target)
+        origin = source / target.name
+        if origin.resolve() == target.resolve():
+            continue  # the run's own artifacts, from an earlier call
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(origin, target)
     paths = [f"paths.artifacts={artifacts}", f"paths.metrics={root / 'metrics'}", f"paths.plots={root / 'plots'}",
              f"paths.checkpoints={root / 'checkpoints'}"]
     for stage in stages:

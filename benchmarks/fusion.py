@@ -12,6 +12,7 @@ Run: .venv/bin/python benchmarks/fusion.py
 
 from __future__ import annotations
 
+import argparse
 import resource
 import time
 
@@ -87,6 +88,7 @@ def run(name: str, views: int, width: int, height: int, mode: str, rows: int = 6
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"D = {D}, {C} classes, voxel 5 cm, single process")
     run("A) 200 views 128x96, 64 mask rows", 200, 128, 96, "masks")
     run("B) 12 views 640x480, bilinear 40x30 grid", 12, 640, 480, "bilinear")

@@ -11,6 +11,7 @@ Run: .venv/bin/python benchmarks/latent_maps.py
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -45,6 +46,7 @@ def seconds(fn) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     torch.manual_seed(0)
     model = LatentAutoencoder(D, LATENT, (256, 128, 64, 32)).eval()
     rng = np.random.default_rng(0)

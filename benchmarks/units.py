@@ -86,9 +86,8 @@ def main() -> None:
         parser.error(f"--scales: expected positive factors, got {args.scales}")
     load_params(args.params, [*args.extra, *VOXELS["auto"]])  # a bad key or value stops here, before any run
     out = args.out.resolve()
-    drawn = out / "data_1"
-    if not drawn.exists():
-        run_stages(["synth"], [*args.extra, f"paths.data={drawn}"], args.params, out / "synth", quiet=True)
+    drawn = out / "data_1"  # drawn on every call: a room left by a call with other --set values would be stale
+    run_stages(["synth"], [*args.extra, f"paths.data={drawn}"], args.params, out / "synth", quiet=True)
     print("| scale | voxels | fuse voxel | median depth | fused points | Gaussians | PSNR | mIoU | seconds |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for scale in args.scales:

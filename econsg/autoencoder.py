@@ -176,7 +176,7 @@ def _as_tensors(features, labels, text_embeddings, device) -> tuple[torch.Tensor
         raise EconsgError(f"features: expected a non-empty [P, D] array, got shape {tuple(feats.shape)}")
     if text.ndim != 2 or text.shape[1] != feats.shape[1]:
         raise EconsgError(f"text_embeddings: expected shape [C, {feats.shape[1]}] like the features, got {tuple(text.shape)}")
-    labs = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).reshape(-1).long()
+    labs = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).reshape(-1).long().cpu()
     if labs.shape[0] != feats.shape[0]:
         raise EconsgError(f"labels: expected {feats.shape[0]} entries like features, got {labs.shape[0]}")
     if labs.numel() and (int(labs.min()) < IGNORE or int(labs.max()) >= text.shape[0]):
@@ -300,7 +300,7 @@ def encode_text(model: LatentAutoencoder, text_embeddings) -> torch.Tensor:
 @torch.no_grad()
 def latent_class_accuracy(model: LatentAutoencoder, features, labels, text_embeddings) -> float:
     """Fraction of labelled points whose argmax_c cos(E(f), T_z[c]) equals their label (IGNORE skipped)."""
-    labs = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).reshape(-1).long()
+    labs = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).reshape(-1).long().cpu()
     keep = labs != IGNORE
     if not bool(keep.any()):
         raise EconsgError("labels: every label is IGNORE; accuracy is undefined")
@@ -311,8 +311,9 @@ def latent_class_accuracy(model: LatentAutoencoder, features, labels, text_embed
 
 @torch.no_grad()
 def reconstruction_cosine(model: LatentAutoencoder, features) -> float:
-    """Mean cosine similarity between features [P, D] and their reconstructions G(E(F))."""
-    feats = torch.as_tensor(features).float()
+    """Mean cosine similarity between features [P, D] and their reconstructions G(E(F)), on the CPU (where
+    `encode_features` returns its latents) whatever device the features and the model are on."""
+    feats = torch.as_tensor(features).float().cpu()
     device = next(model.parameters()).device
     recon = model.decode(encode_features(model, feats).to(device)).cpu()
     return float(F.cosine_similarity(recon, feats, dim=-1).mean())

@@ -5,17 +5,17 @@ from __future__ import annotations
 from econsg.errors import EconsgError
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when CUDA is available, else 'cpu'; 'cuda[:N]' without CUDA is an error."""
+def resolve_device(device: str, field: str = "device") -> str:
+    """'auto' -> 'cuda' when CUDA is available, else 'cpu'; 'cuda[:N]' without CUDA is an error naming `field`."""
     import torch
 
     name = str(device)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EconsgError(f"device: {name!r} requested but CUDA is not available; expected 'auto' or 'cpu'")
+        raise EconsgError(f"{field}: {name!r} requested but CUDA is not available; expected 'auto' or 'cpu'")
     try:
         torch.device(name)
     except RuntimeError as error:
-        raise EconsgError(f"device: got {name!r}, expected 'auto', 'cpu' or 'cuda[:N]'") from error
+        raise EconsgError(f"{field}: got {name!r}, expected 'auto', 'cpu' or 'cuda[:N]'") from error
     return name

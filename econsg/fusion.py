@@ -191,6 +191,20 @@ def resolve_voxel_size(field: str, setting: float | str, median_depth: float, vo
                   f"arbitrary units, as COLMAP's are, wants {field}: auto")
 
 
+def points_seen_in_view(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int,
+                        depth_tolerance: float, max_depth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz [P', 3], flat pixel index [P']) of the points a view sees (`visible_points_depth_test`), those deeper than
+    `max_depth` along the camera's z left out, as `backproject_depth` leaves out deeper pixels."""
+    hit = visible_points_depth_test(points, K, c2w, width, height, depth_tolerance)
+    seen = np.flatnonzero(hit >= 0)
+    xyz, pix = points[seen], hit[seen]
+    if max_depth is not None:
+        cam_z = (xyz - np.asarray(c2w)[:3, 3]) @ np.asarray(c2w)[:3, 2]
+        near = cam_z <= max_depth
+        xyz, pix = xyz[near], pix[near]
+    return xyz, pix
+
+
 def visible_points_depth_test(
     points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int, depth_tolerance: float
 ) -> np.ndarray:
@@ -661,13 +675,7 @@ def fuse_multiview_features(
                 raise EconsgError(f"points: a point cloud is required ({why})")
             if source == "depth":
                 raise EconsgError(f"depth: source is 'depth' but view {view.view_id} has no depth map")
-            hit = visible_points_depth_test(points, view.K, view.c2w, w, h, depth_tolerance)
-            seen = np.flatnonzero(hit >= 0)
-            xyz, pix = points[seen], hit[seen]
-            if max_depth is not None:
-                cam_z = (xyz - np.asarray(view.c2w)[:3, 3]) @ np.asarray(view.c2w)[:3, 2]
-                near = cam_z <= max_depth
-                xyz, pix = xyz[near], pix[near]
+            xyz, pix = points_seen_in_view(points, view.K, view.c2w, w, h, depth_tolerance, max_depth)
         conf = None
         if use_confidence_weights and view.confidence is not None:
             conf = np.asarray(view.confidence).reshape(-1)[pix]

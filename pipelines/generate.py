@@ -253,8 +253,10 @@ def dvc_yaml(dataset: str) -> str:
     return HEADER + f"# Run from this folder: `dvc repro` (all {len(runs(dataset))} runs), `dvc repro ingest@{run_key(runs(dataset)[0])}`.\n" + yaml.safe_dump(body, sort_keys=False, width=100_000)
 
 
-# What `dvc init --subdir` writes into .dvc/: its presence makes the folder a DVC subproject.
-SUBPROJECT_FILES = {".dvc/config": "", ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n"}
+# What `dvc init --subdir` writes into .dvc/ (its presence makes the folder a DVC subproject), with usage reports
+# off as in the root's config. Written only where missing: the config is then the user's (`dvc remote add`).
+SUBPROJECT_FILES = {".dvc/config": "[core]\n    analytics = false\n",
+                    ".dvc/.gitignore": "/config.local\n/tmp\n/cache\n"}
 
 
 def files(dataset: str) -> dict[str, str]:
@@ -274,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in DATASETS:
         for rel, text in files(dataset).items():
             path = ROOT / rel
+            seeded = rel.removeprefix(f"pipelines/{dataset}/") in SUBPROJECT_FILES  # the user's once written
             if args.check:
-                if not path.is_file() or path.read_text() != text:
+                if not path.is_file() or (not seeded and path.read_text() != text):
                     stale.append(rel)
-            else:
+            elif not (seeded and path.is_file()):  # a remote added with `dvc remote add` stays
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
     if stale:

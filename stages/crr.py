@@ -26,6 +26,8 @@ def run(params: Params) -> None:
     V, H, W = scene.num_views, scene.height, scene.width
     # a generator: confidences are read one view at a time
     thresholds = crr_threshold((ex["confidence"][v] for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
+    if cfg.enabled and (warning := tau2_warning(cfg, thresholds)):
+        report(warning)
     D = text.shape[1]
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
     labelled = 0
@@ -86,6 +88,16 @@ def value_range(values: np.ndarray) -> str:
     """'0.311' for one value, '0.280-0.412' for a spread."""
     low, high = float(np.min(values)), float(np.max(values))
     return f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
+
+
+def tau2_warning(cfg, thresholds: np.ndarray) -> str | None:
+    """A warning when the per-view tau1 resolves at or below tau2 in some view: tau2 then drops labels tau1 keeps."""
+    below = int((thresholds <= cfg.tau2).sum())
+    if not below:
+        return None
+    return (f"crr: warning: in {below} of {len(thresholds)} views the {cfg.tau1_mode} tau1 (lowest "
+            f"{float(thresholds.min()):.3g}) is at or below crr.tau2 ({cfg.tau2}), so tau2 drops labels that tau1 keeps "
+            "(a teacher whose confidences are low, as CLIP's are); lower crr.tau2 below tau1")
 
 
 def nothing_labelled(cfg, thresholds: np.ndarray, confidences) -> EconsgError:

@@ -49,7 +49,10 @@ def run(params: Params) -> None:
     vocabulary = training_vocabulary(ex, scene.class_names)
     if warning := absent_open_set_warning(ex, scene.class_names):
         report(warning)
-    device = resolve_device(params.device)
+    # the backend's own device when set, else the run's
+    backend_device = ex.openclip_sam.device if ex.backend == "openclip_sam" else "auto"
+    device = (resolve_device(params.device) if backend_device == "auto"
+              else resolve_device(backend_device, "extract.openclip_sam.device"))
     if ex.backend == "synthetic":
         encoder = build_text_encoder(ex, device)
         text = embed_classes(encoder, vocabulary, ex)

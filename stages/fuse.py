@@ -21,7 +21,7 @@ from econsg.fusion import (
     backproject_depth,
     bilinear_feature_index,
     resolve_voxel_size,
-    visible_points_depth_test,
+    points_seen_in_view,
 )
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
@@ -50,10 +50,8 @@ def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: 
         depth = scene.depth(v) if depth is None else depth
         valid = (depth > 0) if max_depth is None else (depth > 0) & (depth <= max_depth)
         return backproject_depth(depth, scene.Ks[v], scene.c2w[v], valid)
-    points = scene.group["points"][...]
-    pixel = visible_points_depth_test(points, scene.Ks[v], scene.c2w[v], scene.width, scene.height, depth_tolerance)
-    seen = pixel >= 0
-    return points[seen], pixel[seen]
+    return points_seen_in_view(scene.group["points"][...], scene.Ks[v], scene.c2w[v], scene.width, scene.height,
+                               depth_tolerance, max_depth)
 
 
 def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray,

@@ -18,7 +18,8 @@ from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
-    images = torch.from_numpy(np.stack([scene.image(v) for v in indices])).to(device)
+    """The views `indices` with their images as stored (uint8; converted one view at a time as they are used)."""
+    images = torch.from_numpy(np.stack([scene.group["images"][v] for v in indices])).to(device)
     viewmats, Ks = scene.cameras(indices, device)
     return TrainViews(images=images, viewmats=viewmats, Ks=Ks, width=scene.width, height=scene.height, extras=extras or {})
 
@@ -69,8 +70,10 @@ def run(params: Params) -> None:
         features=initial_features(cfg, ae["latent"][...], seed=params.seed * 1000 + 7),
         generator=generator,
     ).to(device)
-    latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]).astype(np.float32)).to(device)
-    labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]).astype(np.int64)).to(device)
+    # the per-view targets keep their stored dtypes (float16 latents, int16 labels) and are widened one view at a time
+    # as the loss reads them: on a long sequence they are most of splat's memory
+    latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train])).to(device)
+    labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train])).to(device)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
     extras = {"latent_maps": latent_maps, "labels": labels}
 

@@ -28,6 +28,15 @@ def test_benchmark_imports_and_defines_main(path):
         assert callable(getattr(module, "main", None)), f"{path.name}: no main()"
 
 
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.stem)
+def test_benchmark_help_prints_and_runs_nothing(path, monkeypatch, capsys):
+    """`--help` explains a benchmark; before it was parsed by every one, `fusion.py --help` ran the benchmark."""
+    monkeypatch.setattr("sys.argv", [str(path), "--help"])
+    with load_benchmark(path) as module, pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
 def test_ablation_table_pairs_each_variant_with_the_full_method_by_seed():
     run = lambda miou: {"miou": miou, "teacher_miou": 0.5}  # noqa: E731
     with load_benchmark(ABLATIONS) as module:
@@ -199,3 +208,23 @@ def test_the_units_benchmark_puts_the_same_room_in_other_units(tmp_path):
     np.testing.assert_allclose(scaled.c2w[:, :3, :3], metric.c2w[:, :3, :3])
     np.testing.assert_allclose(scaled.depth(0), metric.depth(0) * 0.1, rtol=1e-6)
     assert scaled.median_depth == pytest.approx(metric.median_depth * 0.1)
+
+
+def test_ablation_runs_copy_their_upstream_artifacts_afresh(tmp_path, monkeypatch):
+    """A variant folder left by an earlier invocation must not keep its copy of a source that was rerun since."""
+    with load_benchmark(ABLATIONS) as module:
+        monkeypatch.setattr(module.subprocess, "run", lambda *args, **kwargs: None)  # the stages themselves are not run
+        params = load_params(ROOT / "params.yaml").paths
+        source = tmp_path / "source"
+        for stage in STAGE_ORDER[1 : STAGE_ORDER.index("crr")]:
+            (source / params.artifact(stage).name).mkdir(parents=True)
+        marker = source / params.artifact("extract").name / "marker"
+        marker.write_text("v1")
+        module.run_stages(["crr"], [], ROOT / "params.yaml", tmp_path / "variant", source)
+        marker.write_text("v2")  # the source reruns
+        module.run_stages(["crr"], [], ROOT / "params.yaml", tmp_path / "variant", source)
+        copied = tmp_path / "variant" / "artifacts" / params.artifact("extract").name / "marker"
+        assert copied.read_text() == "v2"
+        own = tmp_path / "variant" / "artifacts"
+        module.run_stages(["crr"], [], ROOT / "params.yaml", tmp_path / "variant", own)  # its own: left as it is
+        assert copied.read_text() == "v2"

@@ -270,3 +270,13 @@ def test_a_crr_that_labels_nothing_names_the_threshold_to_lower(settings, thresh
     message = str(nothing_labelled(CrrParams(**settings), np.array(thresholds), [np.array([0.5, 0.89])]))
     assert advice in message and "reaches at most 0.890" in message
     assert ("crr.tau2 below" in message) == (advice == "lower crr.tau2 below tau1")
+
+
+def test_a_tau1_resolved_below_tau2_is_warned_about_naming_both():
+    from stages.crr import tau2_warning
+
+    cfg = CrrParams(tau1_mode="quantile", tau1=0.55, tau2=0.25)
+    assert tau2_warning(cfg, np.array([0.46, 0.5])) is None
+    message = tau2_warning(cfg, np.array([0.23, 0.3, 0.24]))
+    assert "in 2 of 3 views the quantile tau1 (lowest 0.23) is at or below crr.tau2 (0.25)" in message
+    assert "lower crr.tau2" in message

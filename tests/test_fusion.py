@@ -400,3 +400,15 @@ def test_median_depth_of_a_long_sequence_is_taken_in_an_even_stride_of_its_views
     strided = median_view_depth(points, Ks[::3], c2ws[::3], W, H)
     assert median_view_depth(points, Ks, c2ws, W, H) == strided
     assert median_view_depth(points, Ks[:MEDIAN_DEPTH_VIEWS], c2ws[:MEDIAN_DEPTH_VIEWS], W, H) != strided  # all of them
+
+
+def test_points_seen_in_a_view_leave_out_those_beyond_max_depth():
+    """fuse from a point cloud (COLMAP scenes) honours fuse.max_depth as fuse from depth does."""
+    from econsg.fusion import points_seen_in_view
+
+    points = np.array([[0.0, 0.0, 1.0], [0.5, 0.0, 10.0], [0.0, 0.3, 1.5]])  # apart in the image, no occlusion
+    xyz, pixel = points_seen_in_view(points, K, np.eye(4), W, H, 0.05)
+    assert len(xyz) == 3
+    near, near_pixel = points_seen_in_view(points, K, np.eye(4), W, H, 0.05, max_depth=2.0)
+    np.testing.assert_array_equal(near, points[[0, 2]])
+    np.testing.assert_array_equal(near_pixel, pixel[[0, 2]])

@@ -96,6 +96,24 @@ def test_default_sam_path_follows_model_type(clip_and_tokenizer, tmp_path, monke
         OpenClipSamExtractor(tiny_params(sam_model_type="vit_l"), clip_model=model, tokenizer=tokenizer, device="cpu")
 
 
+def test_a_sam_checkpoint_of_another_model_type_says_which_in_one_line(tmp_path):
+    from econsg.features.openclip_sam import load_sam
+
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, path)  # vit_b's first layer
+    with pytest.raises(EconsgError) as info:
+        load_sam(tiny_params(sam_model_type="vit_h", sam_checkpoint=str(path)), torch.device("cpu"))
+    message = str(info.value)
+    assert "holds SAM vit_b weights, but extract.openclip_sam.sam_model_type is vit_h; set it to vit_b" in message
+    assert "\n" not in message
+    with pytest.raises(EconsgError) as info:  # the right type, but not the rest of the weights
+        load_sam(tiny_params(sam_model_type="vit_b", sam_checkpoint=str(path)), torch.device("cpu"))
+    assert "does not hold SAM 'vit_b' weights" in str(info.value) and len(str(info.value)) < 600
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(EconsgError, match="is not a readable PyTorch weights file"):
+        load_sam(tiny_params(sam_model_type="vit_h", sam_checkpoint=str(path)), torch.device("cpu"))
+
+
 def test_missing_clip_weights_name_tag_source_and_key(tmp_path):
     with pytest.raises(EconsgError) as info:
         resolve_clip_checkpoint("ViT-B-16", "laion2b_s34b_b88k", None, cache_dir=str(tmp_path))

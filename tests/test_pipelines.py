@@ -128,14 +128,33 @@ def test_every_runs_evaluate_pictures_are_a_plot(dataset):
     assert all(options["title"].startswith(f"{path}: ") for path in paths for options in [plots[f"plots/{path}/evaluate"]])
 
 
-def test_generated_files_are_up_to_date():
+def _generate_module():
     spec = importlib.util.spec_from_file_location("pipelines_generate", ROOT / "pipelines" / "generate.py")
     generate = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = generate  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(generate)
+    return generate
+
+
+def test_generated_files_are_up_to_date():
+    generate = _generate_module()
     for dataset in generate.DATASETS:
         for rel, text in generate.files(dataset).items():
             assert (ROOT / rel).read_text() == text, f"{rel} is stale: run `python pipelines/generate.py`"
+
+
+def test_regenerating_keeps_a_subprojects_own_dvc_config(tmp_path, monkeypatch):
+    """`dvc remote add` writes into pipelines/<dataset>/.dvc/config: generate.py seeds that file once, then leaves it."""
+    generate = _generate_module()
+    monkeypatch.setattr(generate, "ROOT", tmp_path)
+    assert generate.main([]) == 0
+    config = tmp_path / "pipelines" / "replica" / ".dvc" / "config"
+    assert "analytics = false" in config.read_text()
+    config.write_text(config.read_text() + "['remote \"store\"']\n    url = /mnt/store\n")
+    assert generate.main([]) == 0 and "/mnt/store" in config.read_text()
+    assert generate.main(["--check"]) == 0
+    (tmp_path / "pipelines" / "replica" / "params.yaml").write_text("stale\n")
+    assert generate.main(["--check"]) == 1
 
 
 def _git_ignored(paths: list[str]) -> set[str]:

@@ -116,3 +116,12 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     extracted, _ = load_ply(root / "plots/edit/wall_extract.ply")
     gaussians = open_artifact(root / "artifacts" / "splat.zarr", "splat")
     assert 0 < len(extracted["means"]) <= gaussians["means"].shape[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_the_backends_own_device_is_honoured_and_refused_where_absent(real_run):
+    from econsg.errors import EconsgError
+
+    root, _ = real_run
+    with pytest.raises(EconsgError, match=r"extract.openclip_sam.device: 'cuda' requested but CUDA is not available"):
+        run_stage("extract", root / "params.yaml", ("extract.openclip_sam.device=cuda",))

@@ -324,3 +324,20 @@ def test_bad_views_and_sh_degree_are_refused():
         train_gaussians(bad, params, config(), generator=torch.Generator(), progress=False)
     with pytest.raises(EconsgError, match="cfg.sh_degree: got 3, but params store SH coefficients only up to degree 1"):
         train_gaussians(views, params, config(sh_degree=3), generator=torch.Generator(), progress=False)
+
+
+def test_images_kept_as_stored_uint8_train_as_their_float_values_do():
+    """The views may keep their images as stored (uint8, a quarter of the memory): each step's target is the same
+    float32 image, so training gives the same Gaussians to the bit."""
+    views, params = tiny_problem()
+    stored = (views.images * 255).round().to(torch.uint8)
+    as_float = TrainViews(images=stored.float() / 255.0, viewmats=views.viewmats, Ks=views.Ks, width=WIDTH, height=HEIGHT)
+    as_stored = TrainViews(images=stored, viewmats=views.viewmats, Ks=views.Ks, width=WIDTH, height=HEIGHT)
+    trained = [snapshot(train_gaussians(v, tiny_problem()[1], densifying(), generator=torch.Generator().manual_seed(0),
+                                        progress=False).params) for v in (as_float, as_stored)]  # fmt: skip
+    assert trained[0].keys() == trained[1].keys()
+    for name in trained[0]:
+        assert torch.equal(trained[0][name], trained[1][name]), name
+    with pytest.raises(EconsgError, match=r"views.images: dtype torch.float64, expected torch.uint8 or torch.float32"):
+        train_gaussians(TrainViews(images=views.images.double(), viewmats=views.viewmats, Ks=views.Ks, width=WIDTH,
+                                   height=HEIGHT), params, config(), generator=torch.Generator(), progress=False)

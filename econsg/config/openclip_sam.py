@@ -25,7 +25,9 @@ class OpenClipSamParams(Section):
         "laion2b_s34b_b88k",
         min_length=1,
         description="open_clip pretrained tag of model_name; its weights are looked up in the local caches "
-        "(Hugging Face hub cache, ~/.cache/clip) unless clip_checkpoint is set.",
+        "(Hugging Face hub cache, ~/.cache/clip) unless clip_checkpoint is set. Name the tag of clip_checkpoint's "
+        "weights too: it also sets the activation (QuickGELU for the OpenAI, DFN and MetaCLIP weights) and the "
+        "input normalisation, which a weights file does not record.",
     )
     clip_checkpoint: str | None = Field(
         None,
@@ -83,7 +85,8 @@ class OpenClipSamParams(Section):
         "masks left smaller than it are dropped (0 = off).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Torch device of both models: auto picks CUDA when present (mixed precision on CUDA)."
+        "auto", description="Torch device of both models: auto = the top-level `device` (which picks CUDA when "
+        "present); mixed precision on CUDA."
     )
 
     @field_validator("clip_checkpoint", "sam_checkpoint", "clip_cache_dir")

@@ -189,16 +189,36 @@ def load_sam(params: OpenClipSamParams, device: torch.device) -> nn.Module:
     from segment_anything import sam_model_registry
 
     path = check_sam_checkpoint(params)
-    sam = sam_model_registry[params.sam_model_type](checkpoint=None)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling raises assorted types
+        raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} is not a readable PyTorch weights file "
+                          f"({_first_line(error)})") from None
+    held = sam_model_type_of(state)
+    if held is not None and held != params.sam_model_type:
+        raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} holds SAM {held} weights, but "
+                          f"{PARAMS_KEY}.sam_model_type is {params.sam_model_type}; set it to {held}")
+    sam = sam_model_registry[params.sam_model_type](checkpoint=None)
+    try:
         sam.load_state_dict(state)
-    except Exception as error:  # unpickling and state-dict mismatches raise assorted types
-        raise EconsgError(
-            f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} does not hold SAM {params.sam_model_type!r} weights "
-            f"(check {PARAMS_KEY}.sam_model_type): {error}"
-        ) from error
+    except Exception as error:  # state-dict mismatches: their messages list every key, so only the first line
+        raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} does not hold SAM {params.sam_model_type!r} "
+                          f"weights ({_first_line(error)})") from None
     return sam.to(device).eval()
+
+
+SAM_ENCODER_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # image encoder's patch-embedding channels
+
+
+def sam_model_type_of(state: dict) -> str | None:
+    """The SAM model type a state dict holds, by its image encoder's width; None when it is not SAM's."""
+    weight = state.get("image_encoder.patch_embed.proj.weight") if isinstance(state, dict) else None
+    return SAM_ENCODER_WIDTHS.get(int(weight.shape[0])) if torch.is_tensor(weight) else None
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def pixel_statistics(params: OpenClipSamParams, model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

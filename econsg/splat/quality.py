@@ -29,6 +29,6 @@ def evaluate_rgb(params, views, cfg) -> dict[str, float]:
     for v in range(len(views.images)):
         out = render_gaussians(params, views.viewmats[v : v + 1], views.Ks[v : v + 1], views.width, views.height,
                                cfg.sh_degree, cfg.backend, with_features=False)
-        scores.append(rgb_quality(out.colors[0].clamp(0, 1), views.images[v]))
+        scores.append(rgb_quality(out.colors[0].clamp(0, 1), views.image(v)[0]))
     psnrs, ssims = zip(*scores)
     return {"test_psnr": float(np.mean(psnrs)), "test_ssim": float(np.mean(ssims)), "test_views": len(scores)}

@@ -49,8 +49,9 @@ ExtraLoss = Callable[[Any, int, torch.nn.ParameterDict], tuple[Tensor, dict[str,
 class TrainViews:
     """Posed training images, all on the device the Gaussians train on.
 
-    images [V, H, W, 3] float32 in [0, 1]; viewmats [V, 4, 4] world-to-camera (OpenCV); Ks [V, 3, 3]
-    pixels; width W, height H; extras: per-view tensors [V, ...] for `extra_loss` (e.g. latent maps).
+    images [V, H, W, 3] uint8 as stored (a quarter of float32's memory on a long sequence; `image` converts one view
+    at a time) or float32 in [0, 1]; viewmats [V, 4, 4] world-to-camera (OpenCV); Ks [V, 3, 3] pixels; width W,
+    height H; extras: per-view tensors [V, ...] for `extra_loss` (e.g. latent maps, kept in their stored dtypes).
     """
 
     images: Tensor
@@ -59,6 +60,11 @@ class TrainViews:
     width: int
     height: int
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def image(self, view: int) -> Tensor:
+        """[1, H, W, 3] float32 in [0, 1]: the training target of `view`."""
+        image = self.images[view : view + 1]
+        return image.float() / 255.0 if image.dtype == torch.uint8 else image
 
 
 @dataclass
@@ -175,8 +181,10 @@ def check_views(views: TrainViews, device: torch.device) -> int:
         raise EconsgError(f"views.viewmats: got {_shape(views.viewmats)}, expected [{v}, 4, 4]")
     if not isinstance(views.Ks, Tensor) or tuple(views.Ks.shape) != (v, 3, 3):
         raise EconsgError(f"views.Ks: got {_shape(views.Ks)}, expected [{v}, 3, 3]")
+    if images.dtype not in (torch.uint8, torch.float32):
+        raise EconsgError(f"views.images: dtype {images.dtype}, expected torch.uint8 or torch.float32 in [0, 1]")
     for name, value in (("images", images), ("viewmats", views.viewmats), ("Ks", views.Ks)):
-        if value.dtype != torch.float32:
+        if name != "images" and value.dtype != torch.float32:
             raise EconsgError(f"views.{name}: dtype {value.dtype}, expected torch.float32")
         if value.device != device:
             raise EconsgError(f"views.{name}: on {value.device}, expected the Gaussians' device {device}")
@@ -353,7 +361,7 @@ def train_gaussians(
                                    views.height, active_sh_degree(step, cfg), cfg.backend,
                                    feature_geometry_grad=cfg.feature_geometry_grad)  # fmt: skip
             strategy.step_pre_backward(params, optimizers, state, step, out.meta)
-            gt = views.images[view : view + 1]
+            gt = views.image(view)
             loss = color_loss(out.colors, gt, cfg.ssim_lambda)
             logged: dict[str, float] = {}
             if extra_loss is not None:
