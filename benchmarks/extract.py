@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from econsg.config.openclip_sam import OpenClipSamParams
-from econsg.device import resolve_device
+from econsg.device import resolve_device, synchronize
 from econsg.features.openclip_sam import (
     OpenClipSamExtractor,
     random_clip_model,
@@ -34,17 +34,12 @@ from econsg.features.text import HashedTextEncoder, encode_vocabulary
 VOCABULARY = ["wall", "floor", "ceiling", "table", "chair", "sofa", "lamp", "shelf", "bed", "cabinet"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn, device: torch.device) -> float:
     """Wall seconds of fn() (CUDA synchronised)."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 

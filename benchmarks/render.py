@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from econsg.artifacts import open_artifact
+from econsg.device import synchronize
 from econsg.render import render
 from econsg.scene.store import open_scene
 from econsg.splat import render_gaussians
@@ -50,11 +51,6 @@ def random_scene(n: int, width: int, height: int, focal: float, n_features: int,
     return scene, viewmats, Ks
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_render(scene, viewmats, Ks, width, height, device, backward: bool, repeats: int) -> float:
     """Median seconds of one render (and backward of a loss on every output when asked)."""
     params = {k: (v.clone().requires_grad_(backward) if v is not None else None) for k, v in scene.items()}
@@ -75,10 +71,10 @@ def time_render(scene, viewmats, Ks, width, height, device, backward: bool, repe
     once()  # warm-up
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         once()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -94,15 +90,15 @@ def time_trained_scene(artifacts: Path, n_views: int, repeats: int, device: str)
 
     def step(view: int) -> tuple[float, float]:
         params = {name: value.clone().requires_grad_(True) for name, value in stored.items()}
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         out = render_gaussians(params, viewmats[view : view + 1], Ks[view : view + 1], scene.width, scene.height,
                                sh_degree, feature_geometry_grad=False)  # fmt: skip
-        _sync(device)
+        synchronize(device)
         middle = time.perf_counter()
         loss = out.colors.square().sum() + out.alpha.sum() + (out.features.abs().sum() if out.features is not None else 0)
         loss.backward()
-        _sync(device)
+        synchronize(device)
         return middle - start, time.perf_counter() - middle
 
     step(0)  # warm-up

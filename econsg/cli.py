@@ -232,6 +232,8 @@ def _parse_views(views: str | None, available, option: str = "--views") -> list[
         chosen = [int(x) for x in views.split(",") if x.strip()]
     except ValueError:
         raise EconsgError(f"{option}: {views!r} is not a comma-separated list of view indices") from None
+    if not chosen:
+        raise EconsgError(f"{option}: {views!r} names no view; expected comma-separated view indices, like 0,3")
     bad = [v for v in chosen if v not in set(allowed)]
     if bad:
         raise EconsgError(f"{option}: {bad} are not among the available views ({_shown_views(allowed)})")

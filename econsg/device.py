@@ -19,3 +19,12 @@ def resolve_device(device: str, field: str = "device") -> str:
     except RuntimeError as error:
         raise EconsgError(f"{field}: got {name!r}, expected 'auto', 'cpu' or 'cuda[:N]'") from error
     return name
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): call before reading a clock around GPU work,
+    or the time measures the launches, not the work. Nothing to wait for on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

@@ -18,7 +18,7 @@ from econsg.config import Params
 from econsg.errors import ArtifactError
 from econsg.edit import select_gaussians
 from econsg.evaluation import gaussian_ground_truth_labels, selection_iou, subset_scores, vocabulary_to_scene_ids
-from econsg.device import resolve_device
+from econsg.device import resolve_device, synchronize
 from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
@@ -217,11 +217,14 @@ def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cach
     cfg = params.evaluate
     viewmat, K = scene.cameras(scene.test_indices[:1], device)
     render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)  # warm-up
+    synchronize(device)  # on CUDA the clock must wait for the kernels, not their launches
     start = time.perf_counter()
     for _ in range(cfg.timing_repeats):
         render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)
+    synchronize(device)
     render_seconds = (time.perf_counter() - start) / cfg.timing_repeats
     cached = torch.from_numpy(cached_features).to(device)
+    synchronize(device)
     start = time.perf_counter()
     for r in range(cfg.timing_repeats):
         latent = query.text_latents([f"an unseen thing number {r}"])

@@ -156,3 +156,12 @@ def test_an_output_ply_without_the_ply_suffix_is_refused_before_any_work(tmp_pat
     params.write_text(f"paths:\n  artifacts: {tmp_path / 'none'}\n")  # no run here: the path must stop it first
     result = runner.invoke(app, [*command, "--params", str(params)])
     assert result.exit_code == 1 and "--out:" in result.stderr and "expected a path ending in .ply" in result.stderr
+
+
+def test_an_empty_view_list_is_refused():
+    from econsg.cli import _parse_views
+    from econsg.errors import EconsgError
+
+    assert _parse_views("1,2", [0, 1, 2]) == [1, 2] and _parse_views(None, [0, 1]) == [0, 1]
+    with pytest.raises(EconsgError, match="--views: '' names no view"):
+        _parse_views("", [0, 1, 2])
