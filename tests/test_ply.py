@@ -108,5 +108,26 @@ def test_load_refuses_missing_and_foreign_files(tmp_path: Path):
     from plyfile import PlyElement
 
     PlyData([PlyElement.describe(points, "vertex")]).write(str(tmp_path / "points.ply"))
-    with pytest.raises(EconsgError, match="points.ply: missing 3DGS properties nx, ny, nz"):
+    with pytest.raises(EconsgError, match="points.ply: missing 3DGS properties f_dc_0, f_dc_1, f_dc_2, opacity"):
         load_ply(tmp_path / "points.ply")
+
+
+def test_a_ply_without_normals_as_gsplat_exports_it_loads(tmp_path: Path):
+    from plyfile import PlyElement
+
+    params = random_gaussians(5, sh_degree=1)
+    written = PlyData.read(str(export_ply(tmp_path / "ours.ply", torch.nn.ParameterDict(params))))["vertex"].data
+    kept = [name for name in written.dtype.names if name not in ("nx", "ny", "nz")]  # gsplat's export_splats layout
+    gsplat_like = np.empty(len(written), [(name, "f4") for name in kept])
+    for name in kept:
+        gsplat_like[name] = written[name]
+    PlyData([PlyElement.describe(gsplat_like, "vertex")]).write(str(tmp_path / "gsplat.ply"))
+    loaded, _ = load_ply(tmp_path / "gsplat.ply")
+    for name, value in params.items():
+        assert torch.equal(loaded[name], value), name
+
+
+def test_no_gaussians_export_as_an_empty_ply(tmp_path: Path):
+    params = {name: value[:0] for name, value in random_gaussians(3, sh_degree=2).items()}
+    loaded, _ = load_ply(export_ply(tmp_path / "empty.ply", torch.nn.ParameterDict(params)))
+    assert loaded["means"].shape == (0, 3) and loaded["shN"].shape == (0, 8, 3)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +140,7 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     if backgrounds is not None and tuple(backgrounds.shape) != (c, 3):
         raise EconsgError(f"backgrounds: got shape {tuple(backgrounds.shape)}, expected [C, 3] with C = {c}")
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise EconsgError(f"{name}: got {value!r}, expected a positive integer (pixels)")
     if not 0 < near_plane < far_plane:
         raise EconsgError(f"near_plane/far_plane: got {near_plane}/{far_plane}, expected 0 < near_plane < far_plane")

@@ -54,7 +54,8 @@ def init_gaussians_from_points(
 
     xyz [P, 3] metres; rgb [P, 3] in [0, 1]; features [P, d] optional semantic channels (copied);
     sh_degree 0..4 sets the width of shN ((sh_degree + 1)^2 - 1 coefficients, zeros). Scale = init_scale
-    x mean distance to the 3 nearest points; rotations uniform random in [0, 1)^4 from `generator`
+    x mean distance to the 3 nearest points (simple_trainer and 3DGS take the root-mean-square of the same three
+    distances, a little larger where they differ); rotations uniform random in [0, 1)^4 from `generator`
     (as simple_trainer); opacity = init_opacity. Returns float32 parameters on xyz's device.
     """
     if not isinstance(xyz, Tensor) or xyz.ndim != 2 or xyz.shape[1] != 3:

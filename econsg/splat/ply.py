@@ -27,6 +27,9 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
 
+NORMALS = ("nx", "ny", "nz")  # written (zeros) as the reference 3DGS does; read from nowhere
+
+
 def _standard_names(n_rest: int) -> list[str]:
     return (
         ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -46,7 +49,8 @@ def _columns(params: Mapping[str, object], extra: Mapping[str, np.ndarray] | Non
     n = check_gaussians(params)
     means = _numpy(params["means"])
     sh0 = _numpy(params["sh0"])[:, 0, :]  # [N, 3]
-    rest = np.ascontiguousarray(_numpy(params["shN"]).transpose(0, 2, 1)).reshape(n, -1)  # [N, 3(K-1)] channel-major
+    shN = _numpy(params["shN"])
+    rest = np.ascontiguousarray(shN.transpose(0, 2, 1)).reshape(n, 3 * shN.shape[1])  # [N, 3(K-1)] channel-major
     scales = _numpy(params["scales"])
     quats = _numpy(params["quats"])
     blocks = [means, np.zeros((n, 3), np.float32), sh0, rest, _numpy(params["opacities"])[:, None], scales, quats]
@@ -122,7 +126,7 @@ def load_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.nd
         raise EconsgError(f"{path}: not a readable PLY file with a 'vertex' element ({error})") from None
     names = [prop.name for prop in vertex.properties]
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
-    required = _standard_names(n_rest)
+    required = [name for name in _standard_names(n_rest) if name not in NORMALS]  # gsplat's export writes none
     missing = [name for name in required if name not in names]
     if missing:
         raise EconsgError(f"{path}: missing 3DGS properties {', '.join(missing[:6])}; expected the standard 3DGS layout")
@@ -148,7 +152,7 @@ def load_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.nd
     extras: dict[str, np.ndarray] = {}
     grouped: dict[str, dict[int, str]] = {}
     for name in names:
-        if name in required:
+        if name in required or name in NORMALS:
             continue
         match = _INDEXED.match(name)
         if match:
