@@ -30,7 +30,8 @@ def apply_edit(params: dict[str, torch.Tensor], selected: torch.Tensor, action: 
         return {k: v[selected] for k, v in params.items()}
     if action == "recolour":
         edited = {k: v.clone() for k, v in params.items()}
-        edited["sh0"][selected] = rgb_to_sh0(torch.tensor(colour, dtype=edited["sh0"].dtype)).reshape(1, 1, 3)
+        edited["sh0"][selected] = rgb_to_sh0(torch.tensor(colour, dtype=edited["sh0"].dtype,
+                                                          device=edited["sh0"].device)).reshape(1, 1, 3)
         edited["shN"][selected] = 0.0
         return edited
     raise EconsgError(f"action: {action!r}; expected remove, extract or recolour")

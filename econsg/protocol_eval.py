@@ -4,14 +4,18 @@ stage renders (label maps or relevancy maps, keyed by view name) and the scorers
 Protocols (their sources are documented in econsg.protocols):
 - "paper": econSG's mIoU / mAcc over the classes present (`score_paper`), label maps against the scene's
   ground-truth class maps;
-- "scannet19" / "scannet15" / "scannet10": the same on OpenGaussian's ScanNet class subsets; predictions and
+- "scannet19" / "scannet15" / "scannet10": the same on OpenGaussian's ScanNet class subsets, scored on the held-out
+  views' 2D label maps. OpenGaussian scores one label per Gaussian against the mesh vertices' labels
+  (scripts/eval_scannet.py), a 3D measure: these figures are not comparable with its table. Predictions and
   ground truth are in the scene's NYU40 ids (nyu40id - 1) and are mapped with `scannet_subset`. The
   predictions should be an argmax over the subset's names only (`protocol_vocabulary`), as the reference
   queries only those classes; a predicted class outside the subset counts as wrong;
 - "ovs3d": 3D-OVS (`score_ovs3d`) against the per-class masks of `<scene>/segmentations/<view index>/`,
   read here from the dataset folder (a pixel may be in no mask or in several, which label maps cannot hold);
 - "lerf": LERF-OVS as LangSplat scores it (`score_lerf`, `summarise_lerf`): relevancy maps per text query
-  against the labelme JSONs of `label/<scene>/`, matched to rendered views by frame name.
+  (`econsg.query.lerf_relevancy`, LangSplat's temperature) against the labelme JSONs of `label/<scene>/`, matched to
+  rendered views by frame name. The labelled frames are rendered whatever their split, as LangSplat scores them
+  (they are training views there); relevancy is taken in econSG's latent space, not in decoded CLIP features.
 
 Every function returns a JSON-ready dict whose first key is `protocol`; fractions are in [0, 1].
 """

@@ -23,6 +23,8 @@ from econsg.scene.readers.scannet import NYU40_CLASS_NAMES, SCANNET_SUBSETS
 LERF_SMOOTH_KERNEL = 30  # LangSplat: 30x30 box filter before the peak search and the IoU
 LERF_MASK_THRESHOLD = 0.4  # LangSplat eval.sh / argparse default `mask_thresh`
 LERF_MAJORITY_RADIUS = 3  # LangSplat eval/utils.py `smooth`: majority vote in a 7x7 window
+LERF_CANONICAL = ("object", "things", "stuff", "texture")  # LERF's canonical negative phrases
+LERF_RELEVANCY_TEMPERATURE = 0.1  # LangSplat eval/openclip_encoder.py `get_relevancy`: cosines x 10
 
 
 def score_paper(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = IGNORE) -> dict:

@@ -31,11 +31,12 @@ class LatentQuery:
 
     @torch.no_grad()
     def text_latents(self, texts: Sequence[str]) -> torch.Tensor:
-        """[Q, d] normalised latents T_z of arbitrary texts (prompt templates averaged)."""
+        """[Q, d] normalised latents T_z of arbitrary texts (prompt templates averaged), on the query's device, where
+        the features they are compared with are rendered."""
         if blank := [text for text in texts if not text.strip()]:
             raise EconsgError(f"query text: got {blank[0]!r}, expected a non-empty text such as 'a red chair'")
         embeddings = torch.from_numpy(embed_classes(self.encoder, list(texts), self.params)).to(self.device)
-        return encode_text(self.model, embeddings)
+        return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
 
 
 @torch.no_grad()
@@ -47,6 +48,15 @@ def relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_late
     """
     latents = torch.cat([query_latent[None], other_canonical(canonical_latents, query_latent[None])], dim=0)
     return torch.softmax(latent_logits(features, latents, temperature), dim=-1)[..., 0]
+
+
+def lerf_relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_latents: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """LERF's relevancy, as the LERF-OVS protocol scores it (LangSplat's evaluation): for each canonical phrase the
+    two-way softmax of the query against it, the smallest over the phrases; features [..., d] -> [...] in [0, 1].
+    min_i softmax([q, c_i] / T)[0] = sigmoid((q - max_i c_i) / T) with q, c_i the cosines with f."""
+    logits = latent_logits(features, torch.cat([query_latent[None], canonical_latents]), temperature)
+    return torch.sigmoid(logits[..., 0] - logits[..., 1:].max(dim=-1).values)
 
 
 def other_canonical(canonical_latents: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:

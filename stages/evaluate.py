@@ -15,7 +15,7 @@ import torch
 from econsg import viz
 from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
-from econsg.errors import ArtifactError
+from econsg.errors import ArtifactError, EconsgError
 from econsg.edit import select_gaussians
 from econsg.evaluation import gaussian_ground_truth_labels, selection_iou, subset_scores, vocabulary_to_scene_ids
 from econsg.device import resolve_device, synchronize
@@ -25,15 +25,14 @@ from econsg.metrics import confusion_matrix, multiview_consistency, segmentation
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
-from econsg.query import LatentQuery, relevancy
+from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
+from econsg.query import LatentQuery, lerf_relevancy
+from econsg.scene.readers.lerf import read_lerf_labels
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
 from econsg.splat.gaussians import render_gaussians
 from econsg.splat.quality import load_gaussians, rgb_quality
 from econsg.workspace import load_autoencoder, open_stage
-
-LERF_CANONICAL = ("object", "things", "stuff", "texture")  # LERF's canonical negative phrases
-
 
 def run(params: Params) -> None:
     cfg = params.evaluate
@@ -113,9 +112,6 @@ def run(params: Params) -> None:
             feat_arr[i] = features.cpu().numpy().astype(np.float16)
             preds[v] = pred
             depths[v] = scene.depth(v) if scene.has_depth else rendered.depth[0, ..., 0].cpu().numpy()
-            if cfg.protocol == "lerf":
-                relevancies[scene.names[v]] = np.stack(
-                    [relevancy(features, q, canonical, params.splat.temperature).cpu().numpy() for q in eval_latents])
             tiles = [("image", scene.image(v)), ("render", rgb_np)]
             if truth is not None:
                 gt = truth.classes(v).astype(np.int64)
@@ -135,6 +131,9 @@ def run(params: Params) -> None:
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
 
+    if cfg.protocol == "lerf":
+        relevancies = lerf_relevancy_maps(scene, lerf_labels, gaussians, sh_degree, params.splat.backend, eval_latents,
+                                          canonical, device)
     agree, compared = 0.0, 0
     for a, b in zip(test[:-1], test[1:]):
         fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],
@@ -182,6 +181,31 @@ def run(params: Params) -> None:
             relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
             lerf_labels=lerf_labels, downscale=downscale, lerf_threshold=cfg.relevancy_threshold)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
+
+
+def lerf_frame_views(view_names: list[str], labels_folder: Path) -> list[int]:
+    """The views of the LERF-OVS labelled frames (frame_00152.jpg -> the view named frame_00152), whatever their
+    split: LangSplat scores them as training views, and every 8th view held out by the readers rarely is one."""
+    frames = [Path(frame.name).stem for frame in read_lerf_labels(labels_folder)]
+    missing = [name for name in frames if name not in view_names]
+    if missing:
+        raise EconsgError(f"{labels_folder}: labelled frames {missing[:5]} are no view of the scene (views are named "
+                          f"like {view_names[:3]}); expected the label files of this scene")
+    return [view_names.index(name) for name in frames]
+
+
+@torch.no_grad()
+def lerf_relevancy_maps(scene, labels_folder: Path, gaussians, sh_degree: int, backend: str, query_latents: torch.Tensor,
+                        canonical: torch.Tensor, device: str) -> dict[str, np.ndarray]:
+    """[Q, H, W] LERF relevancy (`lerf_relevancy`, LangSplat's temperature) of every query, for each labelled frame's
+    view, keyed by view name."""
+    maps = {}
+    for v in track(lerf_frame_views(scene.names, labels_folder), "evaluate: LERF-OVS labelled frames"):
+        viewmat, K = scene.cameras(v, device)
+        features = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, backend).features[0]
+        maps[scene.names[v]] = np.stack([lerf_relevancy(features, q, canonical, LERF_RELEVANCY_TEMPERATURE).cpu().numpy()
+                                         for q in query_latents])
+    return maps
 
 
 def geometry_oracle_features(gaussian_labels: np.ndarray, num_classes: int) -> torch.Tensor:

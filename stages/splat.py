@@ -86,6 +86,10 @@ def run(params: Params) -> None:
         extras["pixel_weights"] = torch.from_numpy(agreement_weights(fused, train)).to(device)
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
     views = load_views(scene, train, device, extras=extras)
+    if device.startswith("cuda") and cfg.backend != "torch":
+        from econsg.render.gsplat_backend import require_gsplat_kernels
+
+        require_gsplat_kernels()  # a first use builds them (minutes): before training, which is timed
     extra_loss = semantic_loss(cfg, views.extras["latent_maps"], views.extras["labels"], text_latents,
                                views.extras.get("distill_mask"), views.extras.get("pixel_weights"))
     result = train_gaussians(

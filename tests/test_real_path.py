@@ -125,3 +125,23 @@ def test_the_backends_own_device_is_honoured_and_refused_where_absent(real_run):
     root, _ = real_run
     with pytest.raises(EconsgError, match=r"extract.openclip_sam.device: 'cuda' requested but CUDA is not available"):
         run_stage("extract", root / "params.yaml", ("extract.openclip_sam.device=cuda",))
+
+
+def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_run):
+    """LERF-OVS labels frames that are mostly training views (LangSplat scores them so); evaluate renders each."""
+    from tests.dataset_fixtures import write_lerf_frame
+
+    root, views = real_run
+    scene = open_artifact(root / "artifacts" / "scene.zarr", "ingest")
+    names, is_train = list(scene.attrs["view_names"]), scene["is_train"][:]
+    chosen = [names[int(np.flatnonzero(is_train)[1])], names[int(np.flatnonzero(~is_train)[0])]]  # a training view too
+    height, width = views.shape
+    box = {"bbox": [2, 2, 20, 15], "segmentation": [[2, 2], [20, 2], [20, 15], [2, 15]]}
+    for i, (name, category) in enumerate(zip(chosen, ("chair", "floor"))):
+        write_lerf_frame(root / "lerf_labels" / f"frame_{i:05d}.json", f"{name}.jpg", height, width,
+                         [{"category": category, **box}])
+    run_stage("evaluate", root / "params.yaml", ("evaluate.protocol=lerf", f"evaluate.lerf_labels={root / 'lerf_labels'}",
+                                                  "evaluate.vocabulary=null", f"paths.metrics={root / 'metrics_lerf'}"))
+    benchmark = json.loads((root / "metrics_lerf" / "evaluate.json").read_text())["benchmark"]
+    assert benchmark["protocol"] == "lerf" and benchmark["frames"] == 2 and benchmark["queries"] == 2
+    assert 0.0 <= benchmark["localization_accuracy"] <= 1.0 and 0.0 <= benchmark["miou"] <= 1.0

@@ -470,3 +470,11 @@ def test_torch_and_gsplat_backends_agree_on_gpu(feature_geometry_grad):
     for name, a, b in zip(("means", "quats", "scales", "opacities", "coeffs", "features", "means2d"), gt + [m2t], gg + [m2g]):
         scale = b.abs().max().clamp_min(1e-6)
         assert ((a - b).abs().max() / scale) < 2e-2, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where gsplat has no kernels")
+def test_gsplat_without_its_cuda_kernels_is_refused_in_one_line():
+    from econsg.render.gsplat_backend import require_gsplat_kernels
+
+    with pytest.raises(EconsgError, match="gsplat's CUDA kernels are not available .* splat.backend: torch"):
+        require_gsplat_kernels()

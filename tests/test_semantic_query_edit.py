@@ -186,3 +186,15 @@ def test_subset_scores_count_ignore_predictions_as_errors():
     assert closed["macc"] == pytest.approx((1 / 2 + 1) / 2)
     absent = subset_scores(confusion_matrix(np.array([0]), np.array([0]), 3), [1, 2])
     assert math.isnan(absent["miou"]) and absent["classes"] == []
+
+
+def test_lerf_relevancy_is_the_smallest_pairwise_softmax_against_the_canonical_phrases():
+    """LERF / LangSplat: for each canonical phrase, softmax over (query, phrase); the minimum over phrases."""
+    from econsg.query import lerf_relevancy
+
+    g = torch.Generator().manual_seed(0)
+    features, query, canonical = torch.randn(7, 8, generator=g), torch.randn(8, generator=g), torch.randn(4, 8, generator=g)
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b[None], dim=-1)  # noqa: E731
+    pairwise = torch.stack([torch.softmax(torch.stack([cos(features, query), cos(features, c)], -1) / 0.1, -1)[..., 0]
+                            for c in canonical], -1)
+    torch.testing.assert_close(lerf_relevancy(features, query, canonical, 0.1), pairwise.min(-1).values)

@@ -20,7 +20,8 @@ class EvaluateParams(Section):
         description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes).",
     )
     relevancy_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and LERF-style mIoU."
+        0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and the LERF-OVS "
+        "protocol's mIoU (LangSplat scores LERF-OVS at 0.4, which the lerf_ovs pipeline sets)."
     )
     overlay_views: int = Field(4, ge=0, description="Held-out views rendered as overlay pictures for people and dvc plots.")
     lerf_labels: str | None = Field(

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch import Tensor
 
+from econsg.errors import EconsgError
 from econsg.render.torch_backend import EPS2D, gaussian_rgb
+
+
+@cache
+def require_gsplat_kernels() -> None:
+    """Load gsplat's CUDA kernels (a prebuilt wheel, or gsplat's own build on first use, which takes minutes and
+    needs nvcc matching torch's CUDA), or refuse in one line: without them gsplat fails later with an
+    AttributeError on None. Call it before timing GPU work, so that the build is not counted."""
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as error:  # the build raises whatever the compiler or torch's extension loader raises
+        kernels, why = None, f"building them failed: {type(error).__name__} {(str(error).strip().splitlines() or [''])[-1]}"
+    else:
+        kernels, why = _C, "no CUDA toolkit to build them"
+    if kernels is None:
+        raise EconsgError(f"splat.backend: gsplat's CUDA kernels are not available (no prebuilt gsplat wheel for torch "
+                          f"{torch.__version__}, and {why}). Install a gsplat wheel built for this torch "
+                          "(benchmarks/gpu_wheels.sh builds one), or set splat.backend: torch (econsg's own rasterizer, "
+                          "plain torch: slower)")
 
 
 def render_gsplat(
@@ -36,6 +57,7 @@ def render_gsplat(
 
     from econsg.render import RenderOutput
 
+    require_gsplat_kernels()
     n_cam = viewmats.shape[0]
     if features is not None and not feature_geometry_grad:
         out = render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
