@@ -112,11 +112,13 @@ def make_semantic_loss(
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
         rendered = out.features[0]
-        target_labels = labels[view_index]
-        valid = None if distill_mask is None else distill_mask[view_index]
-        weights = None if pixel_weights is None else pixel_weights[view_index]
+
+        def of_view(targets: torch.Tensor | None) -> torch.Tensor | None:  # may be kept on the CPU for a GPU run
+            return None if targets is None else targets[view_index].to(rendered.device, non_blocking=True)
+
+        target_labels, valid, weights = of_view(labels), of_view(distill_mask), of_view(pixel_weights)
         distilled = nnf.normalize(rendered, dim=-1) if dist_normalize else rendered
-        sem = semantic_distill_loss(distilled, latent_maps[view_index].float(), dist, valid, weights)
+        sem = semantic_distill_loss(distilled, of_view(latent_maps).float(), dist, valid, weights)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:

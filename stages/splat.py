@@ -18,10 +18,16 @@ from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
-    """The views `indices` with their images as stored (uint8; converted one view at a time as they are used)."""
-    images = torch.from_numpy(np.stack([scene.group["images"][v] for v in indices])).to(device)
+    """The views `indices`: cameras on `device`; images as stored (uint8) and `extras` on the CPU, pinned for a GPU
+    run (each step moves the view it draws)."""
+    images = on_host(torch.from_numpy(np.stack([scene.group["images"][v] for v in indices])), device)
     viewmats, Ks = scene.cameras(indices, device)
     return TrainViews(images=images, viewmats=viewmats, Ks=Ks, width=scene.width, height=scene.height, extras=extras or {})
+
+
+def on_host(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """A per-view tensor kept in host memory, pinned when the run trains on CUDA (faster, asynchronous copies)."""
+    return tensor.pin_memory() if str(device).startswith("cuda") else tensor
 
 
 def initial_features(cfg, latent: np.ndarray, seed: int) -> torch.Tensor:
@@ -70,20 +76,21 @@ def run(params: Params) -> None:
         features=initial_features(cfg, ae["latent"][...], seed=params.seed * 1000 + 7),
         generator=generator,
     ).to(device)
-    # the per-view targets keep their stored dtypes (float16 latents, int16 labels) and are widened one view at a time
-    # as the loss reads them: on a long sequence they are most of splat's memory
-    latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train])).to(device)
-    labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train])).to(device)
+    # the per-view targets keep their stored dtypes (float16 latents, int16 labels) in host memory; the loss moves
+    # and widens the view it reads: on a long sequence they are most of splat's memory
+    latent_maps = torch.from_numpy(np.stack([ae["latent_maps"][v] for v in train]))
+    labels = torch.from_numpy(np.stack([cr["refined_labels"][v] for v in train]))
     text_latents = torch.from_numpy(ae["text_latents"][...]).float().to(device)
     extras = {"latent_maps": latent_maps, "labels": labels}
 
     def feature_source() -> torch.Tensor:
-        return torch.from_numpy(np.stack([cr["feature_source"][v] for v in train])).to(device)
+        return torch.from_numpy(np.stack([cr["feature_source"][v] for v in train]))
 
     if (distill_mask := distilled_pixels(labels, feature_source, cfg.distill_pixels)) is not None:
         extras["distill_mask"] = distill_mask
     if cfg.pixel_weights == "agreement":
-        extras["pixel_weights"] = torch.from_numpy(agreement_weights(fused, train)).to(device)
+        extras["pixel_weights"] = torch.from_numpy(agreement_weights(fused, train))
+    extras = {name: on_host(value, device) for name, value in extras.items()}
     # the 2D targets travel as per-view extras: validated against the views and part of the checkpoint fingerprint
     views = load_views(scene, train, device, extras=extras)
     if device.startswith("cuda") and cfg.backend != "torch":

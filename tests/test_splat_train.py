@@ -322,6 +322,9 @@ def test_bad_views_and_sh_degree_are_refused():
                      extras={"latent_maps": torch.zeros(3, 2)})  # fmt: skip
     with pytest.raises(EconsgError, match=r"views.extras\['latent_maps'\]: got shape \(3, 2\), expected .*\[4, \.\.\.\]"):
         train_gaussians(bad, params, config(), generator=torch.Generator(), progress=False)
+    bad = TrainViews(images=views.images.to("meta"), viewmats=views.viewmats, Ks=views.Ks, width=WIDTH, height=HEIGHT)
+    with pytest.raises(EconsgError, match=r"views.images: on meta, expected the Gaussians' device cpu or the CPU"):
+        train_gaussians(bad, params, config(), generator=torch.Generator(), progress=False)
     with pytest.raises(EconsgError, match="cfg.sh_degree: got 3, but params store SH coefficients only up to degree 1"):
         train_gaussians(views, params, config(sh_degree=3), generator=torch.Generator(), progress=False)
 

@@ -47,11 +47,13 @@ ExtraLoss = Callable[[Any, int, torch.nn.ParameterDict], tuple[Tensor, dict[str,
 
 @dataclass
 class TrainViews:
-    """Posed training images, all on the device the Gaussians train on.
+    """Posed training images: the cameras on the device the Gaussians train on, the per-view data there or on the
+    CPU (pinned, for a GPU run: one view moves per step, so a long sequence need not fit in GPU memory).
 
     images [V, H, W, 3] uint8 as stored (a quarter of float32's memory on a long sequence; `image` converts one view
     at a time) or float32 in [0, 1]; viewmats [V, 4, 4] world-to-camera (OpenCV); Ks [V, 3, 3] pixels; width W,
-    height H; extras: per-view tensors [V, ...] for `extra_loss` (e.g. latent maps, kept in their stored dtypes).
+    height H; extras: per-view tensors [V, ...] for `extra_loss` (e.g. latent maps, kept in their stored dtypes;
+    the loss moves the view it reads to the render's device).
     """
 
     images: Tensor
@@ -62,8 +64,8 @@ class TrainViews:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
     def image(self, view: int) -> Tensor:
-        """[1, H, W, 3] float32 in [0, 1]: the training target of `view`."""
-        image = self.images[view : view + 1]
+        """[1, H, W, 3] float32 in [0, 1] on the cameras' device: the training target of `view`."""
+        image = self.images[view : view + 1].to(self.viewmats.device, non_blocking=True)
         return image.float() / 255.0 if image.dtype == torch.uint8 else image
 
 
@@ -183,14 +185,17 @@ def check_views(views: TrainViews, device: torch.device) -> int:
         raise EconsgError(f"views.Ks: got {_shape(views.Ks)}, expected [{v}, 3, 3]")
     if images.dtype not in (torch.uint8, torch.float32):
         raise EconsgError(f"views.images: dtype {images.dtype}, expected torch.uint8 or torch.float32 in [0, 1]")
-    for name, value in (("images", images), ("viewmats", views.viewmats), ("Ks", views.Ks)):
-        if name != "images" and value.dtype != torch.float32:
+    for name, value in (("viewmats", views.viewmats), ("Ks", views.Ks)):
+        if value.dtype != torch.float32:
             raise EconsgError(f"views.{name}: dtype {value.dtype}, expected torch.float32")
         if value.device != device:
             raise EconsgError(f"views.{name}: on {value.device}, expected the Gaussians' device {device}")
-    for key, value in views.extras.items():
+    stored = {"images": images} | {f"extras[{key!r}]": value for key, value in views.extras.items()}
+    for name, value in stored.items():
         if not isinstance(value, Tensor) or value.ndim < 1 or value.shape[0] != v:
-            raise EconsgError(f"views.extras[{key!r}]: got {_shape(value)}, expected a tensor indexed by view [{v}, ...]")
+            raise EconsgError(f"views.{name}: got {_shape(value)}, expected a tensor indexed by view [{v}, ...]")
+        if value.device not in (device, torch.device("cpu")):
+            raise EconsgError(f"views.{name}: on {value.device}, expected the Gaussians' device {device} or the CPU")
     return v
 
 
