@@ -9,6 +9,8 @@ when the stage succeeded, so a failed or killed stage leaves the previous artifa
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import os
 import shutil
@@ -117,14 +119,23 @@ class Provenance(BaseModel):
     run_seconds: float = Field(description="Wall time between opening the writer and finishing the store.")
 
 
+CODE_DIR = Path(__file__).resolve().parent  # the econsg package: its git repository is the code's
+
+
 def git_revision(cwd: Path | None = None) -> str:
-    """The current git HEAD (with '-dirty' when the tree has changes), or 'unknown'."""
+    """The git HEAD of the code (the repository holding `cwd`, default the econsg package), with '-dirty' when the
+    code (econsg/, stages/) has changes, or 'unknown' outside git. Metrics and dvc.lock, which every `dvc repro`
+    rewrites, do not count."""
+    cwd = cwd or CODE_DIR
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "econsg", "stages"], cwd=top,
+            capture_output=True, text=True, timeout=10,
         ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -189,19 +200,30 @@ class ArtifactWriter:
         self.params = dict(params)
         self.input_paths = [Path(p) for p in inputs]
         self.shard_bytes = shard_bytes
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = self.path.with_name(f"{TMP_PREFIX.format(name=self.path.name)}{os.getpid()}")
         self.group: zarr.Group | None = None
         self.attrs: dict[str, Any] = {}
         self._start = 0.0
         self._inputs: dict[str, str] = {}
+        self._lock = None
 
     def __enter__(self) -> ArtifactWriter:
         self._start = time.perf_counter()
         self._inputs = {str(p): read_provenance(p).content_hash for p in self.input_paths}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.group = zarr.open_group(store=str(self.tmp), mode="w")
+        self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ArtifactError(f"{self.path}: another run of the {self.stage} stage is writing it now; wait for it "
+                                "to finish (two runs into one artifacts folder would overwrite each other)") from None
+        try:
+            remove_stale_temporaries(self.path)
+            self.group = zarr.open_group(store=str(self.tmp), mode="w")
+        except BaseException:
+            self._lock.close()
+            raise
         return self
 
     def create_array(
@@ -247,14 +269,18 @@ class ArtifactWriter:
         return schema.get(name)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
         try:
-            self._finish()
-        except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return
+            try:
+                self._finish()
+            except BaseException:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
 
     def _finish(self) -> None:
         assert self.group is not None
@@ -279,12 +305,42 @@ class ArtifactWriter:
         replace_directory(self.tmp, self.path)
 
 
+TMP_PREFIX = ".{name}.tmp-"  # + the writing process's pid
+OLD_PREFIX = ".{name}.old-"
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary and replaced stores of `target` left by writers that are gone (a run killed before it
+    could clean up): `.<name>.tmp-<pid>` and `.<name>.old-<pid>` whose process no longer runs."""
+    for prefix in (TMP_PREFIX, OLD_PREFIX):
+        for leftover in target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*"):
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def replace_directory(new: Path, target: Path) -> None:
-    """Move `new` to `target`, replacing a previous directory; the old one is removed only after."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    """Move `new` to `target`, replacing a previous directory; the old one is removed only after, and put back when
+    `new` cannot be moved in."""
+    old = target.with_name(f"{OLD_PREFIX.format(name=target.name)}{os.getpid()}")
     if target.exists():
         os.replace(target, old)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old.exists():
+            os.replace(old, target)
+        raise
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -366,8 +422,12 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk: leave no half-written sibling, and name the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     return path
 
 

@@ -58,9 +58,10 @@ def run(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable).")] = None,
 ) -> None:
     """Run one stage directly (what `python -m stages.STAGE` and `dvc repro` run)."""
-    from econsg.pipeline import run_stage
+    from econsg.pipeline import run_stage, sigterm_as_interrupt
 
-    seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
+    with sigterm_as_interrupt():  # a killed run still cleans up its temporary store
+        seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
     Console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
 
 

@@ -8,8 +8,12 @@ it computes with (what its script imports, short of the I/O and config modules),
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +85,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "autoencode",
             params=("autoencode", "seed", "device"),
-            deps=("{artifacts}/extract.zarr", "{artifacts}/crr.zarr", "{artifacts}/fuse.zarr"),
+            deps=("{artifacts}/scene.zarr", "{artifacts}/extract.zarr", "{artifacts}/crr.zarr", "{artifacts}/fuse.zarr"),
             code=("stages/autoencode.py", "econsg/autoencoder.py", "econsg/crr.py", "econsg/features/base.py"),
             outs=("{artifacts}/autoencode.zarr",),
             metrics=("{metrics}/autoencode.json",),
@@ -103,7 +107,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "evaluate",
-            params=("evaluate", "extract", "device"),
+            params=("evaluate", "extract", "splat", "device"),  # splat: its relevancy temperature and render backend
             deps=(
                 "{artifacts}/scene.zarr",
                 "{artifacts}/extract.zarr",
@@ -143,14 +147,37 @@ def stage_main(name: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value override")
     args = parser.parse_args()
     try:
-        seconds = run_stage(name, args.params, tuple(args.overrides))
+        with sigterm_as_interrupt():
+            seconds = run_stage(name, args.params, tuple(args.overrides))
     except EconsgError as error:
         report_error(error)
         raise SystemExit(1) from None
     except OSError as error:
         report_error(refused_path(error))
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; its previous artifact, if any, is kept", file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (how DVC, a scheduler or `docker stop` ends a run) into KeyboardInterrupt while the block runs:
+    Python exits on SIGTERM without unwinding, so a writer's cleanup (its temporary store removed, the previous
+    artifact kept) would not run. Only in the main thread, where signal handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stage_params(params: Params, name: str) -> dict:

@@ -73,7 +73,7 @@ def run(params: Params) -> None:
         params.paths.artifact("autoencode"),
         stage="autoencode",
         params=stage_params(params, "autoencode"),
-        inputs=[params.paths.artifact("extract"), params.paths.artifact("crr"), params.paths.artifact("fuse")],
+        inputs=[scene.path, params.paths.artifact("extract"), params.paths.artifact("crr"), params.paths.artifact("fuse")],
     ) as out:
         for name, array in state_to_arrays(model).items():
             dims = tuple(f"{name}_{i}" for i in range(array.ndim))

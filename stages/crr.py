@@ -32,7 +32,7 @@ def run(params: Params) -> None:
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
     labelled = 0
     with ArtifactWriter(
-        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[params.paths.artifact("extract")]
+        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[params.paths.artifact("extract"), scene.path]
     ) as out:
         refined = out.create_array("refined_labels", (V, H, W), "int16", per_view=True, fill_value=-1)
         high = out.create_array("high_confidence", (V, H, W), "bool", per_view=True, fill_value=False)

@@ -84,6 +84,8 @@ def run(params: Params) -> None:
     palette = viz.class_palette(C)
     plots = Path(params.paths.plots) / "evaluate"
     plots.mkdir(parents=True, exist_ok=True)
+    for stale in plots.glob("view_*.png"):  # `dvc repro` clears its outputs, `econsg run` does not
+        stale.unlink()
     with ArtifactWriter(
         params.paths.artifact("evaluate"),
         stage="evaluate",

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_failed_write_keeps_previous_artifact(tmp_path):
             out.create_array("xyz", (5, 3), "float32", data=np.zeros((5, 3), np.float32))
             raise RuntimeError("stage crashed")
     assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
-    assert not list(tmp_path.glob(".fuse.zarr.*"))
+    assert not list(tmp_path.glob(".fuse.zarr.tmp-*")) + list(tmp_path.glob(".fuse.zarr.old-*"))
 
 
 def test_missing_required_array_is_refused_and_old_store_kept(tmp_path):
@@ -125,3 +126,52 @@ def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
                                                    "per_class": {"a": float("nan")}, "curve": [1.0, float("-inf")]})
     data = json.loads(path.read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN / Infinity tokens
     assert data == {"miou": None, "fps": None, "ok": 0.5, "per_class": {"a": None}, "curve": [1.0, None]}
+
+
+def test_a_killed_writers_leftovers_are_removed_and_a_second_writer_is_refused(tmp_path):
+    """A run killed without cleanup leaves .fuse.zarr.tmp-<pid>: the next writer removes it (its process is gone);
+    two writers of one store at once would overwrite each other, so the second is refused until the first ends."""
+    import subprocess
+    import sys
+
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = tmp_path / f".fuse.zarr.tmp-{gone}"
+    stale.mkdir()
+    alive = tmp_path / f".fuse.zarr.tmp-{os.getppid()}"  # a running process's: left alone
+    alive.mkdir()
+    with pytest.raises(RuntimeError), ArtifactWriter(path, stage="fuse", params={}):
+        assert not stale.exists() and alive.exists()
+        with pytest.raises(ArtifactError, match="another run of the fuse stage is writing it now"):
+            ArtifactWriter(path, stage="fuse", params={}).__enter__()
+        raise RuntimeError("stage crashed")
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+    assert open_artifact(write_fuse(path, 0.25), "fuse")["xyz"][0, 0] == 0.25, "the lock is released after a failure"
+
+
+def test_sigterm_mid_write_removes_the_temporary_store_and_keeps_the_previous_one(tmp_path):
+    """DVC, schedulers and `docker stop` end a run with SIGTERM; the stages turn it into an interrupt that unwinds."""
+    import signal
+    import subprocess
+    import sys
+
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    script = f"""
+import sys, time
+import numpy as np
+from econsg.artifacts import ArtifactWriter
+from econsg.pipeline import sigterm_as_interrupt
+with sigterm_as_interrupt(), ArtifactWriter({str(path)!r}, stage="fuse", params={{}}) as out:
+    out.create_array("xyz", (5, 3), "float32", data=np.ones((5, 3), np.float32))
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    assert list(tmp_path.glob(".fuse.zarr.tmp-*")), "the temporary store exists while the stage writes"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode != 0 and "KeyboardInterrupt" in err
+    assert not list(tmp_path.glob(".fuse.zarr.tmp-*"))
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5

@@ -105,3 +105,17 @@ def test_a_vocabulary_with_a_repeated_or_no_name_is_refused(section, key, value,
     with pytest.raises(ConfigError) as info:
         parse_params({section: {key: value}})
     assert any(line.startswith(f"{section}.{key}:") and message in line for line in info.value.lines)
+
+
+def test_an_override_that_is_not_yaml_and_a_home_path_are_refused_in_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(params, ("extract.vocabulary=[a, b",))
+    assert info.value.lines[0].startswith("--set 'extract.vocabulary=[a, b': the value is not valid YAML")
+    with pytest.raises(ConfigError) as info:
+        load_params(params, ("paths.data=~/scenes/kitchen",))
+    assert info.value.lines[0].startswith("paths.data:") and "'~' is not expanded" in info.value.lines[0]
+    params.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_params(params, ("seed=1",))

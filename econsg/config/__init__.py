@@ -139,7 +139,12 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: 
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            problem = str(error).strip().splitlines()[0]
+            raise ConfigError(source, [f"--set {item!r}: the value is not valid YAML ({problem}); quote a list as "
+                                       "'[a, b]'"]) from None
     return data
 
 
@@ -153,6 +158,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
     source = str(path) + "".join(f" --set {item}" for item in overrides)  # an override may be what is wrong
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(str(path), [f"(root): expected a mapping of sections, got {type(data).__name__}"])
     if overrides:
         data = apply_overrides(data or {}, overrides, source)
     return parse_params(data, source)
