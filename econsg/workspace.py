@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from econsg.artifacts import open_artifact
+from pathlib import Path
+
+from econsg.artifacts import ARTIFACT_SCHEMAS, open_artifact, read_provenance
 from econsg.config import Params
+from econsg.errors import ArtifactError
 
 WEIGHT_PREFIX = "weights."
 
@@ -17,4 +20,25 @@ def load_autoencoder(group):
 
 
 def open_stage(params: Params, stage: str):
-    return open_artifact(params.paths.artifact(stage), stage)
+    """A stage's store under `params`' paths, refused when an input it was built from has been rewritten since: a
+    stage run by hand (`econsg run`) after its upstream's rerun would otherwise mix the two."""
+    path = params.paths.artifact(stage)
+    group = open_artifact(path, stage)
+    check_inputs_current(params, path)
+    return group
+
+
+def check_inputs_current(params: Params, path: Path) -> None:
+    """Compare the content hash each input had when `path` was written (its provenance) with the input's now, for
+    the inputs that are stores of these params' artifacts folder (matched by name: scene.zarr, crr.zarr, ...)."""
+    provenance = read_provenance(path)
+    stage_of = {params.paths.artifact(stage).name: stage for stage in ARTIFACT_SCHEMAS}
+    for recorded, digest in provenance.inputs.items():
+        stage = stage_of.get(Path(recorded).name)
+        current = params.paths.artifact(stage) if stage else None
+        if current is None or not (current / "zarr.json").is_file():
+            continue
+        if read_provenance(current).content_hash != digest:
+            raise ArtifactError(f"{path}: built from another {current.name} than the one there now ({stage} has run "
+                                f"since); rerun the {provenance.stage} stage and what follows (`dvc repro` reruns "
+                                "whatever is stale)")

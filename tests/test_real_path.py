@@ -145,3 +145,21 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     benchmark = json.loads((root / "metrics_lerf" / "evaluate.json").read_text())["benchmark"]
     assert benchmark["protocol"] == "lerf" and benchmark["frames"] == 2 and benchmark["queries"] == 2
     assert 0.0 <= benchmark["localization_accuracy"] <= 1.0 and 0.0 <= benchmark["miou"] <= 1.0
+
+
+def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_path):
+    """extract rerun with another setting, crr not: opening crr (as fuse would) names what to rerun."""
+    import shutil
+
+    from econsg.config import load_params
+    from econsg.errors import ArtifactError
+    from econsg.workspace import open_stage
+
+    root, _ = real_run
+    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
+    moved = (f"paths.artifacts={tmp_path / 'artifacts'}", f"paths.metrics={tmp_path / 'metrics'}")
+    params = load_params(root / "params.yaml", moved)
+    open_stage(params, "crr")  # consistent as written
+    run_stage("extract", root / "params.yaml", (*moved, "extract.max_masks=3"))
+    with pytest.raises(ArtifactError, match=r"crr.zarr: built from another extract.zarr than the one there now"):
+        open_stage(params, "crr")
