@@ -59,6 +59,7 @@ def run(params: Params) -> None:
         eval_vocabulary = train_vocabulary
     # label maps index the scene's classes; a scene without labels has only the words it is queried with
     class_names = list(truth.class_names) if truth is not None else eval_vocabulary
+    lerf_views = lerf_frame_views(scene.names, lerf_labels) if cfg.protocol == "lerf" else []  # checked before any work
     query = LatentQuery(model, params.extract, device)
     eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
     eval_latents = query.text_latents(eval_vocabulary)
@@ -133,8 +134,8 @@ def run(params: Params) -> None:
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
 
-    if cfg.protocol == "lerf":
-        relevancies = lerf_relevancy_maps(scene, lerf_labels, gaussians, sh_degree, params.splat.backend, eval_latents,
+    if lerf_views:
+        relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend, eval_latents,
                                           canonical, device)
     agree, compared = 0.0, 0
     for a, b in zip(test[:-1], test[1:]):
@@ -197,12 +198,12 @@ def lerf_frame_views(view_names: list[str], labels_folder: Path) -> list[int]:
 
 
 @torch.no_grad()
-def lerf_relevancy_maps(scene, labels_folder: Path, gaussians, sh_degree: int, backend: str, query_latents: torch.Tensor,
+def lerf_relevancy_maps(scene, views: list[int], gaussians, sh_degree: int, backend: str, query_latents: torch.Tensor,
                         canonical: torch.Tensor, device: str) -> dict[str, np.ndarray]:
-    """[Q, H, W] LERF relevancy (`lerf_relevancy`, LangSplat's temperature) of every query, for each labelled frame's
-    view, keyed by view name."""
+    """[Q, H, W] LERF relevancy (`lerf_relevancy`, LangSplat's temperature) of every query in each of `views` (the
+    labelled frames', `lerf_frame_views`), keyed by view name."""
     maps = {}
-    for v in track(lerf_frame_views(scene.names, labels_folder), "evaluate: LERF-OVS labelled frames"):
+    for v in track(views, "evaluate: LERF-OVS labelled frames"):
         viewmat, K = scene.cameras(v, device)
         features = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, backend).features[0]
         maps[scene.names[v]] = np.stack([lerf_relevancy(features, q, canonical, LERF_RELEVANCY_TEMPERATURE).cpu().numpy()

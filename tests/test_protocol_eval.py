@@ -106,3 +106,14 @@ def test_unknown_protocol_and_missing_inputs_are_named():
         evaluate_protocol("lerf", class_names=[])
     with pytest.raises(EconsgError, match="needs a scene with ground-truth classes"):
         protocol_vocabulary("paper", [])
+
+
+def test_lerf_labelled_frames_are_found_among_all_views_or_named(tmp_path):
+    from stages.evaluate import lerf_frame_views
+
+    write_lerf_frame(tmp_path / "frame_00002.json", "frame_00002.jpg", 4, 4, [])
+    write_lerf_frame(tmp_path / "frame_00009.json", "frame_00009.jpg", 4, 4, [])
+    names = [f"frame_{i:05d}" for i in range(1, 12)]  # every view, training ones included
+    assert lerf_frame_views(names, tmp_path) == [1, 8]
+    with pytest.raises(EconsgError, match=r"labelled frames \['frame_00009'\] are no view of the scene"):
+        lerf_frame_views(names[:5], tmp_path)
