@@ -21,3 +21,10 @@ class ArtifactError(EconsgError):
 def refused_path(error: OSError) -> EconsgError:
     """A path the system refuses (no such folder, no permission, a full disk) as a user error that names it."""
     return EconsgError(f"{error.filename or 'a file'}: {error.strerror or error}")
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (its type's name when it has none), cut to `limit` characters: for
+    quoting a library's error inside a one-line message (a state-dict mismatch lists every key on its own line)."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -224,7 +224,7 @@ def test_chunked_median_depth_is_the_whole_clouds(monkeypatch):
     chunks = [(np.c_[rng.uniform(-1, 1, (n, 2)), rng.uniform(1, 9, n)], np.zeros((n, 3), np.uint8)) for n in (333, 1, 666)]
     Ks, c2ws = np.array([[[10.0, 0, 8], [0, 10, 6], [0, 0, 1]]]), np.eye(4)[None]
     whole = fusion.median_view_depth(np.concatenate([c[0] for c in chunks]), Ks, c2ws, 16, 12)
-    assert chunks_median_depth(lambda: iter(chunks), Ks, c2ws, 16, 12) == whole
+    assert chunks_median_depth(lambda: iter(chunks), [len(c[0]) for c in chunks], Ks, c2ws, 16, 12) == whole
 
 
 @pytest.mark.parametrize(("folder", "what"), [("depth", "depth map"), ("semantic", "label map"), ("instance", "instance map")])

@@ -22,7 +22,7 @@ from econsg.config.ingest import IngestParams
 from econsg.config.paths import PathsParams
 from econsg.config.splat import SplatParams
 from econsg.config.synth import SynthParams
-from econsg.errors import ConfigError, EconsgError
+from econsg.errors import ConfigError, EconsgError, first_line
 
 __all__ = [
     "AutoencodeParams",
@@ -142,8 +142,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: 
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as error:
-            problem = str(error).strip().splitlines()[0]
-            raise ConfigError(source, [f"--set {item!r}: the value is not valid YAML ({problem}); quote a list as "
+            raise ConfigError(source, [f"--set {item!r}: the value is not valid YAML ({first_line(error)}); quote a list as "
                                        "'[a, b]'"]) from None
     return data
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.device import resolve_device
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, first_line
 from econsg.features.base import ViewFeatures, labels_and_confidence, normalize_rows, pixel_probabilities
 from econsg.features.text import PROMPT_TEMPLATES, encode_vocabulary
 
@@ -193,7 +193,7 @@ def load_sam(params: OpenClipSamParams, device: torch.device) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling raises assorted types
         raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} is not a readable PyTorch weights file "
-                          f"({_first_line(error)})") from None
+                          f"({first_line(error)})") from None
     held = sam_model_type_of(state)
     if held is not None and held != params.sam_model_type:
         raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} holds SAM {held} weights, but "
@@ -203,7 +203,7 @@ def load_sam(params: OpenClipSamParams, device: torch.device) -> nn.Module:
         sam.load_state_dict(state)
     except Exception as error:  # state-dict mismatches: their messages list every key, so only the first line
         raise EconsgError(f"{PARAMS_KEY}.sam_checkpoint: {str(path)!r} does not hold SAM {params.sam_model_type!r} "
-                          f"weights ({_first_line(error)})") from None
+                          f"weights ({first_line(error)})") from None
     return sam.to(device).eval()
 
 
@@ -214,11 +214,6 @@ def sam_model_type_of(state: dict) -> str | None:
     """The SAM model type a state dict holds, by its image encoder's width; None when it is not SAM's."""
     weight = state.get("image_encoder.patch_embed.proj.weight") if isinstance(state, dict) else None
     return SAM_ENCODER_WIDTHS.get(int(weight.shape[0])) if torch.is_tensor(weight) else None
-
-
-def _first_line(error: Exception, limit: int = 300) -> str:
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def pixel_statistics(params: OpenClipSamParams, model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

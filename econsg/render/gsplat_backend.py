@@ -7,7 +7,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, first_line
 from econsg.render.torch_backend import EPS2D, gaussian_rgb
 
 
@@ -19,7 +19,7 @@ def require_gsplat_kernels() -> None:
     try:
         from gsplat.cuda._backend import _C
     except Exception as error:  # the build raises whatever the compiler or torch's extension loader raises
-        kernels, why = None, f"building them failed: {type(error).__name__} {(str(error).strip().splitlines() or [''])[-1]}"
+        kernels, why = None, f"building them failed: {type(error).__name__}: {first_line(error)}"
     else:
         kernels, why = _C, "no CUDA toolkit to build them"
     if kernels is None:

@@ -97,12 +97,12 @@ def thin_points(chunks: Iterable[tuple[np.ndarray, np.ndarray]], voxel_size: flo
     return points, colors
 
 
-def chunks_median_depth(chunks: PointChunks, Ks: np.ndarray, c2ws: np.ndarray, width: int, height: int) -> float:
-    """`econsg.fusion.median_view_depth` of the whole cloud, in two passes over its chunks: count, then gather the
-    same even stride through the concatenated cloud that it takes."""
+def chunks_median_depth(chunks: PointChunks, counts: list[int], Ks: np.ndarray, c2ws: np.ndarray, width: int,
+                        height: int) -> float:
+    """`econsg.fusion.median_view_depth` of the whole cloud (its chunks of `counts` points), in one pass over the
+    chunks that gathers the same even stride through the concatenated cloud that it takes."""
     from econsg.fusion import MEDIAN_DEPTH_SAMPLES, median_view_depth
 
-    counts = [len(xyz) for xyz, _ in chunks()]
     stride = max(1, sum(counts) // MEDIAN_DEPTH_SAMPLES)
     starts = np.cumsum([0, *counts[:-1]])
     sample = [xyz[(-start) % stride :: stride] for (xyz, _), start in zip(chunks(), starts)]
@@ -201,9 +201,10 @@ def write_scene(
                 gt_instance[v] = downscale_nearest(frame.load_instances(), downscale)[:height, :width]
         train = np.array([f.split == "train" for f in frames])
         chunks = cloud_chunks(source, np.flatnonzero(train), depth, images, Ks, c2ws)
-        if not any(len(xyz) for xyz, _ in chunks()):
+        counts = [len(xyz) for xyz, _ in chunks()]
+        if not sum(counts):
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
-        median_depth = chunks_median_depth(chunks, Ks[train], c2ws[train], width, height)
+        median_depth = chunks_median_depth(chunks, counts, Ks[train], c2ws[train], width, height)
         voxel_size, warning = resolve_voxel_size("ingest.init_voxel_size", init_voxel_size, median_depth,
                                                  INIT_VOXELS_PER_MEDIAN_DEPTH)
         if warning:
