@@ -44,14 +44,15 @@ def read_views(arrays: dict, block: np.ndarray) -> dict[str, np.ndarray]:
     return {name: array[views] for name, array in arrays.items()}
 
 
-def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float, depth: np.ndarray | None = None):
-    """(xyz [P,3], pixel index [P]) of view v: back-projected depth, or the scene's points seen in the view."""
+def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: float, depth: np.ndarray | None = None,
+                 points: np.ndarray | None = None):
+    """(xyz [P,3], pixel index [P]) of view v: back-projected depth, or those of the scene's `points` (read once by
+    the caller) seen in the view."""
     if source == "depth":
         depth = scene.depth(v) if depth is None else depth
         valid = (depth > 0) if max_depth is None else (depth > 0) & (depth <= max_depth)
         return backproject_depth(depth, scene.Ks[v], scene.c2w[v], valid)
-    return points_seen_in_view(scene.group["points"][...], scene.Ks[v], scene.c2w[v], scene.width, scene.height,
-                               depth_tolerance, max_depth)
+    return points_seen_in_view(points, scene.Ks[v], scene.c2w[v], scene.width, scene.height, depth_tolerance, max_depth)
 
 
 def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray,
@@ -95,6 +96,7 @@ def run(params: Params) -> None:
               "labels": cr["refined_labels"], "confidence": ex["confidence"], "images": scene.group["images"]}
     if source == "depth":
         inputs["depths"] = scene.group["depth"]
+    points = scene.group["points"][...] if source == "points" else None
     blocks = contiguous_blocks(scene.train_indices, VIEWS_PER_READ)
     with ThreadPoolExecutor(max_workers=1) as reader:  # the next block is read while this one is fused
         pending = reader.submit(read_views, inputs, blocks[0]) if blocks else None
@@ -104,7 +106,7 @@ def run(params: Params) -> None:
             parts, offset = [], 0  # the block's views go in as one add call: per-sample view ids, stacked tables
             for j, v in enumerate(block):
                 depth = data["depths"][j] if source == "depth" else None
-                xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth)
+                xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth, points)
                 table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps)
                 weights = (data["confidence"][j].reshape(-1)[pixel] if cfg.use_confidence_weights
                            else np.ones(len(pixel), np.float32))
@@ -137,7 +139,7 @@ def run(params: Params) -> None:
         out.create_array("labelled_share", (len(keep),), "float32", data=fused.labelled_share[keep])
         agreement = out.create_array("agreement", (scene.num_views, H, W), "float16", per_view=True, fill_value=np.nan)
         agreement_means = write_agreement(agreement, fusion, scene, {k: inputs[k] for k in ("labels", "depths") if k in inputs},
-                                          source, cfg)
+                                          source, cfg, points)
         out.attrs.update({"vocabulary": vocabulary, "voxel_size": voxel_size, "source": source})
     metrics = {
         "points": int(len(keep)),
@@ -167,7 +169,8 @@ def run(params: Params) -> None:
     report(fused_summary(fusion.num_voxels, len(fused.xyz), metrics["points"], metrics["labelled_points"], cfg.min_views))
 
 
-def write_agreement(out, fusion: VoxelFeatureFusion, scene, inputs: dict, source: str, cfg) -> dict[str, float]:
+def write_agreement(out, fusion: VoxelFeatureFusion, scene, inputs: dict, source: str, cfg,
+                    points: np.ndarray | None) -> dict[str, float]:
     """Write every training view's [H, W] multi-view agreement into `out` (NaN where no 3D sample fell); returns the
     mean agreement of the labelled and of the ignored samples (`agreement_labelled`, `agreement_ignored`).
 
@@ -177,7 +180,7 @@ def write_agreement(out, fusion: VoxelFeatureFusion, scene, inputs: dict, source
         data = read_views(inputs, block)
         for j, v in enumerate(block):
             depth = data["depths"][j] if source == "depth" else None
-            xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth)
+            xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth, points)
             labels = data["labels"][j].reshape(-1)[pixel]
             score = fusion.agreement(xyz, labels)
             view = np.full(scene.height * scene.width, np.nan, np.float32)
