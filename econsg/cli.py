@@ -351,7 +351,7 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
         mask = rel > level
         tiles = [(title, rgb), (f"relevancy: {texts[0]}", viz.colour_scalar(rel)),
                  (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
-        return viz.panel(tiles), float(mask.mean())
+        return viz.with_legend(viz.panel(tiles), viz.ramp_key(f"relevancy (mask > {level:g})", "0", "1")), float(mask.mean())
     labels = segment_texts(features, latents, canonical).numpy()
     palette = viz.class_palette(len(texts))
     shaded = np.where((labels >= 0)[..., None], viz.overlay(rgb, viz.colour_labels(labels, palette), 0.6), viz.to_uint8(rgb))

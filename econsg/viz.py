@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from econsg.metrics import segmentation_scores
 IGNORE_COLOUR = (0, 0, 0)
 
 
-# Kelly's 20 colours of maximum contrast (white and black left out), then golden-ratio hues.
+# Kelly's 20 colours of maximum contrast (white and black left out); beyond them, `_farther_colours`.
 DISTINCT_COLOURS = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
     (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
@@ -23,11 +23,38 @@ DISTINCT_COLOURS = (
 
 
 def class_palette(num_classes: int) -> np.ndarray:
-    """[C,3] uint8 distinct colours; the same class id always gets the same colour."""
-    colours = [np.array(c) / 255.0 for c in DISTINCT_COLOURS[:num_classes]]
-    for c in range(len(colours), num_classes):
-        colours.append(colorsys.hsv_to_rgb((c * 0.61803398875) % 1.0, 0.75, 0.95 if c % 2 == 0 else 0.75))
-    return (np.array(colours).reshape(-1, 3) * 255).astype(np.uint8)
+    """[C,3] uint8 distinct colours; the same class id always gets the same colour (a class's colour does not depend
+    on how many classes there are)."""
+    colours = list(DISTINCT_COLOURS[:num_classes]) + _farther_colours(max(0, num_classes - len(DISTINCT_COLOURS)))
+    return np.array(colours, dtype=np.uint8).reshape(-1, 3)
+
+
+@cache
+def _farther_colours(count: int) -> list[tuple[int, int, int]]:
+    """`count` colours after Kelly's, each the one of a 7-level RGB grid farthest in CIELAB from those taken (Kelly's,
+    the black of IGNORE, the white background): a ScanNet scene's 40 classes stay apart where golden-ratio hues fell
+    on Kelly's own colours."""
+    levels = np.linspace(0, 255, 7)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    lab = _srgb_to_lab(grid)
+    taken = _srgb_to_lab(np.array([*DISTINCT_COLOURS, IGNORE_COLOUR, (255, 255, 255)], np.float64))
+    nearest = np.linalg.norm(lab[:, None] - taken[None], axis=-1).min(axis=1)
+    chosen = []
+    for _ in range(count):
+        pick = int(np.argmax(nearest))
+        chosen.append(tuple(int(v) for v in np.round(grid[pick])))
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[pick], axis=-1))
+    return chosen
+
+
+def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] sRGB in 0..255 -> CIELAB (D65)."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
 def colour_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -64,24 +91,40 @@ def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.nd
 
 
 def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int | None = None) -> Image.Image:
-    """Titled tiles side by side (wrapped after `columns`), each up-scaled `scale`x with nearest sampling."""
+    """Titled tiles side by side (wrapped after `columns`), each up-scaled `scale`x with nearest sampling, in cells
+    as large as the largest tile; a title longer than its tile is shortened with '...'."""
     font = ImageFont.load_default()
-    images = [Image.fromarray(to_uint8(t)).resize((t.shape[1] * scale, t.shape[0] * scale), Image.NEAREST) for _, t in tiles]
-    w, h = images[0].size
+    arrays = [to_uint8(t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t) for _, t in tiles]
+    images = [Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST) for a in arrays]
+    w, h = max(i.width for i in images), max(i.height for i in images)
     columns = columns or len(images)
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (w + 4), rows * (h + 16)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for i, ((title, _), image) in enumerate(zip(tiles, images)):
         x, y = (i % columns) * (w + 4), (i // columns) * (h + 16)
-        draw.text((x + 2, y + 2), title, fill=(0, 0, 0), font=font)
+        draw.text((x + 2, y + 2), fit_text(draw, title, w - 2, font), fill=(0, 0, 0), font=font)
         sheet.paste(image, (x, y + 14))
     return sheet
 
 
+def fit_text(draw: ImageDraw.ImageDraw, text: str, width: float, font) -> str:
+    """`text`, shortened with '...' until it is at most `width` pixels wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def key(entries: Sequence[tuple[str, tuple[int, int, int]]], title: str | None = None, width: int = 160) -> Image.Image:
-    """A colour key: a swatch and a name per entry, under an optional title."""
+    """A colour key: a swatch and a name per entry, under an optional title; at least `width` wide, wider when a
+    name needs it (up to KEY_MAX_WIDTH, past which names are shortened)."""
     font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    longest = max([measure.textlength(name, font=font) + 24 for name, _ in entries]
+                  + [measure.textlength(title or "", font=font) + 8])
+    width = int(min(max(width, longest), KEY_MAX_WIDTH))
     top = 14 if title else 0
     image = Image.new("RGB", (width, top + 14 * len(entries) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(image)
@@ -90,8 +133,11 @@ def key(entries: Sequence[tuple[str, tuple[int, int, int]]], title: str | None =
     for i, (name, colour) in enumerate(entries):
         y = top + 14 * i
         draw.rectangle([4, 4 + y, 14, 14 + y], fill=tuple(int(x) for x in colour), outline=(0, 0, 0))
-        draw.text((20, 3 + y), name, fill=(0, 0, 0), font=font)
+        draw.text((20, 3 + y), fit_text(draw, name, width - 24, font), fill=(0, 0, 0), font=font)
     return image
+
+
+KEY_MAX_WIDTH = 400  # pixels
 
 
 def ramp_key(title: str, low: str, high: str, width: int = 160) -> Image.Image:
@@ -148,7 +194,8 @@ def save_gif(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
 
 
 def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_width: int = 480) -> Path:
-    """Thumbnails of several PNGs in a grid."""
+    """Thumbnails of several PNGs in a grid, each under its file's name, with a gap between them."""
+    font = ImageFont.load_default()
     thumbs = []
     for p in paths:
         image = Image.open(p).convert("RGB")
@@ -156,11 +203,16 @@ def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_widt
         thumbs.append(image.resize((thumb_width, max(1, int(image.height * ratio)))))
     if not thumbs:
         raise ValueError("contact_sheet: no pictures")
-    h = max(t.height for t in thumbs)
+    columns = min(columns, len(thumbs))
+    gap, caption = 8, 14
+    h = max(t.height for t in thumbs) + caption
     rows = (len(thumbs) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * thumb_width, rows * h), (255, 255, 255))
-    for i, t in enumerate(thumbs):
-        sheet.paste(t, ((i % columns) * thumb_width, (i // columns) * h))
+    sheet = Image.new("RGB", (columns * (thumb_width + gap) - gap, rows * (h + gap) - gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (p, t) in enumerate(zip(paths, thumbs)):
+        x, y = (i % columns) * (thumb_width + gap), (i // columns) * (h + gap)
+        draw.text((x + 2, y + 1), Path(p).stem, fill=(0, 0, 0), font=font)
+        sheet.paste(t, (x, y + caption))
     return save_png(sheet, out)
 
 
@@ -179,7 +231,7 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     rows = rows[:, :C]
     iou = segmentation_scores(counts)["iou"]  # NaN for classes absent from the ground truth
-    names = [name[:12] for name in class_names]
+    names = [name if len(name) <= 12 else name[:10] + ".." for name in class_names]
     left, top = CONFUSION_ORIGIN
     image = Image.new("RGB", (left + C * cell + 120, top + C * cell + 22), (255, 255, 255))
     draw = ImageDraw.Draw(image)

@@ -1,0 +1,40 @@
+"""The pictures people audit: colours that stay apart, keys that fit their names, panels that fit their tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from econsg import viz
+
+
+def test_forty_class_colours_stay_apart_and_keep_their_colour_whatever_the_count():
+    palette = viz.class_palette(40)
+    lab = viz._srgb_to_lab(palette.astype(np.float64))
+    apart = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(40) * 1e9
+    assert apart.min() > 15, "no two of 40 classes look alike (golden-ratio hues gave door/television 4.4)"
+    ignore = viz._srgb_to_lab(np.array(viz.IGNORE_COLOUR, np.float64))
+    assert np.linalg.norm(lab - ignore, axis=-1).min() > 15
+    assert (viz.class_palette(9) == palette[:9]).all() and (viz.class_palette(25) == palette[:25]).all()
+
+
+def test_a_key_widens_for_a_long_name_up_to_its_limit():
+    short = viz.key([("wall", (1, 2, 3))])
+    longer = viz.key([("a kitchen cabinet door with a brass handle", (1, 2, 3))])
+    endless = viz.key([("x" * 400, (1, 2, 3))])
+    assert short.width == 160 and longer.width > 160 and endless.width == viz.KEY_MAX_WIDTH
+
+
+def test_a_panel_fits_its_largest_tile_and_takes_a_single_channel():
+    small, tall = np.zeros((4, 6, 3), np.uint8), np.full((10, 6, 3), 255, np.uint8)
+    tall[-1] = (255, 0, 0)  # its bottom row
+    sheet = np.asarray(viz.panel([("small", small), ("tall", tall), ("grey", np.full((4, 6, 1), 0.5))], scale=1))
+    x = 6 + 4  # the second cell's left edge
+    assert (sheet[14 + 9, x] == (255, 0, 0)).all(), "the taller tile's bottom row is drawn, not cut off"
+    assert sheet.shape[0] == 10 + 16
+
+
+def test_a_contact_sheet_of_three_pictures_has_three_columns(tmp_path):
+    paths = [viz.save_png(np.zeros((20, 40, 3), np.uint8), tmp_path / f"view_{i}.png") for i in range(3)]
+    sheet = Image.open(viz.contact_sheet(paths, tmp_path / "sheet.png", columns=4, thumb_width=40))
+    assert sheet.width == 3 * 40 + 2 * 8
