@@ -128,7 +128,9 @@ def run(params: Params) -> None:
             if i < cfg.overlay_views:
                 tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
                           ("overlay", viz.overlay(rgb_np, viz.colour_labels(pred, palette)))]
-                viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette)), plots / f"view_{v:04d}.png")
+                shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, gts.get(scene.names[v], pred))]))
+                viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0])),
+                             plots / f"view_{v:04d}.png")  # the key lists the classes the view shows
         timed_features = np.asarray(feat_arr[0], np.float32)  # read before the store is moved into place
         out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
