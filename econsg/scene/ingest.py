@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from econsg.artifacts import ArtifactWriter
 from econsg.errors import EconsgError
