@@ -127,7 +127,8 @@ def run(params: Params) -> None:
                 tiles.append(("ground truth", viz.colour_labels(gt, palette)))
             if i < cfg.overlay_views:
                 tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
-                          ("overlay", viz.overlay(rgb_np, viz.colour_labels(pred, palette)))]
+                          ("overlay", np.where((pred >= 0)[..., None], viz.overlay(rgb_np, viz.colour_labels(pred, palette)),
+                                               rgb_np))]  # pixels no class won stay as rendered, not darkened
                 shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, gts.get(scene.names[v], pred))]))
                 viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0])),
                              plots / f"view_{v:04d}.png")  # the key lists the classes the view shows
