@@ -9,7 +9,6 @@ when the stage succeeded, so a failed or killed stage leaves the previous artifa
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import os
@@ -27,6 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from econsg import __version__
 from econsg.errors import ArtifactError
+
+try:
+    import fcntl  # POSIX file locks: one writer per store
+except ImportError:  # Windows
+    fcntl = None
 
 SCHEMA_VERSION = 1
 PROVENANCE_KEY = "econsg"
@@ -213,7 +217,8 @@ class ArtifactWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115 (held until __exit__)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:  # POSIX; elsewhere two writers are not detected
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise ArtifactError(f"{self.path}: another run of the {self.stage} stage is writing it now; wait for it "
