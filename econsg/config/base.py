@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+
+# A length in the scene's units, or 'auto': a fraction of the scene's median depth (`econsg.fusion.resolve_voxel_size`)
+SceneLength = Annotated[float, Field(gt=0)] | Literal["auto"]
 
 
 class Section(BaseModel):

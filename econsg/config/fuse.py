@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from econsg.config.base import Section
+from econsg.config.base import SceneLength, Section
 
 
 class FuseParams(Section):
     """The 3D contextual space (METHOD.md section 3)."""
 
-    voxel_size: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+    voxel_size: SceneLength = Field(
         0.08,
         description="Voxel edge in the scene's units (metres on the demo, Replica, ScanNet). 0.08 suits the 6 m demo room "
         "(about 23k points at 256x192, 21k at 128x96); the authors use 0.02 on Replica. 'auto' = the scene's median "

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from econsg.config.base import Section
+from econsg.config.base import SceneLength, Section
 
 
 class IngestParams(Section):
@@ -22,7 +22,7 @@ class IngestParams(Section):
     max_init_points: int = Field(
         100_000, ge=100, description="Cap on the initial point cloud (back-projected depth or the dataset's points), subsampled with the seed."
     )
-    init_voxel_size: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+    init_voxel_size: SceneLength = Field(
         0.02,
         description="Voxel size, in the scene's units (metres on the demo), used to thin the initial point cloud "
         "(back-projected depth or the dataset's points). 'auto' = the median depth at which the training views see "

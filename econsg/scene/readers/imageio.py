@@ -47,8 +47,7 @@ def load_depth_png(path: Path, depth_scale: float, shape: tuple[int, int], resiz
         raw = _load_npy(path)
     else:
         raw = np.asarray(_open(path))
-    if raw.ndim != 2:
-        raise EconsgError(f"{path}: depth map has shape {raw.shape}, expected a single-channel [H, W] image")
+    single_channel(path, raw, "depth map")
     depth = raw.astype(np.float32) / float(depth_scale)
     if resize and depth.shape != tuple(shape) and abs(depth.shape[0] - depth.shape[1] * shape[0] / shape[1]) <= 1:
         depth = resize_nearest(depth, shape)
@@ -76,8 +75,7 @@ def resize_nearest(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def load_label_png(path: Path, shape: tuple[int, int], num_classes: int, unlabeled: int = 255) -> np.ndarray:
     """[H,W] int16 class ids with `unlabeled` mapped to IGNORE; ids outside the class list are refused."""
     raw = np.asarray(_open(path)).astype(np.int32)
-    if raw.ndim != 2:
-        raise EconsgError(f"{path}: label image has shape {raw.shape}, expected a single-channel [H, W] image")
+    single_channel(path, raw, "label image")
     expect_size(path, raw.shape, shape, "label map")
     labels = np.where(raw == unlabeled, IGNORE, raw)
     bad = (labels != IGNORE) & ((labels < 0) | (labels >= num_classes))
@@ -92,10 +90,15 @@ def load_label_png(path: Path, shape: tuple[int, int], num_classes: int, unlabel
 def load_instance_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """[H,W] int32 instance ids (0 = none)."""
     raw = np.asarray(_open(path)).astype(np.int32)
-    if raw.ndim != 2:
-        raise EconsgError(f"{path}: instance image has shape {raw.shape}, expected a single-channel [H, W] image")
+    single_channel(path, raw, "instance image")
     expect_size(path, raw.shape, shape, "instance map")
     return raw
+
+
+def single_channel(path: Path, raw: np.ndarray, what: str) -> None:
+    """Refuse a map with colour channels (a depth, label or instance file saved as an RGB picture), naming it."""
+    if raw.ndim != 2:
+        raise EconsgError(f"{path}: {what} has shape {raw.shape}, expected a single-channel [H, W] image")
 
 
 def expect_size(path: Path, found: tuple[int, ...], expected: tuple[int, int], what: str) -> None:
