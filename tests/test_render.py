@@ -190,6 +190,25 @@ def test_a_runaway_gaussian_past_int32_radii_is_still_drawn_and_sizes_may_be_num
     torch.testing.assert_close(out.alpha, torch.full_like(out.alpha, 0.5))
 
 
+@pytest.mark.parametrize("runaway_z", [-3.0, 3.0], ids=["culled-behind-the-camera", "in-front"])
+def test_a_runaway_gaussian_whose_covariance_overflows_float32_keeps_every_gradient_finite(runaway_z):
+    """Scales ~1e18 overflow J cov J^T in float32; 0 * inf in the backward used to give NaN gradients."""
+    width, height, focal = 16, 12, 20.0
+    viewmats, Ks = camera(width, height, focal, dtype=torch.float32)
+    g = torch.Generator().manual_seed(5)
+    means, quats, scales, opacities = (t.float() for t in random_scene(6, width, height, focal, g))
+    log_scales = scales.log()
+    means[0, 2], log_scales[0] = runaway_z, 41.5
+    for t in (means, quats, log_scales, opacities):
+        t.requires_grad_(True)
+    out = render(means, quats, log_scales.exp(), opacities, torch.rand(6, 3, generator=g), viewmats, Ks, width,
+                 height, backend="torch")  # fmt: skip
+    out.colors.sum().backward()
+    for name, t in (("means", means), ("quats", quats), ("log_scales", log_scales), ("opacities", opacities)):
+        assert torch.isfinite(t.grad).all(), name
+    assert torch.isfinite(out.colors).all() and not bool(out.meta["visible"][0, 0] & (runaway_z < 0))
+
+
 def test_features_render_like_colours():
     width, height, focal = 20, 18, 16.0
     viewmats, Ks = camera(width, height, focal, dtype=torch.float32)

@@ -86,7 +86,7 @@ def project_gaussians(
     depth_ok = (z >= near_plane) & (z <= far_plane)
     z_safe = torch.where(depth_ok, z, torch.ones_like(z))  # avoids 0/0 in gradients of culled ones
 
-    cov_world = quat_scale_to_covariance(quats, scales)  # [N,3,3]
+    cov_world = quat_scale_to_covariance(quats, scales.clamp_max(_scale_limit(Ks, near_plane)))  # [N,3,3]
     cov_cam = rot[:, None] @ cov_world[None] @ rot[:, None].transpose(-1, -2)  # [C,N,3,3]
 
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]  # [C,1]
@@ -124,6 +124,18 @@ def project_gaussians(
         radii = torch.where(visible[..., None], torch.stack([radius_x, radius_y], dim=-1).clamp_max(2**31 - 1),
                             0).to(torch.int32)
     return {"means2d": means2d, "conics": conics, "depths": z, "radii": radii, "visible": visible}
+
+
+def _scale_limit(Ks: Tensor, near_plane: float) -> Tensor:
+    """The largest scale (m) whose 2D covariance J cov J^T stays finite in float32 in these cameras.
+
+    |J| <= ~2 f / near, so a scale below 1e18 near / f keeps every entry under ~1e37. A runaway Gaussian past it
+    (scales ~1e13 at f = 1000 px) is projected at the limit, and its gradients stay finite: unclamped, its
+    covariance overflowed, and 0 * inf in the backward gave it NaN gradients even where it was culled (gsplat gives
+    a culled Gaussian none), which stopped training as diverged. No real Gaussian comes near the limit, so every
+    other value is unchanged to the bit.
+    """
+    return 1e18 * near_plane / Ks[:, :2, :2].abs().amax()
 
 
 class CompositePairs(torch.autograd.Function):
