@@ -13,6 +13,37 @@ from econsg.metrics import segmentation_scores
 
 IGNORE_COLOUR = (0, 0, 0)
 
+# System fonts for text past ASCII, which Pillow's built-in font draws as boxes; Pillow finds them in the system's font
+# folders (Linux, macOS, Windows). CJK text tries the CJK fonts first.
+UNICODE_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial Unicode.ttf", "arial.ttf")
+CJK_FONTS = ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular.otf", "wqy-microhei.ttc", "wqy-zenhei.ttc", "msyh.ttc",
+             "PingFang.ttc", "Hiragino Sans GB.ttc")  # fmt: skip
+UNICODE_FONT_SIZE = 9  # DejaVu Sans at 9 px is as tall and as wide as the built-in font
+
+
+def font_for(text: str) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The font to draw `text` in: Pillow's built-in one for ASCII, so that pictures are the same on every machine;
+    past ASCII (accents, Cyrillic, CJK), the first installed system font of CJK_FONTS/UNICODE_FONTS, and the built-in
+    one (boxes) where none is installed."""
+    if text.isascii():
+        return _builtin_font()
+    return _system_font(any(ord(ch) >= 0x2E80 for ch in text))
+
+
+@cache
+def _builtin_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+@cache
+def _system_font(cjk: bool) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    for name in (CJK_FONTS + UNICODE_FONTS) if cjk else UNICODE_FONTS:
+        try:
+            return ImageFont.truetype(name, UNICODE_FONT_SIZE)
+        except OSError:
+            continue
+    return _builtin_font()
+
 
 # Kelly's 20 colours of maximum contrast (white and black left out); beyond them, `_farther_colours`.
 DISTINCT_COLOURS = (
@@ -93,7 +124,6 @@ def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.nd
 def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int | None = None) -> Image.Image:
     """Titled tiles side by side (wrapped after `columns`), each up-scaled `scale`x with nearest sampling, in cells
     as large as the largest tile; a title longer than its tile is shortened with '...'."""
-    font = ImageFont.load_default()
     arrays = [to_uint8(t[..., 0] if t.ndim == 3 and t.shape[-1] == 1 else t) for _, t in tiles]
     images = [Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST) for a in arrays]
     w, h = max(i.width for i in images), max(i.height for i in images)
@@ -103,6 +133,7 @@ def panel(tiles: Sequence[tuple[str, np.ndarray]], scale: int = 2, columns: int 
     draw = ImageDraw.Draw(sheet)
     for i, ((title, _), image) in enumerate(zip(tiles, images)):
         x, y = (i % columns) * (w + 4), (i // columns) * (h + 16)
+        font = font_for(title)
         draw.text((x + 2, y + 2), fit_text(draw, title, w - 2, font), fill=(0, 0, 0), font=font)
         sheet.paste(image, (x, y + 14))
     return sheet
@@ -120,19 +151,19 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, width: float, font) -> str:
 def key(entries: Sequence[tuple[str, tuple[int, int, int]]], title: str | None = None, width: int = 160) -> Image.Image:
     """A colour key: a swatch and a name per entry, under an optional title; at least `width` wide, wider when a
     name needs it (up to KEY_MAX_WIDTH, past which names are shortened)."""
-    font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    longest = max([measure.textlength(name, font=font) + 24 for name, _ in entries]
-                  + [measure.textlength(title or "", font=font) + 8])
+    longest = max([measure.textlength(name, font=font_for(name)) + 24 for name, _ in entries]
+                  + [measure.textlength(title or "", font=font_for(title or "")) + 8])
     width = int(min(max(width, longest), KEY_MAX_WIDTH))
     top = 14 if title else 0
     image = Image.new("RGB", (width, top + 14 * len(entries) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     if title:
-        draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+        draw.text((4, 3), title, fill=(0, 0, 0), font=font_for(title))
     for i, (name, colour) in enumerate(entries):
         y = top + 14 * i
         draw.rectangle([4, 4 + y, 14, 14 + y], fill=tuple(int(x) for x in colour), outline=(0, 0, 0))
+        font = font_for(name)
         draw.text((20, 3 + y), fit_text(draw, name, width - 24, font), fill=(0, 0, 0), font=font)
     return image
 
@@ -142,14 +173,13 @@ KEY_MAX_WIDTH = 400  # pixels
 
 def ramp_key(title: str, low: str, high: str, width: int = 160) -> Image.Image:
     """The key of `colour_scalar`'s dark-to-yellow ramp: a bar from `low` (0) to `high` (1) under a title."""
-    font = ImageFont.load_default()
     image = Image.new("RGB", (width, 44), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    draw.text((4, 3), title, fill=(0, 0, 0), font=font_for(title))
     bar = colour_scalar(np.tile(np.linspace(0.0, 1.0, width - 8, dtype=np.float32), (10, 1)))
     image.paste(Image.fromarray(bar), (4, 17))
-    draw.text((4, 29), low, fill=(0, 0, 0), font=font)
-    draw.text((width - 4 - int(draw.textlength(high, font=font)), 29), high, fill=(0, 0, 0), font=font)
+    draw.text((4, 29), low, fill=(0, 0, 0), font=font_for(low))
+    draw.text((width - 4 - int(draw.textlength(high, font=font_for(high))), 29), high, fill=(0, 0, 0), font=font_for(high))
     return image
 
 
@@ -195,7 +225,6 @@ def save_gif(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
 
 def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_width: int = 480) -> Path:
     """Thumbnails of several PNGs in a grid, each under its file's name, with a gap between them."""
-    font = ImageFont.load_default()
     thumbs = []
     for p in paths:
         image = Image.open(p).convert("RGB")
@@ -211,7 +240,7 @@ def contact_sheet(paths: Sequence[Path], out: Path, columns: int = 4, thumb_widt
     draw = ImageDraw.Draw(sheet)
     for i, (p, t) in enumerate(zip(paths, thumbs)):
         x, y = (i % columns) * (thumb_width + gap), (i // columns) * (h + gap)
-        draw.text((x + 2, y + 1), Path(p).stem, fill=(0, 0, 0), font=font)
+        draw.text((x + 2, y + 1), Path(p).stem, fill=(0, 0, 0), font=font_for(Path(p).stem))
         sheet.paste(t, (x, y + caption))
     return save_png(sheet, out)
 
@@ -225,7 +254,7 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
 
     An extra last column (IGNORE predictions) counts in the row sums but is not drawn.
     """
-    font = ImageFont.load_default()
+    font = font_for("")
     C = len(class_names)
     counts = np.asarray(confusion, dtype=np.float64)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -241,11 +270,11 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
     heat = colour_scalar(rows)
     for j, name in enumerate(names):
         label = Image.new("RGB", (80, 12), (255, 255, 255))
-        ImageDraw.Draw(label).text((0, 0), name, fill=(0, 0, 0), font=font)
+        ImageDraw.Draw(label).text((0, 0), name, fill=(0, 0, 0), font=font_for(name))
         image.paste(label.rotate(90, expand=True), (left + j * cell + (cell - 12) // 2, top - 82))
     for i, name in enumerate(names):
         y = top + i * cell
-        draw.text((2, y + cell // 2 - 6), name, fill=(0, 0, 0), font=font)
+        draw.text((2, y + cell // 2 - 6), name, fill=(0, 0, 0), font=font_for(name))
         for j in range(C):
             x = left + j * cell
             colour = tuple(int(v) for v in heat[i, j])

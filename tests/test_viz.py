@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, ImageDraw
 
 from econsg import viz
 
@@ -38,3 +39,21 @@ def test_a_contact_sheet_of_three_pictures_has_three_columns(tmp_path):
     paths = [viz.save_png(np.zeros((20, 40, 3), np.uint8), tmp_path / f"view_{i}.png") for i in range(3)]
     sheet = Image.open(viz.contact_sheet(paths, tmp_path / "sheet.png", columns=4, thumb_width=40))
     assert sheet.width == 3 * 40 + 2 * 8
+
+
+def _drawn(text: str, font) -> np.ndarray:
+    image = Image.new("L", (40, 16), 0)
+    ImageDraw.Draw(image).text((2, 2), text, fill=255, font=font)
+    return np.asarray(image)
+
+
+def test_text_past_ascii_is_drawn_in_a_font_that_has_its_glyphs():
+    """The built-in font draws 'é' as the same box as any missing glyph; a system font draws the letter."""
+    builtin = viz.font_for("e")
+    assert _drawn("é", builtin).tobytes() == _drawn("\ufffe", builtin).tobytes()  # why a system font is needed
+    font = viz.font_for("café")
+    if font is builtin:
+        pytest.skip(f"none of {viz.UNICODE_FONTS} is installed")
+    accented, missing, plain = (_drawn(ch, font) for ch in ("é", "\ufffe", "e"))
+    assert accented.tobytes() != missing.tobytes() and accented.tobytes() != plain.tobytes()
+    assert viz.font_for("chair") is builtin  # ASCII keeps the built-in font: the same pictures on every machine
