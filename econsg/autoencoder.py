@@ -174,6 +174,10 @@ def _as_tensors(features, labels, text_embeddings, device) -> tuple[torch.Tensor
     )
     if feats.ndim != 2 or feats.shape[0] == 0:
         raise EconsgError(f"features: expected a non-empty [P, D] array, got shape {tuple(feats.shape)}")
+    if not bool(torch.isfinite(feats).all()):
+        bad = (~torch.isfinite(feats).all(dim=1)).nonzero()[:, 0]
+        raise EconsgError(f"features: {len(bad)} of {feats.shape[0]} rows hold NaN or inf (the first, row {int(bad[0])}); "
+                          f"expected finite features: training on them would make every latent NaN")
     if text.ndim != 2 or text.shape[1] != feats.shape[1]:
         raise EconsgError(f"text_embeddings: expected shape [C, {feats.shape[1]}] like the features, got {tuple(text.shape)}")
     labs = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).reshape(-1).long().cpu()

@@ -41,6 +41,11 @@ def run(params: Params) -> None:
         mask_labels = out.create_array("mask_labels", (V, ex["masks"].shape[1]), "int16", per_view=True, fill_value=-1)
         for i, v in enumerate(track(train, "crr: refining training views")):
             features = ex["features"][v]
+            if not np.isfinite(features).all():
+                raise EconsgError(
+                    f"{params.paths.artifact('extract')}: 'features' of view {v} ({scene.names[v]}) hold NaN or inf; "
+                    f"expected finite features (crr, fuse and autoencode would spread them): rerun extract"
+                )
             if cfg.enabled:
                 n = int(ex["num_masks"][v])
                 probs = pixel_probabilities(features, text, H, W, temperature)

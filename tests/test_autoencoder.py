@@ -150,6 +150,10 @@ def test_bad_inputs_name_the_argument():
         train_autoencoder(feats, np.zeros(4), np.zeros((3, 5)), generator=g, progress=False)
     with pytest.raises(EconsgError, match=r"labels: expected class ids in \[0, 3\)"):
         train_autoencoder(feats, np.array([0, 1, 2, 3]), np.zeros((3, 8)), generator=g, progress=False)
+    broken = feats.copy()
+    broken[2, 5] = np.nan
+    with pytest.raises(EconsgError, match=r"features: 1 of 4 rows hold NaN or inf \(the first, row 2\)"):
+        train_autoencoder(broken, np.zeros(4), np.zeros((3, 8)), generator=g, progress=False)
     with pytest.raises(EconsgError, match="every label is IGNORE"):
         latent_class_accuracy(LatentAutoencoder(8, 2, (4,)), feats, np.full(4, IGNORE), np.eye(8)[:3])
 

@@ -383,6 +383,29 @@ def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(
     assert not (other / "metrics" / "crr.json").exists()
 
 
+def test_crr_refuses_features_holding_inf_naming_the_view_and_keeps_the_previous_store(tiny_project):
+    """One inf in extract's features would turn crr's mask-class means, fuse's points and every latent into NaN
+    without an error: crr stops at the view that holds it."""
+    import zarr
+
+    from econsg.artifacts import read_provenance
+
+    workdir, _ = tiny_project
+    other = workdir / "inf_features"
+    for store in ("scene", "extract", "crr"):
+        shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
+    before = read_provenance(other / "crr.zarr").content_hash
+    features = zarr.open_group(other / "extract.zarr", mode="r+")["features"]
+    from econsg.scene.store import open_scene
+
+    view = int(open_scene(other / "scene.zarr").train_indices[1])
+    features[view, 0, 0, 0] = np.inf
+    result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
+    assert result.returncode == 1, result.stderr
+    assert f"extract.zarr: 'features' of view {view} (" in result.stderr and "hold NaN or inf" in result.stderr
+    assert read_provenance(other / "crr.zarr").content_hash == before
+
+
 def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_project):
     """The paper's autoencoder loss has CE terms on the fused labels: with none, autoencode stops at once with an
     error naming fuse.zarr's label array, instead of training on reconstruction alone and failing at its metrics."""
