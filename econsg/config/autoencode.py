@@ -26,7 +26,7 @@ class AutoencodeParams(Section):
         description="Encoder hidden widths from D down to d; the decoder mirrors them (authors: 256, 128, 64, 32).",
     )
     iterations: int = Field(
-        400, ge=1, description="Optimiser steps (minibatches); 400 x 1024 is ~27 epochs of a 15k-point demo, ~16 s on 2 CPU cores."
+        400, ge=1, description="Optimiser steps (minibatches); 400 x 1024 is ~18 epochs of the demo's 23k fused points, ~10 s on 2 CPU cores."
     )
     batch_size: int = Field(1024, ge=1, description="Fused points per minibatch (capped at the number of points).")
     lr: float = Field(2e-3, gt=0, lt=1, description="Adam learning rate (cosine-decayed to 1 % over the run).")
