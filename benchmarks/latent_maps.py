@@ -3,7 +3,8 @@
 A view's refined features are a few mask-table rows (crr's class means and pooled means) and, for the pixels crr
 left with their own feature, the bilinearly up-sampled 80x60 patch grid. Prints seconds per view for
   full map   the whole [H, W, D] map formed, then every pixel encoded (before this release),
-  rows       `econsg.crr.refined_feature_rows`: each distinct feature encoded once (what the stage runs),
+  rows       `econsg.crr.map_refined_features`: each distinct feature encoded once, 65,536 pixels at a time
+             (what the stage runs),
 at several shares of own-feature pixels, and whether the two give the same float16 latents.
 The encoder is randomly initialised (speed does not depend on its weights).
 Run: .venv/bin/python benchmarks/latent_maps.py
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from econsg.autoencoder import LatentAutoencoder, encode_features
-from econsg.crr import refined_feature_rows
+from econsg.crr import map_refined_features
 from econsg.features.base import upsample_feature_rows
 
 H, W, D, LATENT = 480, 640, 512, 16
@@ -62,8 +63,8 @@ def main() -> None:
             return encode_features(model, features, unit=True).numpy().astype(np.float16)
 
         def by_rows():
-            rows, index = refined_feature_rows(grid, source, table, H, W)
-            return encode_features(model, rows, unit=True).numpy().astype(np.float16)[index]
+            return map_refined_features(lambda rows: encode_features(model, rows, unit=True).numpy().astype(np.float16),
+                                        grid, source, table, H, W)
 
         same = np.array_equal(full_map(), by_rows())
         slow, fast = seconds(full_map), seconds(by_rows)

@@ -12,13 +12,13 @@ up-sampled grid), or, with `ignored_features="mask"`, an IGNORE pixel that no la
 mean feature of all the pixels of its smallest mask (LangSplat-style mask pooling of what crr could not name;
 tau2's boundary pixels, inside a labelled mask, keep their own; in the artifact such a pixel is IGNORE with
 feature_source >= 0). Pixel features are never stored at full resolution: `feature_source` points into a
-small per-view table `mask_class_features`; `refined_feature_rows` gives a view's distinct features and a pixel
-index into them (what autoencode encodes; rows[index] is the [H, W, D] map).
+small per-view table `mask_class_features`; `map_refined_features` applies a function (autoencode's encoder) to
+each of a view's distinct refined features once, a bounded number of pixels at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,6 +30,7 @@ from econsg.features.base import bilinear_pixel_weights, interpolated_feature_no
 IGNORE = -1
 # Resolution of the streaming confidence histogram used by tau1_mode="quantile" (confidences lie in [0, 1]).
 QUANTILE_BINS = 4096
+CHUNK_PIXELS = 65_536  # own-feature pixels up-sampled and mapped at once by `map_refined_features`
 
 
 @dataclass
@@ -294,14 +295,21 @@ def mask_class_mean_features(
     return normalize_rows(sums)
 
 
-def refined_feature_rows(
-    features_grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The refined pixel features of one view as distinct rows and an index, without the [H, W, D] cube.
+def map_refined_features(
+    fn: Callable[[np.ndarray], np.ndarray],
+    features_grid: np.ndarray,
+    feature_source: np.ndarray,
+    mask_class_features: np.ndarray,
+    height: int,
+    width: int,
+    chunk_pixels: int = CHUNK_PIXELS,
+) -> np.ndarray:
+    """fn applied to one view's refined pixel features: [H, W, k], without the [H, W, D] feature cube.
 
-    Returns rows [R + P, D] float32 (the R table rows, then the up-sampled grid feature of each of the P pixels
-    whose feature_source is -1) and index [H, W] int64 into rows: rows[index] is the [H, W, D] refined feature map
-    (table rows where feature_source >= 0, else the up-sampled grid).
+    fn maps [N, D] float32 feature rows to [N, k] (autoencode: the encoder, k = d). Each distinct refined feature
+    goes through it once: the R rows of `mask_class_features` (the pixels whose feature_source is >= 0), then the
+    bilinearly up-sampled grid feature of each pixel whose feature_source is -1, `chunk_pixels` at a time, so that
+    memory stays at chunk_pixels x D whatever the view's size (a 640x480 view at D = 768 would be 0.9 GB at once).
     """
     feature_source = np.asarray(feature_source)
     if feature_source.shape != (height, width):
@@ -312,11 +320,15 @@ def refined_feature_rows(
         raise EconsgError(f"mask_class_features: got shape {table.shape}, expected [R, {features_grid.shape[-1]}]")
     if feature_source.size and feature_source.max() >= len(table):
         raise EconsgError(f"feature_source: row {feature_source.max()} out of range for a table of {len(table)} rows")
-    ys, xs = np.nonzero(feature_source < 0)
-    own = upsample_feature_pixels(features_grid, height, width, ys, xs)
-    index = feature_source.astype(np.int64)
-    index[ys, xs] = len(table) + np.arange(len(ys))
-    return np.concatenate([table, own]), index
+    mapped_table = np.asarray(fn(table))
+    out = np.empty((height, width, *mapped_table.shape[1:]), mapped_table.dtype)
+    from_table = feature_source >= 0
+    out[from_table] = mapped_table[feature_source[from_table]]
+    ys, xs = np.nonzero(~from_table)
+    for start in range(0, len(ys), chunk_pixels):
+        y, x = ys[start : start + chunk_pixels], xs[start : start + chunk_pixels]
+        out[y, x] = fn(upsample_feature_pixels(features_grid, height, width, y, x))
+    return out
 
 
 def identity_crr(labels: np.ndarray, feature_dim: int) -> CRRResult:

@@ -12,7 +12,7 @@ from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.autoencoder import (encode_features, encode_text, latent_class_accuracy, reconstruction_cosine, state_to_arrays,
                                 train_autoencoder)
 from econsg.config import Params
-from econsg.crr import refined_feature_rows
+from econsg.crr import map_refined_features
 from econsg.device import resolve_device
 from econsg.errors import EconsgError
 from econsg.pipeline import stage_main, stage_params
@@ -81,10 +81,14 @@ def run(params: Params) -> None:
         out.create_array("latent", latent.shape, "float32", data=latent)
         out.create_array("text_latents", text_latents.shape, "float32", data=text_latents)
         maps = out.create_array("latent_maps", (V, H, W, cfg.latent_dim), "float16", per_view=True)
+
+        def encode(rows: np.ndarray) -> np.ndarray:
+            return encode_features(model, rows, unit=cfg.unit_latents).numpy().astype(np.float16)
+
         for v in track(scene.train_indices, "autoencode: 2D latent maps"):
-            # each distinct refined feature (a mask's table row, or a pixel's own) is encoded once
-            rows, index = refined_feature_rows(ex["features"][v], cr["feature_source"][v], cr["mask_class_features"][v], H, W)
-            maps[v] = encode_features(model, rows, unit=cfg.unit_latents).numpy().astype(np.float16)[index]  # F_z^2D
+            # each distinct refined feature (a mask's table row, or a pixel's own) is encoded once: F_z^2D
+            maps[v] = map_refined_features(encode, ex["features"][v], cr["feature_source"][v],
+                                           cr["mask_class_features"][v], H, W)
         out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
                           "feature_dim": int(text.shape[1])})
     metrics = {

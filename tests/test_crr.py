@@ -9,9 +9,9 @@ from econsg.crr import (
     confidence_histogram,
     crr_threshold,
     identity_crr,
+    map_refined_features,
     mask_class_mean_features,
     refine_labels_crr,
-    refined_feature_rows,
 )
 from econsg.errors import EconsgError
 from econsg.features.base import upsample_feature_rows
@@ -120,30 +120,38 @@ def test_refined_features_are_mask_class_means():
     np.testing.assert_allclose(r.mask_class_features[0], mean0, atol=1e-3)
     np.testing.assert_allclose(r.mask_class_features[1], [0, 0, 1], atol=1e-3)
     assert r.feature_source.tolist() == [[0, 0, 1, 0]]
-    rows, index = refined_feature_rows(grid, r.feature_source, r.mask_class_features, 1, 4)
-    refined = rows[index]
+    refined = map_refined_features(lambda rows: rows, grid, r.feature_source, r.mask_class_features, 1, 4)
     np.testing.assert_allclose(refined[0, 3], mean0, atol=1e-3)  # the uncertain pixel takes the mean too
     np.testing.assert_allclose(refined[0, 2], [0, 0, 1], atol=1e-3)
 
 
-def test_refined_feature_rows_hold_each_distinct_feature_once_and_index_every_pixel():
+def test_map_refined_features_maps_each_distinct_feature_once_a_chunk_at_a_time():
     rng = np.random.default_rng(1)
     H, W, D = 7, 10, 6
     grid = rng.standard_normal((3, 4, D)).astype(np.float16)
     table = rng.standard_normal((3, D)).astype(np.float16)
     source = rng.integers(-1, 3, (H, W)).astype(np.int32)
-    rows, index = refined_feature_rows(grid, source, table, H, W)
     own = source < 0
-    assert rows.shape == (3 + own.sum(), D) and index.shape == (H, W)
-    np.testing.assert_array_equal(index[~own], source[~own])  # table pixels point at their row
-    assert sorted(index[own].tolist()) == list(range(3, 3 + own.sum()))  # one row per own-feature pixel
+    calls = []
+
+    def fn(rows):
+        calls.append(len(rows))
+        return rows[:, :2] * 2  # any row-wise map: here to k = 2
+
+    mapped = map_refined_features(fn, grid, source, table, H, W, chunk_pixels=5)
+    assert calls[0] == 3 and sum(calls) == 3 + own.sum() and max(calls[1:]) == 5  # each feature once, 5 at a time
     expected = upsample_feature_rows(grid, H, W)
     expected[~own] = table.astype(np.float32)[source[~own]]
-    np.testing.assert_array_equal(rows[index], expected)  # the same numbers as the full up-sampled map
-    every_pixel_own = refined_feature_rows(grid, np.full((H, W), -1, np.int32), table, H, W)
-    np.testing.assert_array_equal(every_pixel_own[0][every_pixel_own[1]], upsample_feature_rows(grid, H, W))
-    no_pixel_own = refined_feature_rows(grid, np.zeros((H, W), np.int32), table, H, W)
-    assert len(no_pixel_own[0]) == 3 and not no_pixel_own[1].any()
+    np.testing.assert_array_equal(mapped, expected[..., :2] * 2)  # the same numbers as the full up-sampled map
+    whole = map_refined_features(lambda rows: rows, grid, source, table, H, W)
+    np.testing.assert_array_equal(whole, expected)
+    every_pixel_own = map_refined_features(lambda rows: rows, grid, np.full((H, W), -1, np.int32), table, H, W)
+    np.testing.assert_array_equal(every_pixel_own, upsample_feature_rows(grid, H, W))
+    calls.clear()
+    map_refined_features(fn, grid, np.zeros((H, W), np.int32), table, H, W)
+    assert calls == [3]
+    with pytest.raises(EconsgError, match="feature_source: row 3 out of range"):
+        map_refined_features(fn, grid, np.full((H, W), 3, np.int32), table, H, W)
 
 
 def test_mask_class_means_match_brute_force_on_an_upsampled_grid():
@@ -213,8 +221,7 @@ def test_ignored_pixels_pool_their_masks_feature_only_when_asked():
     assert pooled.refined_labels.tolist() == own.refined_labels.tolist()  # labels are untouched
     assert pooled.pair_index.tolist() == [[0, -1]]
     assert pooled.feature_source.tolist() == [[0, 0, 0, -1, -1, -1]]
-    rows, index = refined_feature_rows(grid, pooled.feature_source, pooled.mask_class_features, 1, 6)
-    refined = rows[index]
+    refined = map_refined_features(lambda rows: rows, grid, pooled.feature_source, pooled.mask_class_features, 1, 6)
     mean = np.array([1, 0, 0]) + np.array([0, 1, 0]) + np.array([1, 1, 0]) / np.sqrt(2)  # unit pixel features
     for u in range(3):
         np.testing.assert_allclose(refined[0, u], mean / np.linalg.norm(mean), atol=1e-3)
