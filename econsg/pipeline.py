@@ -7,6 +7,7 @@ it computes with (what its script imports, short of the I/O and config modules),
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import signal
 import sys
@@ -38,6 +39,18 @@ class StageSpec:
     def resolve(self, template: str, params: Params) -> str:
         p = params.paths
         return template.format(data=p.data, artifacts=p.artifacts, metrics=p.metrics, plots=p.plots)
+
+
+def code_digest(stage: str, root: Path | None = None) -> str:
+    """sha256 over the source files of a stage's `code` deps (every .py below each path, by path): it changes when
+    an edit would make DVC rerun the stage, so that splat's checkpoints do not resume a run of other code."""
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for entry in STAGES[stage].code:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f"{file.relative_to(root).as_posix()}:".encode() + file.read_bytes())
+    return digest.hexdigest()
 
 
 STAGES: dict[str, StageSpec] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.pipeline import stage_main, stage_params
+from econsg.pipeline import code_digest, stage_main, stage_params
 from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
@@ -73,6 +74,7 @@ def run(params: Params) -> None:
         torch.from_numpy(fused["rgb"][...].astype(np.float32) / 255.0),
         sh_degree=cfg.sh_degree,
         init_opacity=cfg.init_opacity,
+        init_scale=cfg.init_scale,
         features=initial_features(cfg, ae["latent"][...], seed=params.seed * 1000 + 7),
         generator=generator,
     ).to(device)
@@ -99,9 +101,11 @@ def run(params: Params) -> None:
         require_gsplat_kernels()  # a first use builds them (minutes): before training, which is timed
     extra_loss = semantic_loss(cfg, views.extras["latent_maps"], views.extras["labels"], text_latents,
                                views.extras.get("distill_mask"), views.extras.get("pixel_weights"))
+    # checkpoints resume only a run of the same code, on the same kind of device, with the same text latents
+    run_key = f"{code_digest('splat')};{device};{hashlib.sha256(text_latents.cpu().numpy().tobytes()).hexdigest()}"
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,
-        checkpoint_dir=Path(params.paths.checkpoints) / "splat",
+        checkpoint_dir=Path(params.paths.checkpoints) / "splat", run_key=run_key,
     )
     test = load_views(scene, scene.test_indices, device)
     quality = evaluate_rgb(result.params, test, cfg)

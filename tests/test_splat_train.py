@@ -275,6 +275,39 @@ def test_other_config_does_not_resume(tmp_path: Path):
     assert again.resumed_step == 0 and len(list(tmp_path.glob("*.pt"))) == 2
 
 
+def test_another_run_key_does_not_resume_and_settings_training_ignores_do(tmp_path: Path):
+    """The run key (the stage's code version, device, text latents) is part of the fingerprint: a rerun after a code
+    change retrains instead of handing back the old Gaussians. The relevancy temperature and the checkpoint
+    interval do not change what training computes, so changing them resumes."""
+    def run(run_key: str = "code-a", **overrides):
+        views, params = tiny_problem()
+        cfg = config(**{"iterations": 5, "checkpoint_every": 5, **overrides})
+        return train_gaussians(views, params, cfg, progress=False, generator=torch.Generator().manual_seed(0),
+                               checkpoint_dir=tmp_path, run_key=run_key)
+
+    assert run().resumed_step == 0
+    assert run(run_key="code-b").resumed_step == 0
+    assert run(temperature=0.5, checkpoint_every=4).resumed_step == 5
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_code_digest_follows_the_stages_code_deps(tmp_path: Path):
+    from econsg.pipeline import STAGES, code_digest
+
+    for entry in STAGES["splat"].code:
+        (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
+        if entry.endswith(".py"):
+            (tmp_path / entry).write_text("x = 1\n")
+        else:
+            (tmp_path / entry).mkdir(exist_ok=True)
+            (tmp_path / entry / "a.py").write_text("y = 1\n")
+    before = code_digest("splat", tmp_path)
+    assert code_digest("splat", tmp_path) == before
+    folder = next(e for e in STAGES["splat"].code if not e.endswith(".py"))
+    (tmp_path / folder / "a.py").write_text("y = 2\n")
+    assert code_digest("splat", tmp_path) != before
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path: Path):
     steps = iter(range(100))
 

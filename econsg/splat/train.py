@@ -17,6 +17,7 @@ Two deviations from gsplat 1.5.3, both small:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -206,9 +207,15 @@ def _shape(value) -> str:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def training_fingerprint(params: Mapping[str, Tensor], views: TrainViews, cfg: SplatParams) -> str:
-    """sha256 over the config, the initial Gaussians and the views: checkpoints resume only a run with all three equal."""
-    digest = hashlib.sha256(cfg.params_hash().encode())
+NOT_TRAINING = frozenset({"temperature", "checkpoint_every"})  # SplatParams fields training does not read
+
+
+def training_fingerprint(params: Mapping[str, Tensor], views: TrainViews, cfg: SplatParams, run_key: str = "") -> str:
+    """sha256 over the config (short of NOT_TRAINING), the initial Gaussians, the views and `run_key` (whatever else
+    decides the result: the code's version, the device, the loss's own inputs): checkpoints resume only a run with
+    all of them equal."""
+    config = json.dumps(cfg.model_dump(mode="json", exclude=set(NOT_TRAINING)), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(f"{config};{run_key};".encode())
     tensors = {f"param.{k}": v for k, v in sorted(params.items())}
     tensors.update({"images": views.images, "viewmats": views.viewmats, "Ks": views.Ks})
     tensors.update({f"extra.{k}": v for k, v in sorted(views.extras.items())})
@@ -290,6 +297,7 @@ def train_gaussians(
     generator: torch.Generator,
     extra_loss: ExtraLoss | None = None,
     checkpoint_dir: Path | None = None,
+    run_key: str = "",
     progress: bool = True,
 ) -> TrainResult:
     """Optimise `params` (in place; also returned) for cfg.iterations steps on `views`.
@@ -298,8 +306,9 @@ def train_gaussians(
     extra_loss(out, view_index, params) -> (loss, {name: float}) when given (out: RenderOutput with
     out.features rendered from params["features"] when present). Densification and pruning use gsplat's
     DefaultStrategy with cfg's thresholds. With `checkpoint_dir`, a checkpoint is written every
-    cfg.checkpoint_every steps and at the end, and a run with the same config, initial Gaussians and views
-    resumes from its latest one (restoring the generator's state too). NaN/Inf in the loss or parameters
+    cfg.checkpoint_every steps and at the end, and a run with the same config, initial Gaussians, views and
+    `run_key` resumes from its latest one (restoring the generator's state too). `run_key` names what else decides
+    the result and the fingerprint cannot see: the code's version, the device, extra_loss's own inputs. NaN/Inf in the loss or parameters
     raises EconsgError naming the step; checkpoints already written are kept.
     """
     if not isinstance(cfg, SplatParams):
@@ -311,7 +320,7 @@ def train_gaussians(
     if cfg.sh_degree > stored:
         raise EconsgError(f"cfg.sh_degree: got {cfg.sh_degree}, but params store SH coefficients only up to degree "
                           f"{stored} (shN {tuple(params['shN'].shape)}); initialise with sh_degree={cfg.sh_degree}")  # fmt: skip
-    fingerprint = training_fingerprint(params, views, cfg) if checkpoint_dir is not None else ""
+    fingerprint = training_fingerprint(params, views, cfg, run_key) if checkpoint_dir is not None else ""
     scene_scale = scene_scale_of(views.viewmats)
     run = _RunState()
     strategy = make_strategy(cfg)
