@@ -22,6 +22,7 @@ from econsg.splat.train import (
     feature_lr_at,
     is_opacity_reset_step,
     means_lr_at,
+    scene_scale_of,
 )
 
 WIDTH, HEIGHT, N_VIEWS = 32, 24, 4
@@ -306,6 +307,32 @@ def test_code_digest_follows_the_stages_code_deps(tmp_path: Path):
     folder = next(e for e in STAGES["splat"].code if not e.endswith(".py"))
     (tmp_path / folder / "a.py").write_text("y = 2\n")
     assert code_digest("splat", tmp_path) != before
+
+
+def test_scene_scale_follows_the_scenes_unit_also_where_the_cameras_coincide():
+    views, params = tiny_problem()
+    spread = scene_scale_of(views.viewmats, params["means"])
+    millimetres = views.viewmats.clone()
+    millimetres[:, :3, 3] *= 1000
+    assert scene_scale_of(millimetres, params["means"] * 1000) == pytest.approx(1000 * spread)
+    one_view = scene_scale_of(views.viewmats[:1], params["means"])  # the means' median distance from the camera
+    assert scene_scale_of(millimetres[:1], params["means"] * 1000) == pytest.approx(1000 * one_view)
+    assert scene_scale_of(views.viewmats[:1], params["means"][:0]) == 1.0
+
+
+def test_points_no_camera_sees_stop_training_after_the_first_epoch():
+    views, params = tiny_problem()
+    with torch.no_grad():
+        params["means"] += 1000.0  # a point cloud in another frame than the poses
+    with pytest.raises(EconsgError, match=r"no Gaussian was in view of any of the 4 training cameras"):
+        train_gaussians(views, params, config(), generator=torch.Generator().manual_seed(0), progress=False)
+
+
+def test_pruning_every_gaussian_stops_training_naming_the_settings():
+    views, params = tiny_problem()
+    cfg = config(refine_start_iter=1, refine_every=2, refine_stop_iter=10, prune_opa=0.99)
+    with pytest.raises(EconsgError, match=r"every Gaussian was pruned at step \d+ .*splat.prune_opa 0.99"):
+        train_gaussians(views, params, cfg, generator=torch.Generator().manual_seed(0), progress=False)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path: Path):

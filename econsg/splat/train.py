@@ -88,11 +88,16 @@ class TrainResult:
 # --------------------------------------------------------------------------- schedule and optimizers
 
 
-def scene_scale_of(viewmats: Tensor) -> float:
-    """1.1 x the largest distance (m) of a camera centre from their mean, as simple_trainer; 1.0 if all coincide."""
+def scene_scale_of(viewmats: Tensor, means: Tensor) -> float:
+    """1.1 x the largest distance of a camera centre from their mean, as simple_trainer (scene units). Where the
+    centres coincide (one view, a camera turning on the spot), 1.1 x the median distance of the Gaussians' means
+    from them instead: a fixed 1.0 would be 0.1 mm in a scene in millimetres, and prune every Gaussian."""
     centres = torch.linalg.inv(viewmats.detach().double().cpu())[:, :3, 3]
     spread = float((centres - centres.mean(dim=0)).norm(dim=-1).max()) * 1.1
-    return spread if spread > 1e-6 else 1.0
+    if spread > 1e-6:
+        return spread
+    depth = float((means.detach().double().cpu() - centres.mean(dim=0)).norm(dim=-1).median()) * 1.1 if len(means) else 0.0
+    return depth if depth > 1e-6 else 1.0
 
 
 def active_sh_degree(step: int, cfg: SplatParams) -> int:
@@ -321,7 +326,7 @@ def train_gaussians(
         raise EconsgError(f"cfg.sh_degree: got {cfg.sh_degree}, but params store SH coefficients only up to degree "
                           f"{stored} (shN {tuple(params['shN'].shape)}); initialise with sh_degree={cfg.sh_degree}")  # fmt: skip
     fingerprint = training_fingerprint(params, views, cfg, run_key) if checkpoint_dir is not None else ""
-    scene_scale = scene_scale_of(views.viewmats)
+    scene_scale = scene_scale_of(views.viewmats, params["means"])
     run = _RunState()
     strategy = make_strategy(cfg)
     state = strategy.initialize_state(scene_scale=scene_scale)
@@ -335,6 +340,7 @@ def train_gaussians(
             payload = load_checkpoint(last_saved, fingerprint)
             optimizers = _restore(payload, params, state, generator, run, cfg, scene_scale, device)
     resumed_step = run.step
+    seen_any = resumed_step > 0  # whether a training camera has seen a Gaussian (checked over the first epoch)
     strategy.check_sanity(params, optimizers)
 
     def checkpoint() -> Path:
@@ -397,6 +403,16 @@ def train_gaussians(
             bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
             if bad:
                 raise _diverged(step, f"parameters {', '.join(bad)} hold NaN/Inf", last_saved)
+            if len(params["means"]) == 0:
+                raise EconsgError(f"splat: every Gaussian was pruned at step {step} (scene scale {scene_scale:.4g} scene "
+                                  f"units; splat.prune_opa {cfg.prune_opa}, splat.prune_scale3d {cfg.prune_scale3d})")
+            seen_any = seen_any or bool((out.meta["radii"] > 0).any())
+            if step == n_views - 1 and not seen_any:
+                raise EconsgError(
+                    f"splat: no Gaussian was in view of any of the {n_views} training cameras in the first epoch: the "
+                    f"points and the cameras do not meet (another unit or frame, or every point within the near plane "
+                    f"of 0.01 scene units); check the poses and the point cloud (`econsg audit`)"
+                )
 
             run.step = step + 1
             run.seconds += time.perf_counter() - started
