@@ -71,7 +71,7 @@ def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Pat
     from econsg.config import load_params
 
     _guard(load_params, path)
-    Console().print(f"{path}: ok")
+    Console().print(f"{path}: ok", markup=False)
 
 
 @params_app.command("defaults")
@@ -318,7 +318,7 @@ def audit(
         chosen = _parse_views(views, scene.train_indices)
         target = out or Path(p.paths.plots) / "audit"
         paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p))
-        Console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
+        Console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}", markup=False)
 
     _guard(work)
 
@@ -334,7 +334,7 @@ def _fuse_store(p):
     try:
         return open_stage(p, "fuse")
     except ArtifactError as error:
-        Console(stderr=True).print(f"note: no multi-view agreement tile ({error}); rerun fuse for it")
+        Console(stderr=True).print(f"note: no multi-view agreement tile ({error}); rerun fuse for it", markup=False)
         return None
 
 
@@ -396,9 +396,9 @@ def query(
             picture, coverage = _query_picture("render", ev["renders"][i], features, texts, latents, canonical,
                                                p.splat.temperature, level)  # fmt: skip
             if coverage is not None:
-                Console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels")
+                Console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels", markup=False)
             written.append(viz.save_png(picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
-        Console().print(f"wrote {len(written)} pictures to {target}")
+        Console().print(f"wrote {len(written)} pictures to {target}", markup=False)
 
     _guard(work)
 
@@ -460,7 +460,7 @@ def edit(
         picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]),
                                ply.with_name(f"{ply.stem}_before_after.png"))
         summary = selection_summary(selected)
-        Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
+        Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}", markup=False)
 
     _guard(work)
 
@@ -572,7 +572,7 @@ def render_path(
             viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
             pictures.append(picture)
         gif = viz.save_gif(pictures, target / "path.gif", fps)
-        Console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}")
+        Console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}", markup=False)
 
     _guard(work)
 
@@ -593,7 +593,7 @@ def export_ply_command(
         path = _ply_path(out, "--out")
         gaussians = load_gaussians(open_stage(load_params(params), "splat"))
         export_ply(path, gaussians)
-        Console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}")
+        Console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}", markup=False)
 
     _guard(work)
 

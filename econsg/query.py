@@ -35,6 +35,9 @@ class LatentQuery:
         the features they are compared with are rendered."""
         if blank := [text for text in texts if not text.strip()]:
             raise EconsgError(f"query text: got {blank[0]!r}, expected a non-empty text such as 'a red chair'")
+        if broken := [text for text in texts if not text.isprintable()]:
+            raise EconsgError(f"query text: got {broken[0]!r}, which holds a line break or another control character; "
+                              f"expected one line of text")
         embeddings = torch.from_numpy(embed_classes(self.encoder, list(texts), self.params)).to(self.device)
         return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
 

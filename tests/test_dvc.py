@@ -168,6 +168,10 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert training_view.exit_code == 1 and "--view: 0 is not a held-out view" in training_view.stderr
     blank = runner.invoke(app, ["query", "wall", " "])
     assert blank.exit_code == 1 and "query text: got ' ', expected a non-empty text" in blank.stderr
+    two_lines = runner.invoke(app, ["edit", "wall\nfloor"])
+    assert two_lines.exit_code == 1 and "holds a line break" in two_lines.stderr and "Traceback" not in two_lines.stderr
+    bracketed = runner.invoke(app, ["query", "bed [red]", "--view", str(held_out[-1])])
+    assert bracketed.exit_code == 0 and "'bed [red]' covers" in bracketed.stdout, "user text is echoed as typed"
     several = runner.invoke(app, ["query", "wall", "floor", "bed"])
     assert several.exit_code == 0, several.stderr
     edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])

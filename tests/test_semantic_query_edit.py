@@ -169,12 +169,12 @@ def test_edit_removes_exactly_the_selected_object():
     assert torch.all(params["sh0"] == 0), "the input must not be modified"
     with pytest.raises(EconsgError, match="action: 'delete'"):
         apply_edit(params, selected, "delete")
-    # an edit that would leave no Gaussian is refused, not written as an empty scene
-    with pytest.raises(EconsgError, match=r"remove: the selection holds every Gaussian \(10 of 10\)"):
+    # an edit that would leave no Gaussian, or change nothing, is refused, not written
+    with pytest.raises(EconsgError, match=r"remove: the text selects every Gaussian \(10\)"):
         apply_edit(params, torch.ones(n, dtype=torch.bool), "remove")
-    with pytest.raises(EconsgError, match="extract: the selection holds no Gaussian"):
-        apply_edit(params, torch.zeros(n, dtype=torch.bool), "extract")
-    assert apply_edit(params, torch.zeros(n, dtype=torch.bool), "recolour")["sh0"].shape == (n, 1, 3)
+    for action, outcome in (("extract", "leave an empty scene"), ("remove", "change nothing"), ("recolour", "change nothing")):
+        with pytest.raises(EconsgError, match=rf"{action}: the text selects no Gaussian \(0 of 10\), so the edit would {outcome}"):
+            apply_edit(params, torch.zeros(n, dtype=torch.bool), action)
 
 
 def test_subset_scores_count_ignore_predictions_as_errors():
