@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from econsg.errors import ArtifactError
 from econsg.metrics import confusion_matrix, segmentation_scores
 from econsg.scene.data import IGNORE
 from econsg.scene.store import open_ground_truth
@@ -50,7 +51,7 @@ def score_crr_labels(
     """
     try:
         truth = open_ground_truth(scene_path)
-    except Exception:  # a dataset without labels: nothing to score
+    except ArtifactError:  # a dataset without labels: nothing to score
         return {"has_ground_truth": False}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
@@ -102,7 +103,7 @@ def score_fused_points(
     a point without a label (seen only by pixels crr ignored) counts as wrong."""
     try:
         truth = open_ground_truth(scene_path)
-    except Exception:
+    except ArtifactError:  # a dataset without labels
         return {}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]

@@ -23,7 +23,8 @@ class FuseParams(Section):
     source: Literal["auto", "depth", "points"] = Field(
         "auto",
         description="Where 3D comes from: 'depth' back-projects depth maps, 'points' z-buffers the scene's point "
-        "cloud into each view, 'auto' uses depth where a view has it and the point cloud otherwise.",
+        "cloud into each view, 'auto' uses depth when the scene has depth maps (ingest keeps them for every view or for "
+        "none) and the point cloud otherwise.",
     )
     depth_tolerance: float = Field(
         0.05,
@@ -33,7 +34,8 @@ class FuseParams(Section):
         "the nearest point on its pixel.",
     )
     max_depth: float | None = Field(
-        None, gt=0, description="Skip samples deeper than this many metres (far, noisy depth); null = no limit."
+        None, gt=0, description="Skip samples deeper than this, in scene units (metres on the demo, Replica and ScanNet; far, "
+        "noisy depth); null = no limit."
     )
     use_confidence_weights: bool = Field(
         True, description="Weight features and label votes by crr's per-pixel confidence; false = every pixel weighs 1."
