@@ -15,6 +15,7 @@ from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import score_fused_points
+from econsg.features.base import interpolated_feature_norms
 from econsg.fusion import (
     FUSE_VOXELS_PER_MEDIAN_DEPTH,
     VoxelFeatureFusion,
@@ -60,14 +61,17 @@ def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_clas
     """crr's refined features as table rows + per-pixel taps, without an [H,W,D] cube.
 
     Rows are the patch grid followed by the mask-class means; a pixel keeping its own feature mixes
-    four grid rows bilinearly (`bilinear_taps` from `bilinear_feature_index`), a pixel refined by a mask
-    takes its mask-class row.
+    four grid rows bilinearly (`bilinear_taps` from `bilinear_feature_index`), renormalised to unit length as
+    crr and autoencode take a pixel's own feature, and a pixel refined by a mask takes its mask-class row.
     """
     h, w, D = grid.shape
     table = np.concatenate([grid.reshape(-1, D), mask_class_features]).astype(np.float32)
     index, mix = bilinear_taps[0].copy(), bilinear_taps[1].copy()
     source = feature_source.reshape(-1)
     refined = source >= 0
+    own = ~refined
+    norms = interpolated_feature_norms(grid, *feature_source.shape).reshape(-1)
+    mix[own] = mix[own] / np.maximum(norms[own], 1e-12)[:, None].astype(mix.dtype)
     index[refined] = (h * w + source[refined])[:, None]
     mix[refined] = np.array([1.0, 0.0, 0.0, 0.0], mix.dtype)
     return table, index, mix

@@ -5,6 +5,7 @@ import pytest
 
 from econsg.config.crr import CrrParams
 from econsg.crr import (
+    QUANTILE_BINS,
     IGNORE,
     confidence_histogram,
     crr_threshold,
@@ -180,6 +181,19 @@ def test_thresholds_absolute_relative_quantile():
     hist = confidence_histogram(values)
     q2 = crr_threshold(mode="quantile", tau1=0.25, histogram=hist, num_views=3)
     np.testing.assert_allclose(q2, [q[0]] * 3)
+
+
+def test_a_quantile_in_a_crowded_bin_keeps_the_share_asked_for():
+    """A confident teacher puts half its pixels above 0.99976, in the histogram's last bin: the 0.55 quantile falls
+    inside that bin and must keep about 45 %, not take the bin's upper edge (1.0) and keep none."""
+    rng = np.random.default_rng(0)
+    last_bin = 1.0 - 1.0 / QUANTILE_BINS
+    confident = np.concatenate([rng.uniform(0.0, 0.5, 50_000), rng.uniform(last_bin, 1.0, 50_000)])
+    tau1 = crr_threshold([confident], mode="quantile", tau1=0.55)[0]
+    assert (confident >= tau1).mean() == pytest.approx(0.45, abs=0.01)
+    uniform = rng.uniform(0.0, 1.0, 100_000).astype(np.float32)
+    for q in (0.3, 0.55, 0.9):
+        assert (uniform >= crr_threshold([uniform], mode="quantile", tau1=q)[0]).mean() == pytest.approx(1 - q, abs=0.005)
 
 
 def test_bad_arguments_are_refused():

@@ -412,3 +412,21 @@ def test_points_seen_in_a_view_leave_out_those_beyond_max_depth():
     near, near_pixel = points_seen_in_view(points, K, np.eye(4), W, H, 0.05, max_depth=2.0)
     np.testing.assert_array_equal(near, points[[0, 2]])
     np.testing.assert_array_equal(near_pixel, pixel[[0, 2]])
+
+
+def test_fuse_takes_a_pixels_own_feature_at_unit_length_as_crr_and_autoencode_do():
+    """Between two orthogonal patches the bilinear mix is 0.71 long; renormalised, an in-between pixel weighs in a
+    voxel's mean as much as a patch centre or a mask-refined pixel does."""
+    from econsg.crr import map_refined_features
+    from stages.fuse import refined_feature_rows
+
+    H, W = 4, 8
+    grid = np.zeros((1, 2, 3), np.float32)
+    grid[0, 0, 0] = grid[0, 1, 1] = 1.0
+    table_rows = np.array([[0.0, 0.0, 1.0]], np.float32)
+    source = np.full((H, W), -1, np.int32)
+    source[0, 0] = 0  # one pixel refined by a mask
+    table, index, mix = refined_feature_rows(grid, source, table_rows, bilinear_feature_index(1, 2, H, W))
+    pixels = (table[index] * mix[..., None]).sum(axis=1).reshape(H, W, 3)
+    np.testing.assert_allclose(np.linalg.norm(pixels, axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(pixels, map_refined_features(lambda rows: rows, grid, source, table_rows, H, W), atol=1e-6)
