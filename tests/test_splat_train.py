@@ -290,6 +290,9 @@ def test_another_run_key_does_not_resume_and_settings_training_ignores_do(tmp_pa
     assert run(run_key="code-b").resumed_step == 0
     assert run(temperature=0.5, checkpoint_every=4).resumed_step == 5
     assert len(list(tmp_path.glob("*.pt"))) == 2
+    for key in ("code-c", "code-d"):  # a finished run keeps the two most recent other runs' checkpoints
+        run(run_key=key)
+    assert len(list(tmp_path.glob("*.pt"))) == 3 and run().resumed_step == 0, "code-a's, the oldest, was removed"
 
 
 def test_code_digest_follows_the_stages_code_deps(tmp_path: Path):

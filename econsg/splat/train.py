@@ -40,7 +40,8 @@ from econsg.splat.losses import color_loss, psnr
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_KIND = "econsg.splat.checkpoint"
-CHECKPOINTS_KEPT = 2
+CHECKPOINTS_KEPT = 2  # of one run
+OTHER_RUNS_KEPT = 2  # runs (fingerprints) besides the finished one whose checkpoints stay, the most recent first
 _CHECKPOINT_NAME = re.compile(r"^splat-([0-9a-f]{16})-(\d{8})\.pt$")
 
 ExtraLoss = Callable[[Any, int, torch.nn.ParameterDict], tuple[Tensor, dict[str, float]]]
@@ -247,6 +248,24 @@ def list_checkpoints(checkpoint_dir: Path, fingerprint: str) -> list[tuple[int, 
     return sorted(found)
 
 
+def remove_other_runs(checkpoint_dir: Path, fingerprint: str, keep: int = OTHER_RUNS_KEPT) -> list[Path]:
+    """Delete the checkpoints of every other run (fingerprint) but the `keep` most recently written; returns them.
+
+    Every change of code or config starts a new fingerprint, and nothing else would remove the old ones' files (GBs
+    each on a GPU-sized scene); the `keep` most recent stay, so that a run of another setting stopped midway resumes.
+    """
+    runs: dict[str, list[Path]] = {}
+    for path in Path(checkpoint_dir).iterdir() if Path(checkpoint_dir).is_dir() else ():
+        match = _CHECKPOINT_NAME.match(path.name)
+        if match and match.group(1) != fingerprint[:16]:
+            runs.setdefault(match.group(1), []).append(path)
+    by_age = sorted(runs.values(), key=lambda paths: max(p.stat().st_mtime for p in paths), reverse=True)
+    removed = [path for paths in by_age[keep:] for path in paths]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """torch.save to a temporary sibling, then rename: a killed run never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,8 +332,9 @@ def train_gaussians(
     DefaultStrategy with cfg's thresholds. With `checkpoint_dir`, a checkpoint is written every
     cfg.checkpoint_every steps and at the end, and a run with the same config, initial Gaussians, views and
     `run_key` resumes from its latest one (restoring the generator's state too). `run_key` names what else decides
-    the result and the fingerprint cannot see: the code's version, the device, extra_loss's own inputs. NaN/Inf in the loss or parameters
-    raises EconsgError naming the step; checkpoints already written are kept.
+    the result and the fingerprint cannot see: the code's version, the device, extra_loss's own inputs. A finished
+    run removes the checkpoints of other runs but the OTHER_RUNS_KEPT most recent. NaN/Inf in the loss or
+    parameters raises EconsgError naming the step; checkpoints already written are kept.
     """
     if not isinstance(cfg, SplatParams):
         raise EconsgError(f"cfg: got {type(cfg).__name__}, expected econsg.config.splat.SplatParams")
@@ -429,6 +449,8 @@ def train_gaussians(
                 (cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0) or run.step == cfg.iterations
             ):
                 last_saved = checkpoint()
+    if checkpoint_dir is not None:
+        remove_other_runs(checkpoint_dir, fingerprint)
     return TrainResult(params=params, curve=run.curve, train_seconds=run.seconds, resumed_step=resumed_step)
 
 
