@@ -150,6 +150,9 @@ def interpolated_feature_norms(features: np.ndarray, height: int, width: int) ->
     return np.sqrt(np.maximum(norm2, 0.0)).astype(np.float32)
 
 
+PROBABILITY_BAND_VALUES = 1 << 22  # pixels x classes per band of `pixel_probabilities` (a 64 MB corner gather)
+
+
 def pixel_probabilities(
     features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float
 ) -> np.ndarray:
@@ -164,10 +167,15 @@ def pixel_probabilities(
     h, w, _ = features.shape
     grid_dots = (features.reshape(h * w, -1).astype(np.float32) @ text.T)  # [h*w, C]
     cells, weights = bilinear_pixel_weights((h, w), height, width)
-    numerator = np.einsum("hwk,hwkc->hwc", weights, grid_dots[cells])
-    norms = interpolated_feature_norms(features, height, width)
-    cosine = numerator / np.maximum(norms, 1e-12)[..., None]
-    return softmax(cosine / np.float32(temperature))
+    norms = np.maximum(interpolated_feature_norms(features, height, width), 1e-12)
+    out = np.empty((height, width, text.shape[0]), dtype=np.float32)
+    # rows a band at a time: the gathered corner cosines are [rows, W, 4, C], 4x the output's band
+    band = max(1, PROBABILITY_BAND_VALUES // (width * text.shape[0]))
+    for r0 in range(0, height, band):
+        rows = slice(r0, min(r0 + band, height))
+        numerator = np.einsum("hwk,hwkc->hwc", weights[rows], grid_dots[cells[rows]])
+        out[rows] = softmax(numerator / norms[rows, :, None] / np.float32(temperature))
+    return out
 
 
 def pixel_probabilities_reference(
