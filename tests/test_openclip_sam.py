@@ -261,6 +261,19 @@ def test_remove_small_regions_drops_islands_and_fills_holes():
     np.testing.assert_array_equal(remove_small_mask_regions(mask, 0), mask)
 
 
+def test_remove_small_regions_follows_segment_anythings_order_and_keeps_the_largest_of_small_islands():
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 5:35] = True
+    mask[18:23, 18:23] = False
+    mask[20, 20] = True  # a 24-pixel hole holding a 1-pixel island: filled, with no new hole where the island was
+    assert remove_small_mask_regions(mask, 100)[5:35, 5:35].all()
+    specks = np.zeros((20, 20), bool)
+    specks[2:4, 2:4] = True  # 4 pixels
+    specks[10, 10] = True  # 1 pixel
+    kept = remove_small_mask_regions(specks, 50)  # every island small: the largest stays, the mask is not emptied
+    assert kept.sum() == 4 and kept[2:4, 2:4].all()
+
+
 def test_masks_from_records_sorted_and_scored():
     small, big = np.zeros((10, 10), bool), np.zeros((10, 10), bool)
     small[:3, :3] = True

@@ -125,15 +125,17 @@ def resolve_clip_checkpoint(
         raise EconsgError(
             f"{PARAMS_KEY}.model_name: got {model_name!r}, expected an open_clip architecture such as 'ViT-B-16'"
         )
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if clip_checkpoint is not None:
         path = Path(clip_checkpoint)
         if not path.is_file():
+            where = _clip_sources(cfg, cache_dir)
             raise EconsgError(
                 f"{PARAMS_KEY}.clip_checkpoint: CLIP weights file {str(path)!r} not found; expected an open_clip "
                 f"state dict for {model_name!r} (e.g. open_clip_model.safetensors of the tag {pretrained!r})"
+                + (f": download {' or '.join(where)}" if where else "")
             )
         return path
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         raise EconsgError(
             f"{PARAMS_KEY}.pretrained: {pretrained!r} is not an open_clip tag of {model_name!r}; expected one of "
@@ -142,6 +144,15 @@ def resolve_clip_checkpoint(
     for candidate in _clip_cache_candidates(model_name, pretrained, cache_dir):
         if candidate.is_file():
             return candidate
+    raise EconsgError(
+        f"{PARAMS_KEY}.clip_checkpoint: no local weights for open_clip model {model_name!r} with pretrained tag "
+        f"{pretrained!r}. Download " + " or ".join(_clip_sources(cfg, cache_dir)) + f", or download the file anywhere "
+        f"and set {PARAMS_KEY}.clip_checkpoint to its path (or {PARAMS_KEY}.clip_cache_dir to the cache it lies in)."
+    )
+
+
+def _clip_sources(cfg: dict, cache_dir: str | None) -> list[str]:
+    """Where an open_clip tag's weights come from (its pretrained cfg): the Hugging Face file, the URL, or both."""
     sources = []
     if cfg.get("hf_hub"):
         from huggingface_hub import constants
@@ -153,11 +164,7 @@ def resolve_clip_checkpoint(
         )
     if cfg.get("url"):
         sources.append(f"{cfg['url']} into {cache_dir or os.path.expanduser('~/.cache/clip')}")
-    raise EconsgError(
-        f"{PARAMS_KEY}.clip_checkpoint: no local weights for open_clip model {model_name!r} with pretrained tag "
-        f"{pretrained!r}. Download " + " or ".join(sources) + f", or download the file anywhere and set "
-        f"{PARAMS_KEY}.clip_checkpoint to its path (or {PARAMS_KEY}.clip_cache_dir to the cache it lies in)."
-    )
+    return sources
 
 
 def load_clip(params: OpenClipSamParams, device: torch.device) -> tuple[nn.Module, object]:
@@ -172,7 +179,8 @@ def load_clip(params: OpenClipSamParams, device: torch.device) -> tuple[nn.Modul
         )
     except Exception as error:  # torch/open_clip raise many types for a bad file; report them all as one
         raise EconsgError(
-            f"{PARAMS_KEY}.clip_checkpoint: could not load {str(path)!r} into open_clip {params.model_name!r}: {error}"
+            f"{PARAMS_KEY}.clip_checkpoint: could not load {str(path)!r} into open_clip {params.model_name!r} "
+            f"({first_line(error)})"
         ) from error
     return model.eval(), open_clip.get_tokenizer(params.model_name)
 
@@ -387,20 +395,23 @@ def dense_clip_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor
 
 
 def remove_small_mask_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """[H, W] bool -> [H, W] bool without 8-connected islands or holes smaller than `min_area` pixels."""
+    """[H, W] bool -> [H, W] bool without 8-connected holes, then islands, smaller than `min_area` pixels, as
+    segment-anything's post-processing: the islands are those of the hole-filled mask, and where every island is
+    small the largest stays."""
     from scipy import ndimage
 
     if min_area <= 0:
         return mask
     structure = np.ones((3, 3), bool)
     out = mask.copy()
-    for fill_value, region in ((True, ~mask), (False, mask)):  # holes first, then islands
-        labels, count = ndimage.label(region, structure=structure)
+    for fill_value in (True, False):  # holes first, then islands of the filled mask
+        labels, count = ndimage.label(~out if fill_value else out, structure=structure)
         if count == 0:
             continue
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        small = np.flatnonzero(sizes < min_area)
-        small = small[small > 0]
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        small = np.flatnonzero(sizes < min_area) + 1
+        if not fill_value and len(small) == count:
+            small = small[small != int(np.argmax(sizes)) + 1]  # every island small: the largest stays
         if small.size:
             out[np.isin(labels, small)] = fill_value
     return out
