@@ -9,7 +9,13 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.features.backends import absent_open_set_warning, build_text_encoder, embed_classes, training_vocabulary
+from econsg.features.backends import (
+    absent_open_set_warning,
+    build_text_encoder,
+    embed_classes,
+    one_class_warning,
+    training_vocabulary,
+)
 from econsg.features.base import ViewFeatures
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
@@ -47,8 +53,9 @@ def run(params: Params) -> None:
     ex = params.extract
     scene = open_scene(params.paths.artifact("ingest"))
     vocabulary = training_vocabulary(ex, scene.class_names)
-    if warning := absent_open_set_warning(ex, scene.class_names):
-        report(warning)
+    for warning in (absent_open_set_warning(ex, scene.class_names), one_class_warning(vocabulary)):
+        if warning:
+            report(warning)
     # the backend's own device when set, else the run's
     backend_device = ex.openclip_sam.device if ex.backend == "openclip_sam" else "auto"
     device = (resolve_device(params.device) if backend_device == "auto"

@@ -253,3 +253,10 @@ def test_a_sparse_selection_leaves_the_teacher_unchanged_on_the_views_it_keeps(t
         np.testing.assert_array_equal(sparse["labels"][v], full["labels"][dataset_view])
     # and the draws do differ from view to view, so the check above could fail
     assert not np.array_equal(full["features"][4], full["features"][5])
+
+
+def test_a_one_class_vocabulary_is_warned_about_naming_the_class():
+    from econsg.features.backends import one_class_warning
+
+    assert "one class, 'chair': every pixel takes it at confidence 1" in one_class_warning(["chair"])
+    assert one_class_warning(["chair", "wall"]) is None

@@ -31,6 +31,15 @@ def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> 
     return vocabulary
 
 
+def one_class_warning(vocabulary: Sequence[str]) -> str | None:
+    """A warning for a one-class vocabulary: its softmax is 1 at every pixel, so every pixel takes that class at full
+    confidence and crr's thresholds cannot tell anything apart."""
+    if len(vocabulary) != 1:
+        return None
+    return (f"extract: warning: the vocabulary holds one class, {vocabulary[0]!r}: every pixel takes it at confidence 1; "
+            "add the classes around it (wall, floor, table...) to extract.vocabulary")
+
+
 def absent_open_set_warning(params: ExtractParams, scene_classes: Sequence[str]) -> str | None:
     """A warning when `open_set_classes` names classes the scene lacks (the default 'plant' on a scene of your own, or
     a misspelt name): nothing is then held out of training for them, and evaluate scores no open-set class for them."""
