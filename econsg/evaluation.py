@@ -247,9 +247,11 @@ def rescore_evaluate(
             raise EconsgError(f"{option}: {unknown} are not classes of this scene; expected some of {names}")
     chosen = [n for n in chosen if n not in set(exclude)]
     C = len(names)
+    vocabulary_ids = [names.index(n) for n in group.attrs["eval_vocabulary"] if n in names]
     per_view = {"pred": [], "teacher": []}
     for i in range(group["gt_labels"].shape[0]):
-        gt = group["gt_labels"][i].astype(np.int64)
+        # as evaluate scores: pixels of classes the evaluation vocabulary lacks are ignored
+        gt = restrict_gt(group["gt_labels"][i].astype(np.int64), vocabulary_ids)
         for key in per_view:
             per_view[key].append(confusion_matrix(group[f"{key}_labels"][i].astype(np.int64), gt, C))
     per_view = {key: np.stack(matrices) for key, matrices in per_view.items()}

@@ -17,7 +17,13 @@ from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.errors import ArtifactError, EconsgError
 from econsg.edit import select_gaussians
-from econsg.evaluation import gaussian_ground_truth_labels, selection_iou, subset_scores, vocabulary_to_scene_ids
+from econsg.evaluation import (
+    gaussian_ground_truth_labels,
+    restrict_gt,
+    selection_iou,
+    subset_scores,
+    vocabulary_to_scene_ids,
+)
 from econsg.device import resolve_device, synchronize
 from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
@@ -27,6 +33,7 @@ from econsg.progress import report, track
 from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
 from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
 from econsg.query import LatentQuery, lerf_relevancy
+from econsg.scene.data import IGNORE
 from econsg.scene.readers.lerf import read_lerf_labels
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
@@ -65,6 +72,7 @@ def run(params: Params) -> None:
     eval_latents = query.text_latents(eval_vocabulary)
     canonical = query.text_latents(list(LERF_CANONICAL))
     lookup = vocabulary_to_scene_ids(eval_vocabulary, class_names)
+    eval_ids = [c for c in lookup if c >= 0]
     C = len(class_names)
     test = scene.test_indices
     H, W = scene.height, scene.width
@@ -110,7 +118,7 @@ def run(params: Params) -> None:
             pred = lookup[segment_latent(features, eval_latents).cpu().numpy()]
             teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]))
             teacher = lookup[teacher_probs.argmax(-1)]
-            rgb_np = (rgb.cpu().numpy() * 255).astype(np.uint8)
+            rgb_np = np.rint(rgb.cpu().numpy() * 255).astype(np.uint8)  # rounded: re-scoring the stored render agrees
             pred_arr[i], teacher_arr[i], rgb_arr[i] = pred, teacher, rgb_np
             feat_arr[i] = features.cpu().numpy().astype(np.float16)
             preds[v] = pred
@@ -120,10 +128,12 @@ def run(params: Params) -> None:
                 gt = truth.classes(v).astype(np.int64)
                 gts[scene.names[v]] = gt
                 gt_arr[i] = gt
-                conf_pred += confusion_matrix(pred, gt, C)
-                conf_teacher += confusion_matrix(teacher, gt, C)
+                # pixels of classes the evaluation vocabulary lacks cannot be named: ignored, as every protocol does
+                scored = restrict_gt(gt, eval_ids)
+                conf_pred += confusion_matrix(pred, scored, C)
+                conf_teacher += confusion_matrix(teacher, scored, C)
                 if with_oracle:
-                    conf_oracle += confusion_matrix(rendered.features[0][..., d:].argmax(-1).cpu().numpy(), gt, C)
+                    conf_oracle += confusion_matrix(oracle_labels(rendered.features[0][..., d:]), scored, C)
                 tiles.append(("ground truth", viz.colour_labels(gt, palette)))
             if i < cfg.overlay_views:
                 tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
@@ -153,7 +163,6 @@ def run(params: Params) -> None:
                "protocol": cfg.protocol, **speed(params, scene, gaussians, sh_degree, query, eval_latents, timed_features, device)}
     if truth is not None:
         train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
-        eval_ids = [c for c in lookup if c >= 0]
         open_ids = [c for c in eval_ids if c not in set(train_ids)]
         open_scores = subset_scores(conf_pred, open_ids)
         if open_ids and not open_scores["classes"]:
@@ -242,6 +251,14 @@ def selection_scores(params: Params, features: torch.Tensor, eval_latents: torch
 
 
 @torch.no_grad()
+def oracle_labels(channels: torch.Tensor) -> np.ndarray:
+    """The geometry oracle's label map from its rendered one-hot class channels [H, W, C]: the strongest class, and
+    IGNORE (no prediction, an error) where no labelled Gaussian reached the pixel, instead of class 0."""
+    labels = channels.argmax(-1).cpu().numpy()
+    labels[(channels.amax(-1) <= 0).cpu().numpy()] = IGNORE
+    return labels
+
+
 def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cached_features, device) -> dict:
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
     cfg = params.evaluate
@@ -254,6 +271,7 @@ def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cach
     synchronize(device)
     render_seconds = (time.perf_counter() - start) / cfg.timing_repeats
     cached = torch.from_numpy(cached_features).to(device)
+    segment_latent(cached, torch.cat([query.text_latents(["a warm-up text"]), eval_latents])).cpu()  # warm-up
     synchronize(device)
     start = time.perf_counter()
     for r in range(cfg.timing_repeats):

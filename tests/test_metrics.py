@@ -209,6 +209,17 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
         rescore_evaluate(unlabelled)
 
 
+def test_rescore_ignores_pixels_of_classes_the_evaluation_vocabulary_lacks(tmp_path):
+    """A vocabulary without 'b' cannot name b's pixels: they are ignored, not counted against the class they got
+    (as evaluate and the ScanNet-subset protocol score them)."""
+    gt = [[[0, 0, 1, 1, 2, 2]]]
+    pred = [[[0, 0, 0, 0, 2, 2]]]  # b's pixels went to a, the nearest class the vocabulary has
+    group = _evaluate_group(tmp_path / "e.zarr", pred, pred, gt, ["a", "b", "c"], ["a", "c"])
+    result = rescore_evaluate(group)
+    assert result["classes"] == ["a", "c"] and result["miou"] == pytest.approx(1.0)
+    assert result["per_class"]["a"]["pixels"] == 2
+
+
 def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_path):
     names = ["a", "b", "c"]
     same = [[[0, 1, 1, 2]]] * 4
