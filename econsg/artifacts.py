@@ -25,7 +25,7 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from econsg import __version__
-from econsg.errors import ArtifactError
+from econsg.errors import ArtifactError, first_line
 
 try:
     import fcntl  # POSIX file locks: one writer per store
@@ -400,14 +400,15 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
         raise ArtifactError(f"{path}: not a Zarr v3 store (no zarr.json)")
     try:
         group = zarr.open_group(store=str(path), mode="r")
-    except ValueError as error:  # an array where a group was expected, or a zarr.json that is not JSON
-        raise ArtifactError(f"{path}: not a Zarr group written by a stage ({error})") from None
+    except (ValueError, TypeError, KeyError) as error:  # an array where a group was expected, a zarr.json that is
+        # not JSON or not a JSON object, metadata zarr cannot read
+        raise ArtifactError(f"{path}: not a Zarr group written by a stage ({first_line(error)})") from None
     rows = []
     for name, array in sorted(group.arrays()):
         rows.append(
             {
                 "name": name,
-                "dims": tuple(array.metadata.dimension_names or ()),
+                "dims": tuple(dim or "-" for dim in array.metadata.dimension_names or ()),  # v3 allows unnamed ones
                 "shape": array.shape,
                 "dtype": str(array.dtype),
                 "chunks": array.chunks,
@@ -416,7 +417,10 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
             }
         )
     attributes = {key: value for key, value in group.attrs.items() if key != PROVENANCE_KEY}
-    return rows, group.attrs.get(PROVENANCE_KEY), attributes
+    provenance = group.attrs.get(PROVENANCE_KEY)
+    if provenance is not None and not isinstance(provenance, dict):  # another tool's attribute of that name
+        attributes[PROVENANCE_KEY], provenance = provenance, None
+    return rows, provenance, attributes
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -26,11 +26,18 @@ app.add_typer(export_app, name="export")
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
 
 
+def plain_console(stderr: bool = False) -> Console:
+    """A console that prints text as given: user texts, paths and attributes may hold '[...]', which rich markup
+    would swallow ('lamp [red]') or fail on ('[/]')."""
+    return Console(stderr=stderr, markup=False)
+
+
 def report_error(error: EconsgError) -> None:
     """Print a user error on stderr without a traceback: config errors one `section.field: message` a line."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if isinstance(error, ConfigError):
-        err.print(f"[bold red]error:[/] {error.source}: invalid params", markup=True)
+        err.print("[bold red]error:[/] ", end="", markup=True)
+        err.print(f"{error.source}: invalid params", markup=False)
         for line in error.lines:
             err.print(line, markup=False)
     else:
@@ -62,7 +69,7 @@ def run(
 
     with sigterm_as_interrupt():  # a killed run still cleans up its temporary store
         seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
-    Console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
+    plain_console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
 
 
 @params_app.command("check")
@@ -71,7 +78,7 @@ def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Pat
     from econsg.config import load_params
 
     _guard(load_params, path)
-    Console().print(f"{path}: ok", markup=False)
+    plain_console().print(f"{path}: ok")
 
 
 @params_app.command("defaults")
@@ -96,7 +103,7 @@ def params_explain(
         table.add_column(column, overflow="fold")
     for name, default, description in _guard(describe_params, key):
         table.add_row(name, _short(default, 60), description)
-    Console().print(table)
+    plain_console().print(table)
 
 
 PARAMS_HEADER = (
@@ -111,7 +118,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
     from econsg.artifacts import describe_store
 
     rows, provenance, attributes = _guard(describe_store, path)
-    console = Console()
+    console = plain_console()
     table = Table(title=str(path))
     for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):
         table.add_column(column, justify="right" if column == "stored" else "left")
@@ -140,14 +147,14 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
         prov.add_row("-", "none: not written by econsg")
     else:
         for key, value in provenance.items():
-            if key == "params":
+            if key == "params" and isinstance(value, dict):
                 for section, values in value.items():
                     prov.add_row(f"params.{section}", _short(values))
-            elif key == "inputs":
+            elif key == "inputs" and isinstance(value, dict):
                 for input_path, digest in value.items():
-                    prov.add_row(f"input {input_path}", digest[:16])
+                    prov.add_row(f"input {input_path}", str(digest)[:16])
             else:
-                prov.add_row(key, str(value))
+                prov.add_row(key, _short(value))
     console.print(prov)
 
 
@@ -219,7 +226,7 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
             for key in keys:
                 value = values.get(key)
                 table.add_row(stage, key, f"{value:.3f}" if isinstance(value, float) else str(value))
-        Console().print(table)
+        plain_console().print(table)
 
     _guard(work)
 
@@ -284,7 +291,7 @@ def score(
         for name, row in result["per_class"].items():
             table.add_row(name, str(row["pixels"]), f"{row['iou']:.3f}", f"{row['acc']:.3f}", f"{row['teacher_iou']:.3f}")
         table.add_row("mean", "", f"{result['miou']:.3f}", f"{result['macc']:.3f}", f"{result['teacher_miou']:.3f}", style="bold")
-        console = Console()
+        console = plain_console()
         console.print(table)
         if "bootstrap" in result:
             b = result["bootstrap"]
@@ -318,7 +325,7 @@ def audit(
         chosen = _parse_views(views, scene.train_indices)
         target = out or Path(p.paths.plots) / "audit"
         paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p))
-        Console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}", markup=False)
+        plain_console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
 
     _guard(work)
 
@@ -334,7 +341,7 @@ def _fuse_store(p):
     try:
         return open_stage(p, "fuse")
     except ArtifactError as error:
-        Console(stderr=True).print(f"note: no multi-view agreement tile ({error}); rerun fuse for it", markup=False)
+        plain_console(stderr=True).print(f"note: no multi-view agreement tile ({error}); rerun fuse for it")
         return None
 
 
@@ -396,9 +403,9 @@ def query(
             picture, coverage = _query_picture("render", ev["renders"][i], features, texts, latents, canonical,
                                                p.splat.temperature, level)  # fmt: skip
             if coverage is not None:
-                Console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels", markup=False)
+                plain_console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels")
             written.append(viz.save_png(picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
-        Console().print(f"wrote {len(written)} pictures to {target}", markup=False)
+        plain_console().print(f"wrote {len(written)} pictures to {target}")
 
     _guard(work)
 
@@ -460,7 +467,7 @@ def edit(
         picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]),
                                ply.with_name(f"{ply.stem}_before_after.png"))
         summary = selection_summary(selected)
-        Console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}", markup=False)
+        plain_console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
 
@@ -572,7 +579,7 @@ def render_path(
             viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
             pictures.append(picture)
         gif = viz.save_gif(pictures, target / "path.gif", fps)
-        Console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}", markup=False)
+        plain_console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}")
 
     _guard(work)
 
@@ -593,7 +600,7 @@ def export_ply_command(
         path = _ply_path(out, "--out")
         gaussians = load_gaussians(open_stage(load_params(params), "splat"))
         export_ply(path, gaussians)
-        Console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}", markup=False)
+        plain_console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}")
 
     _guard(work)
 

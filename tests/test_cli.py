@@ -126,6 +126,24 @@ def test_inspect_refuses_an_array_or_a_broken_store_in_one_line(tmp_path):
         assert isinstance(result.exception, SystemExit)  # not zarr's error escaping as a traceback
 
 
+def test_inspect_shows_unnamed_dimensions_and_text_with_brackets_as_given(tmp_path):
+    import zarr
+
+    store = tmp_path / "[bold]run" / "foreign.zarr"
+    group = zarr.open_group(str(store), mode="w")
+    group.create_array("maps", shape=(2, 3), dtype="int16", dimension_names=["view", None])
+    group.attrs.update({"note": "labels in [/data] folder", "econsg": "another tool's"})
+    result = runner.invoke(app, ["inspect", str(store)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "view -" in result.stdout and "labels in [/data] folder" in result.stdout and "[bold]run" in result.stdout
+    assert "none: not written by econsg" in result.stdout
+
+
+def test_an_invalid_override_is_echoed_as_typed():
+    bad = runner.invoke(app, ["run", "crr", "--set", "evaluate.vocabulary=[bed, tv]", "--set", "fuse.voxel_size=-1"])
+    assert bad.exit_code == 1 and "--set evaluate.vocabulary=[bed, tv] --set fuse.voxel_size=-1: invalid params" in bad.stderr
+
+
 def test_metrics_refuses_a_truncated_metrics_file_naming_it(tmp_path):
     metrics = tmp_path / "metrics"
     metrics.mkdir()

@@ -57,6 +57,10 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("crr: [1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+    twice = tmp_path / "twice.yaml"  # PyYAML alone would drop the first section's voxel size silently
+    twice.write_text("fuse:\n  voxel_size: 0.5\nseed: 1\nfuse:\n  min_views: 2\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'fuse' \(first given on line 1\)"):
+        load_params(twice)
     listed = tmp_path / "list.yaml"
     listed.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="expected a mapping"):

@@ -147,13 +147,33 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], source: 
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key given twice in one mapping: PyYAML would keep the last one silently (a second
+    `fuse:` section would drop the first one's settings)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read and validate params.yaml (plus `section.key=value` overrides); raises ConfigError naming every bad `section.field`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file"])
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
     source = str(path) + "".join(f" --set {item}" for item in overrides)  # an override may be what is wrong
