@@ -67,8 +67,12 @@ def run(
     """Run one stage directly (what `python -m stages.STAGE` and `dvc repro` run)."""
     from econsg.pipeline import run_stage, sigterm_as_interrupt
 
-    with sigterm_as_interrupt():  # a killed run still cleans up its temporary store
-        seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
+    try:
+        with sigterm_as_interrupt():  # a killed run still cleans up its temporary store
+            seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
+    except KeyboardInterrupt:
+        plain_console(stderr=True).print(f"{stage}: interrupted; its previous artifact, if any, is kept")
+        raise typer.Exit(130) from None
     plain_console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
 
 
@@ -322,7 +326,7 @@ def audit(
 
         p = load_params(params)
         scene = open_scene(p.paths.artifact("ingest"))
-        chosen = _parse_views(views, scene.train_indices)
+        chosen = list(dict.fromkeys(_parse_views(views, scene.train_indices)))  # a view given twice is drawn once
         target = out or Path(p.paths.plots) / "audit"
         paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p))
         plain_console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
@@ -528,7 +532,8 @@ def render_path(
     through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views).")] = None,
     frames: Annotated[int, typer.Option(min=1, help="Frames from one key view to the next.")] = 8,
     loop: Annotated[bool, typer.Option(help="Return from the last key view to the first.")] = False,
-    fps: Annotated[float, typer.Option(min=0.1, help="Frame rate of the GIF.")] = 8.0,
+    fps: Annotated[float, typer.Option(min=0.1, max=50, help="Frame rate of the GIF (GIF players slow rates above 50 "
+                                                               "to 10).")] = 8.0,
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold of a single text's mask (default: evaluate.relevancy_threshold).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/render).")] = None,
     params: ParamsOption = Path("params.yaml"),
@@ -554,6 +559,9 @@ def render_path(
         scene = open_scene(p.paths.artifact("ingest"))
         keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:
+            if through is None:
+                raise EconsgError(f"--through: the scene has {len(keys)} held-out view(s) {keys}, and a path needs two "
+                                  "key views; name them, e.g. --through 0,5")
             raise EconsgError(f"--through: the path needs at least two key views, got {keys}")
         device = resolve_device(p.device)  # gsplat on CUDA where there is one, the torch rasterizer otherwise
         sp = open_stage(p, "splat")
@@ -570,14 +578,14 @@ def render_path(
         viewmats = torch.from_numpy(np.linalg.inv(c2w)).float().to(device)  # the whole path's cameras, once
         path_Ks = torch.from_numpy(Ks).float().to(device)
         pictures = []
+        digits = max(3, len(str(len(c2w) - 1)))  # names sort in path order however long the path
         for i in track(range(len(c2w)), "render path"):
             with torch.no_grad():
                 frame = render_gaussians(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height, sh,
                                          p.splat.backend, True)  # fmt: skip
             picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
                                         chosen, latents, canonical, p.splat.temperature, level)  # fmt: skip
-            viz.save_png(picture, target / "frames" / f"frame_{i:03d}.png")
-            pictures.append(picture)
+            pictures.append(viz.save_png(picture, target / "frames" / f"frame_{i:0{digits}d}.png"))
         gif = viz.save_gif(pictures, target / "path.gif", fps)
         plain_console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}")
 

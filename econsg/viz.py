@@ -214,12 +214,20 @@ def save_png(image: Image.Image | np.ndarray, path: Path) -> Path:
     return path
 
 
-def save_gif(frames: Sequence[Image.Image], path: Path, fps: float) -> Path:
-    """An animated GIF that loops forever, `fps` frames a second."""
+GIF_MAX_FPS = 50  # GIF delays are hundredths of a second, and players slow 0-1 of them to 10 fps
+
+
+def save_gif(frames: Sequence[Path], path: Path, fps: float) -> Path:
+    """An animated GIF of the PNG files `frames` that loops forever, `fps` (<= GIF_MAX_FPS) frames a second; the files
+    are read one at a time, so that a long path does not hold every frame in memory."""
     if not frames:
         raise ValueError("save_gif: no frames")
+    if not 0 < fps <= GIF_MAX_FPS:
+        raise ValueError(f"save_gif: fps {fps}, expected (0, {GIF_MAX_FPS}]")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=max(1, round(1000 / fps)), loop=0)
+    rest = (Image.open(frame) for frame in frames[1:])
+    with Image.open(frames[0]) as first:
+        first.save(path, save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
     return path
 
 

@@ -183,3 +183,14 @@ def test_an_empty_view_list_is_refused():
     assert _parse_views("1,2", [0, 1, 2]) == [1, 2] and _parse_views(None, [0, 1]) == [0, 1]
     with pytest.raises(EconsgError, match="--views: '' names no view"):
         _parse_views("", [0, 1, 2])
+
+
+def test_an_interrupted_run_says_so_and_exits_130(monkeypatch):
+    import econsg.pipeline
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(econsg.pipeline, "run_stage", interrupted)
+    result = runner.invoke(app, ["run", "crr"])
+    assert result.exit_code == 130 and "crr: interrupted; its previous artifact, if any, is kept" in result.stderr

@@ -57,3 +57,12 @@ def test_text_past_ascii_is_drawn_in_a_font_that_has_its_glyphs():
     accented, missing, plain = (_drawn(ch, font) for ch in ("é", "\ufffe", "e"))
     assert accented.tobytes() != missing.tobytes() and accented.tobytes() != plain.tobytes()
     assert viz.font_for("chair") is builtin  # ASCII keeps the built-in font: the same pictures on every machine
+
+
+def test_a_gif_is_written_from_frame_files_at_the_asked_rate_and_refuses_rates_players_slow(tmp_path):
+    frames = [viz.save_png(np.full((4, 6, 3), 40 * i, np.uint8), tmp_path / f"frame_{i:03d}.png") for i in range(3)]
+    gif = viz.save_gif(frames, tmp_path / "path.gif", fps=20)
+    with Image.open(gif) as read:
+        assert read.n_frames == 3 and read.info["duration"] == 50
+    with pytest.raises(ValueError, match="fps 60"):
+        viz.save_gif(frames, tmp_path / "fast.gif", fps=60)
