@@ -229,7 +229,9 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
                 raise EconsgError(f"{path}: expected a JSON object of metrics, got a {type(values).__name__}")
             for key in keys:
                 value = values.get(key)
-                table.add_row(stage, key, f"{value:.3f}" if isinstance(value, float) else str(value))
+                shown = ("missing" if key not in values else "n/a" if value is None  # null: NaN, e.g. no open-set class
+                         else f"{value:.3f}" if isinstance(value, float) else str(value))
+                table.add_row(stage, key, shown)
         plain_console().print(table)
 
     _guard(work)

@@ -194,3 +194,15 @@ def test_an_interrupted_run_says_so_and_exits_130(monkeypatch):
     monkeypatch.setattr(econsg.pipeline, "run_stage", interrupted)
     result = runner.invoke(app, ["run", "crr"])
     assert result.exit_code == 130 and "crr: interrupted; its previous artifact, if any, is kept" in result.stderr
+
+
+def test_metrics_tells_a_null_figure_from_a_missing_one(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "crr.json").write_text('{"raw_miou": 0.6, "refined_miou": null}')
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  metrics: {metrics}\n")
+    result = runner.invoke(app, ["metrics", "--params", str(params)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in result.stdout.splitlines() if "│ crr" in line}
+    assert rows == {"raw_miou": "0.600", "refined_miou": "n/a", "refined_coverage": "missing"}
