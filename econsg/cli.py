@@ -28,13 +28,13 @@ ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml 
 
 def plain_console(stderr: bool = False) -> Console:
     """A console that prints text as given: user texts, paths and attributes may hold '[...]', which rich markup
-    would swallow ('lamp [red]') or fail on ('[/]')."""
-    return Console(stderr=stderr, markup=False)
+    would swallow ('lamp [red]') or fail on ('[/]'), or ':cat:', which rich would turn into an emoji."""
+    return Console(stderr=stderr, markup=False, emoji=False)
 
 
 def report_error(error: EconsgError) -> None:
     """Print a user error on stderr without a traceback: config errors one `section.field: message` a line."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     if isinstance(error, ConfigError):
         err.print("[bold red]error:[/] ", end="", markup=True)
         err.print(f"{error.source}: invalid params", markup=False)

@@ -18,6 +18,10 @@ class ArtifactError(EconsgError):
     """A Zarr artifact is missing, stale (other schema version) or does not match its schema."""
 
 
+class NoGroundTruthError(ArtifactError):
+    """The scene has no ground-truth labels (a dataset of your own): nothing to score against."""
+
+
 def refused_path(error: OSError) -> EconsgError:
     """A path the system refuses (no such folder, no permission, a full disk) as a user error that names it."""
     return EconsgError(f"{error.filename or 'a file'}: {error.strerror or error}")

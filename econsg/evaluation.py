@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from econsg.errors import ArtifactError
+from econsg.errors import NoGroundTruthError
 from econsg.metrics import confusion_matrix, segmentation_scores
 from econsg.scene.data import IGNORE
 from econsg.scene.store import open_ground_truth
@@ -51,7 +51,7 @@ def score_crr_labels(
     """
     try:
         truth = open_ground_truth(scene_path)
-    except ArtifactError:  # a dataset without labels: nothing to score
+    except NoGroundTruthError:  # a dataset without labels: nothing to score
         return {"has_ground_truth": False}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
@@ -103,7 +103,7 @@ def score_fused_points(
     a point without a label (seen only by pixels crr ignored) counts as wrong."""
     try:
         truth = open_ground_truth(scene_path)
-    except ArtifactError:  # a dataset without labels
+    except NoGroundTruthError:  # a dataset without labels
         return {}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
@@ -246,6 +246,10 @@ def rescore_evaluate(
         if unknown:
             raise EconsgError(f"{option}: {unknown} are not classes of this scene; expected some of {names}")
     chosen = [n for n in chosen if n not in set(exclude)]
+    unnamed = [n for n in chosen if n not in set(group.attrs["eval_vocabulary"])]
+    if unnamed:
+        raise EconsgError(f"classes: {unnamed} are not in this run's evaluation vocabulary, so their pixels were not "
+                          f"segmented and are not scored; expected some of {list(group.attrs['eval_vocabulary'])}")
     C = len(names)
     vocabulary_ids = [names.index(n) for n in group.attrs["eval_vocabulary"] if n in names]
     per_view = {"pred": [], "teacher": []}

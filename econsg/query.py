@@ -8,6 +8,7 @@ canonical classes too, so a pixel that none of them explains stays unlabelled.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import torch
@@ -33,13 +34,19 @@ class LatentQuery:
     def text_latents(self, texts: Sequence[str]) -> torch.Tensor:
         """[Q, d] normalised latents T_z of arbitrary texts (prompt templates averaged), on the query's device, where
         the features they are compared with are rendered."""
-        if blank := [text for text in texts if not text.strip()]:
-            raise EconsgError(f"query text: got {blank[0]!r}, expected a non-empty text such as 'a red chair'")
-        if broken := [text for text in texts if not text.isprintable()]:
-            raise EconsgError(f"query text: got {broken[0]!r}, which holds a line break or another control character; "
-                              f"expected one line of text")
+        check_query_texts(texts)
         embeddings = torch.from_numpy(embed_classes(self.encoder, list(texts), self.params)).to(self.device)
         return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
+
+
+def check_query_texts(texts: Sequence[str]) -> None:
+    """Refuse an empty text, and one holding a line break or another control character (a picture's title is one
+    line); any other character, an ideographic or no-break space included, is a text's own."""
+    if blank := [text for text in texts if not text.strip()]:
+        raise EconsgError(f"query text: got {blank[0]!r}, expected a non-empty text such as 'a red chair'")
+    if broken := [text for text in texts if any(unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in text)]:
+        raise EconsgError(f"query text: got {broken[0]!r}, which holds a line break or another control character; "
+                          "expected one line of text")
 
 
 @torch.no_grad()

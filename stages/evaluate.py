@@ -15,7 +15,7 @@ import torch
 from econsg import viz
 from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
-from econsg.errors import ArtifactError, EconsgError
+from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.edit import select_gaussians
 from econsg.evaluation import (
     gaussian_ground_truth_labels,
@@ -47,7 +47,7 @@ def run(params: Params) -> None:
     scene = open_scene(params.paths.artifact("ingest"))
     try:
         truth = open_ground_truth(scene.path)
-    except ArtifactError:
+    except NoGroundTruthError:
         truth = None
     ex = open_stage(params, "extract")
     ae = open_stage(params, "autoencode")
@@ -250,7 +250,6 @@ def selection_scores(params: Params, features: torch.Tensor, eval_latents: torch
     return scores
 
 
-@torch.no_grad()
 def oracle_labels(channels: torch.Tensor) -> np.ndarray:
     """The geometry oracle's label map from its rendered one-hot class channels [H, W, C]: the strongest class, and
     IGNORE (no prediction, an error) where no labelled Gaussian reached the pixel, instead of class 0."""
@@ -259,6 +258,7 @@ def oracle_labels(channels: torch.Tensor) -> np.ndarray:
     return labels
 
 
+@torch.no_grad()
 def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cached_features, device) -> dict:
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
     cfg = params.evaluate

@@ -218,6 +218,24 @@ def test_rescore_ignores_pixels_of_classes_the_evaluation_vocabulary_lacks(tmp_p
     result = rescore_evaluate(group)
     assert result["classes"] == ["a", "c"] and result["miou"] == pytest.approx(1.0)
     assert result["per_class"]["a"]["pixels"] == 2
+    with pytest.raises(EconsgError, match=r"classes: \['b'\] are not in this run's evaluation vocabulary"):
+        rescore_evaluate(group, ["a", "b"])
+
+
+def test_stage_scores_read_a_scene_without_labels_as_such_and_a_broken_one_as_an_error(tmp_path):
+    from econsg.artifacts import ARTIFACT_SCHEMAS, ArtifactWriter
+    from econsg.errors import ArtifactError
+    from econsg.evaluation import score_crr_labels
+
+    scene = tmp_path / "scene.zarr"
+    with ArtifactWriter(scene, stage="ingest", params={}) as out:  # a scene store of the right arrays, no gt_class
+        for name, dims in ARTIFACT_SCHEMAS["ingest"].items():
+            out.create_array(name, (1,) * len(dims), "float32")
+    score = dict(views=[0], raw=lambda v: np.zeros((2, 2), np.int16), refined=lambda v: np.zeros((2, 2), np.int16),
+                 vocabulary=["a"])  # fmt: skip
+    assert score_crr_labels(scene, **score) == {"has_ground_truth": False}
+    with pytest.raises(ArtifactError):
+        score_crr_labels(tmp_path / "missing.zarr", **score)
 
 
 def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_path):

@@ -8,7 +8,7 @@ from econsg.edit import apply_edit, select_gaussians
 from econsg.errors import EconsgError
 from econsg.evaluation import subset_scores
 from econsg.metrics import confusion_matrix
-from econsg.query import relevancy, segment_texts
+from econsg.query import check_query_texts, relevancy, segment_texts
 from econsg.scene.data import IGNORE
 from econsg.semantic import distilled_pixels, make_semantic_loss, segment_latent, semantic_ce_loss, semantic_distill_loss
 
@@ -198,3 +198,12 @@ def test_lerf_relevancy_is_the_smallest_pairwise_softmax_against_the_canonical_p
     pairwise = torch.stack([torch.softmax(torch.stack([cos(features, query), cos(features, c)], -1) / 0.1, -1)[..., 0]
                             for c in canonical], -1)
     torch.testing.assert_close(lerf_relevancy(features, query, canonical, 0.1), pairwise.min(-1).values)
+
+
+def test_query_texts_refuse_line_breaks_only():
+    check_query_texts(["椅子\u3000の上", "a\u00a0chair", "zwnj\u200cword", "lamp [red]"])  # a text's own characters
+    for text in ("wall\nfloor", "sofa\r", "tab\there", "line\u2028break"):
+        with pytest.raises(EconsgError, match="holds a line break or another control character"):
+            check_query_texts(["bed", text])
+    with pytest.raises(EconsgError, match="expected a non-empty text"):
+        check_query_texts([" "])

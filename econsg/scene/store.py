@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from econsg.artifacts import open_artifact
-from econsg.errors import ArtifactError
+from econsg.errors import ArtifactError, NoGroundTruthError
 
 
 @dataclass(frozen=True)
@@ -110,5 +110,5 @@ class GroundTruth:
 def open_ground_truth(path: str | Path) -> GroundTruth:
     group = open_artifact(Path(path), "ingest")
     if "gt_class" not in group:
-        raise ArtifactError(f"{path}: the scene has no ground-truth class maps (gt_class); this needs a labelled dataset")
+        raise NoGroundTruthError(f"{path}: the scene has no ground-truth class maps (gt_class); this needs a labelled dataset")
     return GroundTruth(class_names=list(group.attrs["class_names"]), group=group)

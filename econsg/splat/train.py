@@ -254,15 +254,23 @@ def remove_other_runs(checkpoint_dir: Path, fingerprint: str, keep: int = OTHER_
     Every change of code or config starts a new fingerprint, and nothing else would remove the old ones' files (GBs
     each on a GPU-sized scene); the `keep` most recent stay, so that a run of another setting stopped midway resumes.
     """
-    runs: dict[str, list[Path]] = {}
+    runs: dict[str, dict[Path, float]] = {}
     for path in Path(checkpoint_dir).iterdir() if Path(checkpoint_dir).is_dir() else ():
         match = _CHECKPOINT_NAME.match(path.name)
         if match and match.group(1) != fingerprint[:16]:
-            runs.setdefault(match.group(1), []).append(path)
-    by_age = sorted(runs.values(), key=lambda paths: max(p.stat().st_mtime for p in paths), reverse=True)
-    removed = [path for paths in by_age[keep:] for path in paths]
-    for path in removed:
-        path.unlink(missing_ok=True)
+            try:
+                runs.setdefault(match.group(1), {})[path] = path.stat().st_mtime
+            except OSError:  # removed meanwhile by a run of its own (best effort: never fail a finished run)
+                continue
+    by_age = sorted(runs.values(), key=lambda files: max(files.values()), reverse=True)
+    removed = []
+    for files in by_age[keep:]:
+        for path in files:
+            try:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            except OSError:  # in use or not ours to remove: left for the next run
+                pass
     return removed
 
 
