@@ -51,6 +51,13 @@ def test_downscale_and_sparse_views(tmp_path):
     assert [full.names[i] for i in scene.dataset_views] == scene.names
 
 
+def test_sparse_views_not_below_the_training_views_keep_them_all_and_say_so(tmp_path, capsys):
+    root = write_tiny_blender(tmp_path / "data", views=6)  # 5 training views
+    scene = open_scene(ingest(root, tmp_path / "scene.zarr", sparse_views=5))
+    assert scene.is_train.sum() == 5
+    assert "ingest.sparse_views 5 is not below the dataset's 5 training views" in capsys.readouterr().err
+
+
 def edit_frames(root, split, edit):
     path = root / f"transforms_{split}.json"
     meta = json.loads(path.read_text())

@@ -62,6 +62,9 @@ def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[i
     """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset),
     then every test view. A view keeps its position whatever the selection (scene.zarr's `dataset_view`)."""
     num_train = sum(f.split == "train" for f in ordered)  # dataset_order puts them first
+    if sparse_views is not None and sparse_views >= num_train:
+        report(f"ingest: warning: ingest.sparse_views {sparse_views} is not below the dataset's {num_train} training "
+               "views, so every training view is kept: this run is the multi-view setting")
     return select_sparse_views(list(range(num_train)), sparse_views) + list(range(num_train, len(ordered)))
 
 
