@@ -434,7 +434,8 @@ def train_gaussians(
             if len(params["means"]) == 0:
                 raise EconsgError(f"splat: every Gaussian was pruned at step {step} (scene scale {scene_scale:.4g} scene "
                                   f"units; splat.prune_opa {cfg.prune_opa}, splat.prune_scale3d {cfg.prune_scale3d})")
-            seen_any = seen_any or bool((out.meta["radii"] > 0).any())
+            if not seen_any and step < n_views:  # the first epoch only: on CUDA the check waits for the kernels
+                seen_any = bool((out.meta["radii"] > 0).any())
             if step == n_views - 1 and not seen_any:
                 raise EconsgError(
                     f"splat: no Gaussian was in view of any of the {n_views} training cameras in the first epoch: the "
