@@ -17,7 +17,8 @@ class EvaluateParams(Section):
     )
     vocabulary: list[str] | None = Field(
         None,
-        description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes).",
+        description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes). "
+        "Pixels of scene classes it lacks are not scored.",
     )
     relevancy_threshold: float = Field(
         0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and the LERF-OVS "
