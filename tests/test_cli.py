@@ -76,6 +76,10 @@ def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():
     assert section.exit_code == 0 and "extract.synthetic.patch_size" in section.stdout
     unknown = runner.invoke(app, ["params", "explain", "fuze"])
     assert unknown.exit_code == 1 and "'fuze': no such params key" in unknown.stderr and "fuse" in unknown.stderr
+    field = runner.invoke(app, ["params", "explain", "fuse.voxel"])
+    assert field.exit_code == 1 and "expected one of the fields of fuse:" in field.stderr and "voxel_size" in field.stderr
+    replaced = runner.invoke(app, ["params", "explain", "splat.distill_ignored"])
+    assert replaced.exit_code == 1 and "replaced by splat.distill_pixels" in replaced.stderr
 
 
 @pytest.mark.parametrize("command", [["query", "bed"], ["edit", "bed"], ["render", "bed"]])

@@ -78,8 +78,15 @@ def describe_params(key: str = "") -> list[tuple[str, object, str]]:
     walk(Params, Params().model_dump(mode="json"), "")
     chosen = [row for row in rows if not key or row[0] == key or row[0].startswith(f"{key}.")]
     if not chosen:
-        sections = sorted({row[0].split(".")[0] for row in rows})
-        raise EconsgError(f"{key!r}: no such params key or section; expected one of {', '.join(sections)}, or SECTION.FIELD")
+        if key in REPLACED_KEYS:
+            raise EconsgError(f"{key!r}: {REPLACED_KEYS[key]}")
+        parent = key.rpartition(".")[0]  # the deepest section the key names that exists: its fields
+        while parent and not any(row[0].startswith(f"{parent}.") for row in rows):
+            parent = parent.rpartition(".")[0]
+        choices = sorted({row[0][len(parent) + 1 :].split(".")[0] for row in rows if row[0].startswith(f"{parent}.")}
+                         if parent else {row[0].split(".")[0] for row in rows})  # fmt: skip
+        where = f"the fields of {parent}" if parent else "the sections"
+        raise EconsgError(f"{key!r}: no such params key or section; expected one of {where}: {', '.join(choices)}")
     return chosen
 
 
