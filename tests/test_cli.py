@@ -148,13 +148,18 @@ def test_an_invalid_override_is_echoed_as_typed():
     assert bad.exit_code == 1 and "--set evaluate.vocabulary=[bed, tv] --set fuse.voxel_size=-1: invalid params" in bad.stderr
 
 
-def test_metrics_refuses_a_truncated_metrics_file_naming_it(tmp_path):
+def metrics_of(tmp_path, crr_json: str):
+    """`econsg metrics` on a metrics folder holding crr.json alone; its result and the folder."""
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    (metrics / "crr.json").write_text('{"raw_miou": 0.6')
+    (metrics / "crr.json").write_text(crr_json)
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  metrics: {metrics}\n")
-    result = runner.invoke(app, ["metrics", "--params", str(params)])
+    return runner.invoke(app, ["metrics", "--params", str(params)], terminal_width=200), metrics
+
+
+def test_metrics_refuses_a_truncated_metrics_file_naming_it(tmp_path):
+    result, metrics = metrics_of(tmp_path, '{"raw_miou": 0.6')
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert f"{metrics / 'crr.json'}: not a metrics JSON file" in result.stderr
 
@@ -201,12 +206,7 @@ def test_an_interrupted_run_says_so_and_exits_130(monkeypatch):
 
 
 def test_metrics_tells_a_null_figure_from_a_missing_one(tmp_path):
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    (metrics / "crr.json").write_text('{"raw_miou": 0.6, "refined_miou": null}')
-    params = tmp_path / "params.yaml"
-    params.write_text(f"paths:\n  metrics: {metrics}\n")
-    result = runner.invoke(app, ["metrics", "--params", str(params)], terminal_width=200)
+    result, _ = metrics_of(tmp_path, '{"raw_miou": 0.6, "refined_miou": null}')
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in result.stdout.splitlines() if "│ crr" in line}
     assert rows == {"raw_miou": "0.600", "refined_miou": "n/a", "refined_coverage": "missing"}
