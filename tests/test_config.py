@@ -67,12 +67,6 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(listed)
 
 
-def test_params_hash_changes_with_values():
-    a, b = Params(), parse_params({"crr": {"tau1": 0.77}})
-    assert a.crr.params_hash() != b.crr.params_hash()
-    assert a.fuse.params_hash() == b.fuse.params_hash()
-
-
 def test_a_bad_override_is_reported_with_the_override_that_set_it():
     assert load_params(ROOT / "params.yaml", ["crr.tau1=0.7"]).crr.tau1 == 0.7
     with pytest.raises(ConfigError) as info:
