@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from econsg.errors import ConfigError, EconsgError, refused_path
+from econsg.progress import plain_console
 
 app = typer.Typer(
     help="econsg: open-vocabulary 3D semantic Gaussian Splatting (econSG) as a staged DVC pipeline.",
@@ -26,23 +26,17 @@ app.add_typer(export_app, name="export")
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
 
 
-def plain_console(stderr: bool = False) -> Console:
-    """A console that prints text as given: user texts, paths and attributes may hold '[...]', which rich markup
-    would swallow ('lamp [red]') or fail on ('[/]'), or ':cat:', which rich would turn into an emoji."""
-    return Console(stderr=stderr, markup=False, emoji=False)
-
-
 def report_error(error: EconsgError) -> None:
     """Print a user error on stderr without a traceback: config errors one `section.field: message` a line."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    err = plain_console(stderr=True, highlight=False, soft_wrap=True)
     if isinstance(error, ConfigError):
         err.print("[bold red]error:[/] ", end="", markup=True)
-        err.print(f"{error.source}: invalid params", markup=False)
+        err.print(f"{error.source}: invalid params")
         for line in error.lines:
-            err.print(line, markup=False)
+            err.print(line)
     else:
         err.print("[bold red]error:[/] ", end="", markup=True)
-        err.print(str(error), markup=False)
+        err.print(str(error))
 
 
 def _guard(func, *args, **kwargs):

@@ -37,8 +37,14 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
             progress.advance(task)
 
 
-def report(message: str) -> None:
-    """One line a stage says about its outcome (what it kept, what looks wrong), on stderr beside its progress bars."""
+def plain_console(stderr: bool = False, **options):
+    """A rich console that prints text as given: user texts, class names, paths and attributes may hold '[...]', which
+    rich markup would swallow ('lamp [red]') or fail on ('[/]'), or ':cat:', which rich would turn into an emoji."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(message)
+    return Console(stderr=stderr, markup=False, emoji=False, **options)
+
+
+def report(message: str) -> None:
+    """One line a stage says about its outcome (what it kept, what looks wrong), on stderr beside its progress bars."""
+    plain_console(stderr=True, highlight=False, soft_wrap=True).print(message)
