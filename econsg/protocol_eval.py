@@ -37,7 +37,7 @@ from econsg.protocols import (
     score_paper,
     summarise_lerf,
 )
-from econsg.scene.ingest import downscale_nearest
+from econsg.scene.ingest import downscale_labels
 from econsg.scene.readers.common import image_size
 from econsg.scene.readers.lerf import LerfFrameLabels, read_lerf_labels
 from econsg.scene.readers.ovs3d import IMAGE_SUFFIXES, load_class_masks, read_ovs3d_classes, segmented_views
@@ -126,7 +126,7 @@ def evaluate_ovs3d(
 ) -> dict:
     """3D-OVS protocol: label maps (ids over the sorted classes.txt) per view name, scored against every
     segmented view's class masks in `<data_root>/segmentations/`. The masks are shrunk as ingest shrinks
-    label maps (`downscale_nearest`) and must then match the predictions. Views without masks are not scored;
+    label maps (`downscale_labels`) and must then match the predictions. Views without masks are not scored;
     a segmented view without a prediction is an error."""
     root = Path(data_root)
     truth_names = read_ovs3d_classes(root)
@@ -147,7 +147,7 @@ def evaluate_ovs3d(
     for name in names:
         folder = folders[index_of[name]]
         full = load_class_masks(folder, truth_names, _mask_shape(folder, truth_names[0]))
-        shrunk = np.stack([downscale_nearest(channel, downscale) for channel in full])
+        shrunk = np.stack([downscale_labels(channel, downscale) for channel in full])
         if shrunk.shape[1:] != (H, W):
             raise EconsgError(
                 f"{folder}: masks are {full.shape[1:]} pixels, shrunk by {downscale} they give {shrunk.shape[1:]}, "

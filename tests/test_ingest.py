@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from econsg.errors import EconsgError
-from econsg.scene.ingest import write_scene
+from econsg.scene.ingest import downscale_depth, downscale_labels, write_scene
 from econsg.scene.readers import detect_format, read_scene
 from econsg.scene.store import open_ground_truth, open_scene
 from tests.helpers import write_tiny_blender
@@ -49,6 +49,27 @@ def test_downscale_and_sparse_views(tmp_path):
     assert full.dataset_views.tolist() == list(range(6))
     assert scene.dataset_views.tolist() == [0, 4, 5]
     assert [full.names[i] for i in scene.dataset_views] == scene.names
+
+
+def test_shrunk_labels_take_each_blocks_majority_and_ties_go_to_its_centre_sample():
+    labels = np.array([[1, 1, 3, 4],
+                       [1, 2, 3, 4],
+                       [5, 5, 7, 7],
+                       [5, 5, 7, 7]])
+    # block (0,0) is mostly 1 though its centre sample (right and below) is 2; block (0,1) is a 2-2 tie
+    assert downscale_labels(labels, 2).tolist() == [[1, 4], [5, 7]]
+    odd = np.zeros((3, 3), int)
+    odd[1, 1] = 9  # a lone centre sample loses to its block's majority
+    assert downscale_labels(odd, 3).tolist() == [[0]]
+    assert downscale_labels(labels, 1) is labels
+
+
+def test_shrunk_depth_is_the_lower_median_of_valid_samples():
+    depth = np.array([[1.0, 0.0, 2.0, 2.0, 0.0, 0.0],
+                      [3.0, 0.0, 5.0, 5.0, 0.0, 0.0]], np.float32)
+    # an occlusion edge keeps the nearer surface, not a depth between surfaces; invalid samples are skipped
+    shrunk = downscale_depth(depth, 2)
+    assert shrunk.tolist() == [[1.0, 2.0, 0.0]] and shrunk.dtype == np.float32
 
 
 def test_sparse_views_not_below_the_training_views_keep_them_all_and_say_so(tmp_path, capsys):

@@ -15,7 +15,10 @@ class IngestParams(Section):
     format: Literal["auto", "blender", "colmap", "replica_nice", "replica_semantic", "scannet", "ovs3d"] = Field(
         "auto", description="Dataset layout (blender also reads nerfstudio transforms.json); 'auto' detects it from the files present."
     )
-    downscale: int = Field(1, ge=1, le=16, description="Integer factor to shrink images (and intrinsics, depth, labels) by.")
+    downscale: int = Field(
+        1, ge=1, le=16, description="Integer factor to shrink images (box filter), intrinsics, depth (each block's lower "
+                                    "median of valid samples) and labels (each block's majority) by."
+    )
     sparse_views: int | None = Field(
         None, ge=1, description="Sparse-view setting: keep this many training views, evenly spaced; null keeps all (multi-view)."
     )

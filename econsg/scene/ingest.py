@@ -22,12 +22,37 @@ def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
     return cropped.reshape(h, factor, w, factor, *image.shape[2:]).mean(axis=(1, 3))
 
 
-def downscale_nearest(array: np.ndarray, factor: int) -> np.ndarray:
-    """Keep the centre sample of every factor x factor block (labels, depth)."""
-    if factor == 1:
-        return array
+def _blocks(array: np.ndarray, factor: int) -> np.ndarray:
+    """[H,W] -> [H//factor, W//factor, factor**2]: each output pixel's source samples, the centre one first
+    (for odd factors the block's centre; for even ones the sample right and below it)."""
     h, w = array.shape[0] // factor, array.shape[1] // factor
-    return array[factor // 2 : h * factor : factor, factor // 2 : w * factor : factor]
+    blocks = array[: h * factor, : w * factor].reshape(h, factor, w, factor).swapaxes(1, 2).reshape(h, w, factor * factor)
+    centre = (factor // 2) * factor + factor // 2
+    return blocks[..., [centre, *(j for j in range(factor * factor) if j != centre)]]
+
+
+def downscale_labels(labels: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink an [H,W] label map by an integer factor: each block's most frequent label, ties to its centre
+    sample. Taking one sample per block puts every label half a source pixel off the box-filtered image's
+    pixel centre for even factors; the block's majority covers what the shrunk pixel mostly shows."""
+    if factor == 1:
+        return labels
+    blocks = _blocks(labels, factor)
+    votes = (blocks[..., :, None] == blocks[..., None, :]).sum(axis=-1)
+    return np.take_along_axis(blocks, votes.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def downscale_depth(depth: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink an [H,W] depth map (0 = invalid) by an integer factor: each block's lower median over its valid
+    samples, so a block across an occlusion edge keeps a depth of one of its surfaces, not one between them."""
+    if factor == 1:
+        return depth
+    blocks = _blocks(depth, factor)
+    valid = blocks > 0
+    count = valid.sum(axis=-1)
+    ranked = np.sort(np.where(valid, blocks, np.inf), axis=-1)
+    median = np.take_along_axis(ranked, (np.maximum(count - 1, 0) // 2)[..., None], axis=-1)[..., 0]
+    return np.where(count > 0, median, 0).astype(depth.dtype)
 
 
 def scale_intrinsics(K: np.ndarray, factor: int) -> np.ndarray:
@@ -193,14 +218,14 @@ def write_scene(
             Ks[v] = scale_intrinsics(frame.K, downscale)
             c2ws[v] = frame.c2w
             if depth is not None:
-                d = downscale_nearest(frame.load_depth(), downscale)[:height, :width]
+                d = frame.load_depth()
                 if not np.all(np.isfinite(d)) or (d < 0).any():
                     raise EconsgError(f"{frame.source}: its depth map has negative or non-finite values")
-                depth[v] = d
+                depth[v] = downscale_depth(d, downscale)[:height, :width]
             if gt_class is not None:
-                gt_class[v] = downscale_nearest(frame.load_classes(), downscale)[:height, :width]
+                gt_class[v] = downscale_labels(frame.load_classes(), downscale)[:height, :width]
             if gt_instance is not None:
-                gt_instance[v] = downscale_nearest(frame.load_instances(), downscale)[:height, :width]
+                gt_instance[v] = downscale_labels(frame.load_instances(), downscale)[:height, :width]
         train = np.array([f.split == "train" for f in frames])
         chunks = cloud_chunks(source, np.flatnonzero(train), depth, images, Ks, c2ws)
         counts = [len(xyz) for xyz, _ in chunks()]
