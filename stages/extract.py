@@ -82,6 +82,7 @@ def run(params: Params) -> None:
         masks = out.create_array("masks", (V, ex.max_masks, H, W), "bool", per_view=True, fill_value=False)
         scores = out.create_array("mask_scores", (V, ex.max_masks, 3), "float32", per_view=True)
         num_masks = np.zeros(V, np.int32)
+        dropped = np.zeros(V, np.int32)
         features = None
         for v, view in enumerate(track(views, f"extract ({ex.backend})", total=V)):
             view: ViewFeatures
@@ -92,11 +93,15 @@ def run(params: Params) -> None:
             labels[v] = view.labels
             confidence[v] = view.confidence
             keep = min(len(view.masks), ex.max_masks)  # masks come sorted by area: the smallest are dropped
-            num_masks[v] = keep
+            num_masks[v], dropped[v] = keep, len(view.masks) - keep
             if keep:
                 masks[v, :keep] = view.masks[:keep]
                 scores[v, :keep] = view.mask_scores[:keep]
         seconds = time.perf_counter() - start
+        if dropped.any():
+            report(f"extract: warning: {int((dropped > 0).sum())} of {V} views had more than extract.max_masks = "
+                   f"{ex.max_masks} masks; their {int(dropped.sum())} smallest masks were not stored, so crr cannot "
+                   "vote within them (the features still used them); raise extract.max_masks to keep them")
         out.create_array("num_masks", (V,), "int32", data=num_masks)
         out.attrs.update(
             {"vocabulary": vocabulary, "temperature": ex.temperature, "backend": ex.backend, "templates": list(ex.templates)}
@@ -104,7 +109,8 @@ def run(params: Params) -> None:
     write_json_atomic(
         params.paths.metrics_file("extract"),
         {"backend": ex.backend, "views": V, "seconds": round(seconds, 3), "views_per_second": round(V / max(seconds, 1e-9), 2),
-         "mean_masks_per_view": float(num_masks.mean())},
+         "mean_masks_per_view": float(num_masks.mean()),
+         "masks_not_stored": int(dropped.sum())},
     )
 
 

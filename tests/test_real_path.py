@@ -147,8 +147,9 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     assert 0.0 <= benchmark["localization_accuracy"] <= 1.0 and 0.0 <= benchmark["miou"] <= 1.0
 
 
-def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_path):
-    """extract rerun with another setting, crr not: opening crr (as fuse would) names what to rerun."""
+def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_path, capsys):
+    """extract rerun with another setting, crr not: opening crr (as fuse would) names what to rerun. The smaller
+    extract.max_masks leaves masks unstored, which the metrics count and a warning names."""
     import shutil
 
     from econsg.config import load_params
@@ -161,5 +162,10 @@ def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_pat
     params = load_params(root / "params.yaml", moved)
     open_stage(params, "crr")  # consistent as written
     run_stage("extract", root / "params.yaml", (*moved, "extract.max_masks=3"))
+    found = open_artifact(root / "artifacts" / "extract.zarr", "extract")["num_masks"][:]
+    assert found.max() > 3, "the fixture must find more than 3 masks in a view for this check"
+    metrics = json.loads((tmp_path / "metrics" / "extract.json").read_text())
+    assert metrics["masks_not_stored"] == int(np.maximum(found - 3, 0).sum())
+    assert "raise extract.max_masks to keep them" in capsys.readouterr().err
     with pytest.raises(ArtifactError, match=r"crr.zarr: built from another extract.zarr than the one there now"):
         open_stage(params, "crr")

@@ -115,7 +115,8 @@ class ExtractParams(Section):
         description="Prompt templates, each with one '{}' for the class name; embeddings are averaged over them.",
     )
     max_masks: int = Field(
-        128, ge=1, le=4096, description="Most masks stored per view (the smallest beyond this number are dropped)."
+        128, ge=1, le=4096, description="Most masks stored per view for crr's votes: the smallest beyond this number are not stored "
+                                     "(extract warns and counts them in its metrics; the features still use them)."
     )
     synthetic: SyntheticTeacherParams = Field(
         default_factory=SyntheticTeacherParams, description="Degradation model of the synthetic teacher."
