@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from econsg.errors import EconsgError
+from econsg.scene.data import select_sparse_views
 from econsg.scene.ingest import downscale_depth, downscale_labels, write_scene
 from econsg.scene.readers import detect_format, read_scene
 from econsg.scene.store import open_ground_truth, open_scene
@@ -70,6 +71,32 @@ def test_shrunk_depth_is_the_lower_median_of_valid_samples():
     # an occlusion edge keeps the nearer surface, not a depth between surfaces; invalid samples are skipped
     shrunk = downscale_depth(depth, 2)
     assert shrunk.tolist() == [[1.0, 2.0, 0.0]] and shrunk.dtype == np.float32
+
+
+def _double_loop(views_per_loop: int) -> np.ndarray:
+    """OpenCV camera-to-worlds on a circle of radius 2 looking at its centre, the loop flown twice."""
+    c2ws = []
+    for angle in np.tile(np.linspace(0, 2 * np.pi, views_per_loop, endpoint=False), 2):
+        centre = 2 * np.array([np.cos(angle), np.sin(angle), 0.0])
+        forward = -centre / 2
+        down = np.array([0.0, 0.0, -1.0])
+        c2w = np.eye(4)
+        c2w[:3, :3] = np.stack([np.cross(down, forward), down, forward], axis=1)
+        c2w[:3, 3] = centre
+        c2ws.append(c2w)
+    return np.stack(c2ws)
+
+
+def test_spread_sparse_views_do_not_spend_two_picks_on_one_place_of_a_double_loop():
+    c2ws = _double_loop(8)
+    by_order = select_sparse_views(c2ws, 3, "trajectory")
+    spread = select_sparse_views(c2ws, 3, "spread")
+    assert by_order == [0, 8, 15]  # views 0 and 8 stand at the same place
+    assert spread[0] == 0 and len(set(spread)) == 3
+    centres = c2ws[spread, :3, 3]
+    gaps = [np.linalg.norm(a - b) for i, a in enumerate(centres) for b in centres[i + 1:]]
+    assert min(gaps) > 2.0  # at least a quarter loop apart (chord 2.83)
+    assert select_sparse_views(c2ws, None, "spread") == list(range(16))
 
 
 def test_sparse_views_not_below_the_training_views_keep_them_all_and_say_so(tmp_path, capsys):

@@ -20,7 +20,14 @@ class IngestParams(Section):
                                     "median of valid samples) and labels (each block's majority) by."
     )
     sparse_views: int | None = Field(
-        None, ge=1, description="Sparse-view setting: keep this many training views, evenly spaced; null keeps all (multi-view)."
+        None, ge=1, description="Sparse-view setting: keep this many training views (picked by sparse_selection); "
+                                "null keeps all (multi-view)."
+    )
+    sparse_selection: Literal["trajectory", "spread"] = Field(
+        "trajectory",
+        description="How sparse_views picks its views: 'trajectory' = evenly spaced in the dataset's order (the usual "
+        "protocol); 'spread' = farthest apart in camera centre and viewing direction, for a trajectory that passes "
+        "a place more than once (the demo's double loop bunches below about six views by order).",
     )
     max_init_points: int = Field(
         100_000, ge=100, description="Cap on the initial point cloud (back-projected depth or the dataset's points), subsampled with the seed."

@@ -83,9 +83,22 @@ def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
     return np.asarray(c2w, dtype=np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])
 
 
-def select_sparse_views(train_indices: list[int], count: int | None) -> list[int]:
-    """The sparse-view setting: `count` training views evenly spaced along the trajectory (all if None)."""
-    if count is None or count >= len(train_indices):
-        return list(train_indices)
-    picks = np.linspace(0, len(train_indices) - 1, count).round().astype(int)
-    return [train_indices[i] for i in picks]
+def select_sparse_views(c2ws: np.ndarray, count: int | None, selection: str = "trajectory") -> list[int]:
+    """The sparse-view setting: positions of `count` of the training views' [N, 4, 4] OpenCV camera-to-worlds
+    (all if None). 'trajectory': evenly spaced in the dataset's order. 'spread': farthest-point sampling from the
+    first view, over camera centres (in units of the centres' RMS distance from their mean) plus optical axes,
+    so a trajectory that passes a place twice does not spend two picks there."""
+    num = len(c2ws)
+    if count is None or count >= num:
+        return list(range(num))
+    if selection == "trajectory":
+        return np.linspace(0, num - 1, count).round().astype(int).tolist()
+    centres, axes = c2ws[:, :3, 3], c2ws[:, :3, 2]
+    radius = float(np.sqrt(((centres - centres.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    poses = np.concatenate([centres / (radius if radius > 0 else 1.0), axes], axis=1)
+    picks = [0]
+    distance = np.linalg.norm(poses - poses[0], axis=1)
+    while len(picks) < count:
+        picks.append(int(distance.argmax()))  # the first of equals: deterministic
+        distance = np.minimum(distance, np.linalg.norm(poses - poses[picks[-1]], axis=1))
+    return sorted(picks)

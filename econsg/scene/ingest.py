@@ -83,14 +83,16 @@ def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
     return train + test
 
 
-def choose_views(ordered: list[FrameRecord], sparse_views: int | None) -> list[int]:
-    """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset),
-    then every test view. A view keeps its position whatever the selection (scene.zarr's `dataset_view`)."""
+def choose_views(ordered: list[FrameRecord], sparse_views: int | None, selection: str = "trajectory") -> list[int]:
+    """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset picked
+    by `selection`, see `select_sparse_views`), then every test view. A view keeps its position whatever the
+    selection (scene.zarr's `dataset_view`)."""
     num_train = sum(f.split == "train" for f in ordered)  # dataset_order puts them first
     if sparse_views is not None and sparse_views >= num_train:
         report(f"ingest: warning: ingest.sparse_views {sparse_views} is not below the dataset's {num_train} training "
                "views, so every training view is kept: this run is the multi-view setting")
-    return select_sparse_views(list(range(num_train)), sparse_views) + list(range(num_train, len(ordered)))
+    c2ws = np.stack([f.c2w for f in ordered[:num_train]])
+    return select_sparse_views(c2ws, sparse_views, selection) + list(range(num_train, len(ordered)))
 
 
 PointChunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -176,6 +178,7 @@ def write_scene(
     params: dict,
     downscale: int,
     sparse_views: int | None,
+    sparse_selection: str = "trajectory",
     max_init_points: int,
     init_voxel_size: float | str,
     rng: np.random.Generator,
@@ -186,7 +189,7 @@ def write_scene(
 
     check_unique_names(source.frames)
     ordered = dataset_order(source.frames)
-    chosen = choose_views(ordered, sparse_views)
+    chosen = choose_views(ordered, sparse_views, sparse_selection)
     frames = [ordered[i] for i in chosen]
     first = frames[0]
     height, width = first.height // downscale, first.width // downscale
