@@ -81,7 +81,7 @@ def score_crr_labels(
         "refined_miou": refined_scores["miou"],
         "refined_macc": refined_scores["macc"],
         "refined_miou_ignore_as_wrong": refined_all["miou"],
-        "refined_coverage": labelled / max(total, 1),
+        "refined_coverage": labelled / total if total else None,  # None: no labelled pixel (3D-OVS labels test views only)
         "miou_gain": refined_scores["miou"] - raw_scores["miou"],
     }
 

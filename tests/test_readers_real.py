@@ -237,6 +237,28 @@ def test_ovs3d_llff_poses_sorted_classes_and_masks(tmp_path, views):
     np.testing.assert_array_equal(masks[2], views.labels[4] == 2)
 
 
+def test_ovs3d_ingests_with_ground_truth_on_its_segmented_test_views_only(tmp_path, views):
+    from econsg.scene.ingest import write_scene
+    from econsg.scene.store import open_ground_truth, open_scene
+
+    root = write_ovs3d(tmp_path / "ovs", views, ["sofa", "banana", "cup"])
+    write_colmap(tmp_path / "model", views, points=np.array([[0, 0, 3.0], [1, -1, 2.5], [0.5, 0.5, 3]]))
+    (tmp_path / "model" / "sparse").rename(root / "sparse")
+    options = dict(params={}, downscale=1, sparse_views=None, max_init_points=100, init_voxel_size=0.1,
+                   rng=np.random.default_rng(0))
+    path = write_scene(read_scene(root), tmp_path / "scene.zarr", **options)
+    scene, truth = open_scene(path), open_ground_truth(path)
+    test_views = np.flatnonzero(~scene.is_train)
+    assert [scene.names[v] for v in test_views] == ["000", "004"]
+    np.testing.assert_array_equal(truth.classes(int(test_views[1])), views.labels[4])
+    assert (truth.classes(0) == -1).all()  # a training view: unlabelled, not class 0
+    # ground truth on a held-out view missing (others have theirs) is still refused, by name
+    source = read_scene(root)
+    source.frames[4] = dataclasses.replace(source.frames[4], load_classes=None)
+    with pytest.raises(EconsgError, match=r"004\.png: no label map on the held-out views, while 1 of the 2"):
+        write_scene(source, tmp_path / "other.zarr", **options)
+
+
 def test_ovs3d_errors(tmp_path, views):
     write_ovs3d(tmp_path / "a", views, ["a", "b", "c"], empty_segmentations=True)
     with pytest.raises(EconsgError, match="no <view>/ folders with class masks"):

@@ -171,6 +171,18 @@ def all_or_none(frames: list[FrameRecord], loader: str, what: str) -> bool:
     return not missing
 
 
+def labels_or_none(frames: list[FrameRecord], loader: str, what: str) -> bool:
+    """Whether views have a `what` (ground truth): every view, or only every held-out view (3D-OVS segments its
+    test views alone; training views then read as unlabelled, -1). Refused, by name, when some other subset has
+    one, which would otherwise score a partial or shifted ground truth without a word."""
+    test = [frame for frame in frames if frame.split == "test"]
+    if all(getattr(frame, loader) is None for frame in frames if frame.split == "train") and any(
+        getattr(frame, loader) is not None for frame in test
+    ):
+        return all_or_none(test, loader, f"{what} on the held-out views")
+    return all_or_none(frames, loader, what)
+
+
 def write_scene(
     source: SceneSource,
     out_path: Path,
@@ -202,8 +214,8 @@ def write_scene(
                 "all views must share one size"
             )
     has_depth = all_or_none(frames, "load_depth", "depth map")
-    has_gt = all_or_none(frames, "load_classes", "label map") and bool(source.class_names)
-    has_instances = all_or_none(frames, "load_instances", "instance map")
+    has_gt = labels_or_none(frames, "load_classes", "label map") and bool(source.class_names)
+    has_instances = labels_or_none(frames, "load_instances", "instance map")
     num = len(frames)
     with ArtifactWriter(out_path, stage="ingest", params=params) as out:
         images = out.create_array("images", (num, height, width, 3), "uint8", per_view=True)
@@ -225,9 +237,9 @@ def write_scene(
                 if not np.all(np.isfinite(d)) or (d < 0).any():
                     raise EconsgError(f"{frame.source}: its depth map has negative or non-finite values")
                 depth[v] = downscale_depth(d, downscale)[:height, :width]
-            if gt_class is not None:
+            if gt_class is not None and frame.load_classes is not None:
                 gt_class[v] = downscale_labels(frame.load_classes(), downscale)[:height, :width]
-            if gt_instance is not None:
+            if gt_instance is not None and frame.load_instances is not None:
                 gt_instance[v] = downscale_labels(frame.load_instances(), downscale)[:height, :width]
         train = np.array([f.split == "train" for f in frames])
         chunks = cloud_chunks(source, np.flatnonzero(train), depth, images, Ks, c2ws)
