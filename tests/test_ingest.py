@@ -120,6 +120,13 @@ def edit_frames(root, split, edit):
         (lambda m: m["frames"][1].update(transform_matrix=[[float("nan")] * 4] * 4), r"frames\[1\]: pose contains NaN"),
         (lambda m: m["frames"][0].update(transform_matrix=np.diag([2.0, 1, 1, 1]).tolist()), r"frames\[0\]: pose is not rigid"),
         (lambda m: m.update(k1=0.1), r"distortion .* not supported"),
+        (lambda m: m.update(fl_x=None), r"transforms_train.json: frames\[0\]: field 'fl_x' is None; expected a finite positive number"),
+        (lambda m: m.update(w="16px"), r"frames\[0\]: field 'w' is '16px'; expected a finite positive number"),
+        (lambda m: m["frames"][1].update(transform_matrix="eye"), r"frames\[1\]: field 'transform_matrix' is 'eye'; expected a 4x4"),
+        (lambda m: m.update(depth_scale=0), r"transforms_train.json: field 'depth_scale' is 0; expected a finite positive"),
+        # fl_x / cx / cy of twice the images' size, kept after shrinking them (no w / h to give it away)
+        (lambda m: [m.pop("w"), m.pop("h"), m.update(cx=2 * m["cx"], cy=2 * m["cy"])],
+         r"frame_0000.png: principal point \(16\.0, 12\.0\) is far from the centre of the 16x12 image"),
     ],
 )
 def test_bad_transforms_are_named_and_old_scene_kept(tmp_path, edit, message):

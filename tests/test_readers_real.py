@@ -203,9 +203,13 @@ def test_scannet_poses_depth_registration_and_nyu40(tmp_path, views):
 
 
 def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views):
+    from econsg.scene.ingest import write_scene
+
     root = write_scannet(tmp_path / "a", views)
     np.savetxt(root / "pose" / "3.txt", np.full((4, 4), -np.inf))
-    assert [f.name for f in read_scene(root).frames] == ["0", "1", "2", "4", "5", "6", "7", "8"]
+    frames = read_scene(root).frames
+    assert [f.name for f in frames] == ["0", "1", "2", "4", "5", "6", "7", "8"]
+    assert [f.name for f in frames if f.split == "test"] == ["0", "8"]  # the skipped frame moves no other
     save_uint16(root / "label-filt" / "5.png", np.full(views.shape, 99))
     with pytest.raises(EconsgError, match=r"5\.png: label ids \[99\] are not in the mapping"):
         read_scene(root).frames[4].load_classes()
@@ -217,6 +221,20 @@ def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views):
     root = write_scannet(tmp_path / "c", views, depth_intrinsics=False)
     with pytest.raises(EconsgError, match="depth map is 8x6 pixels, colour is 16x12.*intrinsic_depth.txt"):
         read_scene(root).frames[0].load_depth()
+
+    # intrinsics of twice the image size (full-resolution files beside shrunk exports) are refused, by name
+    root = write_scannet(tmp_path / "d", views)
+    for name in ("color", "depth"):
+        path = root / "intrinsic" / f"intrinsic_{name}.txt"
+        matrix = np.loadtxt(path)
+        matrix[:2, :3] *= 2
+        np.savetxt(path, matrix)
+    source = read_scene(root)
+    with pytest.raises(EconsgError, match=r"0\.png \(with intrinsic/intrinsic_depth\.txt\): principal point .* 8x6 image"):
+        source.frames[0].load_depth()
+    with pytest.raises(EconsgError, match=r"1\.jpg: principal point \(15\.5, 11\.5\) is far from the centre of the 16x12 image"):
+        write_scene(source, tmp_path / "scene.zarr", params={}, downscale=1, sparse_views=None, max_init_points=100,
+                    init_voxel_size=0.1, rng=np.random.default_rng(0))
 
 
 # ---- 3D-OVS -----------------------------------------------------------------------------------------

@@ -78,6 +78,19 @@ def check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
     return K
 
 
+def check_principal_point(K: np.ndarray, width: int, height: int, where: str) -> None:
+    """Refuse intrinsics whose principal point lies more than a quarter of the image from its centre: they were
+    written for another image size (ScanNet's 1296x968 intrinsic_color.txt beside 640x480 exports, a nerfstudio
+    fl_x/cx/cy kept after shrinking the images), which would silently bend every ray."""
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if abs(cx - width / 2) > width / 4 or abs(cy - height / 2) > height / 4:
+        raise EconsgError(
+            f"{where}: principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {width}x{height} image; "
+            f"the intrinsics look like those of a {2 * cx:.0f}x{2 * cy:.0f} image; expected intrinsics for this "
+            "image size (scale fx, fy, cx, cy by the images' resize factor)"
+        )
+
+
 def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
     """Camera-to-world from OpenGL axes (x right, y up, z back) to OpenCV axes (x right, y down, z forward)."""
     return np.asarray(c2w, dtype=np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])

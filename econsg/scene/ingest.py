@@ -10,7 +10,7 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter
 from econsg.errors import EconsgError
 from econsg.progress import report, track
-from econsg.scene.data import FrameRecord, SceneSource, select_sparse_views
+from econsg.scene.data import FrameRecord, SceneSource, check_principal_point, select_sparse_views
 
 
 def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
@@ -208,6 +208,7 @@ def write_scene(
     if height < 4 or width < 4:
         raise EconsgError(f"ingest.downscale: {downscale} leaves {width}x{height} images; expected at least 4x4")
     for frame in frames:
+        check_principal_point(frame.K, frame.width, frame.height, str(frame.source))
         if (frame.width, frame.height) != (first.width, first.height):
             raise EconsgError(
                 f"{frame.source}: image is {frame.width}x{frame.height}, the first view is {first.width}x{first.height}; "

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from econsg.errors import EconsgError
 from econsg.scene.data import FrameRecord, SceneSource, check_intrinsics, check_rigid_pose, opengl_to_opencv
+from econsg.scene.readers.common import image_size
 from econsg.scene.readers.imageio import load_depth_png, load_instance_png, load_label_png, load_rgb
 
 FORMAT = "blender"
@@ -76,24 +76,45 @@ def _resolve(root: Path, relative: str, where: str) -> Path:
     return path
 
 
+def _number(fields: dict[str, Any], key: str, where: str, default: float | None = None, *, positive: bool = False) -> float:
+    """A finite number from a transforms file (`default` when absent), or EconsgError naming the field."""
+    value = fields.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or (positive and number <= 0):
+        raise EconsgError(f"{where}: field {key!r} is {value!r}; expected a finite{' positive' if positive else ''} number")
+    return number
+
+
+def _size(fields: dict[str, Any], key: str, where: str) -> int:
+    size = _number(fields, key, where, positive=True)
+    if size != int(size):
+        raise EconsgError(f"{where}: field {key!r} is {fields[key]!r}; expected a whole number of pixels")
+    return int(size)
+
+
 def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, where: str) -> tuple[np.ndarray, int, int]:
     merged = {**meta, **frame}
     if "w" in merged and "h" in merged:
-        width, height = int(merged["w"]), int(merged["h"])
+        width, height = _size(merged, "w", where), _size(merged, "h", where)
     else:
-        with Image.open(image_path) as image:
-            width, height = image.size
+        width, height = image_size(image_path)
     if "fl_x" in merged:
-        fx = float(merged["fl_x"])
-        fy = float(merged.get("fl_y", fx))
+        fx = _number(merged, "fl_x", where, positive=True)
+        fy = _number(merged, "fl_y", where, fx, positive=True)
     elif "camera_angle_x" in merged:
-        fx = fy = 0.5 * width / math.tan(0.5 * float(merged["camera_angle_x"]))
+        angle = _number(merged, "camera_angle_x", where, positive=True)
+        if angle >= math.pi:
+            raise EconsgError(f"{where}: field 'camera_angle_x' is {angle!r}; expected radians below pi")
+        fx = fy = 0.5 * width / math.tan(0.5 * angle)
     else:
         raise EconsgError(f"{where}: no intrinsics: expected fl_x/fl_y/cx/cy or camera_angle_x")
-    cx = float(merged.get("cx", width / 2.0))
-    cy = float(merged.get("cy", height / 2.0))
+    cx = _number(merged, "cx", where, width / 2.0)
+    cy = _number(merged, "cy", where, height / 2.0)
     model = str(merged.get("camera_model", "PINHOLE")).upper()
-    distortion = [float(merged.get(k, 0.0)) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
+    distortion = [_number(merged, k, where, 0.0) for k in ("k1", "k2", "k3", "k4", "p1", "p2")]
     if model not in ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV") or any(abs(d) > 1e-9 for d in distortion):
         raise EconsgError(
             f"{where}: camera model {model} with distortion {distortion} is not supported; expected undistorted "
@@ -105,7 +126,10 @@ def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, w
 
 
 def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count: int) -> list[FrameRecord]:
-    depth_scale = float(meta.get("depth_scale", 1.0 / float(meta.get("depth_unit_scale_factor", 1e-3))))
+    if "depth_scale" in meta:
+        depth_scale = _number(meta, "depth_scale", str(path), positive=True)
+    else:
+        depth_scale = 1.0 / _number(meta, "depth_unit_scale_factor", str(path), 1e-3, positive=True)
     records = []
     for index, frame in enumerate(meta["frames"]):
         where = f"{path}: frames[{index}]"
@@ -113,9 +137,14 @@ def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count:
             raise EconsgError(f"{where}: expected 'file_path' and 'transform_matrix'")
         image_path = _resolve(root, frame["file_path"], where)
         K, width, height = _intrinsics(meta, frame, image_path, where)
-        c2w = opengl_to_opencv(check_rigid_pose(np.array(frame["transform_matrix"], dtype=np.float64), where))
+        try:
+            matrix = np.array(frame["transform_matrix"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise EconsgError(f"{where}: field 'transform_matrix' is {str(frame['transform_matrix'])[:80]!r}; "
+                              "expected a 4x4 list of numbers") from None
+        c2w = opengl_to_opencv(check_rigid_pose(matrix, where))
         shape = (height, width)
-        scale = float(frame.get("depth_scale", depth_scale))
+        scale = _number(frame, "depth_scale", where, depth_scale, positive=True)
         depth = frame.get("depth_file_path")
         semantic = frame.get("semantic_file_path")
         if semantic is not None and class_count == 0:

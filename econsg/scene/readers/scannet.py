@@ -13,7 +13,8 @@
   `scannetv2-labels.combined.tsv` that must sit in the scene folder (or its parent): columns `id` and
   `nyu40id`. Class index = nyu40id - 1 over NYU40_CLASS_NAMES; raw 0 and nyu40id 0 -> IGNORE. Ids
   missing from the table are refused. Labels must be at the colour resolution.
-- Split: every 8th frame (by sorted number) is test (LLFF convention).
+- Split: every 8th colour frame (by sorted number) is test (LLFF convention), counted over every colour frame:
+  a frame skipped for its invalid pose moves no other frame between train and test.
 
 The 19/15/10-class subsets (NYU40 ids) are those of OpenGaussian's ScanNet evaluation
 (scripts/eval_scannet.py, Wu et al., NeurIPS 2024): 19 = the ScanNet-20 benchmark classes without
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from econsg.errors import EconsgError
-from econsg.scene.data import IGNORE, FrameRecord, SceneSource, check_intrinsics, check_rigid_pose
+from econsg.scene.data import IGNORE, FrameRecord, SceneSource, check_intrinsics, check_principal_point, check_rigid_pose
 from econsg.scene.readers.common import (
     image_size,
     llff_split,
@@ -126,6 +127,7 @@ def load_scannet_depth(path: Path, shape: tuple[int, int], K_color: np.ndarray, 
             f"{path}: depth map is {depth.shape[1]}x{depth.shape[0]} pixels, colour is {shape[1]}x{shape[0]}, and "
             "intrinsic/intrinsic_depth.txt is missing; it is needed to register depth to colour"
         )
+    check_principal_point(K_depth, depth.shape[1], depth.shape[0], f"{path} (with intrinsic/intrinsic_depth.txt)")
     return resample_depth_to_color(depth, K_depth, K_color, shape)
 
 
@@ -142,7 +144,7 @@ def read(root: Path) -> SceneSource:
     lookup = read_nyu40_lookup(find_label_table(root)) if labels else None
     class_names = list(NYU40_CLASS_NAMES) if labels else []
     frames = []
-    for number, path in images.items():
+    for position, (number, path) in enumerate(images.items()):
         if number not in poses:
             raise EconsgError(f"{root / 'pose' / f'{number}.txt'}: missing; colour frame {path.name} has no pose")
         c2w = read_matrix_file(poses[number])
@@ -155,7 +157,7 @@ def read(root: Path) -> SceneSource:
         frames.append(
             FrameRecord(
                 name=path.stem,
-                split=llff_split(len(frames)),
+                split=llff_split(position),  # by place among the colour frames: a failed pose shifts no other
                 K=K_color,
                 c2w=c2w,
                 width=width,
