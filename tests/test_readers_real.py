@@ -153,6 +153,21 @@ def test_replica_semantic_refuses_a_camera_file_of_other_images(tmp_path, views)
         read_scene(tmp_path)
 
 
+def test_replica_semantic_camera_file_with_another_depth_scale_is_used_and_named(tmp_path, views, capsys):
+    import json
+
+    write_replica_semantic(tmp_path, views)
+    (height, width), K = views.shape, views.K
+    camera = {"w": width, "h": height, "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2] - 0.5, "cy": K[1, 2] - 0.5}
+    (tmp_path / "cam_params.json").write_text(json.dumps({"camera": {**camera, "scale": 6553.5}}))
+    frame = read_scene(tmp_path).frames[0]  # rgb_0
+    assert "sets the depth scale to 6553.5 units per metre" in capsys.readouterr().err
+    np.testing.assert_allclose(frame.load_depth(), views.depth[0] * 1000 / 6553.5, atol=1e-3)  # the file's scale, as asked
+    (tmp_path / "cam_params.json").write_text(json.dumps({"camera": {**camera, "scale": 0}}))
+    with pytest.raises(EconsgError, match=r"cam_params.json: camera.scale is 0.0; expected depth units per metre"):
+        read_scene(tmp_path)
+
+
 # ---- image files ------------------------------------------------------------------------------------
 
 

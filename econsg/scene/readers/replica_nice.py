@@ -44,13 +44,16 @@ def read_camera_params(path: Path, default: dict) -> dict:
         return dict(default)
     try:
         camera = json.loads(path.read_text())["camera"]
-        return {key: float(camera[key]) for key in ("w", "h", "fx", "fy", "cx", "cy")} | {
+        values = {key: float(camera[key]) for key in ("w", "h", "fx", "fy", "cx", "cy")} | {
             "scale": float(camera.get("scale", default["scale"]))
         }
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise EconsgError(
             f"{path}: expected {{\"camera\": {{\"w\", \"h\", \"fx\", \"fy\", \"cx\", \"cy\", \"scale\"}}}} ({error!r})"
         ) from None
+    if not values["scale"] > 0:
+        raise EconsgError(f"{path}: camera.scale is {values['scale']}; expected depth units per metre, above 0")
+    return values
 
 
 def read(root: Path) -> SceneSource:

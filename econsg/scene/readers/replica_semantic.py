@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from econsg.errors import EconsgError
+from econsg.progress import report
 from econsg.scene.data import IGNORE, FrameRecord, SceneSource, check_intrinsics, check_rigid_pose
 from econsg.scene.readers.blender import read_class_names
 from econsg.scene.readers.common import (
@@ -88,6 +89,10 @@ def read(root: Path) -> SceneSource:
         {"w": first_width, "h": first_height, "fx": first_width / 2, "fy": first_width / 2,
          "cx": (first_width - 1) / 2, "cy": (first_height - 1) / 2, "scale": DEPTH_SCALE},
     )
+    if camera["scale"] != DEPTH_SCALE:
+        report(f"ingest: warning: {root / 'cam_params.json'} sets the depth scale to {camera['scale']:g} units per metre; "
+               f"Semantic-NeRF's depth PNGs are millimetres ({DEPTH_SCALE:g}). NICE-SLAM's file says 6553.5 for its "
+               "own renders: remove 'scale' from it unless these depth maps were written at that scale")
     K = check_intrinsics(
         shift_integer_centre_convention(pinhole(camera["fx"], camera["fy"], camera["cx"], camera["cy"])),
         str(root / "cam_params.json"),
