@@ -15,9 +15,10 @@ from econsg.artifacts import (
 from econsg.errors import ArtifactError
 
 
-def write_fuse(path, value: float, inputs=()):
+def write_fuse(path, value: float, inputs=(), data: float | None = None):
+    """A fuse store with params voxel_size `value` and xyz all `data` (default: `value`)."""
     with ArtifactWriter(path, stage="fuse", params={"fuse": {"voxel_size": value}}, inputs=inputs) as out:
-        out.create_array("xyz", (5, 3), "float32", data=np.full((5, 3), value, np.float32))
+        out.create_array("xyz", (5, 3), "float32", data=np.full((5, 3), value if data is None else data, np.float32))
         out.create_array("rgb", (5, 3), "uint8")
         out.create_array("feature", (5, 4), "float32")
         out.create_array("label", (5,), "int16")
@@ -46,6 +47,11 @@ def test_content_hash_follows_data_and_inputs_are_recorded(tmp_path):
     c = write_fuse(tmp_path / "c.zarr", 0.25, inputs=[a])
     assert read_provenance(a).content_hash == read_provenance(b).content_hash
     assert read_provenance(a).content_hash != read_provenance(c).content_hash
+    # the data alone decides it: other data under the same params differs, the same data under other params not
+    other_data = write_fuse(tmp_path / "d.zarr", 0.5, data=0.25)
+    other_params = write_fuse(tmp_path / "e.zarr", 0.25, data=0.5)
+    assert read_provenance(other_data).content_hash != read_provenance(a).content_hash
+    assert read_provenance(other_params).content_hash == read_provenance(a).content_hash
     assert read_provenance(c).inputs == {str(a): read_provenance(a).content_hash}
 
 
