@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -168,18 +167,15 @@ def test_autoencode_params():
 
 
 @pytest.mark.slow
-def test_demo_scale_latent_accuracy_and_time():
-    """The demo's size with AutoencodeParams defaults: 15k points, D = 512, 10 classes, d = 16."""
+def test_demo_scale_latent_accuracy():
+    """The demo's size with AutoencodeParams defaults: 15k points, D = 512, 10 classes, d = 16. (Its time is the
+    demo's own figure: metrics/autoencode.json, train_seconds.)"""
     p = AutoencodeParams()
     feats, labels, truth, text = separable_features(np.random.default_rng(0), 15000, 512, 10, noise=1.0, flip=0.05)
-    start = time.perf_counter()
     model, _ = train_autoencoder(feats, labels, text, latent_dim=p.latent_dim, hidden=p.hidden, iterations=p.iterations,
                                  batch_size=p.batch_size, lr=p.lr, temperature=p.temperature, loss_kind=p.loss,
                                  generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
-    accuracy = latent_class_accuracy(model, feats, truth, text)
-    print(f"demo-scale autoencoder: {seconds:.1f} s, latent accuracy {accuracy:.4f}")
-    assert accuracy >= 0.95  # time is printed, not asserted: it measures the machine (target < 30 s on 2 idle cores)
+    assert latent_class_accuracy(model, feats, truth, text) >= 0.95
 
 
 def test_unit_latents_keep_the_direction_and_drop_the_length():

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from econsg.config import ConfigError, Params, load_params, parse_params
 from econsg.config.base import Section
@@ -48,6 +48,15 @@ def test_sections_are_frozen_and_fully_described():
         if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
             assert field.annotation.model_config.get("extra") == "forbid"
             check(field.annotation, name)
+    params = Params()
+    with pytest.raises(ValidationError, match="frozen"):
+        params.seed = 1
+    for name in Params.model_fields:
+        section = getattr(params, name)
+        if isinstance(section, Section):
+            first = next(iter(type(section).model_fields))
+            with pytest.raises(ValidationError, match="frozen"):
+                setattr(section, first, getattr(section, first))
 
 
 def test_missing_and_malformed_files(tmp_path):

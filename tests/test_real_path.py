@@ -55,10 +55,12 @@ def real_run(tmp_path_factory):
     patch.setattr(openclip_sam, "check_sam_checkpoint", lambda p: Path(p.sam_checkpoint or "sam.pth"))
     patch.setattr(openclip_sam, "load_sam", lambda p, device: openclip_sam.tiny_sam_model(seed=0).to(device))
     patch.chdir(root)
-    for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
-        run_stage(stage, root / "params.yaml")
-    yield root, views
-    patch.undo()
+    try:  # undone even when a stage fails here, so no later test inherits the stand-in models or the folder
+        for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
+            run_stage(stage, root / "params.yaml")
+        yield root, views
+    finally:
+        patch.undo()
 
 
 def test_own_scene_runs_from_colmap_to_evaluate_on_the_real_backend(real_run):

@@ -75,9 +75,10 @@ def test_semantic_hook_combines_terms_with_weights():
     hook = make_semantic_loss(maps, labels, LATENTS, lambda_sem=2.0, lambda_2d=0.0, dist="l1", temperature=0.1, ce_normalize=True)
     total, logged = hook(Out(), 0, None)
     assert total.item() == pytest.approx(2.0 * logged["sem"]) and "ce" not in logged
-    hook_ce = make_semantic_loss(maps, labels, LATENTS, lambda_sem=2.0, lambda_2d=1.0, dist="l1", temperature=0.1, ce_normalize=True)
+    hook_ce = make_semantic_loss(maps, labels, LATENTS, lambda_sem=2.0, lambda_2d=0.5, dist="l1", temperature=0.1, ce_normalize=True)
     total_ce, logged_ce = hook_ce(Out(), 0, None)
-    assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + logged_ce["ce"], rel=1e-5)
+    assert logged_ce["ce"] > 0
+    assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + 0.5 * logged_ce["ce"], rel=1e-5)
 
 
 def test_semantic_hook_distils_only_the_pixels_of_its_mask():

@@ -305,11 +305,12 @@ def test_code_digest_follows_the_stages_code_deps(tmp_path: Path):
         else:
             (tmp_path / entry).mkdir(exist_ok=True)
             (tmp_path / entry / "a.py").write_text("y = 1\n")
-    before = code_digest("splat", tmp_path)
-    assert code_digest("splat", tmp_path) == before
-    folder = next(e for e in STAGES["splat"].code if not e.endswith(".py"))
-    (tmp_path / folder / "a.py").write_text("y = 2\n")
-    assert code_digest("splat", tmp_path) != before
+    seen = {code_digest("splat", tmp_path)}
+    for entry in STAGES["splat"].code:  # an edit of any code dep, a single file or a folder's file, changes it
+        edited = tmp_path / entry if entry.endswith(".py") else tmp_path / entry / "a.py"
+        edited.write_text(edited.read_text() + "z = 0\n")
+        seen.add(code_digest("splat", tmp_path))
+        assert len(seen) == 1 + STAGES["splat"].code.index(entry) + 1, f"an edit of {entry} left the digest as it was"
 
 
 def test_scene_scale_follows_the_scenes_unit_also_where_the_cameras_coincide():
