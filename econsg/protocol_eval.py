@@ -37,7 +37,6 @@ from econsg.protocols import (
     score_paper,
     summarise_lerf,
 )
-from econsg.scene.ingest import downscale_labels
 from econsg.scene.readers.common import image_size
 from econsg.scene.readers.lerf import LerfFrameLabels, read_lerf_labels
 from econsg.scene.readers.ovs3d import IMAGE_SUFFIXES, load_class_masks, read_ovs3d_classes, segmented_views
@@ -121,12 +120,19 @@ def ovs3d_view_indices(root: Path) -> dict[str, int]:
     return {path.stem: index for index, path in enumerate(images)}
 
 
+def nearest_downscale(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink an [H,W] mask by an integer factor as the 3D-OVS reference does (PIL's NEAREST resize): output pixel i
+    takes source pixel floor((i + 0.5) * factor), the sample right and below each block's centre."""
+    h, w = mask.shape[0] // factor, mask.shape[1] // factor
+    return mask[factor // 2 : h * factor : factor, factor // 2 : w * factor : factor]
+
+
 def evaluate_ovs3d(
     predictions: Mapping[str, np.ndarray], class_names: Sequence[str], data_root: Path, downscale: int = 1
 ) -> dict:
     """3D-OVS protocol: label maps (ids over the sorted classes.txt) per view name, scored against every
-    segmented view's class masks in `<data_root>/segmentations/`. The masks are shrunk as ingest shrinks
-    label maps (`downscale_labels`) and must then match the predictions. Views without masks are not scored;
+    segmented view's class masks in `<data_root>/segmentations/`. The masks are shrunk as the reference shrinks
+    them (`nearest_downscale`) and must then match the predictions. Views without masks are not scored;
     a segmented view without a prediction is an error."""
     root = Path(data_root)
     truth_names = read_ovs3d_classes(root)
@@ -147,7 +153,7 @@ def evaluate_ovs3d(
     for name in names:
         folder = folders[index_of[name]]
         full = load_class_masks(folder, truth_names, _mask_shape(folder, truth_names[0]))
-        shrunk = np.stack([downscale_labels(channel, downscale) for channel in full])
+        shrunk = np.stack([nearest_downscale(channel, downscale) for channel in full])
         if shrunk.shape[1:] != (H, W):
             raise EconsgError(
                 f"{folder}: masks are {full.shape[1:]} pixels, shrunk by {downscale} they give {shrunk.shape[1:]}, "
@@ -257,7 +263,6 @@ def evaluate_protocol(
     data_root: Path | None = None,
     lerf_labels: Path | None = None,
     downscale: int = 1,
-    lerf_threshold: float = LERF_MASK_THRESHOLD,
 ) -> dict:
     """One protocol's metrics for one scene. Inputs are keyed by view name (scene.zarr `view_names`):
     - 'paper', 'scannetN': `predictions` and `ground_truth` label maps [H,W] (scene class ids, IGNORE = -1);
@@ -277,5 +282,5 @@ def evaluate_protocol(
     if protocol == "lerf":
         if relevancy is None or query_names is None or lerf_labels is None:
             raise EconsgError("evaluate.protocol 'lerf': needs relevancy maps, their query names and evaluate.lerf_labels")
-        return evaluate_lerf(relevancy, query_names, Path(lerf_labels), lerf_threshold)
+        return evaluate_lerf(relevancy, query_names, Path(lerf_labels))  # at the reference's threshold, whatever the params
     raise EconsgError(f"evaluate.protocol: {protocol!r} is not one of {list(PROTOCOLS)}")

@@ -194,7 +194,7 @@ def run(params: Params) -> None:
         metrics["benchmark"] = evaluate_protocol(
             cfg.protocol, class_names=class_names, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
             relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
-            lerf_labels=lerf_labels, downscale=downscale, lerf_threshold=cfg.relevancy_threshold)
+            lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
 
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from econsg.errors import EconsgError
 from econsg.protocol_eval import evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
-from econsg.scene.ingest import downscale_labels
 from econsg.scene.readers.scannet import NYU40_CLASS_NAMES
 from tests.dataset_fixtures import synthetic_views, write_lerf_frame, write_ovs3d
 
@@ -61,7 +61,9 @@ def test_ovs3d_reads_masks_and_matches_views_by_image_name(tmp_path):
 def test_ovs3d_shrinks_masks_like_ingest_and_checks_classes(tmp_path):
     views = synthetic_views(n=5, width=8, height=6, num_classes=2)
     write_ovs3d(tmp_path, views, ["a", "b"], segmented=(0,))
-    small = {"000": downscale_labels(views.labels[0], 2).astype(np.int64)}  # as ingest shrinks the scene's labels
+    # the reference shrinks each class mask with PIL's NEAREST resize: predictions that are that, exactly, score 1
+    full = Image.fromarray(views.labels[0].astype(np.uint8))
+    small = {"000": np.asarray(full.resize((full.width // 2, full.height // 2), Image.NEAREST)).astype(np.int64)}
     scores = evaluate_protocol("ovs3d", class_names=["a", "b"], predictions=small, data_root=tmp_path, downscale=2)
     assert scores["accuracy"] == pytest.approx(1.0)
     with pytest.raises(EconsgError, match="downscale"):

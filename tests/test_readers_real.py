@@ -308,6 +308,16 @@ def test_ovs3d_errors(tmp_path, views):
 # ---- LERF-OVS labels --------------------------------------------------------------------------------
 
 
+def test_lerf_polygons_cover_the_pixels_their_shallow_edges_pass_through():
+    from econsg.scene.readers.lerf import polygon_mask
+
+    mask = polygon_mask((40, 40), [[10, 10], [30, 12], [20, 28]], "triangle")
+    # the reference's cv2.fillPoly (LangSplat's polygon_to_mask) fills 198 pixels of this triangle: on row 10,
+    # x 10-15 along its shallow top edge, on row 11 x 11-25. PIL's polygon fill gave 188, x 10 alone on row 10
+    assert mask[10, 10:15].all() and mask[11, 11:25].all()
+    assert abs(int(mask.sum()) - 198) <= 3 and not mask[:10].any() and not mask[29:].any()
+
+
 def test_lerf_labels_merge_objects_of_one_category(tmp_path):
     square = [[2, 2], [5, 2], [5, 5], [2, 5]]
     other = [[10, 1], [12, 1], [12, 3], [10, 3]]

