@@ -17,6 +17,7 @@ def run(params: Params) -> None:
         downscale=params.ingest.downscale,
         sparse_views=params.ingest.sparse_views,
         sparse_selection=params.ingest.sparse_selection,
+        frame_stride=params.ingest.frame_stride,
         max_init_points=params.ingest.max_init_points,
         init_voxel_size=params.ingest.init_voxel_size,
         rng=np.random.default_rng([params.seed, 1]),

@@ -99,6 +99,16 @@ def test_spread_sparse_views_do_not_spend_two_picks_on_one_place_of_a_double_loo
     assert select_sparse_views(c2ws, None, "spread") == list(range(16))
 
 
+def test_frame_stride_keeps_every_kth_view_of_each_split_before_sparse_views(tmp_path, capsys):
+    root = write_tiny_blender(tmp_path / "data", views=9)  # 8 training views (dataset positions 0-7), 1 test view (8)
+    strided = open_scene(ingest(root, tmp_path / "strided.zarr", frame_stride=3))
+    assert strided.dataset_views.tolist() == [0, 3, 6, 8]
+    sparse = open_scene(ingest(root, tmp_path / "sparse.zarr", frame_stride=3, sparse_views=2))
+    assert sparse.dataset_views.tolist() == [0, 6, 8]  # the first and last of the strided training views
+    ingest(root, tmp_path / "all.zarr", frame_stride=3, sparse_views=3)
+    assert "not below the 3 training views ingest.frame_stride 3 keeps" in capsys.readouterr().err
+
+
 def test_sparse_views_not_below_the_training_views_keep_them_all_and_say_so(tmp_path, capsys):
     root = write_tiny_blender(tmp_path / "data", views=6)  # 5 training views
     scene = open_scene(ingest(root, tmp_path / "scene.zarr", sparse_views=5))

@@ -19,6 +19,10 @@ class IngestParams(Section):
         1, ge=1, le=16, description="Integer factor to shrink images (box filter), intrinsics, depth (each block's lower "
                                     "median of valid samples) and labels (each block's majority) by."
     )
+    frame_stride: int = Field(
+        1, ge=1, description="Keep every k-th view of each split (training and held-out, in the dataset's order), "
+                             "before sparse_views: for long sequences such as ScanNet's 1000-6000 frames."
+    )
     sparse_views: int | None = Field(
         None, ge=1, description="Sparse-view setting: keep this many training views (picked by sparse_selection); "
                                 "null keeps all (multi-view)."

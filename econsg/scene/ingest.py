@@ -83,16 +83,20 @@ def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
     return train + test
 
 
-def choose_views(ordered: list[FrameRecord], sparse_views: int | None, selection: str = "trajectory") -> list[int]:
-    """Positions in `dataset_order` of the views to ingest: the training views (all, or the sparse subset picked
-    by `selection`, see `select_sparse_views`), then every test view. A view keeps its position whatever the
-    selection (scene.zarr's `dataset_view`)."""
+def choose_views(ordered: list[FrameRecord], sparse_views: int | None, selection: str = "trajectory",
+                 stride: int = 1) -> list[int]:
+    """Positions in `dataset_order` of the views to ingest: every `stride`-th training view (all, or the sparse
+    subset of them picked by `selection`, see `select_sparse_views`), then every `stride`-th test view. A view
+    keeps its position whatever the selection (scene.zarr's `dataset_view`)."""
     num_train = sum(f.split == "train" for f in ordered)  # dataset_order puts them first
-    if sparse_views is not None and sparse_views >= num_train:
-        report(f"ingest: warning: ingest.sparse_views {sparse_views} is not below the dataset's {num_train} training "
-               "views, so every training view is kept: this run is the multi-view setting")
-    c2ws = np.stack([f.c2w for f in ordered[:num_train]])
-    return select_sparse_views(c2ws, sparse_views, selection) + list(range(num_train, len(ordered)))
+    train, test = list(range(0, num_train, stride)), list(range(num_train, len(ordered), stride))
+    if sparse_views is not None and sparse_views >= len(train):
+        kept = f"the {len(train)} training views ingest.frame_stride {stride} keeps" if stride > 1 else \
+            f"the dataset's {num_train} training views"
+        report(f"ingest: warning: ingest.sparse_views {sparse_views} is not below {kept}, so every one is kept: "
+               "this run is the multi-view setting")
+    c2ws = np.stack([ordered[i].c2w for i in train])
+    return [train[i] for i in select_sparse_views(c2ws, sparse_views, selection)] + test
 
 
 PointChunks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
@@ -191,6 +195,7 @@ def write_scene(
     downscale: int,
     sparse_views: int | None,
     sparse_selection: str = "trajectory",
+    frame_stride: int = 1,
     max_init_points: int,
     init_voxel_size: float | str,
     rng: np.random.Generator,
@@ -201,7 +206,7 @@ def write_scene(
 
     check_unique_names(source.frames)
     ordered = dataset_order(source.frames)
-    chosen = choose_views(ordered, sparse_views, sparse_selection)
+    chosen = choose_views(ordered, sparse_views, sparse_selection, frame_stride)
     frames = [ordered[i] for i in chosen]
     first = frames[0]
     height, width = first.height // downscale, first.width // downscale
