@@ -124,18 +124,19 @@ def test_replica_semantic_split_labels_depth(tmp_path, views):
     assert detect_format(tmp_path) == "replica_semantic"
     source = read_scene(tmp_path)
     assert [(f.name, f.split) for f in source.frames] == [("rgb_0", "train"), ("rgb_2", "test"), ("rgb_5", "train"), ("rgb_7", "test")]
-    assert source.class_names == ["void", "floor", "wall", "sofa"]
+    assert source.class_names == ["floor", "wall", "sofa"]  # void (raw 0) is no class: never a vocabulary word
     assert_poses(source, views, [0, 2, 5, 7])
     frame = source.frames[3]
-    np.testing.assert_array_equal(frame.load_classes(), np.where(views.labels[7] >= 0, views.labels[7] + 1, -1))
+    np.testing.assert_array_equal(frame.load_classes(), np.where(views.labels[7] >= 0, views.labels[7], -1))  # raw - 1
     np.testing.assert_allclose(frame.load_depth(), views.depth[7], atol=1e-3)
     height, width = views.shape
     np.testing.assert_allclose(frame.K, [[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]])
 
 
-def test_replica_semantic_generic_names_and_unknown_ids(tmp_path, views):
+def test_replica_semantic_generic_names_and_unknown_ids(tmp_path, views, capsys):
     write_replica_semantic(tmp_path / "a", views)
-    assert read_scene(tmp_path / "a").class_names == ["class_0", "class_1", "class_2", "class_3"]
+    assert read_scene(tmp_path / "a").class_names == ["class_1", "class_2", "class_3"]
+    assert "classes.txt is missing, so the classes are named class_1 .. class_3, words CLIP cannot read" in capsys.readouterr().err
     write_replica_semantic(tmp_path / "b", views, class_names=["void", "floor"])
     with pytest.raises(EconsgError, match=r"semantic_class_0\.png: label ids \[2, 3\] are not in the class list"):
         read_scene(tmp_path / "b").frames[0].load_classes()

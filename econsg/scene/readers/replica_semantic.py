@@ -6,9 +6,11 @@ Followed Semantic-NeRF's loader (SSR/datasets/replica/replica_datasets.py) and r
 - traj_w_c.txt: one row-major 4x4 T_wc (camera-to-world) per line, OpenCV axes (their rays use the
   "opencv" convention by default), line i = frame i (files are matched by their number n).
 - depth: uint16 millimetres (metres = value / 1000), 0 = invalid.
-- semantic_class: uint8 raw Replica class ids, 0 = void -> IGNORE; a class keeps its raw id as its index.
-  Names come from `classes.txt` beside the folders (line i = name of raw id i); without it the names are
-  generic `class_<id>` up to the largest id found in the label files (they are scanned once).
+- semantic_class: uint8 raw Replica class ids, 0 = void -> IGNORE; raw id i > 0 is class i - 1. Void is no
+  class: it is never a vocabulary word (a vocabulary holding it would label pixels void, which the ground truth
+  never holds). Names come from `classes.txt` beside the folders (line i = name of raw id i, line 0 void's);
+  without it the names are generic `class_<id>` up to the largest id found in the label files (scanned once),
+  with a warning: CLIP cannot read them.
 - Intrinsics: `cam_params.json` (see replica_nice) when present, else Semantic-NeRF's 90 degree
   horizontal field of view: fx = fy = W / 2, principal point at the image centre (W/2, H/2 here; their
   (W-1)/2 is the same point for integer pixel centres).
@@ -54,10 +56,10 @@ def semantic_nerf_split(number: int) -> str | None:
     return "train" if phase == 0 else "test" if phase == SPLIT_STEP // 2 else None
 
 
-def replica_lookup(num_classes: int) -> np.ndarray:
-    """Raw id -> class id table: 0 (void) -> IGNORE, 1..C-1 -> themselves, larger ids unknown (-2)."""
+def replica_lookup(num_raw_ids: int) -> np.ndarray:
+    """Raw id -> class id table: 0 (void) -> IGNORE, 1..num_raw_ids-1 -> raw id - 1, larger ids unknown (-2)."""
     lookup = np.full(256, -2, dtype=np.int64)
-    lookup[:num_classes] = np.arange(num_classes)
+    lookup[1:num_raw_ids] = np.arange(num_raw_ids - 1)
     lookup[0] = IGNORE
     return lookup
 
@@ -79,10 +81,14 @@ def read(root: Path) -> SceneSource:
     semantics = numbered_files(root / "semantic_class", r"semantic_class_(\d+)\.png")
     instances = numbered_files(root / "semantic_instance", r"semantic_instance_(\d+)\.png")
     poses = read_pose_lines(root / "traj_w_c.txt")
-    class_names = read_class_names(root)
-    if semantics and not class_names:
-        class_names = [f"class_{i}" for i in range(largest_label(list(semantics.values())) + 1)]
-    lookup = replica_lookup(len(class_names))
+    raw_names = read_class_names(root)  # line i names raw id i, void's (0) included
+    if semantics and not raw_names:
+        raw_names = [f"class_{i}" for i in range(largest_label(list(semantics.values())) + 1)]
+        report(f"ingest: warning: {root / 'classes.txt'} is missing, so the classes are named {raw_names[1]} .. "
+               f"{raw_names[-1]}, words CLIP cannot read: write classes.txt (line i = name of raw id i) or give "
+               "extract.vocabulary")
+    lookup = replica_lookup(len(raw_names))
+    class_names = raw_names[1:]
     first_width, first_height = image_size(next(iter(images.values())))
     camera = read_camera_params(
         root / "cam_params.json",
@@ -123,7 +129,7 @@ def read(root: Path) -> SceneSource:
                 load_image=partial(load_rgb, path),
                 load_depth=partial(load_depth_png, depth, camera["scale"], shape) if depth else None,
                 load_classes=partial(load_mapped_labels, semantic, shape, lookup, f"class list of {len(class_names)} "
-                                     f"Replica classes (0 = void)") if semantic else None,
+                                     f"Replica classes and void (0)") if semantic else None,
                 load_instances=partial(load_instance_png, instance, shape) if instance else None,
             )
         )
