@@ -221,9 +221,12 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
                 raise EconsgError(f"{path}: not a metrics JSON file ({error}); rerun `dvc repro -s {stage}`") from None
             if not isinstance(values, dict):
                 raise EconsgError(f"{path}: expected a JSON object of metrics, got a {type(values).__name__}")
-            for key in keys:
-                value = values.get(key)
-                shown = ("missing" if key not in values else "n/a" if value is None  # null: NaN, e.g. no open-set class
+            benchmark = values.get("benchmark") if isinstance(values.get("benchmark"), dict) else {}
+            rows = [(key, key in values, values.get(key)) for key in keys]
+            rows += [(f"benchmark.{key}", True, value) for key, value in benchmark.items()  # a protocol's own figures
+                     if not isinstance(value, (dict, list))]
+            for key, present, value in rows:
+                shown = ("missing" if not present else "n/a" if value is None  # null: NaN, e.g. no open-set class
                          else f"{value:.3f}" if isinstance(value, float) else str(value))
                 table.add_row(stage, key, shown)
         plain_console().print(table)

@@ -238,7 +238,9 @@ def rescore_evaluate(
 
     if not group.attrs.get("has_ground_truth", False):
         where = getattr(group.store, "root", "evaluate.zarr")
-        raise EconsgError(f"{where}: this run had no ground-truth labels, so there is nothing to score against")
+        raise EconsgError(f"{where}: this run had no ground-truth label maps, so there is nothing to score against "
+                          "here; a benchmark protocol scored from its own files (LERF-OVS's label JSONs) is in "
+                          "evaluate.json's `benchmark` (`econsg metrics`)")
     names = list(group.attrs["class_names"])
     chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
     for option, given in (("classes", chosen), ("exclude", exclude)):

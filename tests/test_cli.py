@@ -66,6 +66,14 @@ def test_metrics_table_reads_stage_json(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "0.612" in result.stdout and "0.750" in result.stdout
     assert "no " in result.stdout and "evaluate.json yet" in result.stdout
+    # a protocol's own figures (LERF-OVS has no top-level mIoU) are shown beside the paper's keys
+    (metrics / "evaluate.json").write_text(json.dumps({"psnr": 30.0, "benchmark": {
+        "protocol": "lerf", "miou": 0.0884, "localization_accuracy": 0.5, "per_frame": {"a": 1}}}))
+    lerf = runner.invoke(app, ["metrics", "--params", str(params)], env={"COLUMNS": "200"}).stdout
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lerf.splitlines() if line.count("│") == 4]
+    assert ["evaluate", "benchmark.miou", "0.088"] in cells and ["evaluate", "benchmark.protocol", "lerf"] in cells
+    assert ["evaluate", "benchmark.localization_accuracy", "0.500"] in cells and "per_frame" not in lerf
+    assert ["evaluate", "miou", "missing"] in cells
 
 
 def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():

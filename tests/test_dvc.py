@@ -483,4 +483,4 @@ def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project)
     assert metrics["psnr"] > 5.0 and 0.0 <= metrics["consistency"] <= 1.0 and metrics["render_fps"] > 0
     assert not {"miou", "teacher_miou", "per_class_iou"} & set(metrics)
     scored = CliRunner().invoke(app, ["score", "--store", str(unlabelled / "evaluate.zarr")])
-    assert scored.exit_code == 1 and "no ground-truth labels" in scored.stderr
+    assert scored.exit_code == 1 and "no ground-truth label maps" in scored.stderr

@@ -205,7 +205,7 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
         rescore_evaluate(group, exclude=["cc"])
     assert rescore_evaluate(group, exclude=["c"])["classes"] == ["a"]
     unlabelled = _evaluate_group(tmp_path / "u.zarr", gt, gt, gt, ["a", "b", "c"], ["a"], has_truth=False)
-    with pytest.raises(EconsgError, match="no ground-truth labels"):
+    with pytest.raises(EconsgError, match="no ground-truth label maps, so there is nothing to score against here"):
         rescore_evaluate(unlabelled)
 
 
