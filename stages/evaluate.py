@@ -66,7 +66,9 @@ def run(params: Params) -> None:
         eval_vocabulary = train_vocabulary
     # label maps index the scene's classes; a scene without labels has only the words it is queried with
     class_names = list(truth.class_names) if truth is not None else eval_vocabulary
-    lerf_views = lerf_frame_views(scene.names, lerf_labels) if cfg.protocol == "lerf" else []  # checked before any work
+    ingest_params = read_provenance(scene.path).params.get("ingest", {})
+    lerf_views = (lerf_frame_views(scene.names, lerf_labels, (scene.height, scene.width), ingest_params)
+                  if cfg.protocol == "lerf" else [])  # checked before any work
     query = LatentQuery(model, params.extract, device)
     eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
     eval_latents = query.text_latents(eval_vocabulary)
@@ -190,7 +192,7 @@ def run(params: Params) -> None:
         viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
         write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
     if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
-        downscale = int(read_provenance(scene.path).params.get("ingest", {}).get("downscale", 1))
+        downscale = int(ingest_params.get("downscale", 1))
         metrics["benchmark"] = evaluate_protocol(
             cfg.protocol, class_names=class_names, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
             relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
@@ -198,15 +200,30 @@ def run(params: Params) -> None:
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
 
 
-def lerf_frame_views(view_names: list[str], labels_folder: Path) -> list[int]:
+def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tuple[int, int], ingest_params: dict) -> list[int]:
     """The views of the LERF-OVS labelled frames (frame_00152.jpg -> the view named frame_00152), whatever their
-    split: LangSplat scores them as training views, and every 8th view held out by the readers rarely is one."""
-    frames = [Path(frame.name).stem for frame in read_lerf_labels(labels_folder)]
-    missing = [name for name in frames if name not in view_names]
+    split: LangSplat scores them as training views, and every 8th view held out by the readers rarely is one. The
+    scene must hold every labelled frame at the labels' size (`scene_size` = height, width); `ingest_params` name
+    the setting that dropped or shrank one."""
+    frames = read_lerf_labels(labels_folder)
+    names = [Path(frame.name).stem for frame in frames]
+    missing = [name for name in names if name not in view_names]
     if missing:
+        chosen = {key: ingest_params[key] for key in ("sparse_views", "frame_stride")
+                  if ingest_params.get(key) not in (None, 1)}
+        cause = (f"ingest kept only some views ({', '.join(f'ingest.{k}: {v}' for k, v in chosen.items())}): the "
+                 "LERF-OVS protocol scores the labelled frames, so ingest must keep them (leave those at their defaults)"
+                 if chosen else "expected the label files of this scene")
         raise EconsgError(f"{labels_folder}: labelled frames {missing[:5]} are no view of the scene (views are named "
-                          f"like {view_names[:3]}); expected the label files of this scene")
-    return [view_names.index(name) for name in frames]
+                          f"like {view_names[:3]}); {cause}")
+    wrong_size = [f for f in frames if (f.height, f.width) != tuple(scene_size)]
+    if wrong_size:
+        first = wrong_size[0]
+        raise EconsgError(f"{labels_folder}: labelled frames {[f.name for f in wrong_size[:5]]} are {first.height}x{first.width} "
+                          f"(height x width), the scene's views {scene_size[0]}x{scene_size[1]} "
+                          f"(ingest.downscale: {ingest_params.get('downscale', 1)}); the LERF-OVS scorer works at the "
+                          "labels' size: ingest LERF-OVS scenes with ingest.downscale: 1")
+    return [view_names.index(name) for name in names]
 
 
 @torch.no_grad()

@@ -117,6 +117,11 @@ def test_lerf_labelled_frames_are_found_among_all_views_or_named(tmp_path):
     write_lerf_frame(tmp_path / "frame_00002.json", "frame_00002.jpg", 4, 4, [])
     write_lerf_frame(tmp_path / "frame_00009.json", "frame_00009.jpg", 4, 4, [])
     names = [f"frame_{i:05d}" for i in range(1, 12)]  # every view, training ones included
-    assert lerf_frame_views(names, tmp_path) == [1, 8]
-    with pytest.raises(EconsgError, match=r"labelled frames \['frame_00009'\] are no view of the scene"):
-        lerf_frame_views(names[:5], tmp_path)
+    assert lerf_frame_views(names, tmp_path, (4, 4), {}) == [1, 8]
+    with pytest.raises(EconsgError, match=r"labelled frames \['frame_00009'\] are no view of the scene.*expected the label"):
+        lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": None, "frame_stride": 1})
+    # a setting that dropped views or shrank them is named before any rendering
+    with pytest.raises(EconsgError, match=r"are no view of the scene.*\(ingest.sparse_views: 3\)"):
+        lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": 3, "frame_stride": 1})
+    with pytest.raises(EconsgError, match=r"are 4x4 \(height x width\), the scene's views 2x2 \(ingest.downscale: 2\)"):
+        lerf_frame_views(names, tmp_path, (2, 2), {"downscale": 2})
