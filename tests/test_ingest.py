@@ -99,6 +99,13 @@ def test_spread_sparse_views_do_not_spend_two_picks_on_one_place_of_a_double_loo
     assert select_sparse_views(c2ws, None, "spread") == list(range(16))
 
 
+def test_a_downscale_leaving_images_too_small_for_splats_ssim_is_refused_up_front(tmp_path):
+    root = write_tiny_blender(tmp_path / "data")  # 16x12
+    with pytest.raises(EconsgError, match=r"ingest.downscale: 3 leaves 5x4 images; expected at least 6x6"):
+        ingest(root, tmp_path / "scene.zarr", downscale=3)
+    assert not (tmp_path / "scene.zarr").exists()
+
+
 def test_frame_stride_keeps_every_kth_view_of_each_split_before_sparse_views(tmp_path, capsys):
     root = write_tiny_blender(tmp_path / "data", views=9)  # 8 training views (dataset positions 0-7), 1 test view (8)
     strided = open_scene(ingest(root, tmp_path / "strided.zarr", frame_stride=3))

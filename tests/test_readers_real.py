@@ -218,7 +218,7 @@ def test_scannet_poses_depth_registration_and_nyu40(tmp_path, views):
     assert source.class_names[4] == "chair" and len(source.class_names) == 40
 
 
-def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views):
+def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views, capsys):
     from econsg.scene.ingest import write_scene
 
     root = write_scannet(tmp_path / "a", views)
@@ -226,6 +226,8 @@ def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views):
     frames = read_scene(root).frames
     assert [f.name for f in frames] == ["0", "1", "2", "4", "5", "6", "7", "8"]
     assert [f.name for f in frames if f.split == "test"] == ["0", "8"]  # the skipped frame moves no other
+    warning = capsys.readouterr().err
+    assert "1 of 9 frames of" in warning and "tracking failure): frames 3" in warning
     save_uint16(root / "label-filt" / "5.png", np.full(views.shape, 99))
     with pytest.raises(EconsgError, match=r"5\.png: label ids \[99\] are not in the mapping"):
         read_scene(root).frames[4].load_classes()

@@ -22,6 +22,9 @@ def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
     return cropped.reshape(h, factor, w, factor, *image.shape[2:]).mean(axis=(1, 3))
 
 
+MIN_IMAGE_SIDE = 6  # splat's SSIM reflect-pads by half its 11-pixel window, which needs more than 5 pixels a side
+
+
 def _blocks(array: np.ndarray, factor: int) -> np.ndarray:
     """[H,W] -> [H//factor, W//factor, factor**2]: each output pixel's source samples, the centre one first
     (for odd factors the block's centre; for even ones the sample right and below it)."""
@@ -210,8 +213,9 @@ def write_scene(
     frames = [ordered[i] for i in chosen]
     first = frames[0]
     height, width = first.height // downscale, first.width // downscale
-    if height < 4 or width < 4:
-        raise EconsgError(f"ingest.downscale: {downscale} leaves {width}x{height} images; expected at least 4x4")
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise EconsgError(f"ingest.downscale: {downscale} leaves {width}x{height} images; expected at least "
+                          f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (splat's SSIM window)")
     for frame in frames:
         check_principal_point(frame.K, frame.width, frame.height, str(frame.source))
         if (frame.width, frame.height) != (first.width, first.height):

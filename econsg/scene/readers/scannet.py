@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from econsg.errors import EconsgError
+from econsg.progress import report
 from econsg.scene.data import IGNORE, FrameRecord, SceneSource, check_intrinsics, check_principal_point, check_rigid_pose
 from econsg.scene.readers.common import (
     image_size,
@@ -143,13 +144,14 @@ def read(root: Path) -> SceneSource:
     K_depth = read_intrinsics(depth_intrinsics) if depth_intrinsics.is_file() else None
     lookup = read_nyu40_lookup(find_label_table(root)) if labels else None
     class_names = list(NYU40_CLASS_NAMES) if labels else []
-    frames = []
+    frames, skipped = [], []
     for position, (number, path) in enumerate(images.items()):
         if number not in poses:
             raise EconsgError(f"{root / 'pose' / f'{number}.txt'}: missing; colour frame {path.name} has no pose")
         c2w = read_matrix_file(poses[number])
         if not np.all(np.isfinite(c2w)):
-            continue  # ScanNet's marker for a tracking failure
+            skipped.append(number)  # ScanNet's marker for a tracking failure
+            continue
         c2w = check_rigid_pose(c2w, str(poses[number]))
         width, height = image_size(path)
         shape = (height, width)
@@ -170,5 +172,9 @@ def read(root: Path) -> SceneSource:
         )
     if not frames:
         raise EconsgError(f"{root / 'pose'}: every pose is invalid (not finite)")
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        report(f"ingest: {len(skipped)} of {len(images)} frames of {root} are skipped: their poses are not finite "
+               f"(ScanNet's mark of a tracking failure): frames {shown}")
     return SceneSource(root=root, format=FORMAT, frames=frames, class_names=class_names)
 
