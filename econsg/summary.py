@@ -85,14 +85,16 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def summary_table(dataset: str, runs: Sequence[RunMetrics]) -> dict:
-    """The table as data: settings and scenes in order of first appearance, one row per scene, a mean row."""
+    """The table as data: settings in the paper's order (others after them, in order of first appearance), scenes
+    in order of first appearance, one row per scene, a mean row."""
     if not runs:
         raise EconsgError(f"summary {dataset}: no metrics files given")
     protocols = sorted({r.protocol for r in runs})
     if len(protocols) != 1:
         raise EconsgError(f"summary {dataset}: runs mix protocols {protocols}; one table holds one protocol")
     protocol = protocols[0]
-    settings = list(dict.fromkeys(r.setting for r in runs))
+    known = list(SETTING_TITLES)  # the paper's order (sparse, then multi), whatever order the files came in
+    settings = sorted(dict.fromkeys(r.setting for r in runs), key=lambda s: known.index(s) if s in known else len(known))
     scenes = list(dict.fromkeys(r.scene for r in runs))
     by_key = {}
     for r in runs:
@@ -113,7 +115,7 @@ def _cell(key: str, value: float | None) -> str:
         return "-"
     if key in PERCENT_KEYS:
         return f"{100 * value:.1f}"
-    return f"{value:.1f}" if key == "render_fps" or value >= 10 else f"{value:.3f}"
+    return f"{value:.1f}" if key in ("psnr", "render_fps") or value >= 10 else f"{value:.3f}"
 
 
 def render_markdown(table: dict) -> str:

@@ -31,6 +31,8 @@ def test_rows_per_scene_and_setting_with_a_mean_row(tmp_path):
     assert "| room1 | 30.0 | 70.0 | 28.0 | 110.0 | - | 90.0 |" in markdown
     assert "| **mean** | 25.0 | 65.0 | 29.0 | 105.0 | 40.0 | 85.0 |" in markdown
     assert json.loads((tmp_path / "summary.json").read_text())["protocol"] == "paper"
+    # files in another order (a glob sorts multi before sparse): the paper's setting order all the same
+    assert write_summary("replica", [files[1], files[3], files[0], files[2]], tmp_path)["settings"] == ["sparse", "multi"]
 
 
 def test_protocol_columns_come_from_the_benchmark_block(tmp_path):
