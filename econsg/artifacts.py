@@ -194,7 +194,7 @@ class ArtifactWriter:
         *,
         stage: str,
         params: Mapping[str, Any],
-        inputs: Sequence[str | Path] = (),
+        inputs: Sequence[str | Path | zarr.Group] = (),
         shard_bytes: int = 64 << 20,
     ):
         if stage not in ARTIFACT_SCHEMAS:
@@ -202,7 +202,7 @@ class ArtifactWriter:
         self.path = Path(path)
         self.stage = stage
         self.params = dict(params)
-        self.input_paths = [Path(p) for p in inputs]
+        self.input_items = list(inputs)
         self.shard_bytes = shard_bytes
         self.tmp = self.path.with_name(f"{TMP_PREFIX.format(name=self.path.name)}{os.getpid()}")
         self.group: zarr.Group | None = None
@@ -213,7 +213,7 @@ class ArtifactWriter:
 
     def __enter__(self) -> ArtifactWriter:
         self._start = time.perf_counter()
-        self._inputs = {str(p): read_provenance(p).content_hash for p in self.input_paths}
+        self._inputs = dict(input_hash(item) for item in self.input_items)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115 (held until __exit__)
         try:
@@ -307,7 +307,23 @@ class ArtifactWriter:
             run_seconds=round(time.perf_counter() - self._start, 3),
         )
         self.group.attrs[PROVENANCE_KEY] = provenance.model_dump(mode="json")
+        for path, digest in self._inputs.items():
+            if read_provenance(path).content_hash != digest:
+                raise ArtifactError(f"{path}: rewritten while the {self.stage} stage ran (its content differs from what "
+                                    f"the stage read); rerun the {self.stage} stage. {self.path} is kept as it was")
         replace_directory(self.tmp, self.path)
+
+
+def input_hash(item: str | Path | zarr.Group) -> tuple[str, str]:
+    """(path, content hash) of a stage's input: for a store the stage opened, the hash it had when opened (so that a
+    rewrite while the stage runs is caught when it finishes); for a path, its hash now."""
+    if isinstance(item, zarr.Group):
+        path = Path(item.store.root)
+        raw = item.attrs.get(PROVENANCE_KEY)
+        if not isinstance(raw, dict) or "content_hash" not in raw:
+            raise ArtifactError(f"{path}: no '{PROVENANCE_KEY}' provenance attribute; this store was not written by econsg")
+        return str(path), str(raw["content_hash"])
+    return str(Path(item)), read_provenance(item).content_hash
 
 
 TMP_PREFIX = ".{name}.tmp-"  # + the writing process's pid

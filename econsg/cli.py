@@ -385,14 +385,13 @@ def query(
 
         from econsg import viz
         from econsg.config import load_params
-        from econsg.query import LatentQuery
-        from econsg.workspace import load_autoencoder, open_stage
+        from econsg.workspace import load_autoencoder, open_stage, text_query
 
         p = load_params(params)
         level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
         ev = open_stage(p, "evaluate")
         model = load_autoencoder(open_stage(p, "autoencode"))
-        q = LatentQuery(model, p.extract)
+        q = text_query(p, model)
         vocabulary = list(ev.attrs["eval_vocabulary"])
         canonical = q.text_latents(vocabulary)
         latents = q.text_latents(texts)
@@ -426,17 +425,15 @@ def edit(
     """Select Gaussians by text (relevancy in 3D), then remove, recolour or extract them; writes a PLY and a before/after picture."""
 
     def work():
-        import numpy as np
         import torch
 
         from econsg import viz
         from econsg.config import load_params
         from econsg.edit import apply_edit, select_gaussians, selection_summary
-        from econsg.query import LatentQuery
         from econsg.scene.store import open_scene
         from econsg.splat.ply import export_ply
         from econsg.splat.gaussians import render_gaussians
-        from econsg.workspace import load_autoencoder, open_stage
+        from econsg.workspace import load_autoencoder, open_stage, text_query
 
         if action not in ("remove", "recolour", "extract"):
             raise EconsgError(f"--action: {action!r}; expected remove, recolour or extract")
@@ -456,7 +453,7 @@ def edit(
         shown = held_out[0] if view is None else view
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
-        q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract)
+        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")))
         vocabulary = _canonical_vocabulary(p, sp)
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, level)
@@ -548,10 +545,9 @@ def render_path(
         from econsg.config import load_params
         from econsg.device import resolve_device
         from econsg.progress import track
-        from econsg.query import LatentQuery
         from econsg.scene.store import open_scene
         from econsg.splat.gaussians import render_gaussians
-        from econsg.workspace import load_autoencoder, open_stage
+        from econsg.workspace import load_autoencoder, open_stage, text_query
 
         p = load_params(params)
         level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
@@ -567,7 +563,7 @@ def render_path(
         gaussians = _semantic_gaussians(p, sp, device)
         vocabulary = _canonical_vocabulary(p, sp)
         chosen = list(texts) if texts else vocabulary
-        q = LatentQuery(load_autoencoder(open_stage(p, "autoencode")), p.extract, device)
+        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), device)
         latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
         target = out or Path(p.paths.plots) / "render"

@@ -42,3 +42,27 @@ def check_inputs_current(params: Params, path: Path) -> None:
             raise ArtifactError(f"{path}: built from another {current.name} than the one there now ({stage} has run "
                                 f"since); rerun the {provenance.stage} stage and what follows (`dvc repro` reruns "
                                 "whatever is stale)")
+
+
+TEXT_SPACE_FIELDS = ("backend", "feature_dim", "templates", "openclip_sam.model_name", "openclip_sam.pretrained")
+"""The extract settings that define where a text is embedded: a query embedded under others than the training
+vocabulary's would be compared in another space."""
+
+
+def text_query(params: Params, model, device: str = "cpu"):
+    """The LatentQuery of a finished run: refused when these params' text-space settings differ from those extract.zarr
+    was built with (a command run by hand after an edit of params.yaml, before `dvc repro`)."""
+    from econsg.query import LatentQuery
+
+    path = params.paths.artifact("extract")
+    built = read_provenance(path).params.get("extract", {})
+    now = params.extract.model_dump(mode="json")
+    for field in TEXT_SPACE_FIELDS:
+        section, _, key = field.rpartition(".")
+        was, is_ = (built.get(section, {}) if section else built).get(key), (now[section] if section else now)[key]
+        if was is not None and was != is_:
+            raise ArtifactError(f"{path}: built with extract.{field} = {was!r}, the params say {is_!r}: texts would be "
+                                "embedded in another space than the training vocabulary's; rerun extract and what follows "
+                                "(`dvc repro`), or restore the setting")
+    return LatentQuery(model, params.extract, device)
+

@@ -73,7 +73,7 @@ def run(params: Params) -> None:
         params.paths.artifact("autoencode"),
         stage="autoencode",
         params=stage_params(params, "autoencode"),
-        inputs=[scene.path, params.paths.artifact("extract"), params.paths.artifact("crr"), params.paths.artifact("fuse")],
+        inputs=[scene.group, ex, cr, fused],
     ) as out:
         for name, array in state_to_arrays(model).items():
             dims = tuple(f"{name}_{i}" for i in range(array.ndim))
@@ -91,15 +91,15 @@ def run(params: Params) -> None:
                                            cr["mask_class_features"][v], H, W)
         out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
                           "feature_dim": int(text.shape[1])})
-    metrics = {
-        "reconstruction_cosine": float(reconstruction_cosine(model, torch.from_numpy(features).to(device))),
-        "latent_accuracy": (float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
-                                                        torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device)))
-                            if has_labels else None),  # the authors' loss trains without labels
-        "train_seconds": round(train_seconds, 3),
-        "points": int(len(features)),
-        "latent_dim": cfg.latent_dim,
-    }
+        metrics = {  # before the store replaces the previous autoencode.zarr
+            "reconstruction_cosine": float(reconstruction_cosine(model, torch.from_numpy(features).to(device))),
+            "latent_accuracy": (float(latent_class_accuracy(model, torch.from_numpy(features).to(device),
+                                                            torch.from_numpy(labels).to(device), torch.from_numpy(text).to(device)))
+                                if has_labels else None),  # the authors' loss trains without labels
+            "train_seconds": round(train_seconds, 3),
+            "points": int(len(features)),
+            "latent_dim": cfg.latent_dim,
+        }
     write_json_atomic(params.paths.metrics_file("autoencode"), metrics)
     write_curve_csv(Path(params.paths.plots) / "autoencode_curve.csv", curve)
 

@@ -32,7 +32,7 @@ def run(params: Params) -> None:
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
     labelled = 0
     with ArtifactWriter(
-        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[params.paths.artifact("extract"), scene.path]
+        params.paths.artifact("crr"), stage="crr", params=stage_params(params, "crr"), inputs=[ex, scene.group]
     ) as out:
         refined = out.create_array("refined_labels", (V, H, W), "int16", per_view=True, fill_value=-1)
         high = out.create_array("high_confidence", (V, H, W), "bool", per_view=True, fill_value=False)
@@ -75,14 +75,14 @@ def run(params: Params) -> None:
         tau1[train] = thresholds
         out.create_array("tau1", (V,), "float32", data=tau1)
         out.attrs.update({"train_views": [int(v) for v in train], "enabled": cfg.enabled})
-    refined_store = open_stage(params, "crr")["refined_labels"]  # scored from the store: views stay one at a time
-    metrics = score_crr_labels(
-        scene.path,
-        views=train,
-        raw=lambda v: ex["labels"][v],
-        refined=lambda v: refined_store[v],
-        vocabulary=list(ex.attrs["vocabulary"]),
-    )
+        # scored from the store being written, one view at a time, before it replaces the previous crr.zarr
+        metrics = score_crr_labels(
+            scene.path,
+            views=train,
+            raw=lambda v: ex["labels"][v],
+            refined=lambda v: refined[v],
+            vocabulary=list(ex.attrs["vocabulary"]),
+        )
     metrics["tau1_mean"] = float(np.nanmean(tau1))
     report(f"crr: {labelled / (len(train) * H * W):.0%} of the training pixels keep a label"
            + (f" (tau1 {value_range(thresholds)}, {cfg.tau1_mode})" if cfg.enabled else " (crr disabled: raw labels)"))

@@ -32,14 +32,15 @@ from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
 from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
-from econsg.query import LatentQuery, lerf_relevancy
+from econsg.query import lerf_relevancy
 from econsg.scene.data import IGNORE
 from econsg.scene.readers.lerf import read_lerf_labels
+from econsg.scene.readers.ovs3d import read_ovs3d_classes, segmented_views
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
 from econsg.splat.gaussians import render_gaussians
 from econsg.splat.quality import load_gaussians, rgb_quality
-from econsg.workspace import load_autoencoder, open_stage
+from econsg.workspace import load_autoencoder, open_stage, text_query
 
 def run(params: Params) -> None:
     cfg = params.evaluate
@@ -69,7 +70,10 @@ def run(params: Params) -> None:
     ingest_params = read_provenance(scene.path).params.get("ingest", {})
     lerf_views = (lerf_frame_views(scene.names, lerf_labels, (scene.height, scene.width), ingest_params)
                   if cfg.protocol == "lerf" else [])  # checked before any work
-    query = LatentQuery(model, params.extract, device)
+    if cfg.protocol == "ovs3d":  # its class list and segmented views, also before any work
+        read_ovs3d_classes(Path(params.paths.data))
+        segmented_views(Path(params.paths.data))
+    query = text_query(params, model, device)
     eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
     eval_latents = query.text_latents(eval_vocabulary)
     canonical = query.text_latents(list(LERF_CANONICAL))
@@ -95,14 +99,14 @@ def run(params: Params) -> None:
     palette = viz.class_palette(C)
     plots = Path(params.paths.plots) / "evaluate"
     plots.mkdir(parents=True, exist_ok=True)
-    for stale in plots.glob("view_*.png"):  # `dvc repro` clears its outputs, `econsg run` does not
-        stale.unlink()
     with ArtifactWriter(
         params.paths.artifact("evaluate"),
         stage="evaluate",
         params=stage_params(params, "evaluate"),
-        inputs=[scene.path, params.paths.artifact("extract"), params.paths.artifact("autoencode"), params.paths.artifact("splat")],
+        inputs=[scene.group, ex, ae, sp],
     ) as out:
+        for stale in plots.glob("view_*.png"):  # `dvc repro` clears its outputs, `econsg run` does not (after the lock)
+            stale.unlink()
         pred_arr = out.create_array("pred_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         gt_arr = out.create_array("gt_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         teacher_arr = out.create_array("teacher_labels", (len(test), H, W), "int16", per_view=True)
@@ -144,59 +148,60 @@ def run(params: Params) -> None:
                 shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, gts.get(scene.names[v], pred))]))
                 viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0])),
                              plots / f"view_{v:04d}.png")  # the key lists the classes the view shows
-        timed_features = np.asarray(feat_arr[0], np.float32)  # read before the store is moved into place
+        timed_features = np.asarray(feat_arr[0], np.float32)
         out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
 
-    if lerf_views:
-        relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend, eval_latents,
-                                          canonical, device)
-    agree, compared = 0.0, 0
-    for a, b in zip(test[:-1], test[1:]):
-        fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],
-                                                depths[b], scene.Ks[b], scene.c2w[b], preds[b])
-        if count:
-            agree += fraction * count
-            compared += count
+        # scored inside the writer: a failure here (a protocol's files) keeps the previous evaluate.zarr
+        if lerf_views:
+            relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend, eval_latents,
+                                              canonical, device)
+        agree, compared = 0.0, 0
+        for a, b in zip(test[:-1], test[1:]):
+            fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],
+                                                    depths[b], scene.Ks[b], scene.c2w[b], preds[b])
+            if count:
+                agree += fraction * count
+                compared += count
 
-    metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
-               "consistency": agree / compared if compared else None, "has_ground_truth": truth is not None,
-               "protocol": cfg.protocol, **speed(params, scene, gaussians, sh_degree, query, eval_latents, timed_features, device)}
-    if truth is not None:
-        train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
-        open_ids = [c for c in eval_ids if c not in set(train_ids)]
-        open_scores = subset_scores(conf_pred, open_ids)
-        if open_ids and not open_scores["classes"]:
-            report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
-                   "view, so open_set_miou is NaN and miou covers the training classes alone")
-        overall, teacher_scores = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
-        class_iou = segmentation_scores(conf_pred)["iou"]
-        metrics.update({
-            "miou": overall["miou"], "macc": overall["macc"],
-            "closed_set_miou": subset_scores(conf_pred, train_ids)["miou"],
-            "open_set_miou": open_scores["miou"] if open_ids else None,
-            "open_set_classes": [class_names[c] for c in open_ids],
-            "open_set_classes_present": [class_names[c] for c in open_scores["classes"]],
-            "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
-            "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
-        })
-        if with_oracle:
-            oracle_scores = subset_scores(conf_oracle, eval_ids)
-            oracle_iou = segmentation_scores(conf_oracle)["iou"]
-            metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
-                            "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
-            selection = selection_scores(params, gaussians["features"], eval_latents, lookup, gaussian_labels, class_names)
-            metrics.update({"selection_miou": float(np.mean(list(selection.values()))) if selection else None,
-                            "selection_per_class_iou": selection})
-        viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
-        write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
-    if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
-        downscale = int(ingest_params.get("downscale", 1))
-        metrics["benchmark"] = evaluate_protocol(
-            cfg.protocol, class_names=class_names, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
-            relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
-            lerf_labels=lerf_labels, downscale=downscale)
+        metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
+                   "consistency": agree / compared if compared else None, "has_ground_truth": truth is not None,
+                   "protocol": cfg.protocol, **speed(params, scene, gaussians, sh_degree, query, eval_latents, timed_features, device)}
+        if truth is not None:
+            train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
+            open_ids = [c for c in eval_ids if c not in set(train_ids)]
+            open_scores = subset_scores(conf_pred, open_ids)
+            if open_ids and not open_scores["classes"]:
+                report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
+                       "view, so open_set_miou is NaN and miou covers the training classes alone")
+            overall, teacher_scores = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
+            class_iou = segmentation_scores(conf_pred)["iou"]
+            metrics.update({
+                "miou": overall["miou"], "macc": overall["macc"],
+                "closed_set_miou": subset_scores(conf_pred, train_ids)["miou"],
+                "open_set_miou": open_scores["miou"] if open_ids else None,
+                "open_set_classes": [class_names[c] for c in open_ids],
+                "open_set_classes_present": [class_names[c] for c in open_scores["classes"]],
+                "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
+                "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
+            })
+            if with_oracle:
+                oracle_scores = subset_scores(conf_oracle, eval_ids)
+                oracle_iou = segmentation_scores(conf_oracle)["iou"]
+                metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
+                                "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
+                selection = selection_scores(params, gaussians["features"], eval_latents, lookup, gaussian_labels, class_names)
+                metrics.update({"selection_miou": float(np.mean(list(selection.values()))) if selection else None,
+                                "selection_per_class_iou": selection})
+            viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
+            write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
+        if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
+            downscale = int(ingest_params.get("downscale", 1))
+            metrics["benchmark"] = evaluate_protocol(
+                cfg.protocol, class_names=class_names, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
+                relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
+                lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
 
 

@@ -74,7 +74,7 @@ def run(params: Params) -> None:
     V, H, W = scene.num_views, scene.height, scene.width
     start = time.perf_counter()
     with ArtifactWriter(
-        params.paths.artifact("extract"), stage="extract", params=stage_params(params, "extract"), inputs=[scene.path]
+        params.paths.artifact("extract"), stage="extract", params=stage_params(params, "extract"), inputs=[scene.group]
     ) as out:
         out.create_array("text_embeddings", text.shape, "float32", data=text)
         labels = out.create_array("labels", (V, H, W), "int16", per_view=True)

@@ -132,7 +132,7 @@ def run(params: Params) -> None:
         params.paths.artifact("fuse"),
         stage="fuse",
         params=stage_params(params, "fuse"),
-        inputs=[scene.path, params.paths.artifact("extract"), params.paths.artifact("crr")],
+        inputs=[scene.group, ex, cr],
     ) as out:
         out.create_array("xyz", (len(keep), 3), "float32", data=fused.xyz[keep].astype(np.float32))
         out.create_array("rgb", (len(keep), 3), "uint8", data=np.clip(np.round(fused.rgb[keep] * 255), 0, 255).astype(np.uint8))
@@ -145,30 +145,30 @@ def run(params: Params) -> None:
         agreement_means = write_agreement(agreement, fusion, scene, {k: inputs[k] for k in ("labels", "depths") if k in inputs},
                                           source, cfg, points)
         out.attrs.update({"vocabulary": vocabulary, "voxel_size": voxel_size, "source": source})
-    metrics = {
-        "points": int(len(keep)),
-        "voxel_size": voxel_size,
-        "median_depth": float(f"{median_depth:.4g}"),
-        "labelled_points": int((fused.label[keep] >= 0).sum()),
-        "mean_views_per_point": float(fused.num_views[keep].mean()),
-        "backprojected_pixels": int(pixels),
-        "seconds": round(seconds, 3),
-        "pixels_per_second": round(pixels / max(seconds, 1e-9)),
-        **agreement_means,
-    }
-    if source == "depth":
-        metrics.update(
-            score_fused_points(
-                scene.path,
-                views=scene.train_indices,
-                samples=lambda v: view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth),
-                raw=lambda v: ex["labels"][v],
-                fused_xyz=fused.xyz,
-                fused_label=fused.label,
-                voxel_size=voxel_size,
-                vocabulary=vocabulary,
+        metrics = {
+            "points": int(len(keep)),
+            "voxel_size": voxel_size,
+            "median_depth": float(f"{median_depth:.4g}"),
+            "labelled_points": int((fused.label[keep] >= 0).sum()),
+            "mean_views_per_point": float(fused.num_views[keep].mean()),
+            "backprojected_pixels": int(pixels),
+            "seconds": round(seconds, 3),
+            "pixels_per_second": round(pixels / max(seconds, 1e-9)),
+            **agreement_means,
+        }
+        if source == "depth":  # scored before the store replaces the previous fuse.zarr
+            metrics.update(
+                score_fused_points(
+                    scene.path,
+                    views=scene.train_indices,
+                    samples=lambda v: view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth),
+                    raw=lambda v: ex["labels"][v],
+                    fused_xyz=fused.xyz,
+                    fused_label=fused.label,
+                    voxel_size=voxel_size,
+                    vocabulary=vocabulary,
+                )
             )
-        )
     write_json_atomic(params.paths.metrics_file("fuse"), metrics)
     report(fused_summary(fusion.num_voxels, len(fused.xyz), metrics["points"], metrics["labelled_points"], cfg.min_views))
 

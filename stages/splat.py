@@ -117,7 +117,7 @@ def run(params: Params) -> None:
         params.paths.artifact("splat"),
         stage="splat",
         params=stage_params(params, "splat"),
-        inputs=[scene.path, params.paths.artifact("crr"), params.paths.artifact("fuse"), params.paths.artifact("autoencode")],
+        inputs=[scene.group, cr, fused, ae],
     ) as out:
         for name in GAUSSIAN_NAMES:
             out.create_array(name, g[name].shape, "float32", data=g[name])

@@ -55,6 +55,20 @@ def test_content_hash_follows_data_and_inputs_are_recorded(tmp_path):
     assert read_provenance(c).inputs == {str(a): read_provenance(a).content_hash}
 
 
+def test_an_input_rewritten_while_the_stage_ran_is_refused_and_the_old_store_kept(tmp_path):
+    upstream = write_fuse(tmp_path / "up.zarr", 0.5)
+    downstream = write_fuse(tmp_path / "down.zarr", 0.5, inputs=[upstream])
+    opened = open_artifact(upstream, "fuse")  # what the stage reads its input from
+    with pytest.raises(ArtifactError, match=r"up\.zarr: rewritten while the fuse stage ran .*down\.zarr is kept as it was"):
+        with ArtifactWriter(downstream, stage="fuse", params={}, inputs=[opened]) as out:
+            write_fuse(upstream, 0.25)  # another run rewrites the input meanwhile
+            for name in ("xyz", "rgb", "feature", "label", "vote_share", "labelled_share", "num_views"):
+                out.create_array(name, (5, 4) if name == "feature" else (5, 3) if name in ("xyz", "rgb") else (5,), "float32")
+            out.create_array("agreement", (2, 3, 4), "float16", per_view=True)
+    assert read_provenance(downstream).inputs == {str(upstream): read_provenance(write_fuse(tmp_path / "same.zarr", 0.5)).content_hash}
+    assert not list(tmp_path.glob(".down.zarr.tmp-*"))
+
+
 def test_failed_write_keeps_previous_artifact(tmp_path):
     path = write_fuse(tmp_path / "fuse.zarr", 0.5)
     with pytest.raises(RuntimeError):

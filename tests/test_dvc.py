@@ -144,6 +144,16 @@ def tiny_project(tmp_path_factory):
     return workdir, first_run
 
 
+def tmp_params_with(workdir: Path, **sections) -> Path:
+    """A copy of the project's params.yaml with `sections`' keys replaced, beside it (same paths)."""
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path = workdir / "params_edited.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
 def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, monkeypatch):
     from typer.testing import CliRunner
 
@@ -166,6 +176,10 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
         f"a-striped-armchair_view_{held_out[-1]:04d}.png"], "a query names its picture by the view index, as evaluate's plots do"
     training_view = runner.invoke(app, ["query", "bed", "--view", "0"])
     assert training_view.exit_code == 1 and "--view: 0 is not a held-out view" in training_view.stderr
+    edited = tmp_params_with(workdir, extract={"templates": ["a {}."]})
+    other_space = runner.invoke(app, ["query", "bed", "--params", str(edited)])
+    assert other_space.exit_code == 1 and "built with extract.templates = " in other_space.stderr, other_space.stderr
+    assert "the params say ['a {}.']" in other_space.stderr
     blank = runner.invoke(app, ["query", "wall", " "])
     assert blank.exit_code == 1 and "query text: got ' ', expected a non-empty text" in blank.stderr
     two_lines = runner.invoke(app, ["edit", "wall\nfloor"])
