@@ -2,15 +2,18 @@
 
 Every stage writes exactly one store, `artifacts/<scene>/<stage>.zarr`. Its root group carries one
 namespaced attribute, `econsg`, validated by `Provenance`: schema version, stage, the params
-section and its hash, the content hashes of the input artifacts, package version, git revision,
-created time and run time. A store is written into a temporary sibling and renamed into place only
-when the stage succeeded, so a failed or killed stage leaves the previous artifact (or none).
+section and its hash, the content hashes of the input artifacts, package version. What differs from run to run
+of the same inputs (git revision, created time, run time) sits in the attributes of the store's `econsg_run` group
+(`RUN_RECORD`), which DVC ignores (.dvcignore) and the content hash skips: a rerun that writes the same data leaves the store's
+DVC hash as it was, so `dvc repro` does not rerun what follows. A store is written into a temporary sibling and
+renamed into place only when the stage succeeded, so a failed or killed stage leaves the previous artifact (or none).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -118,9 +121,16 @@ class Provenance(BaseModel):
     inputs: dict[str, str] = Field(description="Content hash of every input artifact, by path.")
     content_hash: str = Field(description="sha256 over the store's array data and metadata, excluding this attribute.")
     package_version: str = Field(description="econsg version that wrote the store.")
-    git_revision: str = Field(description="git HEAD of the code that wrote the store ('unknown' outside git).")
-    created: str = Field(description="UTC time the store was finished (ISO 8601).")
-    run_seconds: float = Field(description="Wall time between opening the writer and finishing the store.")
+    # written by earlier releases; now in the store's RUN_RECORD group
+    git_revision: str | None = Field(None, description="Former field: see RUN_RECORD.")
+    created: str | None = Field(None, description="Former field: see RUN_RECORD.")
+    run_seconds: float | None = Field(None, description="Former field: see RUN_RECORD.")
+
+
+RUN_RECORD = "econsg_run"
+"""The group in each store whose attributes hold what differs between two runs of the same inputs: `git_revision`
+(git HEAD of the code, 'unknown' outside git, '-dirty' with uncommitted changes), `created` (UTC, ISO 8601) and
+`run_seconds`. A group, not a plain file, so that zarr lists the store without a warning."""
 
 
 CODE_DIR = Path(__file__).resolve().parent  # the econsg package: its git repository is the code's
@@ -148,17 +158,15 @@ def git_revision(cwd: Path | None = None) -> str:
 
 def params_hash(params: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of a params mapping."""
-    import json
-
     return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def hash_store_content(root: Path) -> str:
-    """sha256 over every file of a store (relative path + bytes), the root zarr.json excluded."""
+    """sha256 over every file of a store (relative path + bytes), the root zarr.json and RUN_RECORD excluded."""
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel == "zarr.json":
+        if rel == "zarr.json" or rel.startswith(f"{RUN_RECORD}/"):
             continue
         digest.update(rel.encode())
         with path.open("rb") as handle:
@@ -302,11 +310,13 @@ class ArtifactWriter:
             inputs=self._inputs,
             content_hash=hash_store_content(self.tmp),
             package_version=__version__,
-            git_revision=git_revision(),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            run_seconds=round(time.perf_counter() - self._start, 3),
         )
-        self.group.attrs[PROVENANCE_KEY] = provenance.model_dump(mode="json")
+        self.group.attrs[PROVENANCE_KEY] = provenance.model_dump(mode="json", exclude_none=True)
+        self.group.create_group(RUN_RECORD).attrs.update({
+            "git_revision": git_revision(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run_seconds": round(time.perf_counter() - self._start, 3),
+        })
         for path, digest in self._inputs.items():
             if read_provenance(path).content_hash != digest:
                 raise ArtifactError(f"{path}: rewritten while the {self.stage} stage ran (its content differs from what "
@@ -410,8 +420,9 @@ def open_artifact(path: str | Path, stage: str) -> zarr.Group:
 
 
 def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
-    """Arrays (name, shape, dtype, chunks, shards, stored bytes), the raw provenance and the other attributes (a
-    scene's class names and median depth, ...) of any Zarr group."""
+    """Arrays (name, shape, dtype, chunks, shards, stored bytes), the raw provenance with the run record's fields
+    (git revision, created, run seconds) and the other attributes (a scene's class names and median depth, ...) of
+    any Zarr group."""
     if not (Path(path) / "zarr.json").is_file():
         raise ArtifactError(f"{path}: not a Zarr v3 store (no zarr.json)")
     try:
@@ -436,13 +447,14 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     provenance = group.attrs.get(PROVENANCE_KEY)
     if provenance is not None and not isinstance(provenance, dict):  # another tool's attribute of that name
         attributes[PROVENANCE_KEY], provenance = provenance, None
+    if provenance is not None and isinstance(group.get(RUN_RECORD), zarr.Group):
+        provenance = {**provenance, **group[RUN_RECORD].attrs.asdict()}
     return rows, provenance, attributes
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write a metrics/plots JSON file via a temporary sibling and rename. NaN and infinity (a mean over no class
     present) are written as null, so the file stays valid JSON for strict parsers."""
-    import json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from econsg.artifacts import (
     read_provenance,
 )
 from econsg.errors import ArtifactError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_fuse(path, value: float, inputs=(), data: float | None = None):
@@ -53,6 +56,24 @@ def test_content_hash_follows_data_and_inputs_are_recorded(tmp_path):
     assert read_provenance(other_data).content_hash != read_provenance(a).content_hash
     assert read_provenance(other_params).content_hash == read_provenance(a).content_hash
     assert read_provenance(c).inputs == {str(a): read_provenance(a).content_hash}
+
+
+def test_a_rerun_writing_the_same_data_gives_the_same_files_but_its_run_record(tmp_path):
+    """DVC hashes every file of a store that .dvcignore does not name: times and the git revision, which differ from
+    run to run, sit in the run record alone, so a rerun of unchanged data does not rerun the stages after it."""
+    from econsg.artifacts import RUN_RECORD
+
+    first, second = write_fuse(tmp_path / "a.zarr", 0.5), write_fuse(tmp_path / "b.zarr", 0.5)
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    tracked = {k: v for k, v in files(first).items() if not k.startswith(f"{RUN_RECORD}/")}
+    assert tracked == {k: v for k, v in files(second).items() if not k.startswith(f"{RUN_RECORD}/")}
+    assert f"{RUN_RECORD}/zarr.json" in files(first) and f"{RUN_RECORD}/" in (ROOT / ".dvcignore").read_text()
+    _, provenance, _ = describe_store(first)
+    assert provenance["stage"] == "fuse" and provenance["created"] and provenance["run_seconds"] >= 0
+    assert "git_revision" in provenance
 
 
 def test_an_input_rewritten_while_the_stage_ran_is_refused_and_the_old_store_kept(tmp_path):

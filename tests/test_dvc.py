@@ -255,6 +255,14 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
     assert not stages_in(second, r"Running stage '(\w+)'")
     assert stages_in(second, r"Stage '(\w+)' didn't change, skipping") == set(STAGE_ORDER)
 
+    # a code change that leaves crr's output as it was reruns crr alone: the times and git revision a rerun
+    # writes are in each store's run record, which .dvcignore keeps out of the store's DVC hash
+    crr_code = tiny_project / "stages" / "crr.py"  # crr's code alone
+    crr_code.write_text(crr_code.read_text() + "\n# an edit that changes nothing crr computes\n")
+    unchanged = dvc(tiny_project, "repro")
+    assert stages_in(unchanged, r"Running stage '(\w+)'") == {"crr"}
+    assert stages_in(unchanged, r"Stage '(\w+)' didn't change, skipping") == set(STAGE_ORDER) - {"crr"}
+
     params_path = tiny_project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     original = yaml.safe_dump(params, sort_keys=False)
