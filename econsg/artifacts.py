@@ -341,13 +341,17 @@ OLD_PREFIX = ".{name}.old-"
 
 
 def remove_stale_temporaries(target: Path) -> None:
-    """Delete the temporary and replaced stores of `target` left by writers that are gone (a run killed before it
-    could clean up): `.<name>.tmp-<pid>` and `.<name>.old-<pid>` whose process no longer runs."""
+    """Clean up after writers of `target` that are gone (a run killed before it could): delete their temporary stores
+    `.<name>.tmp-<pid>`, and their replaced stores `.<name>.old-<pid>`, except that a writer killed between moving
+    the previous store aside and moving its own in leaves no `target`: its replaced store is put back instead."""
     for prefix in (TMP_PREFIX, OLD_PREFIX):
-        for leftover in target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*"):
+        for leftover in sorted(target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*")):
             pid = leftover.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _process_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
+                if prefix == OLD_PREFIX and not target.exists():
+                    os.replace(leftover, target)
+                else:
+                    shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _process_alive(pid: int) -> bool:
@@ -368,8 +372,8 @@ def replace_directory(new: Path, target: Path) -> None:
         os.replace(target, old)
     try:
         os.replace(new, target)
-    except OSError:
-        if old.exists():
+    except BaseException:  # an OSError, or an interrupt between the two moves
+        if old.exists() and not target.exists():
             os.replace(old, target)
         raise
     if old.exists():

@@ -191,6 +191,38 @@ def test_a_killed_writers_leftovers_are_removed_and_a_second_writer_is_refused(t
     assert open_artifact(write_fuse(path, 0.25), "fuse")["xyz"][0, 0] == 0.25, "the lock is released after a failure"
 
 
+def test_a_run_killed_between_its_two_moves_gets_its_previous_store_back(tmp_path, monkeypatch):
+    """Finishing moves the previous store aside, then the new one in. Interrupted between the two, the writer puts
+    the previous one back; killed there (no chance to), the next writer does."""
+    import subprocess
+    import sys
+
+    from econsg import artifacts
+
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    real_replace = os.replace
+
+    def interrupted_second_move(src, dst):  # zarr's own writes go through os.replace too: only this move is stopped
+        if Path(dst) == path and Path(src).name.startswith(".fuse.zarr.tmp-"):
+            assert not path.exists(), "the previous store was moved aside first"
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", interrupted_second_move)
+    with pytest.raises(KeyboardInterrupt):
+        write_fuse(path, 0.25)
+    monkeypatch.setattr(artifacts.os, "replace", real_replace)
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    os.replace(path, tmp_path / f".fuse.zarr.old-{gone}")  # as a SIGKILL between the moves leaves it
+    with pytest.raises(RuntimeError), ArtifactWriter(path, stage="fuse", params={}):
+        raise RuntimeError("the next run fails too")
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5, "the previous store is back, not deleted"
+    assert not list(tmp_path.glob(".fuse.zarr.old-*"))
+
+
 def test_sigterm_mid_write_removes_the_temporary_store_and_keeps_the_previous_one(tmp_path):
     """DVC, schedulers and `docker stop` end a run with SIGTERM; the stages turn it into an interrupt that unwinds."""
     import signal
