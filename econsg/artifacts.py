@@ -285,15 +285,23 @@ class ArtifactWriter:
         try:
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                self._name_the_store(exc)
                 return
             try:
                 self._finish()
-            except BaseException:
+            except BaseException as error:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                self._name_the_store(error)
                 raise
         finally:
             if self._lock is not None:
                 self._lock.close()  # releases the flock
+
+    def _name_the_store(self, error: BaseException | None) -> None:
+        """A system error without a file name (a full disk while zarr writes a chunk) raised again naming this store."""
+        if isinstance(error, OSError) and not error.filename:
+            raise OSError(error.errno, f"{error.strerror or error} (while writing the {self.stage} store; the previous one "
+                          "is kept)", str(self.path)) from error
 
     def _finish(self) -> None:
         assert self.group is not None

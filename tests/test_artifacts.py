@@ -191,6 +191,18 @@ def test_a_killed_writers_leftovers_are_removed_and_a_second_writer_is_refused(t
     assert open_artifact(write_fuse(path, 0.25), "fuse")["xyz"][0, 0] == 0.25, "the lock is released after a failure"
 
 
+def test_a_full_disk_while_writing_names_the_store_and_keeps_the_previous_one(tmp_path):
+    import errno
+
+    from econsg.errors import refused_path
+
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    with pytest.raises(OSError) as raised, ArtifactWriter(path, stage="fuse", params={}):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as zarr's chunk writes raise it: no file name
+    assert str(refused_path(raised.value)).startswith(f"{path}: No space left on device (while writing the fuse store")
+    assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+
+
 def test_a_run_killed_between_its_two_moves_gets_its_previous_store_back(tmp_path, monkeypatch):
     """Finishing moves the previous store aside, then the new one in. Interrupted between the two, the writer puts
     the previous one back; killed there (no chance to), the next writer does."""

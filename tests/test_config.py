@@ -74,6 +74,18 @@ def test_missing_and_malformed_files(tmp_path):
     listed.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_params(listed)
+    # a YAML merge key is a default the mapping may override, not a second key
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("x-defaults: &d {voxel_size: 0.25, min_views: 3}\nfuse:\n  <<: *d\n  voxel_size: 0.5\n")
+    with pytest.raises(ConfigError, match="x-defaults"):  # an anchor's own section is still an unknown section
+        load_params(merged)
+    merged.write_text("fuse:\n  <<: {voxel_size: 0.25, min_views: 3}\n  voxel_size: 0.5\n")
+    assert (load_params(merged).fuse.voxel_size, load_params(merged).fuse.min_views) == (0.5, 3)
+    # infinity and NaN are no setting: .inf voxels would thin the initial cloud to one point without a word
+    infinite = tmp_path / "inf.yaml"
+    infinite.write_text("fuse:\n  voxel_size: .inf\n")
+    with pytest.raises(ConfigError, match=r"fuse.voxel_size"):
+        load_params(infinite)
 
 
 def test_a_bad_override_is_reported_with_the_override_that_set_it():

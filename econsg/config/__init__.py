@@ -46,7 +46,7 @@ __all__ = [
 class Params(BaseModel):
     """The whole params.yaml: shared keys plus one section per stage."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     seed: int = Field(0, ge=0, description="Seed of every random choice after synth (teacher noise, autoencoder, splat).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device: auto picks CUDA when present.")
@@ -109,8 +109,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
     inputs: dict[str, str] = {}
     for item in error.errors():
         parts = [str(part) for part in item["loc"]]
-        if parts and UNION_MEMBER.search(parts[-1]):
-            parts = parts[:-1]
+        if item["type"] != "extra_forbidden" and len(parts) > 1 and UNION_MEMBER.search(parts[-1]):
+            parts = parts[:-1]  # a union member's tag, not a key (an unknown key keeps its name, hyphens and all)
         location = ".".join(parts) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
@@ -162,6 +162,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys are defaults the mapping may override
+            continue
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(

@@ -14,7 +14,7 @@ SceneLength = Annotated[float, Field(gt=0)] | Literal["auto"]
 class Section(BaseModel):
     """One params.yaml section. Subclasses give every field a `Field(description=...)` and a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def unique_names(value: list[str] | None) -> list[str] | None:
