@@ -117,6 +117,22 @@ def test_each_benchmark_is_a_dvc_subproject_the_root_does_not_collect(dataset):
     assert written and not [path for path in written if path.startswith("..")]
 
 
+def test_each_benchmark_keeps_the_stores_run_records_out_of_their_dvc_hash():
+    """DVC reads a subproject's own .dvcignore, not the root's: without one, a rerun writing the same data would rerun
+    every later stage of a benchmark (its store's run record holds times)."""
+    from econsg.artifacts import RUN_RECORD
+
+    dataset = DATASETS[0]
+    store = _names(next(entry["do"] for name, entry in _load(ROOT / "pipelines" / dataset / "dvc.yaml")["stages"].items()
+                        if name == "crr")["outs"])[0]
+    record = store.replace("${item.path}", "room_0/sparse") + f"/{RUN_RECORD}/zarr.json"
+    found = subprocess.run([str(Path(sys.executable).with_name("dvc")), "check-ignore", "-d", record],
+                           cwd=ROOT / "pipelines" / dataset, capture_output=True, text=True)
+    assert found.returncode == 0 and f"{RUN_RECORD}/" in found.stdout, found.stdout + found.stderr
+    for other in DATASETS:
+        assert f"{RUN_RECORD}/" in (ROOT / "pipelines" / other / ".dvcignore").read_text().splitlines()
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_runs_evaluate_pictures_are_a_plot(dataset):
     """As at the root, `dvc plots show` draws each run's per-class IoU bars and evaluate PNGs, titled by run."""
