@@ -129,8 +129,9 @@ class Provenance(BaseModel):
 
 RUN_RECORD = "econsg_run"
 """The group in each store whose attributes hold what differs between two runs of the same inputs: `git_revision`
-(git HEAD of the code, 'unknown' outside git, '-dirty' with uncommitted changes), `created` (UTC, ISO 8601) and
-`run_seconds`. A group, not a plain file, so that zarr lists the store without a warning."""
+(git HEAD of the code, 'unknown' outside git, '-dirty' with uncommitted changes), `created` (UTC, ISO 8601),
+`run_seconds`, a stage's own (`ArtifactWriter.run`: splat's `train_seconds`), and the `content_hash` of the data they
+describe. A group, not a plain file, so that zarr lists the store without a warning."""
 
 
 CODE_DIR = Path(__file__).resolve().parent  # the econsg package: its git repository is the code's
@@ -215,6 +216,7 @@ class ArtifactWriter:
         self.tmp = self.path.with_name(f"{TMP_PREFIX.format(name=self.path.name)}{os.getpid()}")
         self.group: zarr.Group | None = None
         self.attrs: dict[str, Any] = {}
+        self.run: dict[str, Any] = {}  # what differs between runs of the same inputs (a training time): the run record
         self._start = 0.0
         self._inputs: dict[str, str] = {}
         self._lock = None
@@ -321,6 +323,8 @@ class ArtifactWriter:
         )
         self.group.attrs[PROVENANCE_KEY] = provenance.model_dump(mode="json", exclude_none=True)
         self.group.create_group(RUN_RECORD).attrs.update({
+            **self.run,
+            "content_hash": provenance.content_hash,  # a record DVC left beside other data (checkout) is told apart
             "git_revision": git_revision(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run_seconds": round(time.perf_counter() - self._start, 3),
@@ -345,14 +349,16 @@ def input_hash(item: str | Path | zarr.Group) -> tuple[str, str]:
 
 
 TMP_PREFIX = ".{name}.tmp-"  # + the writing process's pid
-OLD_PREFIX = ".{name}.old-"
+OLD_PREFIX = ".{name}.old-"  # the previous store, whole, while the new one moves in
+TRASH_PREFIX = ".{name}.trash-"  # the previous store being deleted: never put back
 
 
 def remove_stale_temporaries(target: Path) -> None:
     """Clean up after writers of `target` that are gone (a run killed before it could): delete their temporary stores
-    `.<name>.tmp-<pid>`, and their replaced stores `.<name>.old-<pid>`, except that a writer killed between moving
-    the previous store aside and moving its own in leaves no `target`: its replaced store is put back instead."""
-    for prefix in (TMP_PREFIX, OLD_PREFIX):
+    `.<name>.tmp-<pid>`, partly deleted ones `.<name>.trash-<pid>`, and their replaced stores `.<name>.old-<pid>`,
+    except that a writer killed between moving the previous store aside and moving its own in leaves no `target`:
+    its replaced store, still whole, is put back instead."""
+    for prefix in (TMP_PREFIX, OLD_PREFIX, TRASH_PREFIX):
         for leftover in sorted(target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*")):
             pid = leftover.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _process_alive(int(pid)):
@@ -384,8 +390,10 @@ def replace_directory(new: Path, target: Path) -> None:
         if old.exists() and not target.exists():
             os.replace(old, target)
         raise
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if old.exists():  # renamed first: a run killed while deleting leaves a partial store no one restores
+        trash = target.with_name(f"{TRASH_PREFIX.format(name=target.name)}{os.getpid()}")
+        os.replace(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def read_provenance(path: str | Path) -> Provenance:
@@ -460,7 +468,9 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     if provenance is not None and not isinstance(provenance, dict):  # another tool's attribute of that name
         attributes[PROVENANCE_KEY], provenance = provenance, None
     if provenance is not None and isinstance(group.get(RUN_RECORD), zarr.Group):
-        provenance = {**provenance, **group[RUN_RECORD].attrs.asdict()}
+        run = group[RUN_RECORD].attrs.asdict()
+        if run.pop("content_hash", None) == provenance.get("content_hash"):  # else another run's (`dvc checkout` keeps
+            provenance = {**provenance, **run}  # an ignored folder as it is): not shown as this data's
     return rows, provenance, attributes
 
 

@@ -127,9 +127,10 @@ def score_fused_points(
         raw_correct += int((raw_ids == gt[valid]).sum())
         counted += int(valid.sum())
     return {
-        "point_label_accuracy": fused_correct / max(counted, 1),
-        "raw_2d_accuracy_same_points": raw_correct / max(counted, 1),
-        "consistency_gain": (fused_correct - raw_correct) / max(counted, 1),
+        # None without a labelled training pixel to score (3D-OVS labels its test views only), not a 0 that reads as failure
+        "point_label_accuracy": fused_correct / counted if counted else None,
+        "raw_2d_accuracy_same_points": raw_correct / counted if counted else None,
+        "consistency_gain": (fused_correct - raw_correct) / counted if counted else None,
         "scored_samples": counted,
     }
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from econsg.errors import EconsgError
 from econsg.protocols import (
@@ -121,10 +122,13 @@ def ovs3d_view_indices(root: Path) -> dict[str, int]:
 
 
 def nearest_downscale(mask: np.ndarray, factor: int) -> np.ndarray:
-    """Shrink an [H,W] mask by an integer factor as the 3D-OVS reference does (PIL's NEAREST resize): output pixel i
-    takes source pixel floor((i + 0.5) * factor), the sample right and below each block's centre."""
-    h, w = mask.shape[0] // factor, mask.shape[1] // factor
-    return mask[factor // 2 : h * factor : factor, factor // 2 : w * factor : factor]
+    """Shrink an [H,W] bool mask to ingest's size (H // factor, W // factor) as the 3D-OVS reference does, with PIL's
+    NEAREST resize itself: where a side does not divide by the factor its sampling positions spread over the whole
+    side, which slicing every factor-th pixel would not reproduce."""
+    if factor == 1:
+        return mask
+    image = Image.fromarray(np.asarray(mask, np.uint8))
+    return np.asarray(image.resize((mask.shape[1] // factor, mask.shape[0] // factor), Image.NEAREST), dtype=bool)
 
 
 def evaluate_ovs3d(

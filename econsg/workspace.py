@@ -44,9 +44,13 @@ def check_inputs_current(params: Params, path: Path) -> None:
                                 "whatever is stale)")
 
 
-TEXT_SPACE_FIELDS = ("backend", "feature_dim", "templates", "openclip_sam.model_name", "openclip_sam.pretrained")
-"""The extract settings that define where a text is embedded: a query embedded under others than the training
-vocabulary's would be compared in another space."""
+TEXT_SPACE_FIELDS = {
+    "synthetic": ("backend", "feature_dim", "templates"),
+    "openclip_sam": ("backend", "templates", "openclip_sam.model_name", "openclip_sam.pretrained"),
+}
+"""The extract settings, per backend, that define where a text is embedded: a query embedded under others than the
+training vocabulary's would be compared in another space. (`openclip_sam.clip_checkpoint` is a file's place, which
+moves with a copy of the run; its weights are named by model_name and pretrained.)"""
 
 
 def text_query(params: Params, model, device: str = "cpu"):
@@ -57,7 +61,7 @@ def text_query(params: Params, model, device: str = "cpu"):
     path = params.paths.artifact("extract")
     built = read_provenance(path).params.get("extract", {})
     now = params.extract.model_dump(mode="json")
-    for field in TEXT_SPACE_FIELDS:
+    for field in TEXT_SPACE_FIELDS[built.get("backend", params.extract.backend)]:
         section, _, key = field.rpartition(".")
         was, is_ = (built.get(section, {}) if section else built).get(key), (now[section] if section else now)[key]
         if was is not None and was != is_:

@@ -30,7 +30,7 @@ from econsg.features.base import pixel_probabilities
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
-from econsg.protocol_eval import evaluate_protocol, protocol_vocabulary
+from econsg.protocol_eval import evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
 from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
 from econsg.query import lerf_relevancy
 from econsg.scene.data import IGNORE
@@ -71,8 +71,7 @@ def run(params: Params) -> None:
     lerf_views = (lerf_frame_views(scene.names, lerf_labels, (scene.height, scene.width), ingest_params)
                   if cfg.protocol == "lerf" else [])  # checked before any work
     if cfg.protocol == "ovs3d":  # its class list and segmented views, also before any work
-        read_ovs3d_classes(Path(params.paths.data))
-        segmented_views(Path(params.paths.data))
+        check_ovs3d_views(Path(params.paths.data), scene.names, ingest_params)
     query = text_query(params, model, device)
     eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
     eval_latents = query.text_latents(eval_vocabulary)
@@ -214,13 +213,8 @@ def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tup
     names = [Path(frame.name).stem for frame in frames]
     missing = [name for name in names if name not in view_names]
     if missing:
-        chosen = {key: ingest_params[key] for key in ("sparse_views", "frame_stride")
-                  if ingest_params.get(key) not in (None, 1)}
-        cause = (f"ingest kept only some views ({', '.join(f'ingest.{k}: {v}' for k, v in chosen.items())}): the "
-                 "LERF-OVS protocol scores the labelled frames, so ingest must keep them (leave those at their defaults)"
-                 if chosen else "expected the label files of this scene")
         raise EconsgError(f"{labels_folder}: labelled frames {missing[:5]} are no view of the scene (views are named "
-                          f"like {view_names[:3]}); {cause}")
+                          f"like {view_names[:3]}); {dropped_views_cause(ingest_params, 'the label files of this scene')}")
     wrong_size = [f for f in frames if (f.height, f.width) != tuple(scene_size)]
     if wrong_size:
         first = wrong_size[0]
@@ -229,6 +223,27 @@ def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tup
                           f"(ingest.downscale: {ingest_params.get('downscale', 1)}); the LERF-OVS scorer works at the "
                           "labels' size: ingest LERF-OVS scenes with ingest.downscale: 1")
     return [view_names.index(name) for name in names]
+
+
+def dropped_views_cause(ingest_params: dict, expected: str) -> str:
+    """Why a protocol's scored views are not in the scene: the ingest settings that kept only some views, if any."""
+    chosen = {key: ingest_params[key] for key, default in (("sparse_views", None), ("frame_stride", 1))
+              if ingest_params.get(key, default) != default}
+    if not chosen:
+        return f"expected {expected}"
+    return (f"ingest kept only some views ({', '.join(f'ingest.{k}: {v}' for k, v in chosen.items())}): the protocol "
+            "scores those views, so ingest must keep them (leave those settings at their defaults)")
+
+
+def check_ovs3d_views(root: Path, view_names: list[str], ingest_params: dict) -> None:
+    """The 3D-OVS class list and segmented views exist, and the scene holds every segmented view."""
+    read_ovs3d_classes(root)
+    index_of = ovs3d_view_indices(root)
+    folders = segmented_views(root)
+    missing = [name for name, index in index_of.items() if index in folders and name not in view_names]
+    if missing:
+        raise EconsgError(f"{root / 'segmentations'}: segmented views {missing[:5]} are no view of the scene; "
+                          f"{dropped_views_cause(ingest_params, 'the segmentations of this scene')}")
 
 
 @torch.no_grad()

@@ -124,8 +124,8 @@ def run(params: Params) -> None:
         if "features" in g:
             out.create_array("features", g["features"].shape, "float32", data=g["features"])
         out.create_array("curve", curve.shape, "float64", data=curve)
-        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "train_seconds": result.train_seconds,
-                          "vocabulary": list(ae.attrs["vocabulary"])})
+        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "vocabulary": list(ae.attrs["vocabulary"])})
+        out.run["train_seconds"] = result.train_seconds  # a time: out of the store's DVC hash
     write_json_atomic(
         params.paths.metrics_file("splat"),
         {"train_seconds": round(result.train_seconds, 2), "num_gaussians": int(g["means"].shape[0]), **quality},

@@ -74,6 +74,11 @@ def test_a_rerun_writing_the_same_data_gives_the_same_files_but_its_run_record(t
     _, provenance, _ = describe_store(first)
     assert provenance["stage"] == "fuse" and provenance["created"] and provenance["run_seconds"] >= 0
     assert "git_revision" in provenance
+    # `dvc checkout` restores a store's data but leaves its ignored run record: another data's record is not shown
+    stale = zarr.open_group(store=str(first / RUN_RECORD), mode="r+")
+    stale.attrs["content_hash"] = "another run's"
+    _, provenance, _ = describe_store(first)
+    assert "created" not in provenance and provenance["stage"] == "fuse"
 
 
 def test_an_input_rewritten_while_the_stage_ran_is_refused_and_the_old_store_kept(tmp_path):
@@ -233,6 +238,11 @@ def test_a_run_killed_between_its_two_moves_gets_its_previous_store_back(tmp_pat
         raise RuntimeError("the next run fails too")
     assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5, "the previous store is back, not deleted"
     assert not list(tmp_path.glob(".fuse.zarr.old-*"))
+    # killed while deleting the previous store (after the new one was in): that partial store is never put back
+    os.replace(path, tmp_path / f".fuse.zarr.trash-{gone}")
+    with pytest.raises(RuntimeError), ArtifactWriter(path, stage="fuse", params={}):
+        raise RuntimeError("the next run fails")
+    assert not path.exists() and not list(tmp_path.glob(".fuse.zarr.trash-*"))
 
 
 def test_sigterm_mid_write_removes_the_temporary_store_and_keeps_the_previous_one(tmp_path):

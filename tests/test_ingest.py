@@ -97,6 +97,7 @@ def test_spread_sparse_views_do_not_spend_two_picks_on_one_place_of_a_double_loo
     gaps = [np.linalg.norm(a - b) for i, a in enumerate(centres) for b in centres[i + 1:]]
     assert min(gaps) > 2.0  # at least a quarter loop apart (chord 2.83)
     assert select_sparse_views(c2ws, None, "spread") == list(range(16))
+    assert select_sparse_views(np.stack([np.eye(4)] * 5), 3, "spread") == [0, 1, 2]  # repeated poses: no view twice
 
 
 def test_a_downscale_leaving_images_too_small_for_splats_ssim_is_refused_up_front(tmp_path):

@@ -125,3 +125,16 @@ def test_lerf_labelled_frames_are_found_among_all_views_or_named(tmp_path):
         lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": 3, "frame_stride": 1})
     with pytest.raises(EconsgError, match=r"are 4x4 \(height x width\), the scene's views 2x2 \(ingest.downscale: 2\)"):
         lerf_frame_views(names, tmp_path, (2, 2), {"downscale": 2})
+    with pytest.raises(EconsgError, match=r"\(ingest.sparse_views: 1\)"):  # 1 is no default of sparse_views
+        lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": 1, "frame_stride": 1})
+
+
+def test_ovs3d_segmented_views_dropped_by_ingest_are_named_before_any_work(tmp_path):
+    from stages.evaluate import check_ovs3d_views
+
+    write_ovs3d(tmp_path, synthetic_views(n=9, width=8, height=6, num_classes=2), ["a", "b"], segmented=(1, 4))
+    names = [f"{i:03d}" for i in range(9)]
+    check_ovs3d_views(tmp_path, names, {})
+    strided = [name for name in names if name != "004"]
+    with pytest.raises(EconsgError, match=r"segmented views \['004'\] are no view of the scene; .*ingest.frame_stride: 2"):
+        check_ovs3d_views(tmp_path, strided, {"frame_stride": 2, "sparse_views": None})

@@ -112,6 +112,7 @@ def select_sparse_views(c2ws: np.ndarray, count: int | None, selection: str = "t
     picks = [0]
     distance = np.linalg.norm(poses - poses[0], axis=1)
     while len(picks) < count:
+        distance[picks[-1]] = -np.inf  # never picked twice, even where poses repeat
         picks.append(int(distance.argmax()))  # the first of equals: deterministic
         distance = np.minimum(distance, np.linalg.norm(poses - poses[picks[-1]], axis=1))
     return sorted(picks)
