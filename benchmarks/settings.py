@@ -49,6 +49,7 @@ SETTINGS: dict[str, list[str]] = {
     "no_semantic_terms": ["splat.lambda_sem=0", "splat.lambda_2d=0"],
     "few_fused_points": ["fuse.max_points=50"],
     "sparse_3": ["ingest.sparse_views=3"],
+    "stride_spread": ["ingest.frame_stride=2", "ingest.sparse_views=3", "ingest.sparse_selection=spread"],
     "downscale_2": ["ingest.downscale=2"],
     "four_views": ["synth.num_views=4", "synth.test_every=2"],
     "eval_vocabulary": ["evaluate.vocabulary=[wall,floor,ceiling,table,chair,sofa,lamp,cabinet,bed,plant,tv,shelf,mug]"],
