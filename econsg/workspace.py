@@ -62,8 +62,9 @@ def text_query(params: Params, model, device: str = "cpu"):
     built = read_provenance(path).params.get("extract", {})
     now = params.extract.model_dump(mode="json")
     for field in TEXT_SPACE_FIELDS[built.get("backend", params.extract.backend)]:
-        section, _, key = field.rpartition(".")
-        was, is_ = (built.get(section, {}) if section else built).get(key), (now[section] if section else now)[key]
+        was, is_ = built, now
+        for part in field.split("."):  # 'openclip_sam.model_name' is a nested section's field
+            was, is_ = (was or {}).get(part), is_[part]
         if was is not None and was != is_:
             raise ArtifactError(f"{path}: built with extract.{field} = {was!r}, the params say {is_!r}: texts would be "
                                 "embedded in another space than the training vocabulary's; rerun extract and what follows "

@@ -171,3 +171,14 @@ def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_pat
     assert "raise extract.max_masks to keep them" in capsys.readouterr().err
     with pytest.raises(ArtifactError, match=r"crr.zarr: built from another extract.zarr than the one there now"):
         open_stage(params, "crr")
+
+
+def test_texts_are_refused_under_another_clip_model_than_extract_used(real_run):
+    from econsg.config import load_params
+    from econsg.errors import ArtifactError
+    from econsg.workspace import load_autoencoder, open_stage, text_query
+
+    root, _ = real_run
+    params = load_params(root / "params.yaml", ("extract.openclip_sam.pretrained=another",))
+    with pytest.raises(ArtifactError, match=r"built with extract.openclip_sam.pretrained = .*the params say 'another'"):
+        text_query(params, load_autoencoder(open_stage(params, "autoencode")))
