@@ -2,11 +2,12 @@
 
 Every stage writes exactly one store, `artifacts/<scene>/<stage>.zarr`. Its root group carries one
 namespaced attribute, `econsg`, validated by `Provenance`: schema version, stage, the params
-section and its hash, the content hashes of the input artifacts, package version. What differs from run to run
-of the same inputs (git revision, created time, run time) sits in the attributes of the store's `econsg_run` group
-(`RUN_RECORD`), which DVC ignores (.dvcignore) and the content hash skips: a rerun that writes the same data leaves the store's
-DVC hash as it was, so `dvc repro` does not rerun what follows. A store is written into a temporary sibling and
-renamed into place only when the stage succeeded, so a failed or killed stage leaves the previous artifact (or none).
+section and its hash, the content hashes of the input artifacts, package version. What differs from run to
+run of the same inputs (git revision, created time, run time) sits in the attributes of the store's
+`econsg_run` group (`RUN_RECORD`), which DVC ignores (.dvcignore) and the content hash skips: a rerun that
+writes the same data leaves the store's DVC hash as it was, so `dvc repro` does not rerun what follows. A
+store is written into a temporary sibling and renamed into place only when the stage succeeded, so a failed
+or killed stage leaves the previous artifact (or none).
 """
 
 from __future__ import annotations
