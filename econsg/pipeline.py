@@ -123,6 +123,7 @@ STAGES: dict[str, StageSpec] = {
             "evaluate",
             params=("evaluate", "extract", "splat", "device"),  # splat: its relevancy temperature and render backend
             deps=(
+                "{data}",  # a benchmark's own label files (LERF-OVS's label/, 3D-OVS's segmentations/), which no store holds
                 "{artifacts}/scene.zarr",
                 "{artifacts}/extract.zarr",
                 "{artifacts}/autoencode.zarr",

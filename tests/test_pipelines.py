@@ -81,6 +81,8 @@ def test_every_run_of_every_stage_matches_the_stage_specs(dataset):
             assert stage["params"] == [{params_file: list(spec.params)}], where
             data_deps = [spec.resolve(d, params) for d in spec.deps]
             assert stage["deps"][: len(data_deps)] == data_deps, where
+            if name in ("ingest", "evaluate"):  # evaluate reads a benchmark's label files (LERF-OVS, 3D-OVS) itself
+                assert params.paths.data in stage["deps"], where
             # the code as files: DVC applies no .dvcignore outside the subproject, so a folder would hash __pycache__
             code = [d.removeprefix("../../") for d in stage["deps"][len(data_deps) :]]
             assert all((ROOT / c).is_file() and c.endswith(".py") for c in code), where
