@@ -26,7 +26,7 @@ import numpy as np
 
 from econsg.errors import EconsgError
 from econsg.scene.data import FrameRecord, SceneSource, check_intrinsics, check_rigid_pose, opengl_to_opencv
-from econsg.scene.readers.common import image_size
+from econsg.scene.readers.common import image_size, pinhole
 from econsg.scene.readers.imageio import load_depth_png, load_instance_png, load_label_png, load_rgb
 
 FORMAT = "blender"
@@ -121,7 +121,7 @@ def _intrinsics(meta: dict[str, Any], frame: dict[str, Any], image_path: Path, w
             "images (PINHOLE). ns-process-data keeps the distortion: run colmap image_undistorter on its "
             "colmap/sparse/0 and ingest the undistorted folder (ingest.format: colmap)"
         )
-    K = check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), where)
+    K = check_intrinsics(pinhole(fx, fy, cx, cy), where)
     return K, width, height
 
 
