@@ -31,9 +31,13 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
     class_embeddings = embed_classes(encoder, truth.class_names, params.extract)
     # A view's draws are keyed by its place in the whole dataset, not in this selection: a sparse-view run's
     # teacher sees every view it keeps, the held-out ones included, exactly as the full run's does.
+    unlabelled = []
     for v in range(scene.num_views):
+        gt_class = truth.classes(v)
+        if scene.is_train[v] and not (gt_class >= 0).any():
+            unlabelled.append(scene.names[v])
         yield synthetic_teacher_view(
-            truth.classes(v),
+            gt_class,
             truth.instances(v),
             class_embeddings,
             vocabulary_embeddings,
@@ -41,7 +45,17 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
             params.extract.temperature,
             np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
             class_names=truth.class_names,
+            object_seed=params.seed,
         )
+    if unlabelled:
+        report(unlabelled_training_views_warning(unlabelled))
+
+
+def unlabelled_training_views_warning(names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"extract: warning: extract.backend: synthetic builds its features from ground-truth labels, and {len(names)} "
+            f"training view(s) have none ({shown}): their features carry no class (3D-OVS labels its test views only). "
+            "Use extract.backend: openclip_sam on such a dataset")
 
 
 def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):

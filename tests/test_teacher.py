@@ -131,6 +131,52 @@ def test_listed_confusions_are_used_both_ways(embeddings):
     assert (view.labels[cls == 2] == 3).all() and (view.labels[cls == 3] == 2).all()
 
 
+def test_object_scope_confuses_an_object_alike_in_every_view(embeddings):
+    """'view' draws each view's confusions afresh, so an object flips in some views only and fusion can outvote it;
+    'object' keys the draw by the object and the run's seed, so it flips in every view or in none."""
+    cls, inst = tiny_room()
+    t, v = embeddings
+    flips = PERFECT.model_copy(update={"confusion_prob": 0.5, "confusion_weight_min": 0.9, "confusion_weight_max": 0.9})
+
+    def labels(scope, view_seed, object_seed=0):
+        params = flips.model_copy(update={"confusion_scope": scope})
+        return synthetic_teacher_view(cls, inst, t, v, params, 0.05, np.random.default_rng(view_seed),
+                                      class_names=NAMES, object_seed=object_seed).labels
+
+    per_view = [labels("view", s) for s in range(8)]
+    assert any(not np.array_equal(per_view[0], other) for other in per_view[1:])
+    for object_seed in range(4):
+        per_object = [labels("object", s, object_seed) for s in range(8)]
+        assert all(np.array_equal(per_object[0], other) for other in per_object[1:])
+    # the object draw does confuse: some seed flips an object
+    assert any((labels("object", 0, seed)[cls >= 0] != cls[cls >= 0]).any() for seed in range(4))
+    with pytest.raises(EconsgError, match="object_seed"):
+        labels("object", 0, object_seed=None)
+
+
+def test_instances_are_none_without_instance_maps_and_extract_runs(tmp_path):
+    """ScanNet and NICE-SLAM Replica have class maps but no instance maps: the teacher then takes connected
+    components as segments, instead of extract failing."""
+    import json
+
+    from econsg.scene.store import open_ground_truth
+
+    root = write_tiny_blender(tmp_path / "data", views=4)
+    for split in ("train", "test"):
+        path = root / f"transforms_{split}.json"
+        meta = json.loads(path.read_text())
+        for frame in meta["frames"]:
+            del frame["instance_file_path"]
+        path.write_text(json.dumps(meta))
+    params = Params.model_validate({"paths": {"artifacts": str(tmp_path / "a"), "metrics": str(tmp_path / "m")}})
+    write_scene(read_scene(root), params.paths.artifact("ingest"), params={}, downscale=1, sparse_views=None,
+                max_init_points=1000, init_voxel_size=0.01, rng=np.random.default_rng(0))
+    assert open_ground_truth(params.paths.artifact("ingest")).instances(0) is None
+    extract.run(params)
+    labels = zarr.open_group(params.paths.artifact("extract"), mode="r")["labels"][...]
+    assert labels.shape[0] == 4 and (labels >= 0).any()
+
+
 def test_degraded_masks_stay_valid(embeddings):
     cls, inst = tiny_room()
     t, v = embeddings

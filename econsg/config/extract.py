@@ -25,7 +25,9 @@ class SyntheticTeacherParams(Section):
     """Knobs of the synthetic teacher's degradation model (econsg/features/teacher.py documents each step).
 
     Defaults give raw 2D labels of roughly 0.55-0.70 mIoU on the embedded room, with errors CRR can fix
-    (patch blur at boundaries, blotchy noise inside objects) and errors nothing can fix (confused instances).
+    (patch blur at boundaries, blotchy noise inside objects) and errors no mask can fix (confused instances). By
+    default a confusion is drawn per view, so the other views of a confused object can outvote it in 3D;
+    `confusion_scope: object` makes it the same in every view, which nothing can fix.
     """
 
     patch_size: int = Field(
@@ -54,6 +56,12 @@ class SyntheticTeacherParams(Section):
         default_factory=lambda: [list(pair) for pair in DEFAULT_CONFUSIONS],
         description="Confusable class pairs (applied both ways); a class with no listed partner in the scene is "
         "confused with its nearest class in text space.",
+    )
+    confusion_scope: Literal["view", "object"] = Field(
+        "view",
+        description="Where a confusion is drawn: 'view' draws it afresh for every instance in every view, so an object "
+        "is confused in some views and right in the others, and fusing the views can outvote it; 'object' draws it "
+        "once per object (instance id, else class) for all views, as a VLM that always misreads an object would.",
     )
     p_split: float = Field(0.15, ge=0, le=1, description="Chance that an instance mask is cut in two by a random line.")
     p_merge: float = Field(0.1, ge=0, le=1, description="Chance that an instance mask is merged with a touching instance.")

@@ -11,7 +11,9 @@ Features (mimicking pixel-level CLIP: blurry at boundaries, noisy, sometimes con
    class: normalize((1 - w) t_true + w t_other), w ~ U(confusion_weight_min, confusion_weight_max); the
    partner is drawn from `confusions` (pairs, both ways) or, for a class without a listed partner in the
    scene (or when class names are not given), is its nearest class in text space. w > 0.5 flips the whole
-   instance: no mask can repair that.
+   instance: no mask can repair that. With `confusion_scope: view` (the default) the draw is the view's own,
+   so an object confused in one view is mostly right in the others and 3D fusion can outvote it; with
+   `object` it is keyed by the object (instance id, else class) and the run's seed, the same in every view.
 3. Patch pooling: the per-pixel clean feature (the segment's) is average-pooled over cells of about
    `patch_size` pixels (grid h = round(H / patch_size), w = round(W / patch_size); pixel centre y falls in
    cell floor(y * h / H)), so cells straddling a boundary mix classes; optional Gaussian blur of the grid
@@ -90,16 +92,40 @@ def confusion_partners(
     return [sorted(set(p)) for p in partners]
 
 
+def segment_instances(segment: np.ndarray, num_segments: int, gt_instance: np.ndarray | None) -> np.ndarray:
+    """[S] int64 instance id of every segment, 0 for a segment without one."""
+    instances = np.zeros(num_segments, dtype=np.int64)
+    if gt_instance is not None:
+        inside = segment >= 0
+        instances[segment[inside]] = np.maximum(np.asarray(gt_instance)[inside], 0)
+    return instances
+
+
+def confusion_generators(
+    segment_class: np.ndarray,
+    instances: np.ndarray,
+    scope: str,
+    rng: np.random.Generator,
+    object_seed: int | None,
+) -> list[np.random.Generator]:
+    """The generator each segment's confusion is drawn from (step 2): the view's own, or one per object."""
+    if scope == "view":
+        return [rng] * len(segment_class)
+    if object_seed is None:
+        raise EconsgError("extract.synthetic.confusion_scope: 'object' needs the run's seed (object_seed), got None")
+    return [np.random.default_rng([object_seed, 3, int(i), int(k)]) for i, k in zip(instances, segment_class)]
+
+
 def confused_segment_features(
     segment_class: np.ndarray,
     class_embeddings: np.ndarray,
     partners: list[list[int]],
     params: SyntheticTeacherParams,
-    rng: np.random.Generator,
+    generators: list[np.random.Generator],
 ) -> np.ndarray:
     """[S, D] float32 unit clean features of the segments after instance confusion (step 2)."""
     features = class_embeddings[segment_class].astype(np.float32)
-    for s, k in enumerate(segment_class):
+    for s, (k, rng) in enumerate(zip(segment_class, generators)):
         confused = rng.random() < params.confusion_prob
         weight = rng.uniform(params.confusion_weight_min, params.confusion_weight_max)
         choice = rng.integers(1 << 30)
@@ -213,14 +239,16 @@ def synthetic_teacher_view(
     rng: np.random.Generator,
     *,
     class_names: list[str] | None = None,
+    object_seed: int | None = None,
 ) -> ViewFeatures:
     """One view of the synthetic teacher (degradation model in the module docstring).
 
     gt_class [H, W] int (scene class ids, -1 unlabelled); gt_instance [H, W] int (0 = none) or None;
     class_embeddings [K, D]: text embeddings of ALL scene classes (the truth side, open-set classes too);
     vocabulary_embeddings [C, D]: the training vocabulary the labels are scored against; temperature T > 0;
-    rng: the only source of randomness; class_names [K]: scene class names, needed for params.confusions
-    (without them every class is confused with its nearest class in text space).
+    rng: the view's source of randomness; class_names [K]: scene class names, needed for params.confusions
+    (without them every class is confused with its nearest class in text space); object_seed: the run's seed,
+    which keys the confusions when params.confusion_scope is 'object'.
     """
     gt_class = np.asarray(gt_class)
     if gt_class.ndim != 2 or min(gt_class.shape) < 1:
@@ -243,7 +271,9 @@ def synthetic_teacher_view(
 
     segment, segment_class = ground_truth_segments(gt_class, gt_instance)
     partners = confusion_partners(class_embeddings, class_names, [tuple(p) for p in params.confusions])
-    segment_features = confused_segment_features(segment_class, class_embeddings, partners, params, rng)
+    instances = segment_instances(segment, len(segment_class), gt_instance)
+    generators = confusion_generators(segment_class, instances, params.confusion_scope, rng, object_seed)
+    segment_features = confused_segment_features(segment_class, class_embeddings, partners, params, generators)
     background = normalize_rows(class_embeddings.mean(axis=0))
     grid = pool_to_patch_grid(segment, segment_features, background, feature_grid_shape(H, W, params.patch_size))
     if params.grid_blur > 0:

@@ -101,10 +101,9 @@ class GroundTruth:
     def classes(self, view: int) -> np.ndarray:
         return self.group["gt_class"][view]
 
-    def instances(self, view: int) -> np.ndarray:
-        if "gt_instance" not in self.group:
-            raise ArtifactError("scene.zarr has no gt_instance array")
-        return self.group["gt_instance"][view]
+    def instances(self, view: int) -> np.ndarray | None:
+        """[H,W] int instance ids (0 = none), or None when the dataset has no instance maps (ScanNet, NICE-SLAM...)."""
+        return self.group["gt_instance"][view] if "gt_instance" in self.group else None
 
 
 def open_ground_truth(path: str | Path) -> GroundTruth:
