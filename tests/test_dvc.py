@@ -87,7 +87,7 @@ TINY = {
     "extract": {"synthetic": {"patch_size": 4}},
     "fuse": {"voxel_size": 0.15},
     "autoencode": {"iterations": 40, "batch_size": 256},
-    "splat": {"iterations": 15, "checkpoint_every": 1000, "refine_start_iter": 5, "refine_every": 5, "refine_stop_iter": 10},
+    "splat": {"iterations": 15, "checkpoint_every": 1000, "refine_start_iter": 5, "refine_every": 5, "refine_stop_iter": 11},
     "evaluate": {"timing_repeats": 1, "overlay_views": 1},
 }
 

@@ -155,6 +155,11 @@ def test_feature_lr_decay():
 def test_config_refuses_an_empty_refine_window():
     with pytest.raises(ValueError, match="refine_start_iter"):
         SplatParams(refine_start_iter=500, refine_stop_iter=100)
+    # step 100 would be the only multiple of 50 after step 50, and the window stops before it
+    with pytest.raises(ValueError, match="no step densifies"):
+        SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=100)
+    SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=101)  # step 100 densifies
+    SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=0)  # densification off
 
 
 # --------------------------------------------------------------------------- training

@@ -108,7 +108,11 @@ class SplatParams(Section):
         "above it split.",
     )
     prune_scale3d: float = Field(
-        0.1, gt=0, description="Prune Gaussians whose largest 3D scale exceeds this fraction of the scene scale."
+        0.1,
+        gt=0,
+        description="Prune Gaussians whose largest 3D scale exceeds this fraction of the scene scale, from the step "
+        "after the first opacity reset on (step > reset_every, as gsplat and 3DGS): it does nothing while "
+        "reset_every >= refine_stop_iter, as at the demo's defaults.",
     )
 
     # ------------------------------------------------------------------ initialisation, rendering, checkpoints
@@ -187,5 +191,13 @@ class SplatParams(Section):
             raise ValueError(
                 f"refine_start_iter ({self.refine_start_iter}) must be below refine_stop_iter "
                 f"({self.refine_stop_iter}); set refine_stop_iter: 0 to switch densification off"
+            )
+        first_refine = (self.refine_start_iter // self.refine_every + 1) * self.refine_every
+        if self.refine_stop_iter and first_refine >= self.refine_stop_iter:
+            raise ValueError(
+                f"no step densifies: a step densifies when refine_start_iter ({self.refine_start_iter}) < step < "
+                f"refine_stop_iter ({self.refine_stop_iter}) and step is a multiple of refine_every "
+                f"({self.refine_every}); widen the window, lower refine_every, or set refine_stop_iter: 0 to switch "
+                "densification off"
             )
         return self
