@@ -18,15 +18,16 @@ def select_gaussians(features: torch.Tensor, query_latent: torch.Tensor, canonic
 def apply_edit(params: dict[str, torch.Tensor], selected: torch.Tensor, action: str,
                colour: tuple[float, float, float] = (1.0, 0.0, 1.0)) -> dict[str, torch.Tensor]:
     """A new parameter dict: 'remove' drops the selection, 'extract' keeps only it, 'recolour' paints it. An empty
-    selection is refused (the edit would change nothing, or extract an empty scene), and so is a removal of every
-    Gaussian."""
+    selection is refused (the edit would change nothing, or extract an empty scene), and so is a removal or an
+    extraction of every Gaussian (an empty scene, or the scene itself)."""
     if action in ("remove", "extract", "recolour") and not bool(selected.any()):
         raise EconsgError(f"{action}: the text selects no Gaussian (0 of {selected.numel()}), so the edit would "
                           f"{'leave an empty scene' if action == 'extract' else 'change nothing'}; try another text or "
                           "a lower --threshold")
-    if action == "remove" and bool(selected.all()):
-        raise EconsgError(f"remove: the text selects every Gaussian ({selected.numel()}), so the edited scene would be "
-                          "empty; try another text or a higher --threshold")
+    if action in ("remove", "extract") and bool(selected.all()):
+        raise EconsgError(f"{action}: the text selects every Gaussian ({selected.numel()}), so the edited scene would "
+                          f"{'be empty' if action == 'remove' else 'be the scene itself'}; try another text or a higher "
+                          "--threshold")
     if action == "remove":
         return {k: v[~selected] for k, v in params.items()}
     if action == "extract":

@@ -18,7 +18,7 @@ from econsg.config import ExtractParams
 from econsg.errors import EconsgError
 from econsg.features.backends import build_text_encoder, embed_classes
 from econsg.scene.data import IGNORE
-from econsg.semantic import latent_logits, segment_latent
+from econsg.semantic import latent_logits, reached, segment_latent
 
 
 class LatentQuery:
@@ -55,18 +55,20 @@ def relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_late
     """P(query | f) against canonical classes: features [..., d], query [d], canonical [C, d] -> [...] in [0,1].
 
     Canonical classes equal to the query (same latent) are dropped so a vocabulary word can be queried too.
+    0 where no Gaussian reached the pixel (F = 0).
     """
     latents = torch.cat([query_latent[None], other_canonical(canonical_latents, query_latent[None])], dim=0)
-    return torch.softmax(latent_logits(features, latents, temperature), dim=-1)[..., 0]
+    return torch.softmax(latent_logits(features, latents, temperature), dim=-1)[..., 0] * reached(features)
 
 
 def lerf_relevancy(features: torch.Tensor, query_latent: torch.Tensor, canonical_latents: torch.Tensor,
                    temperature: float) -> torch.Tensor:
     """LERF's relevancy, as the LERF-OVS protocol scores it (LangSplat's evaluation): for each canonical phrase the
     two-way softmax of the query against it, the smallest over the phrases; features [..., d] -> [...] in [0, 1].
-    min_i softmax([q, c_i] / T)[0] = sigmoid((q - max_i c_i) / T) with q, c_i the cosines with f."""
+    min_i softmax([q, c_i] / T)[0] = sigmoid((q - max_i c_i) / T) with q, c_i the cosines with f; 0 where no Gaussian
+    reached the pixel (F = 0)."""
     logits = latent_logits(features, torch.cat([query_latent[None], canonical_latents]), temperature)
-    return torch.sigmoid(logits[..., 0] - logits[..., 1:].max(dim=-1).values)
+    return torch.sigmoid(logits[..., 0] - logits[..., 1:].max(dim=-1).values) * reached(features)
 
 
 def other_canonical(canonical_latents: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:

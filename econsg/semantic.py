@@ -20,9 +20,16 @@ def latent_logits(features: torch.Tensor, text_latents: torch.Tensor, temperatur
     return nnf.normalize(features, dim=-1) @ nnf.normalize(text_latents, dim=-1).T / temperature
 
 
+def reached(features: torch.Tensor) -> torch.Tensor:
+    """[..., d] -> [...] bool: the pixels some Gaussian reached. The rendered F is exactly 0, the background's,
+    only where none did; its direction, which every score reads, is then undefined."""
+    return features.ne(0).any(dim=-1)
+
+
 def segment_latent(features: torch.Tensor, text_latents: torch.Tensor) -> torch.Tensor:
-    """argmax_c cos(F(u), T_z(c)): [..., d] -> [...] class indices."""
-    return latent_logits(features, text_latents, 1.0).argmax(dim=-1)
+    """argmax_c cos(F(u), T_z(c)): [..., d] -> [...] class indices; IGNORE where no Gaussian reached the pixel."""
+    labels = latent_logits(features, text_latents, 1.0).argmax(dim=-1)
+    return torch.where(reached(features), labels, IGNORE)
 
 
 def weighted_pixel_mean(per_pixel: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,12 @@ def test_bad_extras_are_refused(tmp_path: Path):
     params = random_gaussians(4, sh_degree=1, features=2)
     with pytest.raises(EconsgError, match=r"extra: 'conf' has shape \(3,\), expected \[4\] or \[4, d\]"):
         export_ply(tmp_path / "g.ply", params, {"conf": np.zeros(3)})
-    with pytest.raises(EconsgError, match="extra: key 'f_sem' clashes with params\\['features'\\]"):
+    with pytest.raises(EconsgError, match="extra: key 'f_sem' is reserved"):
         export_ply(tmp_path / "g.ply", params, {"f_sem": np.zeros((4, 2))})
+    # at SH degree 0 no f_rest_* is written, and load_ply would read these back as SH coefficients
+    for key in ("f_rest", "f_rest_0", "f_dc"):
+        with pytest.raises(EconsgError, match=f"extra: key '{key}' is reserved"):
+            export_ply(tmp_path / "g.ply", random_gaussians(4, sh_degree=0), {key: np.zeros((4, 9))})
     with pytest.raises(EconsgError, match="extra: property 'opacity'"):
         export_ply(tmp_path / "g.ply", params, {"opacity": np.zeros(4)})
     with pytest.raises(EconsgError, match="extra: 1-D channel name 'votes_1' ends in _<digits>"):
@@ -95,7 +100,27 @@ def test_bad_extras_are_refused(tmp_path: Path):
     assert not (tmp_path / "g.ply").exists()
     with pytest.raises(EconsgError, match="is a folder; expected the PLY file's path"):  # --out export/
         export_ply(tmp_path, params)
-    assert [p.name for p in tmp_path.parent.glob(".*.tmp")] == []  # no temporary file left beside the folder
+    assert [p.name for p in tmp_path.parent.glob(".*.tmp*")] == []  # no temporary file left beside the folder
+
+
+def test_without_semantics_a_ply_holds_the_standard_record_alone(tmp_path: Path):
+    """SIBR reads a fixed record per Gaussian; any extra property shifts every Gaussian after the first."""
+    params = random_gaussians(4, sh_degree=3, features=2)
+    path = export_ply(tmp_path / "g.ply", params, semantic=False)
+    names = [p.name for p in PlyData.read(str(path))["vertex"].properties]
+    assert len(names) == 3 + 3 + 3 * 16 + 1 + 3 + 4 and not any(n.startswith("f_sem") for n in names)
+    loaded, _ = load_ply(path)
+    assert "features" not in loaded and torch.equal(loaded["means"], params["means"])
+
+
+def test_a_ply_is_readable_by_others_as_the_umask_allows(tmp_path: Path):
+    """A PLY is for viewers and other people: not private to its owner as a temporary file would be (mode 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = export_ply(tmp_path / "g.ply", random_gaussians(4, sh_degree=1))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_load_refuses_missing_and_foreign_files(tmp_path: Path):

@@ -173,6 +173,9 @@ def test_edit_removes_exactly_the_selected_object():
     # an edit that would leave no Gaussian, or change nothing, is refused, not written
     with pytest.raises(EconsgError, match=r"remove: the text selects every Gaussian \(10\)"):
         apply_edit(params, torch.ones(n, dtype=torch.bool), "remove")
+    with pytest.raises(EconsgError, match=r"extract: the text selects every Gaussian \(10\), so the edited scene would be "
+                                          "the scene itself"):
+        apply_edit(params, torch.ones(n, dtype=torch.bool), "extract")
     for action, outcome in (("extract", "leave an empty scene"), ("remove", "change nothing"), ("recolour", "change nothing")):
         with pytest.raises(EconsgError, match=rf"{action}: the text selects no Gaussian \(0 of 10\), so the edit would {outcome}"):
             apply_edit(params, torch.zeros(n, dtype=torch.bool), action)
@@ -187,6 +190,17 @@ def test_subset_scores_count_ignore_predictions_as_errors():
     assert closed["macc"] == pytest.approx((1 / 2 + 1) / 2)
     absent = subset_scores(confusion_matrix(np.array([0]), np.array([0]), 3), [1, 2])
     assert math.isnan(absent["miou"]) and absent["classes"] == []
+
+
+def test_a_pixel_no_gaussian_reached_gets_no_label_and_no_relevancy():
+    """F = 0 (the background's feature) has no direction: argmax would hand such pixels to the first text."""
+    from econsg.query import lerf_relevancy
+
+    features = torch.cat([torch.zeros(1, 3), LATENTS[[0]], 1e-4 * LATENTS[[1]]])  # empty, a wall, a faint sofa
+    assert segment_latent(features, LATENTS).tolist() == [IGNORE, 0, 1]
+    assert segment_texts(features, LATENTS[[2, 1]], LATENTS).tolist() == [IGNORE, IGNORE, 1]
+    assert relevancy(features, LATENTS[1], LATENTS, 0.1)[0] == 0 and relevancy(features, LATENTS[1], LATENTS, 0.1)[2] > 0.9
+    assert lerf_relevancy(features, LATENTS[1], LATENTS[[0, 2]], 0.1)[0] == 0
 
 
 def test_lerf_relevancy_is_the_smallest_pairwise_softmax_against_the_canonical_phrases():

@@ -1,5 +1,9 @@
 """Gaussians <-> the standard 3DGS PLY layout that common viewers (SuperSplat, SIBR, antimatter15) read.
 
+Viewers that read properties by name (SuperSplat, antimatter15, gsplat, nerfstudio) skip the extra ones. SIBR reads
+a fixed record of the standard properties at SH degree 3: give it a file written with semantic=False (`--no-semantic`)
+from Gaussians trained at splat.sh_degree 3.
+
 One binary little-endian `vertex` element, float32 properties in this order:
 x y z, nx ny nz (zeros), f_dc_0..2, f_rest_0..3(K-1)-1, opacity (logit), scale_0..2 (log),
 rot_0..3 (w x y z), then extra per-Gaussian channels. f_rest is channel-major as in 3DGS's
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +30,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
 
+RESERVED = ("f_dc", "f_rest", FEATURE_PREFIX)  # property prefixes load_ply reads as Gaussian parameters
 NORMALS = ("nx", "ny", "nz")  # written (zeros) as the reference 3DGS does; read from nowhere
 
 
@@ -63,8 +67,10 @@ def _columns(params: Mapping[str, object], extra: Mapping[str, np.ndarray] | Non
     for key, value in (extra or {}).items():
         if not isinstance(key, str) or not _NAME.match(key):
             raise EconsgError(f"extra: key {key!r} is not a valid PLY property name (letters, digits, underscores)")
-        if key == FEATURE_PREFIX and "features" in params:
-            raise EconsgError(f"extra: key {key!r} clashes with params['features'], which is written as {FEATURE_PREFIX}_*")
+        indexed = _INDEXED.match(key)
+        if (indexed.group(1) if indexed else key) in RESERVED:
+            raise EconsgError(f"extra: key {key!r} is reserved: load_ply reads f_dc_*, f_rest_* and {FEATURE_PREFIX}_* "
+                              "as colour, SH and semantic features (pass features as params['features']); rename it")
         groups.append((key, _numpy(value)))
     for key, arr in groups:
         if arr.ndim == 1 and arr.shape[0] == n:
@@ -84,28 +90,33 @@ def _columns(params: Mapping[str, object], extra: Mapping[str, np.ndarray] | Non
     return columns
 
 
-def export_ply(path: str | Path, params: Mapping[str, object], extra: Mapping[str, np.ndarray] | None = None) -> Path:
+def export_ply(path: str | Path, params: Mapping[str, object], extra: Mapping[str, np.ndarray] | None = None, *,
+               semantic: bool = True) -> Path:
     """Write raw Gaussian parameters (gaussians.py naming; tensors or arrays) as a 3DGS PLY; returns the path.
 
-    params["features"] [N, d], when present, becomes f_sem_*; `extra` maps names to [N] or [N, d] arrays
-    written as further float32 properties. Atomic: written to a temporary sibling, then renamed.
+    params["features"] [N, d], when present and `semantic`, becomes f_sem_*; `extra` maps names to [N] or [N, d]
+    arrays written as further float32 properties. semantic=False (and no extra) writes the standard properties
+    alone, for viewers that read a fixed record per Gaussian (SIBR). Atomic: written to a temporary sibling, then
+    renamed.
     """
     path = Path(path)
     if path.is_dir():
         raise EconsgError(f"{path}: is a folder; expected the PLY file's path, such as {path / 'gaussians.ply'}")
+    if not semantic:
+        params = {key: value for key, value in params.items() if key != "features"}
     columns = _columns(params, extra)
     n = columns[0][1].shape[0]
     data = np.empty(n, dtype=[(name, "<f4") for name, _ in columns])
     for name, col in columns:
         data[name] = col
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # opened as any file is, so the umask gives its mode
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             PlyData([PlyElement.describe(data, "vertex")], byte_order="<").write(handle)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
