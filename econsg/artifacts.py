@@ -401,7 +401,10 @@ def read_provenance(path: str | Path) -> Provenance:
     """The validated provenance of a store; ArtifactError if it is missing, foreign or stale."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
-        raise ArtifactError(f"{path}: no Zarr store here (expected an artifact written by an econsg stage; run its stage first)")
+        stage = "ingest" if path.name == "scene.zarr" else path.name.removesuffix(".zarr")
+        run = (f"run the {stage} stage first (`econsg run {stage}` or `dvc repro`)" if stage in ARTIFACT_SCHEMAS
+               else "run its stage first")
+        raise ArtifactError(f"{path}: no Zarr store here (expected an artifact written by an econsg stage; {run})")
     try:
         group = zarr.open_group(store=str(path), mode="r")
     except Exception as error:  # zarr raises several types for unreadable stores

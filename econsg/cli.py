@@ -24,6 +24,10 @@ app.add_typer(params_app, name="params")
 app.add_typer(export_app, name="export")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+SemanticOption = Annotated[bool, typer.Option(
+    "--semantic/--no-semantic",
+    help="Write the semantic features as extra f_sem_* properties; --no-semantic writes the standard 3DGS ones alone, "
+    "for viewers that read a fixed record per Gaussian (SIBR).")]
 
 
 def report_error(error: EconsgError) -> None:
@@ -188,7 +192,7 @@ DVC_HEADER = (
 
 KEY_METRICS = {
     "extract": ("views_per_second",),
-    "crr": ("raw_miou", "refined_miou", "refined_coverage"),
+    "crr": ("labelled_share", "raw_miou", "refined_miou", "refined_coverage"),
     "fuse": ("points", "point_label_accuracy", "raw_2d_accuracy_same_points", "agreement_labelled", "agreement_ignored"),
     "autoencode": ("latent_accuracy", "reconstruction_cosine", "train_seconds"),
     "splat": ("train_seconds", "num_gaussians", "test_psnr", "test_ssim"),
@@ -225,8 +229,10 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
             rows = [(key, key in values, values.get(key)) for key in keys]
             rows += [(f"benchmark.{key}", True, value) for key, value in benchmark.items()  # a protocol's own figures
                      if not isinstance(value, (dict, list))]
+            unlabelled = values.get("has_ground_truth") is False  # scores against labels the dataset lacks
             for key, present, value in rows:
-                shown = ("missing" if not present else "n/a" if value is None  # null: NaN, e.g. no open-set class
+                shown = ("n/a (no labels)" if not present and unlabelled else "missing" if not present
+                         else "n/a" if value is None  # null: NaN, e.g. no open-set class
                          else f"{value:.3f}" if isinstance(value, float) else str(value))
                 table.add_row(stage, key, shown)
         plain_console().print(table)
@@ -256,11 +262,11 @@ def _shown_views(views: list[int]) -> str:
     return f"{views[0]}..{views[-1]}" if views and views == list(range(views[0], views[-1] + 1)) else str(views)
 
 
-def _held_out_position(view: int, held_out: list[int], option: str = "--view") -> int:
-    """Where held-out view index `view` (the NNNN of plots/evaluate/view_NNNN.png) sits among `held_out`."""
+def _held_out_position(view: int, held_out: list[int], plots: str | Path) -> int:
+    """Where held-out view index `view` (the NNNN of <plots>/evaluate/view_NNNN.png) sits among `held_out`."""
     if view not in held_out:
-        raise EconsgError(f"{option}: {view} is not a held-out view; the held-out views are {_shown_views(held_out)} "
-                          "(the NNNN of plots/evaluate/view_NNNN.png)")
+        raise EconsgError(f"--view: {view} is not a held-out view; the held-out views are {_shown_views(held_out)} "
+                          f"(the NNNN of {Path(plots) / 'evaluate' / 'view_NNNN.png'})")
     return held_out.index(view)
 
 
@@ -396,7 +402,7 @@ def query(
         canonical = q.text_latents(vocabulary)
         latents = q.text_latents(texts)
         held_out = [int(v) for v in ev.attrs["test_views"]]
-        positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out)]
+        positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out, p.paths.plots)]
         target = out or Path(p.paths.plots) / "query"
         slug = _file_slug(texts)
         written = []
@@ -420,6 +426,7 @@ def edit(
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold (default: evaluate.relevancy_threshold).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output PLY (default: <plots>/edit/<text>_<action>.ply).")] = None,
     view: Annotated[int | None, typer.Option(help="The held-out view rendered before/after, by its index as in plots/evaluate/view_NNNN.png; default: the first.")] = None,
+    semantic: SemanticOption = True,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Select Gaussians by text (relevancy in 3D), then remove, recolour or extract them; writes a PLY and a before/after picture."""
@@ -449,7 +456,7 @@ def edit(
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
         if view is not None:
-            _held_out_position(view, held_out)  # refuses a training view
+            _held_out_position(view, held_out, p.paths.plots)  # refuses a training view
         shown = held_out[0] if view is None else view
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
@@ -458,7 +465,7 @@ def edit(
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, level)
         edited = apply_edit(gaussians, selected, action, rgb)
-        export_ply(ply, edited)
+        export_ply(ply, edited, semantic=semantic)
         viewmat, K = scene.cameras(shown)
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
@@ -514,11 +521,12 @@ def _semantic_gaussians(p, splat_group, device: str = "cpu") -> dict:
 
 
 def _canonical_vocabulary(p, splat_group) -> list[str]:
-    """The evaluation vocabulary where evaluate has run, else the one the splats were trained with."""
-    from econsg.workspace import open_stage
+    """The evaluation vocabulary where evaluate has run, else the one the splats were trained with. Read without
+    evaluate's input check: the vocabulary does not depend on the splats, so a rerun splat leaves it as it was."""
+    from econsg.artifacts import open_artifact
 
     if p.paths.artifact("evaluate").exists():
-        return list(open_stage(p, "evaluate").attrs["eval_vocabulary"])
+        return list(open_artifact(p.paths.artifact("evaluate"), "evaluate").attrs["eval_vocabulary"])
     return list(splat_group.attrs["vocabulary"])
 
 
@@ -590,6 +598,7 @@ def render_path(
 @export_app.command("ply")
 def export_ply_command(
     out: Annotated[Path, typer.Option(help="Output PLY path.")] = Path("export/gaussians.ply"),
+    semantic: SemanticOption = True,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Write the trained Gaussians as a standard 3DGS PLY (semantic features as extra f_sem_* properties)."""
@@ -602,7 +611,7 @@ def export_ply_command(
 
         path = _ply_path(out, "--out")
         gaussians = load_gaussians(open_stage(load_params(params), "splat"))
-        export_ply(path, gaussians)
+        export_ply(path, gaussians, semantic=semantic)
         plain_console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}")
 
     _guard(work)

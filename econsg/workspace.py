@@ -28,20 +28,35 @@ def open_stage(params: Params, stage: str):
     return group
 
 
-def check_inputs_current(params: Params, path: Path) -> None:
-    """Compare the content hash each input had when `path` was written (its provenance) with the input's now, for
-    the inputs that are stores of these params' artifacts folder (matched by name: scene.zarr, crr.zarr, ...)."""
-    provenance = read_provenance(path)
+def stale_input(params: Params, path: Path) -> tuple[str, Path] | None:
+    """(stage, store) of the first input of the store at `path` rewritten since `path` was written: the content hash
+    each input had then (its provenance) against the input's now, for the inputs that are stores of these params'
+    artifacts folder (matched by name: scene.zarr, crr.zarr, ...); None when every one is as it was."""
     stage_of = {params.paths.artifact(stage).name: stage for stage in ARTIFACT_SCHEMAS}
-    for recorded, digest in provenance.inputs.items():
+    for recorded, digest in read_provenance(path).inputs.items():
         stage = stage_of.get(Path(recorded).name)
         current = params.paths.artifact(stage) if stage else None
         if current is None or not (current / "zarr.json").is_file():
             continue
         if read_provenance(current).content_hash != digest:
-            raise ArtifactError(f"{path}: built from another {current.name} than the one there now ({stage} has run "
-                                f"since); rerun the {provenance.stage} stage and what follows (`dvc repro` reruns "
-                                "whatever is stale)")
+            return stage, current
+    return None
+
+
+def check_inputs_current(params: Params, path: Path) -> None:
+    """Refuse the store at `path` when an input has been rewritten since, naming the earliest stage to rerun (the
+    first whose store is stale, which can lie upstream of `path`'s own)."""
+    stale = stale_input(params, path)
+    if stale is None:
+        return
+    stage, current = stale
+    own = read_provenance(path).stage
+    order = list(ARTIFACT_SCHEMAS)
+    upstream = order[: order.index(own)] if own in order else []
+    earliest = next((s for s in upstream if (params.paths.artifact(s) / "zarr.json").is_file()
+                     and stale_input(params, params.paths.artifact(s))), own)
+    raise ArtifactError(f"{path}: built from another {current.name} than the one there now ({stage} has run since); "
+                        f"rerun the {earliest} stage and what follows (`dvc repro` reruns whatever is stale)")
 
 
 TEXT_SPACE_FIELDS = {

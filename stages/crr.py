@@ -84,7 +84,8 @@ def run(params: Params) -> None:
             vocabulary=list(ex.attrs["vocabulary"]),
         )
     metrics["tau1_mean"] = float(np.nanmean(tau1))
-    report(f"crr: {labelled / (len(train) * H * W):.0%} of the training pixels keep a label"
+    metrics["labelled_share"] = labelled / (len(train) * H * W)  # label-free: the share of training pixels crr labels
+    report(f"crr: {metrics['labelled_share']:.0%} of the training pixels keep a label"
            + (f" (tau1 {value_range(thresholds)}, {cfg.tau1_mode})" if cfg.enabled else " (crr disabled: raw labels)"))
     write_json_atomic(params.paths.metrics_file("crr"), metrics)
 

@@ -128,6 +128,11 @@ def test_open_refuses_other_stage_stale_version_and_foreign_store(tmp_path):
         open_artifact(foreign, "fuse")
     with pytest.raises(ArtifactError, match="no Zarr store here"):
         open_artifact(tmp_path / "nothing.zarr", "fuse")
+    # a stage's own store names the stage to run
+    with pytest.raises(ArtifactError, match=r"scene.zarr: no Zarr store here .*run the ingest stage first \(`econsg run ingest`"):
+        open_artifact(tmp_path / "room" / "scene.zarr", "ingest")
+    with pytest.raises(ArtifactError, match=r"crr.zarr: no Zarr store here .*run the crr stage first"):
+        open_artifact(tmp_path / "room" / "crr.zarr", "crr")
 
 
 def test_wrong_dimension_names_are_reported(tmp_path):

@@ -58,7 +58,7 @@ def test_metrics_table_reads_stage_json(tmp_path):
     import json
 
     metrics = tmp_path / "metrics"
-    metrics.mkdir()
+    metrics.mkdir(parents=True)
     (metrics / "crr.json").write_text(json.dumps({"raw_miou": 0.61234, "refined_miou": 0.75}))
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  metrics: {metrics}\n")
@@ -159,7 +159,7 @@ def test_an_invalid_override_is_echoed_as_typed():
 def metrics_of(tmp_path, crr_json: str):
     """`econsg metrics` on a metrics folder holding crr.json alone; its result and the folder."""
     metrics = tmp_path / "metrics"
-    metrics.mkdir()
+    metrics.mkdir(parents=True)
     (metrics / "crr.json").write_text(crr_json)
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  metrics: {metrics}\n")
@@ -217,4 +217,9 @@ def test_metrics_tells_a_null_figure_from_a_missing_one(tmp_path):
     result, _ = metrics_of(tmp_path, '{"raw_miou": 0.6, "refined_miou": null}')
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in result.stdout.splitlines() if "│ crr" in line}
-    assert rows == {"raw_miou": "0.600", "refined_miou": "n/a", "refined_coverage": "missing"}
+    assert rows == {"labelled_share": "missing", "raw_miou": "0.600", "refined_miou": "n/a", "refined_coverage": "missing"}
+    # a scene without labels has no scores against them: said so, not "missing"
+    result, _ = metrics_of(tmp_path / "unlabelled", '{"has_ground_truth": false, "labelled_share": 0.7}')
+    rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in result.stdout.splitlines() if "│ crr" in line}
+    assert rows == {"labelled_share": "0.700", "raw_miou": "n/a (no labels)", "refined_miou": "n/a (no labels)",
+                    "refined_coverage": "n/a (no labels)"}

@@ -21,7 +21,18 @@ def test_unknown_keys_are_refused_with_section_field_location():
     lines = info.value.lines
     assert any(line.startswith("crr.tau_1: unknown key") for line in lines)
     assert any(line.startswith("splat.iterations:") for line in lines)
-    assert any(line.startswith("bogus: unknown key") for line in lines)
+    assert any(line.startswith("bogus: unknown key (not a section or top-level key of params.yaml; check the spelling)")
+               for line in lines)
+
+
+def test_a_misspelt_key_is_answered_with_the_nearest_field():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"splat": {"iteration": 3}, "extract": {"synthetic": {"feature_nois": 1.0}}, "splt": {}})
+    assert sorted(info.value.lines) == [
+        "extract.synthetic.feature_nois: unknown key (not a field of this section; did you mean 'feature_noise'?)",
+        "splat.iteration: unknown key (not a field of this section; did you mean 'iterations'?)",
+        "splt: unknown key (not a section or top-level key of params.yaml; did you mean 'splat'?)",
+    ]
 
 
 def test_a_replaced_key_names_its_replacement():
@@ -119,6 +130,9 @@ def test_a_sections_own_check_names_the_section_without_echoing_its_values():
     ("evaluate", "vocabulary", [], "expected at least one name, or null"),
     ("extract", "vocabulary", ["wall", "wall"], "['wall'] listed more than once"),
     ("extract", "open_set_classes", ["plant", "plant"], "['plant'] listed more than once"),
+    ("extract", "vocabulary", ["wall", "", "bed"], "['']: blank or with spaces around it"),
+    ("extract", "vocabulary", ["wall", " Wall", "bed"], "[' Wall']: blank or with spaces around it"),
+    ("evaluate", "vocabulary", ["wall", "Wall", "bed"], "['Wall', 'wall'] listed more than once (case aside)"),
 ])
 def test_a_vocabulary_with_a_repeated_or_no_name_is_refused(section, key, value, message):
     with pytest.raises(ConfigError) as info:

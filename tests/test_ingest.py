@@ -196,6 +196,15 @@ def test_unknown_layout_lists_what_was_looked_for(tmp_path):
         read_scene(tmp_path / "empty")
 
 
+def test_nerfstudio_names_the_reader_of_transforms_json(tmp_path):
+    from econsg.config import parse_params
+
+    root = write_tiny_blender(tmp_path / "data")
+    assert parse_params({"ingest": {"format": "nerfstudio"}}).ingest.format == "nerfstudio"
+    named, detected = read_scene(root, "nerfstudio"), read_scene(root)
+    assert named.format == detected.format and [f.name for f in named.frames] == [f.name for f in detected.frames]
+
+
 def test_auto_init_voxel_size_follows_the_scene_scale(tmp_path, capsys):
     """The same scene in units 10x smaller (as a COLMAP reconstruction may be): `auto` thins its initial cloud into the
     same points, scaled, and records its median depth; the metric default there draws a warning naming the field."""

@@ -89,6 +89,16 @@ def test_missing_sam_checkpoint_names_file_url_and_key(clip_and_tokenizer, tmp_p
     assert "extract.openclip_sam.sam_checkpoint" in message
 
 
+def test_missing_clip_and_sam_weights_are_named_together(tmp_path):
+    """Both files missing: the one error names both, so one round of downloads is enough."""
+    params = tiny_params(clip_checkpoint=str(tmp_path / "clip.safetensors"), sam_checkpoint=str(tmp_path / "sam.pth"))
+    with pytest.raises(EconsgError) as info:
+        OpenClipSamExtractor(params, device="cpu")
+    first, second = str(info.value).splitlines()
+    assert first.startswith("extract.openclip_sam.clip_checkpoint: CLIP weights file") and "clip.safetensors" in first
+    assert second.startswith("extract.openclip_sam.sam_checkpoint: SAM weights file") and "sam.pth" in second
+
+
 def test_default_sam_path_follows_model_type(clip_and_tokenizer, tmp_path, monkeypatch):
     model, tokenizer = clip_and_tokenizer
     monkeypatch.chdir(tmp_path)
@@ -122,6 +132,7 @@ def test_missing_clip_weights_name_tag_source_and_key(tmp_path):
     assert "https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in message
     assert str(tmp_path) in message
     assert "extract.openclip_sam.clip_checkpoint" in message
+    assert f"`hf download laion/CLIP-ViT-B-16-laion2B-s34B-b88K open_clip_model.safetensors --cache-dir {tmp_path}`" in message
     with pytest.raises(EconsgError, match=r"clip_checkpoint: CLIP weights file '.*nope\.bin' not found"):
         resolve_clip_checkpoint("ViT-B-16", "laion2b_s34b_b88k", str(tmp_path / "nope.bin"))
     with pytest.raises(EconsgError, match="pretrained: 'no_such_tag'"):

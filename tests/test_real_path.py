@@ -45,7 +45,7 @@ def real_run(tmp_path_factory):
     params["extract"].update(backend="openclip_sam", vocabulary=VOCABULARY, open_set_classes=[])
     params["extract"]["openclip_sam"].update(TINY_OPENCLIP_SAM)
     params["autoencode"].update(iterations=30, batch_size=256)
-    params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=8)
+    params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=9)
     params["evaluate"].update(timing_repeats=1, overlay_views=1, vocabulary=EVAL_VOCABULARY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -171,6 +171,9 @@ def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_pat
     assert "raise extract.max_masks to keep them" in capsys.readouterr().err
     with pytest.raises(ArtifactError, match=r"crr.zarr: built from another extract.zarr than the one there now"):
         open_stage(params, "crr")
+    # evaluate read extract.zarr itself, but the stage to rerun is crr, the earliest whose store is stale
+    with pytest.raises(ArtifactError, match=r"evaluate.zarr: built from another extract.zarr .*; rerun the crr stage"):
+        open_stage(params, "evaluate")
 
 
 def test_texts_are_refused_under_another_clip_model_than_extract_used(real_run):

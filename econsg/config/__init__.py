@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
@@ -102,6 +103,18 @@ REPLACED_KEYS = {
 UNION_MEMBER = re.compile(r"\W")  # 'constrained-float', "literal['auto']"
 
 
+def unknown_key_message(parts: list[str]) -> str:
+    """What to say of a key no model has: the section's nearest field name when one is close (a typo)."""
+    model: type[BaseModel] | None = Params
+    for part in parts[:-1]:
+        field = model.model_fields.get(part) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    where = "a section or top-level key of params.yaml" if len(parts) == 1 else "a field of this section"
+    close = difflib.get_close_matches(parts[-1], list(model.model_fields), n=1, cutoff=0.7) if model else []
+    return f"unknown key (not {where}; " + (f"did you mean {close[0]!r}?)" if close else "check the spelling)")
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     """One `section.field: message` line per field pydantic refused; a value no member of a union takes (a number
     or 'auto') gets one line that says what each member expected."""
@@ -114,7 +127,7 @@ def format_validation_error(error: ValidationError) -> list[str]:
         location = ".".join(parts) or "(root)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = REPLACED_KEYS.get(location, "unknown key (not a field of this section; check the spelling)")
+            message = REPLACED_KEYS.get(location) or unknown_key_message(parts)
         elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
             inputs[location] = f" (got {item['input']!r})"  # not a whole section's values, which a section's check sees
         messages.setdefault(location, []).append(message)

@@ -18,13 +18,17 @@ class Section(BaseModel):
 
 
 def unique_names(value: list[str] | None) -> list[str] | None:
-    """A list of class names or texts: refused when empty or when a name repeats (a repeated class would count twice
-    in every mean over classes); None passes."""
+    """A list of class names or texts: refused when empty, when a name is blank or has spaces around it, or when a
+    name repeats, also in another case (a repeated class would count twice in every mean over classes); None passes."""
     if value is None:
         return value
     if not value:
         raise ValueError("expected at least one name, or null")
-    repeated = sorted({name for name in value if value.count(name) > 1})
+    blank = [name for name in value if not name.strip() or name != name.strip()]
+    if blank:
+        raise ValueError(f"{blank}: blank or with spaces around it; expected each name trimmed and non-blank")
+    folded = [name.casefold() for name in value]
+    repeated = sorted({name for name, key in zip(value, folded) if folded.count(key) > 1})
     if repeated:
-        raise ValueError(f"{repeated} listed more than once; expected each name once")
+        raise ValueError(f"{repeated} listed more than once (case aside); expected each name once")
     return value

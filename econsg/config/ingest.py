@@ -12,8 +12,9 @@ from econsg.config.base import SceneLength, Section
 class IngestParams(Section):
     """Reads a dataset folder (any supported layout) into scene.zarr."""
 
-    format: Literal["auto", "blender", "colmap", "replica_nice", "replica_semantic", "scannet", "ovs3d"] = Field(
-        "auto", description="Dataset layout (blender also reads nerfstudio transforms.json); 'auto' detects it from the files present."
+    format: Literal["auto", "blender", "nerfstudio", "colmap", "replica_nice", "replica_semantic", "scannet", "ovs3d"] = Field(
+        "auto", description="Dataset layout ('nerfstudio' is another name of 'blender': one reader takes both kinds of "
+        "transforms.json); 'auto' detects it from the files present."
     )
     downscale: int = Field(
         1, ge=1, le=16, description="Integer factor to shrink images (box filter), intrinsics, depth (each block's lower "

@@ -85,6 +85,15 @@ def check_sam_checkpoint(params: OpenClipSamParams) -> Path:
     return path
 
 
+def missing_sam_checkpoint(params: OpenClipSamParams) -> str | None:
+    """check_sam_checkpoint's message when the SAM weights file is missing, else None."""
+    try:
+        check_sam_checkpoint(params)
+    except EconsgError as error:
+        return str(error)
+    return None
+
+
 def _clip_cache_candidates(model_name: str, pretrained: str, cache_dir: str | None) -> list[Path]:
     """Local files where open_clip would have stored the tag's weights (nothing is downloaded)."""
     import open_clip
@@ -160,7 +169,8 @@ def _clip_sources(cfg: dict, cache_dir: str | None) -> list[str]:
         repo_id, filename = os.path.split(cfg["hf_hub"])
         sources.append(
             f"{filename or _HF_WEIGHT_FILES[0]} of https://huggingface.co/{repo_id} into the Hugging Face cache "
-            f"{cache_dir or constants.HF_HUB_CACHE} (e.g. `huggingface-cli download {repo_id} {filename or _HF_WEIGHT_FILES[0]}`)"
+            f"{cache_dir or constants.HF_HUB_CACHE} (e.g. `hf download {repo_id} {filename or _HF_WEIGHT_FILES[0]}"
+            + (f" --cache-dir {cache_dir}" if cache_dir else "") + "`)"
         )
     if cfg.get("url"):
         sources.append(f"{cfg['url']} into {cache_dir or os.path.expanduser('~/.cache/clip')}")
@@ -540,7 +550,11 @@ class OpenClipSamExtractor:
         self.params = params
         self.device = torch.device(resolve_device(str(device if device is not None else params.device)))
         if clip_model is None:
-            clip_model, loaded_tokenizer = load_clip(params, self.device)
+            try:
+                clip_model, loaded_tokenizer = load_clip(params, self.device)
+            except EconsgError as error:  # name a missing SAM file too: one download should not only reveal the next
+                sam_missing = missing_sam_checkpoint(params) if sam is None else None
+                raise EconsgError(f"{error}\n{sam_missing}" if sam_missing else str(error)) from error
             tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
         elif tokenizer is None:
             import open_clip

@@ -26,6 +26,9 @@ def available_readers() -> dict[str, ModuleType]:
     return {module.FORMAT: module for module in modules}
 
 
+FORMAT_ALIASES = {"nerfstudio": "blender"}  # one reader takes Blender's and nerfstudio's transforms.json
+
+
 def detect_format(root: Path) -> str:
     """The first reader whose `detect` accepts `root`."""
     readers = available_readers()
@@ -40,9 +43,10 @@ def read_scene(root: str | Path, format: str = "auto") -> SceneSource:
     """Read a dataset folder with the named (or detected) reader."""
     root = Path(root)
     if not root.is_dir():
-        raise EconsgError(f"{root}: dataset folder does not exist (set paths.data, or run the synth stage)")
+        raise EconsgError(f"{root}: dataset folder does not exist (set paths.data to your dataset's folder; the demo's "
+                          "own room is written there by the synth stage)")
     readers = available_readers()
-    name = detect_format(root) if format == "auto" else format
+    name = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
     if name not in readers:
         raise EconsgError(f"ingest.format: unknown or unavailable format {name!r}; available: {sorted(readers)}")
     return readers[name].read(root)
