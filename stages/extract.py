@@ -42,7 +42,7 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
             class_embeddings,
             vocabulary_embeddings,
             params.extract.synthetic,
-            params.extract.temperature,
+            params.extract.softmax_temperature,
             np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
             class_names=truth.class_names,
             object_seed=params.seed,
@@ -60,7 +60,7 @@ def unlabelled_training_views_warning(names: list[str]) -> str:
 
 def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):
     images = (scene.image(v) for v in range(scene.num_views))
-    yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.temperature)
+    yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.softmax_temperature)
 
 
 def run(params: Params) -> None:
@@ -118,7 +118,7 @@ def run(params: Params) -> None:
                    "vote within them (the features still used them); raise extract.max_masks to keep them")
         out.create_array("num_masks", (V,), "int32", data=num_masks)
         out.attrs.update(
-            {"vocabulary": vocabulary, "temperature": ex.temperature, "backend": ex.backend, "templates": list(ex.templates)}
+            {"vocabulary": vocabulary, "temperature": ex.softmax_temperature, "backend": ex.backend, "templates": list(ex.templates)}
         )
     write_json_atomic(
         params.paths.metrics_file("extract"),

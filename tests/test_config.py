@@ -152,3 +152,13 @@ def test_an_override_that_is_not_yaml_and_a_home_path_are_refused_in_one_line(tm
     params.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping of sections"):
         load_params(params, ("seed=1",))
+
+
+def test_the_softmax_temperature_follows_the_backend_unless_set():
+    """CLIP's class cosines differ by ~0.05: at the hashed encoder's T = 0.05 its probabilities would be nearly flat."""
+    assert parse_params({}).extract.softmax_temperature == 0.05
+    assert parse_params({"extract": {"backend": "openclip_sam"}}).extract.softmax_temperature == 0.01
+    assert parse_params({"extract": {"backend": "openclip_sam", "temperature": 0.02}}).extract.softmax_temperature == 0.02
+    with pytest.raises(ConfigError) as info:
+        parse_params({"extract": {"temperature": 0}})
+    assert info.value.lines[0].startswith("extract.temperature:")

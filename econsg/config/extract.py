@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +19,9 @@ DEFAULT_CONFUSIONS: tuple[tuple[str, str], ...] = (
     ("wall", "ceiling"),
     ("tv", "cabinet"),
 )
+
+
+AUTO_TEMPERATURE = {"synthetic": 0.05, "openclip_sam": 0.01}  # extract.temperature: auto, per backend
 
 
 class SyntheticTeacherParams(Section):
@@ -108,13 +111,12 @@ class ExtractParams(Section):
         "'plant' is a small, distinct object class of the demo room, so holding it out tests open-vocabulary "
         "queries without removing a structural class (wall, floor) that the rest of the scene depends on.",
     )
-    temperature: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Softmax temperature T of p = softmax(cos(F, t) / T). CLIP's cosines differ by ~0.05 between "
-        "classes and use T = 0.01; the hashed text encoder's differ by ~0.3, so 0.05 gives probabilities of "
-        "comparable sharpness.",
+    temperature: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Softmax temperature T of p = softmax(cos(F, t) / T), in (0, 1], or auto: the backend's own. "
+        "CLIP's cosines differ by ~0.05 between classes and use T = 0.01 (auto for openclip_sam); the hashed text "
+        "encoder's differ by ~0.3, so 0.05 gives probabilities of comparable sharpness (auto for synthetic). At "
+        "0.05 CLIP's probabilities are nearly flat, and crr's tau2 ignores most pixels.",
     )
     feature_dim: int = Field(512, ge=2, le=4096, description="Feature width D (512 = CLIP ViT-B).")
     templates: list[str] = Field(
@@ -150,6 +152,13 @@ class ExtractParams(Section):
     @classmethod
     def _unique_open_set(cls, value: list[str]) -> list[str]:
         return unique_names(value) if value else value
+
+    @property
+    def softmax_temperature(self) -> float:
+        """T of p = softmax(cos(F, t) / T): the set value, or the backend's own for 'auto'."""
+        if self.temperature != "auto":
+            return float(self.temperature)
+        return AUTO_TEMPERATURE[self.backend]
 
     @model_validator(mode="after")
     def _vocabulary_disjoint(self) -> ExtractParams:
