@@ -60,20 +60,37 @@ class CRRResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def confidence_histogram(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
-    """[bins] int64 counts of confidences in [0, 1] (values outside are clipped); sums of these merge views."""
+def _binned(confidence: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(finite confidences clipped to [0, 1], float64; the histogram bin of each)."""
     values = np.clip(np.asarray(confidence, dtype=np.float64).ravel(), 0.0, 1.0)
     values = values[np.isfinite(values)]
-    index = np.minimum((values * bins).astype(np.int64), bins - 1)
+    return values, np.minimum((values * bins).astype(np.int64), bins - 1)
+
+
+def confidence_histogram(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
+    """[bins] int64 counts of confidences in [0, 1] (values outside are clipped); sums of these merge views."""
+    _, index = _binned(confidence, bins)
     return np.bincount(index, minlength=bins).astype(np.int64)
 
 
-def quantile_from_histogram(histogram: np.ndarray, q: float) -> float:
+def bin_extremes(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """([bins] smallest, [bins] largest) confidence in each histogram bin (inf, -inf where empty); np.minimum and
+    np.maximum of these merge views."""
+    values, index = _binned(confidence, bins)
+    lowest, highest = np.full(bins, np.inf), np.full(bins, -np.inf)
+    np.minimum.at(lowest, index, values)
+    np.maximum.at(highest, index, values)
+    return lowest, highest
+
+
+def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """The q-quantile of the confidences a [bins] histogram over [0, 1] counts, to within 1 / bins.
 
     The first bin at which the cumulative share reaches q, interpolated linearly within it (its values taken as spread
     evenly), so that a share of about 1 - q lies at or above it. (Its upper edge would leave out the whole bin: a
-    confident teacher with 45 % of its pixels in the last bin, above 0.9998, got tau1 = 1.0 and no pixel kept.)
+    confident teacher with 45 % of its pixels in the last bin, above 0.9998, got tau1 = 1.0 and no pixel kept.) With
+    the bins' `extremes` (bin_extremes), a bin that holds one value alone (many pixels at one confidence: a saturated
+    or quantised teacher) gives that value, as an exact quantile would: interpolating past it would drop them all.
     """
     histogram = np.asarray(histogram)
     total = histogram.sum()
@@ -83,6 +100,8 @@ def quantile_from_histogram(histogram: np.ndarray, q: float) -> float:
         raise EconsgError(f"q: got {q}, expected a quantile in (0, 1]")
     cumulative = np.cumsum(histogram) / total
     first = min(int(np.searchsorted(cumulative, q - 1e-12)), len(histogram) - 1)
+    if extremes is not None and extremes[0][first] == extremes[1][first]:
+        return float(extremes[0][first])
     before = float(cumulative[first - 1]) if first else 0.0
     inside = (q - before) / max(float(cumulative[first]) - before, 1e-300)
     return float((first + min(max(inside, 0.0), 1.0)) / len(histogram))
@@ -117,18 +136,20 @@ def crr_threshold(
     if mode == "relative":
         values = [tau1 * float(np.max(c)) if np.size(c) else tau1 for c in confidences]
         return np.asarray(values, dtype=np.float32)
-    total = None
+    total = lowest = highest = None
     count = 0
     for c in confidences:
         count += 1
         if mode == "quantile":
-            h = confidence_histogram(c)
+            h, (lo, hi) = confidence_histogram(c), bin_extremes(c)
             total = h if total is None else total + h
+            lowest = lo if lowest is None else np.minimum(lowest, lo)
+            highest = hi if highest is None else np.maximum(highest, hi)
     if mode == "absolute":
         return np.full(count, tau1, dtype=np.float32)
     if total is None:
         return np.zeros(0, dtype=np.float32)
-    return np.full(count, quantile_from_histogram(total, tau1), dtype=np.float32)
+    return np.full(count, quantile_from_histogram(total, tau1, (lowest, highest)), dtype=np.float32)
 
 
 def _check_inputs(labels, probs, masks, features_grid) -> None:

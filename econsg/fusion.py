@@ -670,11 +670,11 @@ def fuse_multiview_features(
         if use_depth:
             xyz, pix = backproject_depth(view.depth, view.K, view.c2w, max_depth=max_depth)
         else:
+            if source == "depth":
+                raise EconsgError(f"depth: source is 'depth' but view {view.view_id} has no depth map")
             if points is None:
                 why = "source is 'points'" if source == "points" else f"view {view.view_id} has no depth"
                 raise EconsgError(f"points: a point cloud is required ({why})")
-            if source == "depth":
-                raise EconsgError(f"depth: source is 'depth' but view {view.view_id} has no depth map")
             xyz, pix = points_seen_in_view(points, view.K, view.c2w, w, h, depth_tolerance, max_depth)
         conf = None
         if use_confidence_weights and view.confidence is not None:

@@ -180,7 +180,8 @@ def test_thresholds_absolute_relative_quantile():
     assert q.shape == (2,) and q[0] == q[1] and abs(q[0] - 0.25) < 2e-3
     hist = confidence_histogram(values)
     q2 = crr_threshold(mode="quantile", tau1=0.25, histogram=hist, num_views=3)
-    np.testing.assert_allclose(q2, [q[0]] * 3)
+    # from counts alone the threshold is interpolated inside the bin; streamed, each bin's one value is known exactly
+    assert q2.shape == (3,) and (q2 == q2[0]).all() and abs(q2[0] - q[0]) < 1 / QUANTILE_BINS
 
 
 def test_a_quantile_in_a_crowded_bin_keeps_the_share_asked_for():
@@ -194,6 +195,14 @@ def test_a_quantile_in_a_crowded_bin_keeps_the_share_asked_for():
     uniform = rng.uniform(0.0, 1.0, 100_000).astype(np.float32)
     for q in (0.3, 0.55, 0.9):
         assert (uniform >= crr_threshold([uniform], mode="quantile", tau1=q)[0]).mean() == pytest.approx(1 - q, abs=0.005)
+
+
+def test_a_quantile_at_a_block_of_equal_confidences_keeps_the_block():
+    """60 % of the pixels at 0.5 and 40 % at 0.9: the exact 0.55 quantile is 0.5, which keeps every pixel; a threshold
+    interpolated inside 0.5's bin as if its values were spread would drop the whole block."""
+    confidence = np.concatenate([np.full(6_000, 0.5), np.full(4_000, 0.9)]).astype(np.float32)
+    tau1 = crr_threshold([confidence[:5_000], confidence[5_000:]], mode="quantile", tau1=0.55)[0]
+    assert tau1 == pytest.approx(np.quantile(confidence, 0.55)) and (confidence >= tau1).all()
 
 
 def test_bad_arguments_are_refused():

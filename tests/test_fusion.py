@@ -320,6 +320,8 @@ def test_fuse_multiview_features_depth_and_points_sources_agree():
     assert (again.vote_share > 0.5).all()
     with pytest.raises(EconsgError, match="points: a point cloud is required"):
         fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2)
+    with pytest.raises(EconsgError, match="depth: source is 'depth' but view 0 has no depth map"):
+        fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2, source="depth")
     capped = fuse_multiview_features(views, voxel_size=0.1, feature_dim=6, num_classes=2, max_points=10,
                                      generator=np.random.default_rng(0))  # fmt: skip
     assert len(capped) == 10

@@ -31,7 +31,8 @@ class AutoencodeParams(Section):
     batch_size: int = Field(1024, ge=1, description="Fused points per minibatch (capped at the number of points).")
     lr: float = Field(2e-3, gt=0, lt=1, description="Adam learning rate (cosine-decayed to 1 % over the run).")
     temperature: float = Field(
-        0.05, gt=0, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms."
+        0.05, gt=0, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms "
+        "(no effect with loss: authors, which has no CE term)."
     )
     loss: Literal["paper", "authors"] = Field(
         "paper",
@@ -44,7 +45,8 @@ class AutoencodeParams(Section):
         "crr labelled (fuse.zarr's labelled_share), so a point crr mostly ignored, such as a class the training "
         "vocabulary lacks, pulls its latent toward its few labels that much less; 'label_support': the share of its "
         "samples that carry its fused label (labelled_share x vote_share), so contested labels weigh less too; "
-        "'uniform': every labelled point alike (METHOD.md's formula). docs/results.md, 'CE weights of the fused points'.",
+        "'uniform': every labelled point alike (METHOD.md's formula). docs/results.md, 'CE weights of the fused points'. "
+        "No effect with loss: authors, which has no CE term.",
     )
     unit_latents: bool = Field(
         True,
