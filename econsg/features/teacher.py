@@ -18,8 +18,9 @@ Features (mimicking pixel-level CLIP: blurry at boundaries, noisy, sometimes con
    `patch_size` pixels (grid h = round(H / patch_size), w = round(W / patch_size); pixel centre y falls in
    cell floor(y * h / H)), so cells straddling a boundary mix classes; optional Gaussian blur of the grid
    (`grid_blur`, in cells).
-4. Noise: i.i.d. Gaussian noise per cell and component, std feature_noise / sqrt(D) (so `feature_noise` is
-   the expected noise norm relative to the unit clean feature); renormalise; float16. Bilinear
+4. Noise: i.i.d. Gaussian noise per cell and component, drawn afresh in every view (so fusing views averages
+   it, where a real VLM's error on a surface is partly the same from view to view), std feature_noise / sqrt(D)
+   (so `feature_noise` is the expected noise norm relative to the unit clean feature); renormalise; float16. Bilinear
    up-sampling turns the noise into blotches inside objects, which mask votes can repair.
 5. Labels and confidence: argmax and max of softmax(cos(F, t) / T) over the training vocabulary, exactly as
    a real backend computes them (`pixel_probabilities`).
