@@ -61,10 +61,11 @@ def audit_keys(vocabulary: Sequence[str], palette: np.ndarray, with_agreement: b
     return viz.stack(keys)
 
 
-def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str], agreement=None):
-    """The audit picture of one view (PIL image) with a legend of the vocabulary's colours; `agreement` [H,W] (fuse's,
-    None before fuse has run) adds its tile."""
-    palette = viz.class_palette(len(vocabulary))
+def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabulary: Sequence[str], agreement=None,
+                palette=None):
+    """The audit picture of one view (PIL image) with a legend of the vocabulary's colours (`palette` [C,3], one per
+    vocabulary class; default: by position); `agreement` [H,W] (fuse's, None before fuse has run) adds its tile."""
+    palette = viz.class_palette(len(vocabulary)) if palette is None else palette
     tiles = [
         ("image", image),
         ("raw labels", viz.colour_labels(raw, palette)),
@@ -84,19 +85,22 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
     """Write one panel per view, a contact sheet and an index.html; returns the panel paths. With `fuse` (its store),
     each panel shows the multi-view agreement too."""
     vocabulary = list(extract.attrs["vocabulary"])
+    palette = viz.named_palette(vocabulary, scene.class_names or vocabulary)  # evaluate's colours: the scene's classes
     paths = []
     for v in track(views, "audit: panels"):
         n = int(extract["num_masks"][v])
         picture = audit_panel(
             scene.image(v), extract["labels"][v], extract["confidence"][v], extract["masks"][v, :n],
             crr["refined_labels"][v], crr["feature_source"][v], vocabulary,
-            None if fuse is None else fuse["agreement"][v],
+            None if fuse is None else fuse["agreement"][v], palette,
         )
         paths.append(viz.save_png(picture, out_dir / f"view_{v:04d}.png"))
     if paths:
         viz.contact_sheet(paths, out_dir / "contact_sheet.png")
     rows = "\n".join(
-        f'<figure><img src="{p.name}" width="720"><figcaption>{html.escape(p.stem)}</figcaption></figure>' for p in paths
+        f'<figure><a href="{p.name}"><img src="{p.name}" style="max-width: 100%"></a>'
+        f"<figcaption>{html.escape(p.stem)} (click for the full-size panel)</figcaption></figure>"
+        for p in paths
     )
     (out_dir / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>econsg crr audit</title>"

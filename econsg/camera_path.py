@@ -28,6 +28,23 @@ def path_parameters(num_keys: int, frames_per_segment: int, loop: bool) -> np.nd
     return np.arange(count) / frames_per_segment
 
 
+def order_by_heading(c2w: np.ndarray) -> list[int]:
+    """Key cameras c2w [K,4,4] (OpenCV) in order of their heading: the azimuth of each viewing direction about the
+    cameras' mean up direction, starting from the first camera's. A path through held-out views in index order can
+    swing back and forth across the scene (the demo's turned 125 degrees between keys); in heading order it pans."""
+    c2w = np.asarray(c2w, np.float64)
+    up = -c2w[:, :3, 1].mean(axis=0)  # OpenCV: image y points down
+    up /= max(np.linalg.norm(up), 1e-12)
+    forward = c2w[:, :3, 2]
+    east = np.cross(up, forward[0])
+    if np.linalg.norm(east) < 1e-6:  # the first camera looks along up: any horizontal axis will do
+        east = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    east /= np.linalg.norm(east)
+    north = np.cross(east, up)
+    heading = np.arctan2(forward @ east, forward @ north)
+    return [int(i) for i in np.argsort(np.mod(heading - heading[0], 2 * np.pi), kind="stable")]
+
+
 def interpolate_cameras(c2w: np.ndarray, Ks: np.ndarray, frames_per_segment: int, loop: bool = False
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Key cameras c2w [K,4,4] (camera-to-world), Ks [K,3,3] -> the path's (c2w [M,4,4], Ks [M,3,3]), float64."""

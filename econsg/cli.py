@@ -354,9 +354,21 @@ def _fuse_store(p):
         return None
 
 
-def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level):
+def _picture_classes(p) -> list[str]:
+    """The class list a run's pictures colour by, as evaluate's do: its class names where evaluate has run, else the
+    scene's classes, else extract's vocabulary (read without input checks: names only)."""
+    from econsg.artifacts import open_artifact
+
+    if (p.paths.artifact("evaluate") / "zarr.json").is_file():
+        return list(open_artifact(p.paths.artifact("evaluate"), "evaluate").attrs["class_names"])
+    classes = list(open_artifact(p.paths.artifact("ingest"), "ingest").attrs["class_names"])
+    return classes or list(open_artifact(p.paths.artifact("extract"), "extract").attrs["vocabulary"])
+
+
+def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level, classes):
     """One text: (render | relevancy against the canonical classes | mask above `level`, share of pixels masked);
-    several: (render | segmentation by the texts, pixels a canonical class wins left unlabelled, with a key, None)."""
+    several: (render | segmentation by the texts, pixels a canonical class wins left unlabelled, with a key, None).
+    A text that names one of the run's `classes` takes that class's colour in every picture."""
     import numpy as np
 
     from econsg import viz
@@ -369,7 +381,7 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
                  (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
         return viz.with_legend(viz.panel(tiles), viz.ramp_key(f"relevancy (mask > {level:g})", "0", "1")), float(mask.mean())
     labels = segment_texts(features, latents, canonical).numpy()
-    palette = viz.class_palette(len(texts))
+    palette = viz.named_palette(texts, classes)
     shaded = np.where((labels >= 0)[..., None], viz.overlay(rgb, viz.colour_labels(labels, palette), 0.6), viz.to_uint8(rgb))
     tiles = [(title, rgb), ("segmentation (unshaded: none of the texts)", shaded)]
     return viz.with_legend(viz.panel(tiles), viz.legend(texts, palette, with_ignore=False)), None
@@ -409,7 +421,7 @@ def query(
         for i in positions:
             features = torch.from_numpy(np.asarray(ev["feature_maps"][i], np.float32))
             picture, coverage = _query_picture("render", ev["renders"][i], features, texts, latents, canonical,
-                                               p.splat.temperature, level)  # fmt: skip
+                                               p.splat.temperature, level, list(ev.attrs["class_names"]))  # fmt: skip
             if coverage is not None:
                 plain_console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels")
             written.append(viz.save_png(picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
@@ -471,9 +483,10 @@ def edit(
         with torch.no_grad():
             before = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
             after = render_gaussians(edited, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
-        picture = viz.save_png(viz.panel([("before", before), (f"after: {action} '{text}'", after)]),
-                               ply.with_name(f"{ply.stem}_before_after.png"))
         summary = selection_summary(selected)
+        picture = viz.save_png(viz.panel([(f"before (view {shown})", before),
+                                          (f"after: {action} '{text}' ({summary['selected']} of {summary['total']})", after)]),
+                               ply.with_name(f"{ply.stem}_before_after.png"))
         plain_console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
@@ -533,7 +546,7 @@ def _canonical_vocabulary(p, splat_group) -> list[str]:
 @app.command("render")
 def render_path(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts that label each frame (default: the evaluation vocabulary).")] = None,
-    through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views).")] = None,
+    through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views, in order of heading).")] = None,
     frames: Annotated[int, typer.Option(min=1, help="Frames from one key view to the next.")] = 8,
     loop: Annotated[bool, typer.Option(help="Return from the last key view to the first.")] = False,
     fps: Annotated[float, typer.Option(min=0.1, max=50, help="Frame rate of the GIF (GIF players slow rates above 50 "
@@ -549,7 +562,7 @@ def render_path(
         import torch
 
         from econsg import viz
-        from econsg.camera_path import interpolate_cameras
+        from econsg.camera_path import interpolate_cameras, order_by_heading
         from econsg.config import load_params
         from econsg.device import resolve_device
         from econsg.progress import track
@@ -573,11 +586,14 @@ def render_path(
         chosen = list(texts) if texts else vocabulary
         q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), device)
         latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
+        if through is None:  # the held-out views in order of heading, so that the camera pans instead of swinging
+            keys = [keys[i] for i in order_by_heading(scene.c2w[keys])]
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
         target = out or Path(p.paths.plots) / "render"
         for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
             stale.unlink()
         sh = int(sp.attrs["sh_degree"])
+        classes = _picture_classes(p)
         viewmats = torch.from_numpy(np.linalg.inv(c2w)).float().to(device)  # the whole path's cameras, once
         path_Ks = torch.from_numpy(Ks).float().to(device)
         pictures = []
@@ -587,10 +603,11 @@ def render_path(
                 frame = render_gaussians(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height, sh,
                                          p.splat.backend, True)  # fmt: skip
             picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
-                                        chosen, latents, canonical, p.splat.temperature, level)  # fmt: skip
+                                        chosen, latents, canonical, p.splat.temperature, level, classes)  # fmt: skip
             pictures.append(viz.save_png(picture, target / "frames" / f"frame_{i:0{digits}d}.png"))
-        gif = viz.save_gif(pictures, target / "path.gif", fps)
-        plain_console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif}")
+        gif = viz.save_gif(pictures, target / "path.gif", fps, keep=[tuple(c) for c in viz.named_palette(chosen, classes)])
+        plain_console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif} "
+                              f"({1000 / viz.gif_delay_ms(fps):.3g} fps: GIF delays are whole hundredths of a second)")
 
     _guard(work)
 

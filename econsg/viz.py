@@ -60,6 +60,16 @@ def class_palette(num_classes: int) -> np.ndarray:
     return np.array(colours, dtype=np.uint8).reshape(-1, 3)
 
 
+def named_palette(names: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    """[len(names),3] uint8 colours by name, the same in every picture of a run: a name of `reference` (the run's
+    class list, in its order) takes that class's colour, any other name (a query text) the next colours in turn."""
+    reference = list(reference)
+    others = [name for name in dict.fromkeys(names) if name not in reference]
+    index = {name: i for i, name in enumerate(reference + others)}
+    palette = class_palette(len(index))
+    return palette[[index[name] for name in names]].reshape(-1, 3)
+
+
 @cache
 def _farther_colours(count: int) -> list[tuple[int, int, int]]:
     """`count` colours after Kelly's, each the one of a 7-level RGB grid farthest in CIELAB from those taken (Kelly's,
@@ -215,19 +225,59 @@ def save_png(image: Image.Image | np.ndarray, path: Path) -> Path:
 
 
 GIF_MAX_FPS = 50  # GIF delays are hundredths of a second, and players slow 0-1 of them to 10 fps
+GIF_PALETTE_SAMPLES = 8  # frames the shared palette is drawn from
 
 
-def save_gif(frames: Sequence[Path], path: Path, fps: float) -> Path:
-    """An animated GIF of the PNG files `frames` that loops forever, `fps` (<= GIF_MAX_FPS) frames a second; the files
-    are read one at a time, so that a long path does not hold every frame in memory."""
+def gif_delay_ms(fps: float) -> int:
+    """A frame's delay for `fps`, in whole hundredths of a second as GIF stores it (Pillow would round 1000 / fps down:
+    8 fps played at 8.33)."""
+    return 10 * max(1, int(100 / fps + 0.5))
+
+
+def shared_palette(frames: Sequence[Path], keep: Sequence[tuple[int, int, int]] = ()) -> Image.Image:
+    """One 256-colour palette for every frame of a GIF: the colours `keep` exactly (a legend's, text's, background's),
+    then an adaptive palette of a few frames spread over the path for the rest (renders, overlays)."""
+    keep = list(dict.fromkeys(tuple(int(v) for v in colour) for colour in keep))[:128]  # entries 0.. in this order
+    picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(len(frames), GIF_PALETTE_SAMPLES)).round().astype(int)]
+    tiles = []
+    for frame in picks:
+        with Image.open(frame) as image:
+            tiles.append(np.asarray(image.convert("RGB")))
+    height = max(t.shape[0] for t in tiles)
+    mosaic = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), mode="edge") for t in tiles], axis=1)
+    adaptive = Image.fromarray(mosaic).quantize(256 - len(keep), method=Image.Quantize.MEDIANCUT).getpalette()
+    entries = [v for colour in keep for v in colour] + list(adaptive[: 3 * (256 - len(keep))])
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(entries + [0] * (768 - len(entries)))
+    return palette
+
+
+def save_gif(frames: Sequence[Path], path: Path, fps: float, keep: Sequence[tuple[int, int, int]] = ()) -> Path:
+    """An animated GIF of the PNG files `frames` that loops forever, `fps` (<= GIF_MAX_FPS, to whole hundredths of a
+    second a frame) frames a second, every frame on one palette without dithering, which holds the colours `keep`
+    exactly (`shared_palette`: a class keeps its legend colour in every frame, where a palette per frame let it drift
+    or merge with another); the files are read one at a time, so that a long path does not hold every frame in memory."""
     if not frames:
         raise ValueError("save_gif: no frames")
     if not 0 < fps <= GIF_MAX_FPS:
         raise ValueError(f"save_gif: fps {fps}, expected (0, {GIF_MAX_FPS}]")
     path.parent.mkdir(parents=True, exist_ok=True)
-    rest = (Image.open(frame) for frame in frames[1:])
-    with Image.open(frames[0]) as first:
-        first.save(path, save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
+    exact = list(dict.fromkeys(tuple(int(v) for v in colour) for colour in [(255, 255, 255), (0, 0, 0), *keep]))[:128]
+    palette = shared_palette(frames, exact)
+
+    def indexed(frame: Path) -> Image.Image:
+        with Image.open(frame) as image:
+            rgb = image.convert("RGB")
+        out = rgb.quantize(palette=palette, dither=Image.Dither.NONE)  # Pillow's nearest colour is approximate
+        index, pixels = np.array(out), np.asarray(rgb)
+        for i, colour in enumerate(exact):  # so the kept colours are set exactly: palette entry i is exact[i]
+            index[(pixels == colour).all(axis=-1)] = i
+        indexed = Image.fromarray(index, mode="P")
+        indexed.putpalette(palette.getpalette())
+        return indexed
+
+    rest = (indexed(frame) for frame in frames[1:])
+    indexed(frames[0]).save(path, save_all=True, append_images=rest, duration=gif_delay_ms(fps), loop=0)
     return path
 
 

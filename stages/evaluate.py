@@ -104,8 +104,10 @@ def run(params: Params) -> None:
         params=stage_params(params, "evaluate"),
         inputs=[scene.group, ex, ae, sp],
     ) as out:
-        for stale in plots.glob("view_*.png"):  # `dvc repro` clears its outputs, `econsg run` does not (after the lock)
-            stale.unlink()
+        # `dvc repro` clears its outputs, `econsg run` does not: a labelled run's confusion.png would outlive an
+        # unlabelled rerun
+        for stale in [*plots.glob("view_*.png"), plots / "confusion.png", plots / "per_class_iou.json"]:
+            stale.unlink(missing_ok=True)
         pred_arr = out.create_array("pred_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         gt_arr = out.create_array("gt_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         teacher_arr = out.create_array("teacher_labels", (len(test), H, W), "int16", per_view=True)
@@ -143,7 +145,7 @@ def run(params: Params) -> None:
                     conf_oracle += confusion_matrix(oracle_labels(rendered.features[0][..., d:]), scored, C)
                 tiles.append(("ground truth", viz.colour_labels(gt, palette)))
             if i < cfg.overlay_views:
-                tiles += [("teacher 2D", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
+                tiles += [("teacher 2D (eval vocabulary)", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
                           ("overlay", np.where((pred >= 0)[..., None], viz.overlay(rgb_np, viz.colour_labels(pred, palette)),
                                                rgb_np))]  # pixels no class won stay as rendered, not darkened
                 shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, gts.get(scene.names[v], pred))]))

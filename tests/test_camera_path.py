@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from econsg.errors import EconsgError
-from econsg.camera_path import interpolate_cameras, path_parameters
+from econsg.camera_path import interpolate_cameras, order_by_heading, path_parameters
 
 
 def pose(axis_angle, centre) -> np.ndarray:
@@ -63,3 +63,19 @@ def test_bad_keys_are_refused_with_what_was_expected():
         interpolate_cameras(scaled, KS, 4)
     with pytest.raises(EconsgError, match=r"expected \[K,4,4\] and \[K,3,3\]"):
         interpolate_cameras(KEYS, KS[:2], 4)
+
+
+def test_keys_in_order_of_heading_pan_instead_of_swinging_back_and_forth():
+    """Six cameras looking out from a room's middle, listed as 0, 180, 60, 240, 120, 300 degrees: in that order the
+    path turns 180 or 120 degrees between keys; in order of heading 60 each."""
+    headings = np.radians([0, 180, 60, 240, 120, 300])
+    keys = np.stack([pose([0, h, 0], [0.1 * i, 0, 0]) for i, h in enumerate(headings)])
+
+    def turns(order):
+        R = keys[order][:, :3, :3]
+        return [np.degrees(Rotation.from_matrix(R[i].T @ R[i + 1]).magnitude()) for i in range(len(R) - 1)]
+
+    order = order_by_heading(keys)
+    assert order[0] == 0 and sorted(order) == list(range(6))
+    np.testing.assert_allclose(turns(order), [60] * 5, atol=1e-9)
+    assert max(turns(list(range(6)))) > 100

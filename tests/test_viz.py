@@ -68,3 +68,38 @@ def test_a_gif_is_written_from_frame_files_at_the_asked_rate_and_refuses_rates_p
         assert read.n_frames == 3 and read.info["duration"] == 50
     with pytest.raises(ValueError, match="fps 60"):
         viz.save_gif(frames, tmp_path / "fast.gif", fps=60)
+    assert [viz.gif_delay_ms(fps) for fps in (8, 15, 40, 50)] == [130, 70, 30, 20]  # whole hundredths, nearest
+
+
+def test_a_gif_keeps_every_legend_colour_exact_in_every_frame(tmp_path):
+    """A palette per frame (Pillow's default) moved 30 of these 48 swatches off their colour: a class then showed in
+    another colour than its legend's, or in the same as another class."""
+    swatches = viz.class_palette(12)
+    yy, xx = np.mgrid[0:96, 0:128]
+    frames = []
+    for i in range(4):
+        frame = np.stack([(2 * xx + 20 * i) % 256, (2 * yy) % 256, ((xx + yy) * (i + 1)) % 256], -1).astype(np.uint8)
+        for c, colour in enumerate(swatches):
+            frame[88:94, 6 * c : 6 * c + 6] = colour  # the legend, the same in every frame
+        frame[: 10 * (i + 1), :10] = swatches[i]  # a class region that grows frame by frame
+        frames.append(viz.save_png(frame, tmp_path / f"frame_{i}.png"))
+    gif = viz.save_gif(frames, tmp_path / "path.gif", fps=8, keep=[tuple(c) for c in swatches])
+    with Image.open(gif) as read:
+        for i in range(4):
+            read.seek(i)
+            rgb = np.asarray(read.convert("RGB"))
+            for c, colour in enumerate(swatches):
+                assert (rgb[88:94, 6 * c : 6 * c + 6] == colour).all(), (i, c)
+            assert (rgb[: 10 * (i + 1), :10] == swatches[i]).all()
+
+
+def test_a_name_keeps_its_colour_in_every_picture_of_a_run():
+    """evaluate colours by the scene's class list, audit by the training vocabulary (no open-set class), query by the
+    texts typed: each picks its colours by name from the run's class list, so the tv is one colour in all three."""
+    scene = ["wall", "plant", "tv", "bed"]
+    colours = viz.class_palette(len(scene))
+    np.testing.assert_array_equal(viz.named_palette(scene, scene), colours)  # evaluate
+    np.testing.assert_array_equal(viz.named_palette(["wall", "tv", "bed"], scene), colours[[0, 2, 3]])  # audit
+    typed = viz.named_palette(["bed", "a striped armchair", "tv", "a lamp"], scene)  # query: two texts not in the list
+    np.testing.assert_array_equal(typed[[0, 2]], colours[[3, 2]])
+    np.testing.assert_array_equal(typed[[1, 3]], viz.class_palette(6)[[4, 5]])
