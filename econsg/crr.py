@@ -60,27 +60,21 @@ class CRRResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _binned(confidence: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """(finite confidences clipped to [0, 1], float64; the histogram bin of each)."""
+def histogram_and_extremes(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """([bins] int64 counts, [bins] smallest, [bins] largest) of confidences in [0, 1] (values outside are clipped;
+    inf / -inf where a bin is empty); sums, np.minimum and np.maximum of these merge views."""
     values = np.clip(np.asarray(confidence, dtype=np.float64).ravel(), 0.0, 1.0)
     values = values[np.isfinite(values)]
-    return values, np.minimum((values * bins).astype(np.int64), bins - 1)
+    index = np.minimum((values * bins).astype(np.int64), bins - 1)
+    lowest, highest = np.full(bins, np.inf), np.full(bins, -np.inf)
+    np.minimum.at(lowest, index, values)
+    np.maximum.at(highest, index, values)
+    return np.bincount(index, minlength=bins).astype(np.int64), lowest, highest
 
 
 def confidence_histogram(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
     """[bins] int64 counts of confidences in [0, 1] (values outside are clipped); sums of these merge views."""
-    _, index = _binned(confidence, bins)
-    return np.bincount(index, minlength=bins).astype(np.int64)
-
-
-def bin_extremes(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """([bins] smallest, [bins] largest) confidence in each histogram bin (inf, -inf where empty); np.minimum and
-    np.maximum of these merge views."""
-    values, index = _binned(confidence, bins)
-    lowest, highest = np.full(bins, np.inf), np.full(bins, -np.inf)
-    np.minimum.at(lowest, index, values)
-    np.maximum.at(highest, index, values)
-    return lowest, highest
+    return histogram_and_extremes(confidence, bins)[0]
 
 
 def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.ndarray, np.ndarray] | None = None) -> float:
@@ -89,7 +83,7 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
     The first bin at which the cumulative share reaches q, interpolated linearly within it (its values taken as spread
     evenly), so that a share of about 1 - q lies at or above it. (Its upper edge would leave out the whole bin: a
     confident teacher with 45 % of its pixels in the last bin, above 0.9998, got tau1 = 1.0 and no pixel kept.) With
-    the bins' `extremes` (bin_extremes), a bin that holds one value alone (many pixels at one confidence: a saturated
+    the bins' `extremes` (histogram_and_extremes), a bin that holds one value alone (many pixels at one confidence: a saturated
     or quantised teacher) gives that value, as an exact quantile would: interpolating past it would drop them all.
     """
     histogram = np.asarray(histogram)
@@ -141,7 +135,7 @@ def crr_threshold(
     for c in confidences:
         count += 1
         if mode == "quantile":
-            h, (lo, hi) = confidence_histogram(c), bin_extremes(c)
+            h, lo, hi = histogram_and_extremes(c)
             total = h if total is None else total + h
             lowest = lo if lowest is None else np.minimum(lowest, lo)
             highest = hi if highest is None else np.maximum(highest, hi)

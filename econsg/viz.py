@@ -235,9 +235,10 @@ def gif_delay_ms(fps: float) -> int:
 
 
 def shared_palette(frames: Sequence[Path], keep: Sequence[tuple[int, int, int]] = ()) -> Image.Image:
-    """One 256-colour palette for every frame of a GIF: the colours `keep` exactly (a legend's, text's, background's),
-    then an adaptive palette of a few frames spread over the path for the rest (renders, overlays)."""
-    keep = list(dict.fromkeys(tuple(int(v) for v in colour) for colour in keep))[:128]  # entries 0.. in this order
+    """One 256-colour palette for every frame of a GIF: the colours `keep` (distinct, at most 255) exactly as its first
+    entries (a legend's, text's, background's), then an adaptive palette of a few frames spread over the path for the
+    rest (renders, overlays)."""
+    keep = list(keep)
     picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(len(frames), GIF_PALETTE_SAMPLES)).round().astype(int)]
     tiles = []
     for frame in picks:
@@ -272,9 +273,8 @@ def save_gif(frames: Sequence[Path], path: Path, fps: float, keep: Sequence[tupl
         index, pixels = np.array(out), np.asarray(rgb)
         for i, colour in enumerate(exact):  # so the kept colours are set exactly: palette entry i is exact[i]
             index[(pixels == colour).all(axis=-1)] = i
-        indexed = Image.fromarray(index, mode="P")
-        indexed.putpalette(palette.getpalette())
-        return indexed
+        out.frombytes(index.tobytes())
+        return out
 
     rest = (indexed(frame) for frame in frames[1:])
     indexed(frames[0]).save(path, save_all=True, append_images=rest, duration=gif_delay_ms(fps), loop=0)

@@ -93,27 +93,24 @@ def confusion_partners(
     return [sorted(set(p)) for p in partners]
 
 
-def segment_instances(segment: np.ndarray, num_segments: int, gt_instance: np.ndarray | None) -> np.ndarray:
-    """[S] int64 instance id of every segment, 0 for a segment without one."""
-    instances = np.zeros(num_segments, dtype=np.int64)
-    if gt_instance is not None:
-        inside = segment >= 0
-        instances[segment[inside]] = np.maximum(np.asarray(gt_instance)[inside], 0)
-    return instances
-
-
 def confusion_generators(
+    segment: np.ndarray,
     segment_class: np.ndarray,
-    instances: np.ndarray,
+    gt_instance: np.ndarray | None,
     scope: str,
     rng: np.random.Generator,
     object_seed: int | None,
 ) -> list[np.random.Generator]:
-    """The generator each segment's confusion is drawn from (step 2): the view's own, or one per object."""
+    """The generator each segment's confusion is drawn from (step 2): the view's own, or one per object, keyed by
+    the segment's instance id (0 for a segment without one, so by its class) and the run's seed."""
     if scope == "view":
         return [rng] * len(segment_class)
     if object_seed is None:
         raise EconsgError("extract.synthetic.confusion_scope: 'object' needs the run's seed (object_seed), got None")
+    instances = np.zeros(len(segment_class), dtype=np.int64)
+    if gt_instance is not None:
+        inside = segment >= 0
+        instances[segment[inside]] = np.maximum(np.asarray(gt_instance)[inside], 0)
     return [np.random.default_rng([object_seed, 3, int(i), int(k)]) for i, k in zip(instances, segment_class)]
 
 
@@ -272,8 +269,7 @@ def synthetic_teacher_view(
 
     segment, segment_class = ground_truth_segments(gt_class, gt_instance)
     partners = confusion_partners(class_embeddings, class_names, [tuple(p) for p in params.confusions])
-    instances = segment_instances(segment, len(segment_class), gt_instance)
-    generators = confusion_generators(segment_class, instances, params.confusion_scope, rng, object_seed)
+    generators = confusion_generators(segment, segment_class, gt_instance, params.confusion_scope, rng, object_seed)
     segment_features = confused_segment_features(segment_class, class_embeddings, partners, params, generators)
     background = normalize_rows(class_embeddings.mean(axis=0))
     grid = pool_to_patch_grid(segment, segment_features, background, feature_grid_shape(H, W, params.patch_size))
