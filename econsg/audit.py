@@ -81,11 +81,13 @@ def audit_panel(image, raw, confidence, masks, refined, feature_source, vocabula
     return viz.with_legend(figure, audit_keys(vocabulary, palette, agreement is not None))
 
 
-def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=lambda x, d: x, fuse=None) -> list[Path]:
+def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=lambda x, d: x, fuse=None,
+                classes: Sequence[str] | None = None) -> list[Path]:
     """Write one panel per view, a contact sheet and an index.html; returns the panel paths. With `fuse` (its store),
-    each panel shows the multi-view agreement too."""
+    each panel shows the multi-view agreement too. Labels are coloured by name from `classes`, the run's class list
+    that every picture of it colours by (default: the scene's classes, else the training vocabulary)."""
     vocabulary = list(extract.attrs["vocabulary"])
-    palette = viz.named_palette(vocabulary, scene.class_names or vocabulary)  # evaluate's colours: the scene's classes
+    palette = viz.named_palette(vocabulary, classes or scene.class_names or vocabulary)
     paths = []
     for v in track(views, "audit: panels"):
         n = int(extract["num_masks"][v])

@@ -333,7 +333,8 @@ def audit(
         scene = open_scene(p.paths.artifact("ingest"))
         chosen = list(dict.fromkeys(_parse_views(views, scene.train_indices)))  # a view given twice is drawn once
         target = out or Path(p.paths.plots) / "audit"
-        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p))
+        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p),
+                            classes=_picture_classes(p))
         plain_console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
 
     _guard(work)
@@ -356,13 +357,14 @@ def _fuse_store(p):
 
 def _picture_classes(p) -> list[str]:
     """The class list a run's pictures colour by, as evaluate's do: its class names where evaluate has run, else the
-    scene's classes, else extract's vocabulary (read without input checks: names only)."""
+    scene's classes, else the evaluation vocabulary the params name or extract's (read without input checks: names
+    only)."""
     from econsg.artifacts import open_artifact
 
     if (p.paths.artifact("evaluate") / "zarr.json").is_file():
         return list(open_artifact(p.paths.artifact("evaluate"), "evaluate").attrs["class_names"])
     classes = list(open_artifact(p.paths.artifact("ingest"), "ingest").attrs["class_names"])
-    return classes or list(open_artifact(p.paths.artifact("extract"), "extract").attrs["vocabulary"])
+    return classes or list(p.evaluate.vocabulary or open_artifact(p.paths.artifact("extract"), "extract").attrs["vocabulary"])
 
 
 def _query_picture(title, rgb, features, texts, latents, canonical, temperature, level, classes):
@@ -618,7 +620,7 @@ def export_ply_command(
     semantic: SemanticOption = True,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Write the trained Gaussians as a standard 3DGS PLY (semantic features as extra f_sem_* properties)."""
+    """Write the trained Gaussians as a standard 3DGS PLY (semantic features as extra f_sem_* properties unless --no-semantic)."""
 
     def work():
         from econsg.config import load_params

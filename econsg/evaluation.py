@@ -36,6 +36,15 @@ def restrict_gt(gt: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return np.where(np.isin(gt, allowed), gt, IGNORE)
 
 
+def scene_has_labels(scene_path: Path) -> bool:
+    """Whether the scene holds ground-truth class maps (what a stage's metrics say under has_ground_truth)."""
+    try:
+        open_ground_truth(scene_path)
+    except NoGroundTruthError:
+        return False
+    return True
+
+
 def score_crr_labels(
     scene_path: Path,
     *,
@@ -103,8 +112,8 @@ def score_fused_points(
     a point without a label (seen only by pixels crr ignored) counts as wrong."""
     try:
         truth = open_ground_truth(scene_path)
-    except NoGroundTruthError:  # a dataset without labels
-        return {}
+    except NoGroundTruthError:  # a dataset without labels: nothing to score
+        return {"has_ground_truth": False}
     lookup = vocabulary_to_scene_ids(vocabulary, truth.class_names)
     allowed = lookup[lookup >= 0]
     from econsg.fusion import voxel_keys
@@ -127,6 +136,7 @@ def score_fused_points(
         raw_correct += int((raw_ids == gt[valid]).sum())
         counted += int(valid.sum())
     return {
+        "has_ground_truth": True,
         # None without a labelled training pixel to score (3D-OVS labels its test views only), not a 0 that reads as failure
         "point_label_accuracy": fused_correct / counted if counted else None,
         "raw_2d_accuracy_same_points": raw_correct / counted if counted else None,

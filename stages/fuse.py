@@ -14,7 +14,7 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError
-from econsg.evaluation import score_fused_points
+from econsg.evaluation import scene_has_labels, score_fused_points
 from econsg.features.base import interpolated_feature_norms
 from econsg.fusion import (
     FUSE_VOXELS_PER_MEDIAN_DEPTH,
@@ -169,6 +169,8 @@ def run(params: Params) -> None:
                     vocabulary=vocabulary,
                 )
             )
+        else:  # no depth to find each pixel's point by: the point scores are not measured, with or without labels
+            metrics["has_ground_truth"] = scene_has_labels(scene.path)
     write_json_atomic(params.paths.metrics_file("fuse"), metrics)
     report(fused_summary(fusion.num_voxels, len(fused.xyz), metrics["points"], metrics["labelled_points"], cfg.min_views))
 

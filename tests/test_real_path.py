@@ -83,6 +83,8 @@ def test_own_scene_runs_from_colmap_to_evaluate_on_the_real_backend(real_run):
     assert ae["latent"].shape == (len(xyz), latent_dim)
     metrics = json.loads((root / "metrics" / "evaluate.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     assert metrics["has_ground_truth"] is False and "miou" not in metrics, "no labels: nothing is scored against them"
+    for stage in ("crr", "fuse"):  # so that `econsg metrics` says "n/a (no labels)" for their scores too
+        assert json.loads((root / "metrics" / f"{stage}.json").read_text())["has_ground_truth"] is False, stage
     assert metrics["protocol"] == "paper"
     ev = open_artifact(artifacts / "evaluate.zarr", "evaluate")
     assert list(ev.attrs["class_names"]) == EVAL_VOCABULARY, "no labels: the label maps index the words queried"
