@@ -253,6 +253,12 @@ def shared_palette(frames: Sequence[Path], keep: Sequence[tuple[int, int, int]] 
     return palette
 
 
+def _rgb_keys(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 colours -> [...] int64 keys, one per colour."""
+    rgb = np.asarray(rgb, np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def save_gif(frames: Sequence[Path], path: Path, fps: float, keep: Sequence[tuple[int, int, int]] = ()) -> Path:
     """An animated GIF of the PNG files `frames` that loops forever, `fps` (<= GIF_MAX_FPS, to whole hundredths of a
     second a frame) frames a second, every frame on one palette without dithering, which holds the colours `keep`
@@ -265,14 +271,17 @@ def save_gif(frames: Sequence[Path], path: Path, fps: float, keep: Sequence[tupl
     path.parent.mkdir(parents=True, exist_ok=True)
     exact = list(dict.fromkeys(tuple(int(v) for v in colour) for colour in [(255, 255, 255), (0, 0, 0), *keep]))[:128]
     palette = shared_palette(frames, exact)
+    exact_keys = _rgb_keys(np.array(exact))  # palette entry i is exact[i]
+    order = np.argsort(exact_keys)
 
     def indexed(frame: Path) -> Image.Image:
         with Image.open(frame) as image:
             rgb = image.convert("RGB")
-        out = rgb.quantize(palette=palette, dither=Image.Dither.NONE)  # Pillow's nearest colour is approximate
-        index, pixels = np.array(out), np.asarray(rgb)
-        for i, colour in enumerate(exact):  # so the kept colours are set exactly: palette entry i is exact[i]
-            index[(pixels == colour).all(axis=-1)] = i
+        out = rgb.quantize(palette=palette, dither=Image.Dither.NONE)  # Pillow's nearest colour is approximate,
+        index, keys = np.array(out), _rgb_keys(np.asarray(rgb))  # so the kept colours are set exactly
+        slot = np.minimum(np.searchsorted(exact_keys[order], keys), len(order) - 1)
+        kept = exact_keys[order][slot] == keys
+        index[kept] = order[slot[kept]]
         out.frombytes(index.tobytes())
         return out
 
