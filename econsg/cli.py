@@ -355,14 +355,23 @@ def _fuse_store(p):
         return None
 
 
-def _picture_classes(p) -> list[str]:
-    """The class list a run's pictures colour by, as evaluate's do: its class names where evaluate has run, else the
-    scene's classes, else the evaluation vocabulary the params name or extract's (read without input checks: names
-    only)."""
+def _evaluate_names(p, key: str) -> list[str] | None:
+    """A list of names evaluate stored (`class_names`, `eval_vocabulary`), None before evaluate has run. Read without
+    evaluate's input check: names do not depend on the splats, so a rerun splat leaves them as they were."""
     from econsg.artifacts import open_artifact
 
-    if (p.paths.artifact("evaluate") / "zarr.json").is_file():
-        return list(open_artifact(p.paths.artifact("evaluate"), "evaluate").attrs["class_names"])
+    path = p.paths.artifact("evaluate")
+    return list(open_artifact(path, "evaluate").attrs[key]) if (path / "zarr.json").is_file() else None
+
+
+def _picture_classes(p) -> list[str]:
+    """The class list a run's pictures colour by, as evaluate's do: its class names where evaluate has run, else the
+    scene's classes, else the evaluation vocabulary the params name or extract's (names only, read unchecked)."""
+    from econsg.artifacts import open_artifact
+
+    evaluated = _evaluate_names(p, "class_names")
+    if evaluated is not None:
+        return evaluated
     classes = list(open_artifact(p.paths.artifact("ingest"), "ingest").attrs["class_names"])
     return classes or list(p.evaluate.vocabulary or open_artifact(p.paths.artifact("extract"), "extract").attrs["vocabulary"])
 
@@ -536,13 +545,9 @@ def _semantic_gaussians(p, splat_group, device: str = "cpu") -> dict:
 
 
 def _canonical_vocabulary(p, splat_group) -> list[str]:
-    """The evaluation vocabulary where evaluate has run, else the one the splats were trained with. Read without
-    evaluate's input check: the vocabulary does not depend on the splats, so a rerun splat leaves it as it was."""
-    from econsg.artifacts import open_artifact
-
-    if p.paths.artifact("evaluate").exists():
-        return list(open_artifact(p.paths.artifact("evaluate"), "evaluate").attrs["eval_vocabulary"])
-    return list(splat_group.attrs["vocabulary"])
+    """The evaluation vocabulary where evaluate has run, else the one the splats were trained with."""
+    evaluated = _evaluate_names(p, "eval_vocabulary")
+    return evaluated if evaluated is not None else list(splat_group.attrs["vocabulary"])
 
 
 @app.command("render")
