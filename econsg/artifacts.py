@@ -106,6 +106,7 @@ OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
         "teacher_labels": ("view", "y", "x"),
         "renders": ("view", "y", "x", "rgb"),
         "feature_maps": ("view", "y", "x", "latent"),
+        "text_embeddings": ("class", "feature"),
     },
 }
 

@@ -420,7 +420,7 @@ def query(
         level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
         ev = open_stage(p, "evaluate")
         model = load_autoencoder(open_stage(p, "autoencode"))
-        q = text_query(p, model)
+        q = text_query(p, model, evaluated=True)
         vocabulary = list(ev.attrs["eval_vocabulary"])
         canonical = q.text_latents(vocabulary)
         latents = q.text_latents(texts)
@@ -483,7 +483,7 @@ def edit(
         shown = held_out[0] if view is None else view
         sp = open_stage(p, "splat")
         gaussians = _semantic_gaussians(p, sp)
-        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")))
+        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), evaluated=True)
         vocabulary = _canonical_vocabulary(p, sp)
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, level)
@@ -591,7 +591,7 @@ def render_path(
         gaussians = _semantic_gaussians(p, sp, device)
         vocabulary = _canonical_vocabulary(p, sp)
         chosen = list(texts) if texts else vocabulary
-        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), device)
+        q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), device, evaluated=True)
         latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
         if through is None:  # the held-out views in order of heading, so that the camera pans instead of swinging
             keys = [keys[i] for i in order_by_heading(scene.c2w[keys])]

@@ -9,8 +9,9 @@ canonical classes too, so a pixel that none of them explains stays unlabelled.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from econsg.autoencoder import encode_text
@@ -22,20 +23,38 @@ from econsg.semantic import latent_logits, reached, segment_latent
 
 
 class LatentQuery:
-    """Text -> normalised latent, with the autoencoder's encoder E and the backend's text tower."""
+    """Text -> normalised latent, with the autoencoder's encoder E and the backend's text tower. Texts whose embeddings
+    a run stored (its vocabularies) are read, not embedded again: querying them needs no text tower, so no CLIP
+    weights; the tower is built at the first text it has to embed."""
 
-    def __init__(self, model, extract_params: ExtractParams, device: str = "cpu"):
+    def __init__(self, model, extract_params: ExtractParams, device: str = "cpu",
+                 stored: Mapping[str, np.ndarray] | None = None):
         self.model = model.to(device).eval()
         self.params = extract_params
         self.device = device
-        self.encoder = build_text_encoder(extract_params, device)
+        self.stored = dict(stored or {})
+        self._encoder = None
+
+    @property
+    def encoder(self):
+        """The backend's text tower, built on first use."""
+        if self._encoder is None:
+            self._encoder = build_text_encoder(self.params, self.device)
+        return self._encoder
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """[Q, D] unit text embeddings (prompt templates averaged): the stored one where the run embedded the same
+        text, the text tower's otherwise."""
+        check_query_texts(texts)
+        new = [text for text in dict.fromkeys(texts) if text not in self.stored]
+        embedded = dict(zip(new, embed_classes(self.encoder, new, self.params))) if new else {}
+        return np.stack([self.stored[text] if text in self.stored else embedded[text] for text in texts]).astype(np.float32)
 
     @torch.no_grad()
     def text_latents(self, texts: Sequence[str]) -> torch.Tensor:
-        """[Q, d] normalised latents T_z of arbitrary texts (prompt templates averaged), on the query's device, where
-        the features they are compared with are rendered."""
-        check_query_texts(texts)
-        embeddings = torch.from_numpy(embed_classes(self.encoder, list(texts), self.params)).to(self.device)
+        """[Q, d] normalised latents T_z of arbitrary texts, on the query's device, where the features they are compared
+        with are rendered."""
+        embeddings = torch.from_numpy(self.text_embeddings(texts)).to(self.device)
         return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from econsg.artifacts import ARTIFACT_SCHEMAS, open_artifact, read_provenance
 from econsg.config import Params
 from econsg.errors import ArtifactError
@@ -68,9 +70,11 @@ training vocabulary's would be compared in another space. (`openclip_sam.clip_ch
 moves with a copy of the run; its weights are named by model_name and pretrained.)"""
 
 
-def text_query(params: Params, model, device: str = "cpu"):
+def text_query(params: Params, model, device: str = "cpu", evaluated: bool = False):
     """The LatentQuery of a finished run: refused when these params' text-space settings differ from those extract.zarr
-    was built with (a command run by hand after an edit of params.yaml, before `dvc repro`)."""
+    was built with (a command run by hand after an edit of params.yaml, before `dvc repro`). It reads the text
+    embeddings extract stored for the training vocabulary and, when `evaluated` (a command after the run, not the
+    evaluate stage that writes them), those a current evaluate.zarr stored for the evaluation vocabulary."""
     from econsg.query import LatentQuery
 
     path = params.paths.artifact("extract")
@@ -84,5 +88,20 @@ def text_query(params: Params, model, device: str = "cpu"):
             raise ArtifactError(f"{path}: built with extract.{field} = {was!r}, the params say {is_!r}: texts would be "
                                 "embedded in another space than the training vocabulary's; rerun extract and what follows "
                                 "(`dvc repro`), or restore the setting")
-    return LatentQuery(model, params.extract, device)
+    return LatentQuery(model, params.extract, device, stored_text_embeddings(params, evaluated))
+
+
+def stored_text_embeddings(params: Params, evaluated: bool) -> dict[str, np.ndarray]:
+    """{text: [D] embedding} of the vocabularies whose embeddings the run stored: extract's training vocabulary and,
+    when `evaluated`, the evaluation vocabulary of an evaluate.zarr built on the current extract.zarr (stores
+    written before evaluate kept them have none)."""
+    stores = [open_artifact(params.paths.artifact("extract"), "extract")]
+    path = params.paths.artifact("evaluate")
+    if evaluated and (path / "zarr.json").is_file() and stale_input(params, path) is None:
+        stores.append(open_artifact(path, "evaluate"))
+    stored = {}
+    for group, names in zip(stores, ("vocabulary", "eval_vocabulary")):
+        if "text_embeddings" in group:
+            stored.update(zip(group.attrs[names], np.asarray(group["text_embeddings"][...], np.float32)))
+    return stored
 

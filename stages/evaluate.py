@@ -25,7 +25,6 @@ from econsg.evaluation import (
     vocabulary_to_scene_ids,
 )
 from econsg.device import resolve_device, synchronize
-from econsg.features.backends import embed_classes
 from econsg.features.base import pixel_probabilities
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
@@ -73,9 +72,8 @@ def run(params: Params) -> None:
     if cfg.protocol == "ovs3d":  # its class list and segmented views, also before any work
         check_ovs3d_views(Path(params.paths.data), scene.names, ingest_params)
     query = text_query(params, model, device)
-    eval_text = embed_classes(query.encoder, eval_vocabulary, params.extract)
+    eval_text = query.text_embeddings(eval_vocabulary)
     eval_latents = query.text_latents(eval_vocabulary)
-    canonical = query.text_latents(list(LERF_CANONICAL))
     lookup = vocabulary_to_scene_ids(eval_vocabulary, class_names)
     eval_ids = [c for c in lookup if c >= 0]
     C = len(class_names)
@@ -153,13 +151,14 @@ def run(params: Params) -> None:
                              plots / f"view_{v:04d}.png")  # the key lists the classes the view shows
         timed_features = np.asarray(feat_arr[0], np.float32)
         out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
+        out.create_array("text_embeddings", eval_text.shape, "float32", data=eval_text)  # a query of these needs no text tower
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
 
         # scored inside the writer: a failure here (a protocol's files) keeps the previous evaluate.zarr
         if lerf_views:
             relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend, eval_latents,
-                                              canonical, device)
+                                              query.text_latents(list(LERF_CANONICAL)), device)
         agree, compared = 0.0, 0
         for a, b in zip(test[:-1], test[1:]):
             fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],

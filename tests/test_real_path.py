@@ -122,6 +122,38 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     assert 0 < len(extracted["means"]) <= gaussians["means"].shape[0]
 
 
+def test_the_run_s_vocabularies_are_queried_without_clip_weights(real_run, monkeypatch):
+    """Texts extract (training vocabulary) or evaluate (evaluation vocabulary) embedded are read from their stores, the
+    same embeddings CLIP's tower gives; only a text no store holds needs the weights."""
+    import torch
+    from typer.testing import CliRunner
+
+    from econsg.cli import app
+    from econsg.config import load_params
+    from econsg.errors import EconsgError
+    from econsg.query import LatentQuery
+    from econsg.workspace import load_autoencoder, open_stage, text_query
+
+    root, _ = real_run
+    params = load_params(root / "params.yaml")
+    model = load_autoencoder(open_stage(params, "autoencode"))
+    expected = LatentQuery(model, params.extract).text_latents(EVAL_VOCABULARY)  # every text through the tiny tower
+
+    def absent(*_):
+        raise EconsgError("CLIP weights: not found")
+
+    monkeypatch.setattr(openclip_sam, "load_clip", absent)
+    stored = text_query(params, model, evaluated=True)
+    assert torch.allclose(stored.text_latents(EVAL_VOCABULARY), expected, atol=1e-6)
+    assert "a potted fern" not in text_query(params, model).stored, "evaluate's words only for commands after the run"
+    runner = CliRunner()
+    for text in ("wall", "a potted fern"):
+        result = runner.invoke(app, ["query", text, "--view", str(int(open_stage(params, "evaluate").attrs["test_views"][0]))])
+        assert result.exit_code == 0, result.stderr
+    refused = runner.invoke(app, ["query", "a lamp"])
+    assert refused.exit_code != 0 and "CLIP weights: not found" in refused.stderr
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_the_backends_own_device_is_honoured_and_refused_where_absent(real_run):
     from econsg.errors import EconsgError
