@@ -74,6 +74,51 @@ def run(
     plain_console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
 
 
+@app.command()
+def smoke(
+    params: ParamsOption = Path("params.yaml"),
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable), e.g. ingest.downscale=4.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Keep the smoke run in this new (or empty) folder; default: a temporary folder, deleted after.")] = None,
+) -> None:
+    """Dry-run every stage from ingest to evaluate on your scene, with tiny random CLIP and SAM standing in for the
+    weights and a few training steps, in a scratch folder: checks that the data, the params and this machine carry
+    the pipeline through before you fetch weights or spend hours. Your stores are not touched; its figures mean nothing."""
+    import shutil
+    import tempfile
+
+    from econsg.config import load_params
+    from econsg.pipeline import STAGE_ORDER, run_stage, sigterm_as_interrupt, smoke_settings
+
+    def work(folder: Path) -> Table:
+        settings = smoke_settings(folder.resolve(), tuple(overrides or ()))
+        load_params(params, settings)  # bad params or overrides stop before any work
+        table = Table("stage", "seconds", title=f"smoke run of {params}")
+        for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
+            plain_console(stderr=True).print(f"smoke: {stage}")
+            try:
+                table.add_row(stage, f"{run_stage(stage, params, settings):.1f}")
+            except EconsgError as error:
+                raise EconsgError(f"smoke: {stage} failed, the stages before it ran: {error}") from error
+        return table
+
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        report_error(EconsgError(f"--out: {out} exists and is not an empty folder; name a new one"))
+        raise typer.Exit(1)
+    folder = out or Path(tempfile.mkdtemp(prefix="econsg-smoke-"))
+    try:
+        with sigterm_as_interrupt():
+            table = _guard(work, folder)
+    except KeyboardInterrupt:
+        plain_console(stderr=True).print("smoke: interrupted")
+        raise typer.Exit(130) from None
+    finally:
+        if out is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    plain_console().print(table)
+    plain_console().print("every stage ran; with the stand-in models the features, labels and figures mean nothing"
+                          + (f"; the run is kept in {out}" if out is not None else "; the scratch folder is deleted"))
+
+
 @params_app.command("check")
 def params_check(path: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml")) -> None:
     """Validate a params file; errors print as `section.field: message` and exit 1."""

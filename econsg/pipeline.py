@@ -140,6 +140,26 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
+SMOKE_SETTINGS = (
+    "extract.openclip_sam.stand_in=true",
+    "autoencode.iterations=20",
+    "splat.iterations=20",
+    "splat.refine_start_iter=5",
+    "splat.refine_every=5",
+    "splat.refine_stop_iter=15",
+    "evaluate.timing_repeats=1",
+)
+"""What `econsg smoke` changes in a run's params, beside the folders: tiny random CLIP and SAM for the weights, and
+a few steps of each training, which densify once."""
+
+
+def smoke_settings(folder: Path, overrides: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The overrides of a smoke run in `folder`: its stores, metrics, plots and checkpoints there, the data read where
+    the params say, SMOKE_SETTINGS, then the caller's `overrides` (which win)."""
+    moved = tuple(f"paths.{key}={folder / key}" for key in ("artifacts", "metrics", "plots", "checkpoints"))
+    return (*moved, *SMOKE_SETTINGS, *overrides)
+
+
 def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> float:
     """Validate params (with `section.key=value` overrides), then run `stages/<name>.py: run(params)`; returns seconds."""
     if name not in STAGES:

@@ -63,7 +63,7 @@ def check_inputs_current(params: Params, path: Path) -> None:
 
 TEXT_SPACE_FIELDS = {
     "synthetic": ("backend", "feature_dim", "templates"),
-    "openclip_sam": ("backend", "templates", "openclip_sam.model_name", "openclip_sam.pretrained"),
+    "openclip_sam": ("backend", "templates", "openclip_sam.model_name", "openclip_sam.pretrained", "openclip_sam.stand_in"),
 }
 """The extract settings, per backend, that define where a text is embedded: a query embedded under others than the
 training vocabulary's would be compared in another space. (`openclip_sam.clip_checkpoint` is a file's place, which

@@ -67,7 +67,10 @@ def run(params: Params) -> None:
     ex = params.extract
     scene = open_scene(params.paths.artifact("ingest"))
     vocabulary = training_vocabulary(ex, scene.class_names)
-    for warning in (absent_open_set_warning(ex, scene.class_names), one_class_warning(vocabulary)):
+    stand_in = ("extract: warning: extract.openclip_sam.stand_in: tiny random CLIP and SAM stand in for the weights; "
+                "the features, labels and every figure that follows mean nothing"
+                if ex.backend == "openclip_sam" and ex.openclip_sam.stand_in else None)
+    for warning in (absent_open_set_warning(ex, scene.class_names), one_class_warning(vocabulary), stand_in):
         if warning:
             report(warning)
     # the backend's own device when set, else the run's

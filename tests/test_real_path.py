@@ -25,6 +25,7 @@ from tests.helpers import TINY_OPENCLIP_SAM
 VOCABULARY = ["wall", "floor", "chair"]
 EVAL_VOCABULARY = [*VOCABULARY, "a potted fern"]  # a word the training vocabulary lacks, as a user would query
 TINY_CLIP_DIM = 32  # tiny_clip_model's embed_dim
+REAL_LOADERS = {name: getattr(openclip_sam, name) for name in ("load_clip", "check_sam_checkpoint", "load_sam")}
 
 
 def plane_points(step: float = 0.25, extent: float = 4.0) -> np.ndarray:
@@ -219,3 +220,28 @@ def test_texts_are_refused_under_another_clip_model_than_extract_used(real_run):
     params = load_params(root / "params.yaml", ("extract.openclip_sam.pretrained=another",))
     with pytest.raises(ArtifactError, match=r"built with extract.openclip_sam.pretrained = .*the params say 'another'"):
         text_query(params, load_autoencoder(open_stage(params, "autoencode")))
+
+
+def test_smoke_runs_every_stage_with_stand_in_models_and_leaves_the_run_s_stores(real_run, tmp_path):
+    """`econsg smoke` on the scene: no weights read (the stand-ins), its stores in its own folder, the run's untouched;
+    a folder already holding files is refused before any work."""
+    from typer.testing import CliRunner
+
+    from econsg.artifacts import read_provenance
+    from econsg.cli import app
+
+    root, _ = real_run
+    before = {path.name: read_provenance(path).content_hash for path in (root / "artifacts").glob("*.zarr")}
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as patch:  # the loaders themselves, not the fixture's: this machine has no weights
+        for name, loader in REAL_LOADERS.items():
+            patch.setattr(openclip_sam, name, loader)
+        result = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
+    assert result.exit_code == 0, result.stderr
+    assert "stand in for the weights" in result.stderr, "extract says its figures mean nothing"
+    extract = tmp_path / "smoke" / "artifacts" / "extract.zarr"
+    assert read_provenance(extract).params["extract"]["openclip_sam"]["stand_in"] is True
+    assert (tmp_path / "smoke" / "metrics" / "evaluate.json").is_file()
+    assert {path.name: read_provenance(path).content_hash for path in (root / "artifacts").glob("*.zarr")} == before
+    refused = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
+    assert refused.exit_code == 1 and "is not an empty folder" in refused.stderr

@@ -91,6 +91,13 @@ class OpenClipSamParams(Section):
         "present); mixed precision on CUDA."
     )
 
+    stand_in: bool = Field(
+        False,
+        description="Replace CLIP and SAM by tiny randomly initialised models of their architectures, so that no "
+        "weights are read: a dry run (`econsg smoke` sets it) that checks a scene, the params and the machine carry "
+        "every stage through. Its features, labels and figures mean nothing.",
+    )
+
     @field_validator("clip_checkpoint", "sam_checkpoint", "clip_cache_dir")
     @classmethod
     def _non_blank(cls, value: str | None) -> str | None:

@@ -59,6 +59,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # open_clip's weight file names inside a Hugging Face hub repository, preferred first.
 _HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _TEXT_BATCH = 256
+STAND_IN_SEED = 0  # the tiny random CLIP and SAM of `stand_in` runs
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,9 +74,10 @@ def sam_checkpoint_path(params: OpenClipSamParams) -> Path:
 
 
 def check_sam_checkpoint(params: OpenClipSamParams) -> Path:
-    """The SAM checkpoint path; EconsgError naming the file, its download URL and the params key when absent."""
+    """The SAM checkpoint path; EconsgError naming the file, its download URL and the params key when absent (and
+    never with the `stand_in` models, which read no file)."""
     path = sam_checkpoint_path(params)
-    if not path.is_file():
+    if not path.is_file() and not params.stand_in:
         name = SAM_CHECKPOINT_FILES[params.sam_model_type]
         raise EconsgError(
             f"{PARAMS_KEY}.sam_checkpoint: SAM weights file {str(path)!r} not found "
@@ -178,8 +180,13 @@ def _clip_sources(cfg: dict, cache_dir: str | None) -> list[str]:
 
 
 def load_clip(params: OpenClipSamParams, device: torch.device) -> tuple[nn.Module, object]:
-    """open_clip model (eval mode, on `device`) and its tokenizer, from local weights only."""
+    """open_clip model (eval mode, on `device`) and its tokenizer, from local weights only (a tiny random stand-in
+    when `stand_in`)."""
     import open_clip
+
+    if params.stand_in:
+        model, tokenizer = tiny_clip_model(seed=STAND_IN_SEED)
+        return model.to(device), tokenizer
 
     path = resolve_clip_checkpoint(params.model_name, params.pretrained, params.clip_checkpoint, params.clip_cache_dir)
     quick_gelu = bool(open_clip.get_pretrained_cfg(params.model_name, params.pretrained).get("quick_gelu", False))
@@ -203,9 +210,12 @@ def load_openclip_text_encoder(params: OpenClipSamParams, device: str | torch.de
 
 
 def load_sam(params: OpenClipSamParams, device: torch.device) -> nn.Module:
-    """segment-anything model of `sam_model_type` with the local checkpoint's weights (eval, on `device`)."""
+    """segment-anything model of `sam_model_type` with the local checkpoint's weights (eval, on `device`); a tiny
+    random stand-in when `stand_in`."""
     from segment_anything import sam_model_registry
 
+    if params.stand_in:
+        return tiny_sam_model(seed=STAND_IN_SEED).to(device)
     path = check_sam_checkpoint(params)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
