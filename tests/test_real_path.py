@@ -245,3 +245,10 @@ def test_smoke_runs_every_stage_with_stand_in_models_and_leaves_the_run_s_stores
     assert {path.name: read_provenance(path).content_hash for path in (root / "artifacts").glob("*.zarr")} == before
     refused = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
     assert refused.exit_code == 1 and "is not an empty folder" in refused.stderr
+    from econsg.config import load_params
+    from econsg.errors import ArtifactError
+    from econsg.workspace import load_autoencoder, open_stage, text_query
+
+    smoke_run = load_params(root / "params.yaml", tuple(f"paths.{key}={tmp_path / 'smoke' / key}" for key in ("artifacts", "metrics")))
+    with pytest.raises(ArtifactError, match=r"built with extract.openclip_sam.stand_in = True, the params say False"):
+        text_query(smoke_run, load_autoencoder(open_stage(smoke_run, "autoencode")))  # real CLIP: another text space
