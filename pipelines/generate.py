@@ -74,6 +74,8 @@ class DatasetSpec:
     overlay: dict
     settings: dict[str, int | None] = field(default_factory=dict)  # empty = one run per scene, all views
     notes: str = ""
+    required: tuple[str, ...] = ()  # what its protocol reads in each scene's folder: ingest's deps too, so that DVC
+    # refuses a run that lacks one before its first stage, not at evaluate after hours of training
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -134,6 +136,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "fuse": {"source": "points", "voxel_size": "auto"},
             "evaluate": {"protocol": "lerf", "relevancy_threshold": 0.4},
         },
+        required=("label",),  # LangSplat's label/<scene>/*.json, copied into the scene's folder
     ),
 }
 
@@ -217,7 +220,8 @@ def stage_entry(dataset: str, name: str) -> dict:
     sets = " ".join(f"--set paths.{key}={templated[key]}" for key in PATH_KEYS)
     do: dict = {
         "cmd": f"python -m stages.{name} params.yaml {sets} ${{item.overrides}}",
-        "deps": [resolved(d) for d in spec.deps] + [f"{REPO}/{code}" for code in code_files(spec.code)],
+        "deps": [resolved(d) for d in spec.deps] + required_files(dataset, name, templated["data"])
+        + [f"{REPO}/{code}" for code in code_files(spec.code)],
         "params": [{"params.yaml": list(spec.params)}],
         "outs": [resolved(o) for o in spec.outs],
     }
@@ -226,6 +230,11 @@ def stage_entry(dataset: str, name: str) -> dict:
     if spec.plots:
         do["plots"] = [{resolved(p): {"cache": False}} for p in spec.plots]
     return {"foreach": "${runs}", "do": do}
+
+
+def required_files(dataset: str, stage: str, data: str) -> list[str]:
+    """What the dataset's protocol reads in a scene's folder `data`, as deps of its first stage, ingest."""
+    return [f"{data}/{item}" for item in DATASETS[dataset].required] if stage == "ingest" else []
 
 
 def summary_entry(dataset: str) -> dict:

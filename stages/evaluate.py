@@ -221,10 +221,12 @@ def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tup
     wrong_size = [f for f in frames if (f.height, f.width) != tuple(scene_size)]
     if wrong_size:
         first = wrong_size[0]
+        downscale = ingest_params.get("downscale", 1)
+        fix = ("ingest LERF-OVS scenes with ingest.downscale: 1" if downscale != 1 else
+               "the scene's images/ are another size than the labels were drawn on; use LERF-OVS's own images")
         raise EconsgError(f"{labels_folder}: labelled frames {[f.name for f in wrong_size[:5]]} are {first.height}x{first.width} "
                           f"(height x width), the scene's views {scene_size[0]}x{scene_size[1]} "
-                          f"(ingest.downscale: {ingest_params.get('downscale', 1)}); the LERF-OVS scorer works at the "
-                          "labels' size: ingest LERF-OVS scenes with ingest.downscale: 1")
+                          f"(ingest.downscale: {downscale}); the LERF-OVS scorer works at the labels' size: {fix}")
     return [view_names.index(name) for name in names]
 
 

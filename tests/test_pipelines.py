@@ -18,6 +18,7 @@ from econsg.pipeline import STAGE_ORDER, STAGES
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/dvc.yaml"))
 ITEM = re.compile(r"\$\{item\.(\w+)\}")
+REQUIRED = {"lerf_ovs": ("label",)}  # what a benchmark's protocol reads in each scene's folder (LangSplat's labels)
 
 
 def _load(path: Path):
@@ -83,8 +84,11 @@ def test_every_run_of_every_stage_matches_the_stage_specs(dataset):
             assert stage["deps"][: len(data_deps)] == data_deps, where
             if name in ("ingest", "evaluate"):  # evaluate reads a benchmark's label files (LERF-OVS, 3D-OVS) itself
                 assert params.paths.data in stage["deps"], where
+            # what the protocol reads in the scene's folder: ingest's deps, so that DVC stops a run lacking it at once
+            required = [f"{params.paths.data}/{item}" for item in REQUIRED.get(dataset, ())] if name == "ingest" else []
+            assert stage["deps"][len(data_deps) : len(data_deps) + len(required)] == required, where
             # the code as files: DVC applies no .dvcignore outside the subproject, so a folder would hash __pycache__
-            code = [d.removeprefix("../../") for d in stage["deps"][len(data_deps) :]]
+            code = [d.removeprefix("../../") for d in stage["deps"][len(data_deps) + len(required) :]]
             assert all((ROOT / c).is_file() and c.endswith(".py") for c in code), where
             expected = {f.relative_to(ROOT).as_posix() for c in spec.code
                         for f in ((ROOT / c).rglob("*.py") if (ROOT / c).is_dir() else [ROOT / c])}

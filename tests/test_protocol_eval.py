@@ -125,6 +125,8 @@ def test_lerf_labelled_frames_are_found_among_all_views_or_named(tmp_path):
         lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": 3, "frame_stride": 1})
     with pytest.raises(EconsgError, match=r"are 4x4 \(height x width\), the scene's views 2x2 \(ingest.downscale: 2\)"):
         lerf_frame_views(names, tmp_path, (2, 2), {"downscale": 2})
+    with pytest.raises(EconsgError, match=r"\(ingest.downscale: 1\).*images/ are another size than the labels"):
+        lerf_frame_views(names, tmp_path, (2, 2), {"downscale": 1})  # no setting to blame: the images themselves
     with pytest.raises(EconsgError, match=r"\(ingest.sparse_views: 1\)"):  # 1 is no default of sparse_views
         lerf_frame_views(names[:5], tmp_path, (4, 4), {"sparse_views": 1, "frame_stride": 1})
 

@@ -43,8 +43,9 @@ def read_scene(root: str | Path, format: str = "auto") -> SceneSource:
     """Read a dataset folder with the named (or detected) reader."""
     root = Path(root)
     if not root.is_dir():
-        raise EconsgError(f"{root}: dataset folder does not exist (set paths.data to your dataset's folder; the demo's "
-                          "own room is written there by the synth stage)")
+        raise EconsgError(f"{root}: dataset folder does not exist ({root.absolute()}); set paths.data to your "
+                          "dataset's folder (the benchmarks' layouts: pipelines/README.md; the demo's own room is written "
+                          "there by the synth stage)")
     readers = available_readers()
     name = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
     if name not in readers:

@@ -93,5 +93,7 @@ def read_lerf_labels(folder: Path) -> list[LerfFrameLabels]:
     folder = Path(folder)
     paths = sorted(folder.glob("frame_*.json"))
     if not paths:
-        raise EconsgError(f"{folder}: no frame_*.json label files (LERF-OVS labels live in label/<scene>/)")
+        raise EconsgError(f"{folder}: no frame_*.json label files; expected LangSplat's lerf_ovs/label/<scene>/*.json "
+                          "copied into this folder (pipelines/README.md, LERF-OVS), or evaluate.lerf_labels set to the "
+                          "folder that holds them")
     return [read_lerf_frame(p) for p in paths]
