@@ -124,15 +124,15 @@ def run_variant(overrides: list[str], first_stage: str, params_file: Path, root:
 
 def setting_stage(settings: list[str], params_file: Path) -> str:
     """The first stage a `--set` setting changes: the first whose params (`econsg.pipeline.STAGES`, what dvc.yaml
-    tracks) hold the setting's section (`ingest.sparse_views=10` -> ingest). Refuses what is not a stage's own
-    parameter (paths, seed: use --seeds; synth: it redraws the demo's dataset, which the variants share) and any bad
-    key or value, before anything runs."""
+    tracks) hold the setting's section (`ingest.sparse_views=10` -> ingest, `device=cuda` -> extract). Refuses what is
+    not a stage's own parameter (paths, seed: use --seeds; synth: it redraws the demo's dataset, which the variants
+    share) and any bad key or value, before anything runs."""
     load_params(params_file, settings)  # a bad key or value raises ConfigError naming it
     sections = {item.split("=", 1)[0].split(".", 1)[0]: item for item in settings}
     for section, item in sections.items():
-        if section not in STAGE_ORDER[1:]:
-            raise SystemExit(f"--set {item}: expected a stage's parameter ({', '.join(STAGE_ORDER[1:])}.KEY=VALUE); "
-                             "training seeds go in --seeds")
+        if section == "seed" or not any(section in STAGES[stage].params for stage in STAGE_ORDER[1:]):
+            raise SystemExit(f"--set {item}: expected a stage's parameter ({', '.join(STAGE_ORDER[1:])}.KEY=VALUE, or "
+                             "device=VALUE); training seeds go in --seeds")
     return next(stage for stage in STAGE_ORDER if sections.keys() & set(STAGES[stage].params))
 
 

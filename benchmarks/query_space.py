@@ -21,11 +21,9 @@ import torch
 
 from econsg.config import load_params
 from econsg.evaluation import subset_scores, vocabulary_to_scene_ids
-from econsg.features.backends import embed_classes
 from econsg.metrics import confusion_matrix, segmentation_scores
-from econsg.query import LatentQuery
 from econsg.semantic import segment_latent
-from econsg.workspace import load_autoencoder, open_stage
+from econsg.workspace import load_autoencoder, open_stage, text_query
 
 
 def segment_decoded(model, features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
@@ -50,8 +48,8 @@ def main() -> None:
     if not ev.attrs["has_ground_truth"]:
         raise SystemExit(f"{params.paths.artifact('evaluate')}: the scene has no ground-truth labels to score against")
     vocabulary, class_names = list(ev.attrs["eval_vocabulary"]), list(ev.attrs["class_names"])
-    query = LatentQuery(model, params.extract, "cpu")
-    text = torch.from_numpy(embed_classes(query.encoder, vocabulary, params.extract))
+    query = text_query(params, model, evaluated=True)  # refused under another text space than the run's
+    text = torch.from_numpy(query.text_embeddings(vocabulary))
     lookup = vocabulary_to_scene_ids(vocabulary, class_names)
     features = torch.from_numpy(np.asarray(ev["feature_maps"][:], dtype=np.float32))
     gt = np.asarray(ev["gt_labels"][:])

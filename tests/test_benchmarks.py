@@ -96,6 +96,7 @@ def test_an_ablation_setting_reruns_from_the_stage_it_names_and_refuses_what_is_
     with load_benchmark(ABLATIONS) as module:
         assert module.setting_stage(["ingest.sparse_views=10"], params_file) == "ingest"
         assert module.setting_stage(["splat.iterations=10", "fuse.voxel_size=0.05"], params_file) == "fuse"
+        assert module.setting_stage(["device=cpu"], params_file) == "extract", "the first stage that reads device"
         for bad in (["seed=3"], ["paths.artifacts=/tmp/x"], ["synth.seed=2"]):
             with pytest.raises(SystemExit, match="expected a stage's parameter"):
                 module.setting_stage(bad, params_file)
