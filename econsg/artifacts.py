@@ -101,6 +101,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {"depth": ("view", "y", "x"), "gt_class": ("view", "y", "x"), "gt_instance": ("view", "y", "x")},
+    "extract": {"mask_ids": ("view", "y", "x"), "mask_features": ("view", "mask", "feature")},  # mask crops
     "splat": {"features": ("gaussian", "latent")},
     "evaluate": {
         "teacher_labels": ("view", "y", "x"),

@@ -25,7 +25,13 @@ from typing import Literal
 import numpy as np
 
 from econsg.errors import EconsgError
-from econsg.features.base import bilinear_pixel_weights, interpolated_feature_norms, normalize_rows, upsample_feature_pixels
+from econsg.features.base import (
+    PaintedMasks,
+    bilinear_pixel_weights,
+    interpolated_feature_norms,
+    normalize_rows,
+    upsample_feature_pixels,
+)
 
 IGNORE = -1
 # Resolution of the streaming confidence histogram used by tau1_mode="quantile" (confidences lie in [0, 1]).
@@ -203,12 +209,14 @@ def refine_labels_crr(
     min_votes: int,
     tau2: float,
     ignored_features: Literal["own", "mask"] = "own",
+    painted: PaintedMasks | None = None,
 ) -> CRRResult:
     """Refine one view's labels and features with its masks (steps a-d of the module docstring).
 
     labels [H, W] int (raw argmax l_v, -1 allowed), probs [H, W, C] float (p_v; confidence k_v = p_v(l_v)),
     masks [M, H, W] bool, features_grid [h, w, D] (the extract features; pixel features are its bilinear
-    up-sampling). tau1_value: this view's threshold; min_votes >= 1; tau2 in [0, 1).
+    up-sampling, or the `painted` mask-crop feature where one is painted). tau1_value: this view's threshold;
+    min_votes >= 1; tau2 in [0, 1).
     ignored_features: "own" (METHOD.md: an IGNORE pixel keeps its own feature) or "mask" (an IGNORE pixel that no
     labelled mask covers takes the mean feature of its smallest mask, where one covers it).
     """
@@ -264,7 +272,7 @@ def refine_labels_crr(
     feature_source[use] = inverse.astype(np.int32)
     pair_index = (np.stack([pairs // (C + 1), pairs % (C + 1) - 1], axis=1).astype(np.int32) if len(pairs)
                   else np.zeros((0, 2), np.int32))
-    table = mask_class_mean_features(features_grid, masks, labels, high, pair_index)
+    table = mask_class_mean_features(features_grid, masks, labels, high, pair_index, painted)
 
     counts = {
         "pixels": int(H * W),
@@ -290,13 +298,15 @@ def refine_labels_crr(
 
 
 def mask_class_mean_features(
-    features_grid: np.ndarray, masks: np.ndarray, labels: np.ndarray, high_confidence: np.ndarray, pair_index: np.ndarray
+    features_grid: np.ndarray, masks: np.ndarray, labels: np.ndarray, high_confidence: np.ndarray, pair_index: np.ndarray,
+    painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """[R, D] float32: for each (m, c) row of pair_index, the renormalised mean up-sampled pixel feature of
     mask m's high-confidence pixels of class c (zero if it has none); for c = -1, of all of m's pixels.
 
     Each pixel feature is sum_k w_k g_k / ||sum_k w_k g_k|| over its 4 bilinear grid corners, so the sum over a
-    pixel set is A @ grid with A [R, h*w] the scattered weights w_k / norm: no [H, W, D] cube is formed.
+    pixel set is A @ grid with A [R, h*w] the scattered weights w_k / norm: no [H, W, D] cube is formed. A pixel a
+    `painted` mask covers adds that mask's feature instead: B @ table, B [R, M] the counts.
     """
     R = len(pair_index)
     H, W = labels.shape
@@ -320,9 +330,15 @@ def mask_class_mean_features(
         ys.append(y)
         xs.append(x)
     row, y, x = np.concatenate(rows), np.concatenate(ys), np.concatenate(xs)
-    flat = (row[:, None] * (h * w) + cells[y, x]).ravel()
-    A = np.bincount(flat, weights=scaled[y, x].ravel(), minlength=R * h * w).reshape(R, h * w)
+    ids = painted.ids[y, x] if painted is not None else np.full(len(y), -1)
+    on_grid = ids < 0
+    flat = (row[on_grid, None] * (h * w) + cells[y[on_grid], x[on_grid]]).ravel()
+    A = np.bincount(flat, weights=scaled[y[on_grid], x[on_grid]].ravel(), minlength=R * h * w).reshape(R, h * w)
     sums = A.astype(np.float32) @ np.asarray(features_grid, dtype=np.float32).reshape(h * w, D)
+    if not on_grid.all():
+        M = len(painted.features)
+        B = np.bincount(row[~on_grid] * M + ids[~on_grid], minlength=R * M).reshape(R, M)
+        sums += B.astype(np.float32) @ normalize_rows(painted.features)
     return normalize_rows(sums)
 
 
@@ -334,13 +350,15 @@ def map_refined_features(
     height: int,
     width: int,
     chunk_pixels: int = CHUNK_PIXELS,
+    painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """fn applied to one view's refined pixel features: [H, W, k], without the [H, W, D] feature cube.
 
     fn maps [N, D] float32 feature rows to [N, k] (autoencode: the encoder, k = d). Each distinct refined feature
     goes through it once: the R rows of `mask_class_features` (the pixels whose feature_source is >= 0), then the
-    bilinearly up-sampled grid feature of each pixel whose feature_source is -1, `chunk_pixels` at a time, so that
-    memory stays at chunk_pixels x D whatever the view's size (a 640x480 view at D = 768 would be 0.9 GB at once).
+    bilinearly up-sampled grid feature (or `painted` mask feature) of each pixel whose feature_source is -1,
+    `chunk_pixels` at a time, so that memory stays at chunk_pixels x D whatever the view's size (a 640x480 view at
+    D = 768 would be 0.9 GB at once).
     """
     feature_source = np.asarray(feature_source)
     if feature_source.shape != (height, width):
@@ -358,7 +376,7 @@ def map_refined_features(
     ys, xs = np.nonzero(~from_table)
     for start in range(0, len(ys), chunk_pixels):
         y, x = ys[start : start + chunk_pixels], xs[start : start + chunk_pixels]
-        out[y, x] = fn(upsample_feature_pixels(features_grid, height, width, y, x))
+        out[y, x] = fn(upsample_feature_pixels(features_grid, height, width, y, x, painted))
     return out
 
 

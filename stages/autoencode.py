@@ -15,6 +15,7 @@ from econsg.config import Params
 from econsg.crr import map_refined_features
 from econsg.device import resolve_device
 from econsg.errors import EconsgError
+from econsg.features.base import stored_painted_masks
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import track
 from econsg.scene.store import open_scene
@@ -88,7 +89,7 @@ def run(params: Params) -> None:
         for v in track(scene.train_indices, "autoencode: 2D latent maps"):
             # each distinct refined feature (a mask's table row, or a pixel's own) is encoded once: F_z^2D
             maps[v] = map_refined_features(encode, ex["features"][v], cr["feature_source"][v],
-                                           cr["mask_class_features"][v], H, W)
+                                           cr["mask_class_features"][v], H, W, painted=stored_painted_masks(ex, v))
         out.attrs.update({"vocabulary": list(ex.attrs["vocabulary"]), "latent_dim": cfg.latent_dim, "hidden": list(cfg.hidden),
                           "feature_dim": int(text.shape[1])})
         metrics = {  # before the store replaces the previous autoencode.zarr

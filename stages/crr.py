@@ -9,7 +9,7 @@ from econsg.config import Params
 from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
 from econsg.errors import EconsgError
 from econsg.evaluation import score_crr_labels
-from econsg.features.base import pixel_probabilities
+from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.scene.store import open_scene
@@ -48,11 +48,12 @@ def run(params: Params) -> None:
                 )
             if cfg.enabled:
                 n = int(ex["num_masks"][v])
-                probs = pixel_probabilities(features, text, H, W, temperature)
+                painted = stored_painted_masks(ex, v)
+                probs = pixel_probabilities(features, text, H, W, temperature, painted)
                 result = refine_labels_crr(
                     ex["labels"][v], probs, ex["masks"][v, :n], features,
                     tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
-                    ignored_features=cfg.ignored_features,
+                    ignored_features=cfg.ignored_features, painted=painted,
                 )
             else:
                 result = identity_crr(ex["labels"][v], D)

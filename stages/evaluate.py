@@ -25,7 +25,7 @@ from econsg.evaluation import (
     vocabulary_to_scene_ids,
 )
 from econsg.device import resolve_device, synchronize
-from econsg.features.base import pixel_probabilities
+from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
@@ -122,7 +122,8 @@ def run(params: Params) -> None:
             features = rendered.features[0][..., :d]
             index = segment_latent(features, eval_latents).cpu().numpy()
             pred = np.where(index >= 0, lookup[index], IGNORE)
-            teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]))
+            teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]),
+                                                stored_painted_masks(ex, v))
             teacher = lookup[teacher_probs.argmax(-1)]
             # stored rounded to 8 bits as an image; PSNR/SSIM above read the float render (the stored one: ~0.005 dB lower)
             rgb_np = np.rint(rgb.cpu().numpy() * 255).astype(np.uint8)

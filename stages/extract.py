@@ -101,12 +101,18 @@ def run(params: Params) -> None:
         num_masks = np.zeros(V, np.int32)
         dropped = np.zeros(V, np.int32)
         features = None
+        mask_ids, mask_tables = None, {}  # the mask-crop backend's id maps and mask tables (rows known at the end)
         for v, view in enumerate(track(views, f"extract ({ex.backend})", total=V)):
             view: ViewFeatures
             if features is None:
                 h, w, D = view.features.shape
                 features = out.create_array("features", (V, h, w, D), "float16", per_view=True)
             features[v] = view.features.astype(np.float16)
+            if view.painted is not None:
+                if mask_ids is None:
+                    mask_ids = out.create_array("mask_ids", (V, H, W), "int16", per_view=True, fill_value=-1)
+                mask_ids[v] = view.painted.ids
+                mask_tables[v] = view.painted.features.astype(np.float16)
             labels[v] = view.labels
             confidence[v] = view.confidence
             keep = min(len(view.masks), ex.max_masks)  # masks come sorted by area: the smallest are dropped
@@ -114,6 +120,12 @@ def run(params: Params) -> None:
             if keep:
                 masks[v, :keep] = view.masks[:keep]
                 scores[v, :keep] = view.mask_scores[:keep]
+        if mask_ids is not None:
+            rows = max([len(t) for t in mask_tables.values()] + [1])
+            table = out.create_array("mask_features", (V, rows, D), "float16", per_view=True)
+            for v, rows_v in mask_tables.items():
+                if len(rows_v):
+                    table[v, : len(rows_v)] = rows_v
         seconds = time.perf_counter() - start
         if dropped.any():
             report(f"extract: warning: {int((dropped > 0).sum())} of {V} views had more than extract.max_masks = "

@@ -15,7 +15,7 @@ from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import scene_has_labels, score_fused_points
-from econsg.features.base import interpolated_feature_norms
+from econsg.features.base import PaintedMasks, interpolated_feature_norms, normalize_rows
 from econsg.fusion import (
     FUSE_VOXELS_PER_MEDIAN_DEPTH,
     VoxelFeatureFusion,
@@ -57,15 +57,17 @@ def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: 
 
 
 def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_class_features: np.ndarray,
-                         bilinear_taps: tuple[np.ndarray, np.ndarray]):
+                         bilinear_taps: tuple[np.ndarray, np.ndarray], painted: PaintedMasks | None = None):
     """crr's refined features as table rows + per-pixel taps, without an [H,W,D] cube.
 
-    Rows are the patch grid followed by the mask-class means; a pixel keeping its own feature mixes
-    four grid rows bilinearly (`bilinear_taps` from `bilinear_feature_index`), renormalised to unit length as
-    crr and autoencode take a pixel's own feature, and a pixel refined by a mask takes its mask-class row.
+    Rows are the patch grid followed by the mask-class means (and the `painted` masks' features); a pixel keeping
+    its own feature mixes four grid rows bilinearly (`bilinear_taps` from `bilinear_feature_index`), renormalised to
+    unit length as crr and autoencode take a pixel's own feature, or takes its painted mask's row; a pixel refined
+    by a mask takes its mask-class row.
     """
     h, w, D = grid.shape
-    table = np.concatenate([grid.reshape(-1, D), mask_class_features]).astype(np.float32)
+    rows = [grid.reshape(-1, D), mask_class_features] + ([normalize_rows(painted.features)] if painted is not None else [])
+    table = np.concatenate(rows).astype(np.float32)
     index, mix = bilinear_taps[0].copy(), bilinear_taps[1].copy()
     source = feature_source.reshape(-1)
     refined = source >= 0
@@ -73,7 +75,13 @@ def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_clas
     norms = interpolated_feature_norms(grid, *feature_source.shape).reshape(-1)
     mix[own] = mix[own] / np.maximum(norms[own], 1e-12)[:, None].astype(mix.dtype)
     index[refined] = (h * w + source[refined])[:, None]
-    mix[refined] = np.array([1.0, 0.0, 0.0, 0.0], mix.dtype)
+    single = refined
+    if painted is not None:
+        ids = painted.ids.reshape(-1)
+        own_painted = own & (ids >= 0)
+        index[own_painted] = (h * w + len(mask_class_features) + ids[own_painted])[:, None]
+        single = refined | own_painted
+    mix[single] = np.array([1.0, 0.0, 0.0, 0.0], mix.dtype)
     return table, index, mix
 
 
@@ -100,6 +108,8 @@ def run(params: Params) -> None:
               "labels": cr["refined_labels"], "confidence": ex["confidence"], "images": scene.group["images"]}
     if source == "depth":
         inputs["depths"] = scene.group["depth"]
+    if "mask_ids" in ex:  # the mask-crop backend's table and id map
+        inputs.update(mask_ids=ex["mask_ids"], mask_features=ex["mask_features"])
     points = scene.group["points"][...] if source == "points" else None
     blocks = contiguous_blocks(scene.train_indices, VIEWS_PER_READ)
     with ThreadPoolExecutor(max_workers=1) as reader:  # the next block is read while this one is fused
@@ -111,7 +121,8 @@ def run(params: Params) -> None:
             for j, v in enumerate(block):
                 depth = data["depths"][j] if source == "depth" else None
                 xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth, points)
-                table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps)
+                painted = PaintedMasks(data["mask_ids"][j], data["mask_features"][j]) if "mask_ids" in data else None
+                table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps, painted)
                 weights = (data["confidence"][j].reshape(-1)[pixel] if cfg.use_confidence_weights
                            else np.ones(len(pixel), np.float32))
                 parts.append((xyz, table, data["labels"][j].reshape(-1)[pixel], weights,

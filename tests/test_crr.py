@@ -310,3 +310,24 @@ def test_a_tau1_resolved_below_tau2_is_warned_about_naming_both():
     message = tau2_warning(cfg, np.array([0.23, 0.3, 0.24]))
     assert "in 2 of 3 views the quantile tau1 (lowest 0.23) is at or below crr.tau2 (0.25)" in message
     assert "lower crr.tau2" in message
+
+
+def test_mask_class_means_and_mapped_features_take_painted_masks_pixel_by_pixel():
+    from tests.helpers import painted_example
+
+    grid, painted, cube = painted_example()
+    H, W = cube.shape[:2]
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, (H, W)).astype(np.int16)
+    high = rng.random((H, W)) < 0.7
+    masks = np.stack([np.ones((H, W), bool), painted.ids >= 0])  # one over the painted and unpainted pixels alike
+    pairs = np.array([[0, 0], [0, 1], [1, -1]], np.int32)
+    fast = mask_class_mean_features(grid, masks, labels, high, pairs, painted)
+    for row, (m, c) in enumerate(pairs):
+        chosen = masks[m] & (high & (labels == c) if c >= 0 else True)
+        mean = cube[chosen].mean(0)
+        np.testing.assert_allclose(fast[row], mean / np.linalg.norm(mean), atol=1e-5)
+    own = np.full((H, W), -1, np.int32)
+    mapped = map_refined_features(lambda rows: rows, grid, own, np.zeros((0, grid.shape[2]), np.float32), H, W,
+                                  chunk_pixels=7, painted=painted)
+    np.testing.assert_allclose(mapped, cube, atol=1e-6)

@@ -432,3 +432,23 @@ def test_fuse_takes_a_pixels_own_feature_at_unit_length_as_crr_and_autoencode_do
     pixels = (table[index] * mix[..., None]).sum(axis=1).reshape(H, W, 3)
     np.testing.assert_allclose(np.linalg.norm(pixels, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(pixels, map_refined_features(lambda rows: rows, grid, source, table_rows, H, W), atol=1e-6)
+
+
+def test_fuse_takes_a_painted_mask_feature_where_a_pixel_keeps_its_own():
+    """The mask-crop backend's table and id map: fuse's table rows and taps give every pixel the feature crr and
+    autoencode give it (map_refined_features), refined pixels their mask-class row, the others their painted mask's."""
+    from econsg.crr import map_refined_features
+    from stages.fuse import refined_feature_rows
+    from tests.helpers import painted_example
+
+    grid, painted, cube = painted_example()
+    H, W, D = cube.shape
+    table_rows = np.eye(D, dtype=np.float32)[:1]
+    source = np.full((H, W), -1, np.int32)
+    source[0, :3] = 0  # three pixels refined by a mask class (inside the large painted mask)
+    table, index, mix = refined_feature_rows(grid, source, table_rows, bilinear_feature_index(2, 2, H, W), painted)
+    pixels = (table[index] * mix[..., None]).sum(axis=1).reshape(H, W, D)
+    expected = map_refined_features(lambda rows: rows, grid, source, table_rows, H, W, painted=painted)
+    np.testing.assert_allclose(pixels, expected, atol=1e-6)
+    np.testing.assert_allclose(pixels[0, :3], table_rows[[0, 0, 0]], atol=1e-6)
+    np.testing.assert_allclose(pixels[painted.ids == 1], cube[painted.ids == 1], atol=1e-6)

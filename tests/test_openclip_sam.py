@@ -10,7 +10,14 @@ from pydantic import ValidationError
 
 from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.errors import EconsgError
-from econsg.features.base import TextEncoder, ViewFeatures, labels_and_confidence, pixel_probabilities
+from econsg.features.base import (
+    TextEncoder,
+    ViewFeatures,
+    labels_and_confidence,
+    mask_id_map,
+    pixel_probabilities,
+    upsample_feature_rows,
+)
 from econsg.features.openclip_sam import (
     OpenClipSamExtractor,
     OpenClipTextEncoder,
@@ -19,7 +26,6 @@ from econsg.features.openclip_sam import (
     load_openclip_text_encoder,
     interpolate_positional_embedding,
     masks_from_records,
-    paint_mask_features,
     preprocess_views,
     remove_small_mask_regions,
     resolve_clip_checkpoint,
@@ -362,39 +368,37 @@ def test_mixed_sizes_stream_in_order(clip_and_tokenizer, sam):
     assert views[1].features.shape == (4, 4, 32)
 
 
-def test_paint_mask_features_smaller_mask_wins_and_uncovered_keep_grid():
-    D = 4
-    grid = np.tile(np.eye(D, dtype=np.float32)[0], (2, 2, 1))  # every cell = e0
-    masks = np.zeros((2, 8, 8), bool)
-    masks[0, :, :] = False
-    masks[0, :4, :] = True  # top half -> cells (0, 0), (0, 1)
-    masks[1, :4, 4:] = True  # top-right quarter (smaller) -> cell (0, 1)
-    features = np.array([[0, 2, 0, 0], [0, 0, 0, 3]], np.float32)
-    painted = paint_mask_features(grid, masks, features)
-    np.testing.assert_allclose(painted[0, 0], [0, 1, 0, 0])
-    np.testing.assert_allclose(painted[0, 1], [0, 0, 0, 1])
-    np.testing.assert_allclose(painted[1, 0], [1, 0, 0, 0])
-    np.testing.assert_allclose(painted[1, 1], [1, 0, 0, 0])
-    with pytest.raises(EconsgError, match="mask_features"):
-        paint_mask_features(grid, masks, features[:1])
+def test_mask_id_map_gives_each_pixel_its_smallest_covering_mask():
+    masks = np.zeros((3, 8, 8), bool)
+    masks[0, :4, :] = True  # top half
+    masks[1, :4, 4:] = True  # top-right quarter, inside it
+    masks[2, 6:, :2] = True
+    ids = mask_id_map(masks)
+    assert ids[0, 0] == 0 and ids[0, 7] == 1 and ids[7, 0] == 2 and ids[5, 5] == -1
+    assert (ids == 1).sum() == 16 and (ids == 0).sum() == 16
 
 
-def test_mask_crops_mode_paints_crop_embeddings(clip_and_tokenizer, sam):
+def test_mask_crops_mode_paints_crop_embeddings_over_their_masks_pixels(clip_and_tokenizer, sam):
     dense = make_extractor(clip_and_tokenizer, sam)
     crops = make_extractor(clip_and_tokenizer, sam, feature_mode="mask_crops")
     text = crops.text_embeddings(VOCABULARY)
     image = random_images(1, seed=3)[0]
     masks, _ = crops.view_masks(image)
+    assert len(masks) > 0, "the fixture must find masks"
     crop_features = crops.mask_crop_features(image, masks)
     assert crop_features.shape == (len(masks), 32)
     np.testing.assert_allclose(np.linalg.norm(crop_features, axis=1), 1.0, atol=1e-5)
     view = next(crops.extract_views([image], text, 0.05))
-    grid = dense.dense_features([image])[0]
-    cells = view.features.reshape(-1, 32).astype(np.float32)
-    candidates = np.concatenate([grid.reshape(-1, 32), crop_features])
-    best = (cells @ candidates.T).max(axis=1)
-    assert np.all(best > 1 - 2e-3)  # every cell is its dense feature or one mask's crop feature
-    assert np.any((cells @ crop_features.T).max(axis=1) > 1 - 2e-3)
+    np.testing.assert_array_equal(view.painted.ids, mask_id_map(masks))
+    np.testing.assert_allclose(view.painted.features.astype(np.float32), crop_features, atol=2e-3)  # stored float16
+    np.testing.assert_allclose(view.features, dense.dense_features([image])[0].astype(np.float16))  # the grid stays dense
+    pixels = upsample_feature_rows(view.features, H, W, painted=view.painted)
+    covered = view.painted.ids >= 0
+    best = (pixels[covered] @ crop_features.T).argmax(axis=1)
+    np.testing.assert_array_equal(best, view.painted.ids[covered])  # every covered pixel carries its own mask's crop
+    probs = pixel_probabilities(view.features, text, H, W, 0.05, view.painted)
+    np.testing.assert_array_equal(view.labels, probs.argmax(-1))  # what is stored gives the labels back
+    assert next(dense.extract_views([image], text, 0.05)).painted is None
 
 
 def test_bad_inputs_name_the_argument(clip_and_tokenizer, sam):

@@ -211,6 +211,34 @@ def test_a_store_built_from_an_upstream_rerun_since_is_refused(real_run, tmp_pat
         open_stage(params, "evaluate")
 
 
+def test_mask_crops_store_a_mask_table_and_id_map_that_crr_fuse_and_autoencode_read(real_run, tmp_path):
+    """extract.openclip_sam.feature_mode: mask_crops keeps each view's mask table and id map beside the dense grid;
+    the labels it stores come back from them, and the stages after it run on them."""
+    import shutil
+
+    from econsg.features.base import pixel_probabilities, stored_painted_masks
+
+    root, _ = real_run
+    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
+    moved = (f"paths.artifacts={tmp_path / 'artifacts'}", f"paths.metrics={tmp_path / 'metrics'}",
+             f"paths.plots={tmp_path / 'plots'}", "extract.openclip_sam.feature_mode=mask_crops")
+    for stage in ("extract", "crr", "fuse", "autoencode"):
+        run_stage(stage, root / "params.yaml", moved)
+    ex = open_artifact(tmp_path / "artifacts" / "extract.zarr", "extract")
+    assert ex["mask_ids"].shape[1:] == ex["labels"].shape[1:] and ex["mask_features"].shape[2] == TINY_CLIP_DIM
+    text, temperature = ex["text_embeddings"][...], float(ex.attrs["temperature"])
+    covered = 0
+    for v in range(ex["labels"].shape[0]):
+        painted = stored_painted_masks(ex, v)
+        covered += int((painted.ids >= 0).sum())
+        probs = pixel_probabilities(ex["features"][v], text, *painted.ids.shape, temperature, painted)
+        np.testing.assert_array_equal(ex["labels"][v], probs.argmax(-1))
+    assert covered > 0, "SAM's masks cover pixels, which take their crops' features"
+    assert "mask_ids" not in open_artifact(root / "artifacts" / "extract.zarr", "extract"), "dense mode: the grid alone"
+    latent_maps = open_artifact(tmp_path / "artifacts" / "autoencode.zarr", "autoencode")["latent_maps"]
+    assert np.isfinite(np.asarray(latent_maps[0], np.float32)).all()
+
+
 def test_texts_are_refused_under_another_clip_model_than_extract_used(real_run):
     from econsg.config import load_params
     from econsg.errors import ArtifactError

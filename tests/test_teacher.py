@@ -306,3 +306,24 @@ def test_a_one_class_vocabulary_is_warned_about_naming_the_class():
 
     assert "one class, 'chair': every pixel takes it at confidence 1" in one_class_warning(["chair"])
     assert one_class_warning(["chair", "wall"]) is None
+
+
+def test_painted_masks_give_each_of_their_pixels_the_mask_feature_whatever_the_grid():
+    """METHOD.md's mask crops: a mask's feature covers its own pixels, a 4-pixel mask on a 2 x 2 grid of a 12 x 16
+    view included (painted on the grid, it would have lost them to its cell's majority)."""
+    from econsg.features.base import softmax
+    from tests.helpers import painted_example
+
+    grid, painted, cube = painted_example()
+    text = np.random.default_rng(1).standard_normal((3, grid.shape[2]))
+    unit_text = text / np.linalg.norm(text, axis=1, keepdims=True)
+    expected = softmax(cube @ unit_text.T.astype(np.float32) / np.float32(0.05))
+    fast = pixel_probabilities(grid, text, 12, 16, 0.05, painted)
+    np.testing.assert_allclose(fast, expected, atol=2e-5)
+    np.testing.assert_allclose(pixel_probabilities_reference(grid, text, 12, 16, 0.05, painted), expected, atol=2e-5)
+    np.testing.assert_allclose(upsample_feature_rows(grid, 12, 16, painted=painted), cube, atol=1e-6)
+    small = painted.ids == 1
+    assert small.sum() == 4 and np.allclose(fast[small], fast[small][0]), "the small mask's pixels share its feature"
+    plain = pixel_probabilities(grid, text, 12, 16, 0.05)
+    uncovered = painted.ids < 0
+    np.testing.assert_array_equal(fast[uncovered], plain[uncovered])  # the grid's pixels are as without masks

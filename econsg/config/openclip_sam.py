@@ -49,10 +49,9 @@ class OpenClipSamParams(Section):
     feature_mode: Literal["dense", "mask_crops"] = Field(
         "dense",
         description="'dense': MaskCLIP value-path patch features from one forward pass; 'mask_crops': LangSplat-style, "
-        "each SAM mask's crop is encoded by CLIP and its feature painted on the patch grid (cells no mask covers "
-        "keep the dense feature). METHOD.md paints it on the mask's own pixels: on the grid a mask smaller than about "
-        "two cells loses most of its pixels to its neighbours (at 640x480, a 250-pixel mask keeps 36 % of them, a "
-        "110-pixel one none), since the store keeps one feature grid per view.",
+        "each SAM mask's crop is encoded by CLIP and its feature painted over the mask's own pixels (METHOD.md): "
+        "extract.zarr keeps the mask table and an id map beside the dense grid, which the pixels no mask covers "
+        "keep.",
     )
     batch_size: int = Field(
         8, ge=1, le=1024, description="Views per CLIP forward pass (dense mode) and mask crops per pass (mask_crops)."

@@ -3,7 +3,9 @@
 Features live on a native grid [h, w, D] (a ViT patch grid); pixel features are its bilinear up-sampling
 to pixel centres with `align_corners=False` semantics (grid cell j covers image columns
 [j * W / w, (j + 1) * W / w); the image pixel centre x = col + 0.5 maps to grid coordinate
-x * w / W - 0.5, clamped at the borders), renormalised to unit length.
+x * w / W - 0.5, clamped at the borders), renormalised to unit length. The SAM-mask-crop backend adds a mask
+table and an id map (`PaintedMasks`, METHOD.md section 1): a pixel some mask covers takes the feature of the
+smallest such mask, exactly, whatever the grid's cell size.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ViewFeatures:
     confidence:  [H, W] float32, max softmax probability of that argmax.
     masks:       [M, H, W] bool, SAM(-like) masks, sorted by decreasing area.
     mask_scores: [M, 3] float32: predicted_iou, stability_score, area (pixels).
+    painted:     the mask table and id map painted over the grid (mask crops), or None.
     """
 
     features: np.ndarray
@@ -36,6 +39,53 @@ class ViewFeatures:
     confidence: np.ndarray
     masks: np.ndarray
     mask_scores: np.ndarray
+    painted: PaintedMasks | None = None
+
+
+@dataclass(frozen=True)
+class PaintedMasks:
+    """Mask features painted over their masks' pixels: the pixel feature F(u) is features[ids[u]] where
+    ids[u] >= 0, the grid's bilinear sample elsewhere.
+
+    ids:      [H, W] int, the smallest mask covering each pixel (`mask_id_map`), -1 where none does.
+    features: [M, D] unit rows, one per mask (float16 as stored).
+    """
+
+    ids: np.ndarray
+    features: np.ndarray
+
+    def __post_init__(self):
+        if self.ids.ndim != 2 or self.features.ndim != 2 or self.ids.max(initial=-1) >= len(self.features):
+            raise EconsgError(f"painted masks: ids {tuple(self.ids.shape)} up to {self.ids.max(initial=-1)} and features "
+                              f"{tuple(self.features.shape)}; expected [H, W] ids below the [M, D] table's M rows")
+
+
+def mask_id_map(masks: np.ndarray) -> np.ndarray:
+    """[M, H, W] bool (any order) -> [H, W] int64 id of the smallest mask covering each pixel, -1 where none."""
+    M, H, W = masks.shape
+    ids = np.full((H, W), -1, np.int64)
+    areas = masks.reshape(M, -1).sum(axis=1)
+    for m in np.argsort(-areas, kind="stable"):  # largest first, so smaller masks paint over them
+        ids[masks[m]] = m
+    return ids
+
+
+def stored_painted_masks(extract_group, view: int) -> PaintedMasks | None:
+    """The PaintedMasks extract.zarr stored for `view` (the mask-crop backend), else None."""
+    if "mask_ids" not in extract_group:
+        return None
+    return PaintedMasks(np.asarray(extract_group["mask_ids"][view]), np.asarray(extract_group["mask_features"][view]))
+
+
+def paint_pixels(out: np.ndarray, values: np.ndarray, painted: PaintedMasks | None, ys=None, xs=None) -> np.ndarray:
+    """`out` [..., k] (every pixel of the view, or the pixels (ys, xs)) with the painted pixels' rows taken from
+    `values` [M, k] (their mask's row: its feature, or a function of it); unchanged without painted masks."""
+    if painted is None:
+        return out
+    ids = painted.ids if ys is None else painted.ids[ys, xs]
+    covered = ids >= 0
+    out[covered] = values[ids[covered]]
+    return out
 
 
 @runtime_checkable
@@ -74,17 +124,21 @@ def _check_grid(features: np.ndarray, height: int, width: int) -> None:
         raise EconsgError(f"height, width: got {height} x {width}, expected positive image size")
 
 
-def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: slice | None = None) -> np.ndarray:
+def upsample_feature_rows(features: np.ndarray, height: int, width: int, rows: slice | None = None,
+                          painted: PaintedMasks | None = None) -> np.ndarray:
     """Pixel features [r, W, D] float32 (unit length) for image rows `rows` (default all: the [H, W, D] bilinear
-    up-sampling of the [h, w, D] grid, see module doc) of an H x W image."""
+    up-sampling of the [h, w, D] grid, see module doc, with `painted` masks' features) of an H x W image."""
     r0, r1, _ = (rows or slice(0, height)).indices(height)
     ys, xs = np.repeat(np.arange(r0, r1), width), np.tile(np.arange(width), max(r1 - r0, 0))
-    return upsample_feature_pixels(features, height, width, ys, xs).reshape(len(range(r0, r1)), width, features.shape[-1])
+    pixels = upsample_feature_pixels(features, height, width, ys, xs, painted)
+    return pixels.reshape(len(range(r0, r1)), width, features.shape[-1])
 
 
-def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray,
+                            painted: PaintedMasks | None = None) -> np.ndarray:
     """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image, without forming the
-    others: two linear passes, y on the grid rows of the image rows the pixels lie in, then x at each pixel."""
+    others: two linear passes, y on the grid rows of the image rows the pixels lie in, then x at each pixel; a
+    pixel a `painted` mask covers takes that mask's feature."""
     _check_grid(features, height, width)
     h, w, _ = features.shape
     y0, y1, ay = bilinear_weights(height, h)
@@ -94,7 +148,12 @@ def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: n
     part = grid[y0[rows]] * (1.0 - ay[rows, None, None]) + grid[y1[rows]] * ay[rows, None, None]  # [rows, w, D]
     xs = np.asarray(xs, dtype=np.int64)
     mix = ax[xs, None]
-    return normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
+    pixels = normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
+    return paint_pixels(pixels, _painted_rows(painted), painted, np.asarray(ys, dtype=np.int64), xs)
+
+
+def _painted_rows(painted: PaintedMasks | None) -> np.ndarray | None:
+    return normalize_rows(painted.features) if painted is not None else None
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -154,12 +213,14 @@ PROBABILITY_BAND_VALUES = 1 << 22  # pixels x classes per band of `pixel_probabi
 
 
 def pixel_probabilities(
-    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
+    painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """Per-pixel class probabilities p(u) = softmax_c(cos(F(u), t_c) / T), [H, W, C] float32.
 
     features: [h, w, D] grid (any float dtype); text_embeddings: [C, D] (normalised here);
-    F(u) = bilinear up-sampling of the grid to pixel centres, renormalised; temperature T > 0 (unitless).
+    F(u) = bilinear up-sampling of the grid to pixel centres, renormalised, or the feature of the `painted` mask
+    covering u; temperature T > 0 (unitless).
     Fast path: <F~(u), t> is linear in the grid, so the grid's [h, w, C] cosines are interpolated and divided by
     the exact interpolated norm (`interpolated_feature_norms`); `pixel_probabilities_reference` is the plain twin.
     """
@@ -175,18 +236,22 @@ def pixel_probabilities(
         rows = slice(r0, min(r0 + band, height))
         numerator = np.einsum("hwk,hwkc->hwc", weights[rows], grid_dots[cells[rows]])
         out[rows] = softmax(numerator / norms[rows, :, None] / np.float32(temperature))
+    if painted is not None:
+        mask_probs = softmax(_painted_rows(painted) @ text.T / np.float32(temperature))
+        paint_pixels(out, mask_probs, painted)
     return out
 
 
 def pixel_probabilities_reference(
-    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
+    painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """Plain twin of `pixel_probabilities`: up-sample the features row chunk by row chunk, then cosine, softmax."""
     features, text = _check_text(features, text_embeddings, height, width, temperature)
     out = np.empty((height, width, text.shape[0]), dtype=np.float32)
     for r0 in range(0, height, _ROW_CHUNK):
         rows = slice(r0, min(r0 + _ROW_CHUNK, height))
-        pixels = upsample_feature_rows(features, height, width, rows)
+        pixels = upsample_feature_rows(features, height, width, rows, painted)
         out[rows] = softmax(pixels @ text.T / np.float32(temperature))
     return out
 

@@ -13,9 +13,9 @@ Dense features (MaskCLIP, Zhou et al. 2022), one forward pass per batch of views
 Mask crops (LangSplat-style, `feature_mode="mask_crops"`):
   every SAM mask's bounding box is cut out of the image with the pixels outside the mask set to black,
   zero-padded to a square, resized to the tower's native input size and encoded with `encode_image`.
-  The features are stored on the same patch grid as the dense mode: pixels get the id of the smallest
-  mask covering them, each grid cell takes the id most of its pixels carry, and cells whose majority is
-  "no mask" keep their dense feature.
+  Each crop's feature is painted over its mask's own pixels (METHOD.md section 1): the view keeps the mask
+  table and an id map (the smallest mask covering each pixel, `PaintedMasks`) beside the dense grid, which
+  gives the pixels no mask covers their feature.
 
 SAM masks: `SamAutomaticMaskGenerator` with this module's own small-region clean-up (segment-anything's
 needs OpenCV): islands and holes smaller than `min_mask_region_area` pixels are removed from each mask
@@ -42,7 +42,14 @@ from torch import nn
 from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.device import resolve_device
 from econsg.errors import EconsgError, first_line
-from econsg.features.base import ViewFeatures, labels_and_confidence, normalize_rows, pixel_probabilities
+from econsg.features.base import (
+    PaintedMasks,
+    ViewFeatures,
+    labels_and_confidence,
+    mask_id_map,
+    normalize_rows,
+    pixel_probabilities,
+)
 from econsg.features.text import PROMPT_TEMPLATES, encode_vocabulary
 
 PARAMS_KEY = "extract.openclip_sam"
@@ -490,40 +497,6 @@ def mask_crop_inputs(
     return out
 
 
-def mask_id_map(masks: np.ndarray) -> np.ndarray:
-    """[M, H, W] bool (any order) -> [H, W] int64 id of the smallest mask covering each pixel, -1 where none."""
-    M, H, W = masks.shape
-    ids = np.full((H, W), -1, np.int64)
-    areas = masks.reshape(M, -1).sum(axis=1)
-    for m in np.argsort(-areas, kind="stable"):  # largest first, so smaller masks paint over them
-        ids[masks[m]] = m
-    return ids
-
-
-def paint_mask_features(grid: np.ndarray, masks: np.ndarray, mask_features: np.ndarray) -> np.ndarray:
-    """Grid [h, w, D] with each cell replaced by the feature of the mask most of its pixels belong to.
-
-    masks: [M, H, W] bool; mask_features: [M, D]. Pixel (i, j) lies in cell (i * h // H, j * w // W) (the
-    grid convention of econsg.features.base); a pixel belongs to the smallest mask covering it. Cells whose
-    pixels mostly lie in no mask keep their grid feature. Returns float32, rows L2-normalised.
-    """
-    h, w, D = grid.shape
-    M, H, W = masks.shape
-    out = np.array(grid, dtype=np.float32, copy=True)
-    if M == 0:
-        return normalize_rows(out)
-    if mask_features.shape != (M, D):
-        raise EconsgError(f"mask_features: got shape {mask_features.shape}, expected {(M, D)}")
-    ids = mask_id_map(masks) + 1  # 0 = no mask
-    cell = (np.arange(H)[:, None] * h // H) * w + (np.arange(W)[None, :] * w // W)  # [H, W]
-    counts = np.bincount((cell * (M + 1) + ids).ravel(), minlength=h * w * (M + 1)).reshape(h * w, M + 1)
-    winner = counts.argmax(axis=1)  # ties go to the lower id: "no mask" first
-    flat = out.reshape(h * w, D)
-    covered = winner > 0
-    flat[covered] = mask_features[winner[covered] - 1]
-    return normalize_rows(out)
-
-
 # ----------------------------------------------------------------------------------------------------
 # The backend
 
@@ -656,12 +629,13 @@ class OpenClipSamExtractor:
         image = _check_image(image, 0)
         H, W = image.shape[:2]
         masks, scores = self.view_masks(image)
-        if self.params.feature_mode == "mask_crops":
-            grid = paint_mask_features(grid, masks, self.mask_crop_features(image, masks))
+        painted = (PaintedMasks(mask_id_map(masks).astype(np.int16), self.mask_crop_features(image, masks).astype(np.float16))
+                   if self.params.feature_mode == "mask_crops" else None)
         features = grid.astype(np.float16)
-        probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature)
+        probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature, painted)
         labels, confidence = labels_and_confidence(probs)
-        return ViewFeatures(features=features, labels=labels, confidence=confidence, masks=masks, mask_scores=scores)
+        return ViewFeatures(features=features, labels=labels, confidence=confidence, masks=masks, mask_scores=scores,
+                            painted=painted)
 
     def extract_views(
         self, images: Iterable[np.ndarray], vocabulary_embeddings: np.ndarray, temperature: float
