@@ -30,6 +30,7 @@ from econsg.features.base import (
     bilinear_pixel_weights,
     interpolated_feature_norms,
     normalize_rows,
+    smallest_covering_mask,
     upsample_feature_pixels,
 )
 
@@ -182,21 +183,6 @@ def vote_mask_labels(votes: np.ndarray, min_votes: int) -> np.ndarray:
     labels = votes.argmax(axis=1).astype(np.int16) if votes.shape[1] else np.zeros(len(votes), np.int16)
     labels[votes.sum(axis=1) < min_votes] = IGNORE
     return labels
-
-
-def smallest_covering_mask(masks: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """[H, W] int32: index of the smallest eligible mask containing each pixel (-1 none).
-
-    Overlaps go to the smaller mask; equal areas to the lower index.
-    """
-    M, H, W = masks.shape
-    covering = np.full((H, W), -1, dtype=np.int32)
-    areas = masks.reshape(M, H * W).sum(axis=1)
-    # Paint the largest first so smaller masks overwrite; among equal areas the lower index is painted last.
-    order = sorted((m for m in range(M) if eligible[m]), key=lambda m: (-areas[m], -m))
-    for m in order:
-        covering[masks[m]] = m
-    return covering
 
 
 def refine_labels_crr(

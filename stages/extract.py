@@ -110,7 +110,7 @@ def run(params: Params) -> None:
             features[v] = view.features.astype(np.float16)
             if view.painted is not None:
                 if mask_ids is None:
-                    mask_ids = out.create_array("mask_ids", (V, H, W), "int16", per_view=True, fill_value=-1)
+                    mask_ids = out.create_array("mask_ids", (V, H, W), "int32", per_view=True, fill_value=-1)
                 mask_ids[v] = view.painted.ids
                 mask_tables[v] = view.painted.features.astype(np.float16)
             labels[v] = view.labels

@@ -77,7 +77,7 @@ def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_clas
     index[refined] = (h * w + source[refined])[:, None]
     single = refined
     if painted is not None:
-        ids = painted.ids.reshape(-1)
+        ids = painted.ids.reshape(-1).astype(np.int64)  # table rows beyond int16's range on a fine grid
         own_painted = own & (ids >= 0)
         index[own_painted] = (h * w + len(mask_class_features) + ids[own_painted])[:, None]
         single = refined | own_painted

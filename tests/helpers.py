@@ -85,14 +85,14 @@ def painted_example(seed: int = 0, height: int = 12, width: int = 16, dim: int =
     """A coarse [2, 2, dim] grid and PaintedMasks over a [height, width] view: one large mask, one of 2 x 2 pixels
     inside it (far smaller than a grid cell), and pixels no mask covers; returns grid, painted and the brute-force
     [H, W, dim] pixel features (the up-sampled grid, each covered pixel's row replaced by its mask's feature)."""
-    from econsg.features.base import PaintedMasks, mask_id_map, normalize_rows, upsample_feature_rows
+    from econsg.features.base import PaintedMasks, normalize_rows, smallest_covering_mask, upsample_feature_rows
 
     rng = np.random.default_rng(seed)
     grid = rng.standard_normal((2, 2, dim)).astype(np.float32)
     masks = np.zeros((2, height, width), bool)
     masks[0, : height // 2, : width // 2] = True
     masks[1, 2:4, 3:5] = True  # 4 pixels, inside mask 0
-    painted = PaintedMasks(mask_id_map(masks).astype(np.int16), rng.standard_normal((2, dim)).astype(np.float16))
+    painted = PaintedMasks(smallest_covering_mask(masks), rng.standard_normal((2, dim)).astype(np.float16))
     cube = upsample_feature_rows(grid, height, width)
     unit = normalize_rows(painted.features)
     cube[masks[0]] = unit[0]

@@ -331,3 +331,19 @@ def test_mask_class_means_and_mapped_features_take_painted_masks_pixel_by_pixel(
     mapped = map_refined_features(lambda rows: rows, grid, own, np.zeros((0, grid.shape[2]), np.float32), H, W,
                                   chunk_pixels=7, painted=painted)
     np.testing.assert_allclose(mapped, cube, atol=1e-6)
+
+
+def test_smallest_covering_mask_smaller_wins_ties_go_to_the_lower_index_and_no_mask_is_minus_one():
+    from econsg.features.base import smallest_covering_mask
+
+    masks = np.zeros((4, 8, 8), bool)
+    masks[0, :4, :] = True  # top half
+    masks[1, :4, 4:] = True  # top-right quarter, inside it
+    masks[2, 6:, :2] = True
+    masks[3, 6:, :2] = True  # the same area as mask 2, on the same pixels
+    ids = smallest_covering_mask(masks)
+    assert ids[0, 0] == 0 and ids[0, 7] == 1 and ids[7, 0] == 2 and ids[5, 5] == -1
+    assert (ids == 1).sum() == 16 and (ids == 0).sum() == 16
+    assert smallest_covering_mask(masks, np.array([True, False, False, True]))[0, 7] == 0  # only eligible masks
+    assert smallest_covering_mask(masks, np.array([True, False, False, True]))[7, 0] == 3
+    assert (smallest_covering_mask(np.zeros((0, 3, 5), bool)) == -1).all()  # a view without masks

@@ -14,7 +14,7 @@ from econsg.features.base import (
     TextEncoder,
     ViewFeatures,
     labels_and_confidence,
-    mask_id_map,
+    smallest_covering_mask,
     pixel_probabilities,
     upsample_feature_rows,
 )
@@ -368,14 +368,13 @@ def test_mixed_sizes_stream_in_order(clip_and_tokenizer, sam):
     assert views[1].features.shape == (4, 4, 32)
 
 
-def test_mask_id_map_gives_each_pixel_its_smallest_covering_mask():
-    masks = np.zeros((3, 8, 8), bool)
-    masks[0, :4, :] = True  # top half
-    masks[1, :4, 4:] = True  # top-right quarter, inside it
-    masks[2, 6:, :2] = True
-    ids = mask_id_map(masks)
-    assert ids[0, 0] == 0 and ids[0, 7] == 1 and ids[7, 0] == 2 and ids[5, 5] == -1
-    assert (ids == 1).sum() == 16 and (ids == 0).sum() == 16
+def test_mask_crops_mode_takes_a_view_without_masks(clip_and_tokenizer, sam):
+    """No mask found (every one smaller than min_mask_region_area): the view keeps its dense grid everywhere."""
+    crops = make_extractor(clip_and_tokenizer, sam, feature_mode="mask_crops", min_mask_region_area=H * W + 1)
+    text = crops.text_embeddings(VOCABULARY)
+    view = next(crops.extract_views(random_images(1, seed=3), text, 0.05))
+    assert len(view.masks) == 0 and view.painted.features.shape == (0, 32) and (view.painted.ids == -1).all()
+    np.testing.assert_array_equal(view.labels, pixel_probabilities(view.features, text, H, W, 0.05).argmax(-1))
 
 
 def test_mask_crops_mode_paints_crop_embeddings_over_their_masks_pixels(clip_and_tokenizer, sam):
@@ -389,7 +388,7 @@ def test_mask_crops_mode_paints_crop_embeddings_over_their_masks_pixels(clip_and
     assert crop_features.shape == (len(masks), 32)
     np.testing.assert_allclose(np.linalg.norm(crop_features, axis=1), 1.0, atol=1e-5)
     view = next(crops.extract_views([image], text, 0.05))
-    np.testing.assert_array_equal(view.painted.ids, mask_id_map(masks))
+    np.testing.assert_array_equal(view.painted.ids, smallest_covering_mask(masks))
     np.testing.assert_allclose(view.painted.features.astype(np.float32), crop_features, atol=2e-3)  # stored float16
     np.testing.assert_allclose(view.features, dense.dense_features([image])[0].astype(np.float16))  # the grid stays dense
     pixels = upsample_feature_rows(view.features, H, W, painted=view.painted)

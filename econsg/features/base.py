@@ -47,7 +47,7 @@ class PaintedMasks:
     """Mask features painted over their masks' pixels: the pixel feature F(u) is features[ids[u]] where
     ids[u] >= 0, the grid's bilinear sample elsewhere.
 
-    ids:      [H, W] int, the smallest mask covering each pixel (`mask_id_map`), -1 where none does.
+    ids:      [H, W] int, the smallest mask covering each pixel (`smallest_covering_mask`), -1 where none does.
     features: [M, D] unit rows, one per mask (float16 as stored).
     """
 
@@ -60,14 +60,17 @@ class PaintedMasks:
                               f"{tuple(self.features.shape)}; expected [H, W] ids below the [M, D] table's M rows")
 
 
-def mask_id_map(masks: np.ndarray) -> np.ndarray:
-    """[M, H, W] bool (any order) -> [H, W] int64 id of the smallest mask covering each pixel, -1 where none."""
+def smallest_covering_mask(masks: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """[H, W] int32: index of the smallest (eligible, default every) mask of [M, H, W] containing each pixel, -1
+    where none does. Overlaps go to the smaller mask; equal areas to the lower index."""
     M, H, W = masks.shape
-    ids = np.full((H, W), -1, np.int64)
-    areas = masks.reshape(M, -1).sum(axis=1)
-    for m in np.argsort(-areas, kind="stable"):  # largest first, so smaller masks paint over them
-        ids[masks[m]] = m
-    return ids
+    covering = np.full((H, W), -1, dtype=np.int32)
+    areas = masks.reshape(M, H * W).sum(axis=1)
+    # Paint the largest first so smaller masks overwrite; among equal areas the lower index is painted last.
+    order = sorted((m for m in range(M) if eligible is None or eligible[m]), key=lambda m: (-areas[m], -m))
+    for m in order:
+        covering[masks[m]] = m
+    return covering
 
 
 def stored_painted_masks(extract_group, view: int) -> PaintedMasks | None:

@@ -46,7 +46,7 @@ from econsg.features.base import (
     PaintedMasks,
     ViewFeatures,
     labels_and_confidence,
-    mask_id_map,
+    smallest_covering_mask,
     normalize_rows,
     pixel_probabilities,
 )
@@ -629,7 +629,7 @@ class OpenClipSamExtractor:
         image = _check_image(image, 0)
         H, W = image.shape[:2]
         masks, scores = self.view_masks(image)
-        painted = (PaintedMasks(mask_id_map(masks).astype(np.int16), self.mask_crop_features(image, masks).astype(np.float16))
+        painted = (PaintedMasks(smallest_covering_mask(masks), self.mask_crop_features(image, masks).astype(np.float16))
                    if self.params.feature_mode == "mask_crops" else None)
         features = grid.astype(np.float16)
         probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature, painted)
