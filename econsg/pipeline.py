@@ -144,20 +144,23 @@ SMOKE_SETTINGS = (
     "extract.openclip_sam.stand_in=true",
     "autoencode.iterations=20",
     "splat.iterations=20",
-    "splat.refine_start_iter=5",
-    "splat.refine_every=5",
-    "splat.refine_stop_iter=15",
     "evaluate.timing_repeats=1",
 )
+SMOKE_DENSIFICATION = ("splat.refine_start_iter=5", "splat.refine_every=5", "splat.refine_stop_iter=15")
 """What `econsg smoke` changes in a run's params, beside the folders: tiny random CLIP and SAM for the weights, and
-a few steps of each training, which densify once."""
+a few steps of each training, which densify once (SMOKE_DENSIFICATION) unless the run's params switch it off."""
+SMOKE_FOLDERS = ("artifacts", "metrics", "plots", "checkpoints")
 
 
-def smoke_settings(folder: Path, overrides: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The overrides of a smoke run in `folder`: its stores, metrics, plots and checkpoints there, the data read where
-    the params say, SMOKE_SETTINGS, then the caller's `overrides` (which win)."""
-    moved = tuple(f"paths.{key}={folder / key}" for key in ("artifacts", "metrics", "plots", "checkpoints"))
-    return (*moved, *SMOKE_SETTINGS, *overrides)
+def smoke_settings(params: Params, folder: Path, overrides: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The overrides of a smoke run of `params` (already loaded with the caller's `overrides`) in `folder`: the
+    caller's overrides, then SMOKE_SETTINGS, then its stores, metrics, plots and checkpoints in `folder` (the data
+    read where the params say). An override of those folders is refused: the run's own would be written."""
+    if moved := [item for item in overrides if item.split("=", 1)[0] in {f"paths.{key}" for key in SMOKE_FOLDERS}]:
+        raise EconsgError(f"--set {moved[0]}: a smoke run writes into its own folder (--out), never the run's; "
+                          "only paths.data may be set")
+    densify = SMOKE_DENSIFICATION if params.splat.refine_stop_iter else ()  # 0: densification off, as in the run
+    return (*overrides, *SMOKE_SETTINGS, *densify, *(f"paths.{key}={folder / key}" for key in SMOKE_FOLDERS))
 
 
 def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> float:

@@ -56,7 +56,7 @@ def run(params: Params) -> None:
     gaussians = load_gaussians(sp, device)
     sh_degree = int(sp.attrs["sh_degree"])
     train_vocabulary = list(ex.attrs["vocabulary"])
-    lerf_labels = Path(cfg.lerf_labels) if cfg.lerf_labels else Path(params.paths.data) / "label"
+    lerf_labels = lerf_labels_folder(params)
     if cfg.vocabulary is not None:
         eval_vocabulary = list(cfg.vocabulary)
     elif truth is not None or cfg.protocol == "lerf":
@@ -206,6 +206,11 @@ def run(params: Params) -> None:
                 relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
                 lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
+
+
+def lerf_labels_folder(params: Params) -> Path:
+    """Where the LERF-OVS protocol reads LangSplat's label files: evaluate.lerf_labels, else the scene's label/."""
+    return Path(params.evaluate.lerf_labels) if params.evaluate.lerf_labels else Path(params.paths.data) / "label"
 
 
 def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tuple[int, int], ingest_params: dict) -> list[int]:

@@ -275,3 +275,25 @@ with sigterm_as_interrupt(), ArtifactWriter({str(path)!r}, stage="fuse", params=
     assert child.returncode != 0 and "KeyboardInterrupt" in err
     assert not list(tmp_path.glob(".fuse.zarr.tmp-*"))
     assert open_artifact(path, "fuse")["xyz"][0, 0] == 0.5
+
+
+def test_sigterm_still_interrupts_after_a_colmap_scene_is_read():
+    """pycolmap's glog installs its own SIGTERM handler on import (a stack trace, then death, the temporary store
+    left behind); ingest reads COLMAP models through import_pycolmap, which keeps the stage's handler."""
+    import subprocess
+    import sys
+
+    script = """
+import os, signal, time
+from econsg.pipeline import sigterm_as_interrupt
+from econsg.scene.readers.colmap import import_pycolmap
+try:
+    with sigterm_as_interrupt():
+        import_pycolmap()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "interrupted", result.stderr[-500:]

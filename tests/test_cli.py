@@ -223,3 +223,18 @@ def test_metrics_tells_a_null_figure_from_a_missing_one(tmp_path):
     rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in result.stdout.splitlines() if "│ crr" in line}
     assert rows == {"labelled_share": "0.700", "raw_miou": "n/a (no labels)", "refined_miou": "n/a (no labels)",
                     "refined_coverage": "n/a (no labels)"}
+
+
+def test_smoke_settings_shorten_training_keep_the_run_s_densification_choice_and_write_only_their_folder(tmp_path):
+    from econsg.config import load_params
+    from econsg.pipeline import smoke_settings
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    for run_overrides, densifies in ((("ingest.downscale=2",), True), (("splat.refine_stop_iter=0",), False)):
+        run = load_params(params, run_overrides)
+        smoke = load_params(params, smoke_settings(run, tmp_path, run_overrides))
+        assert smoke.splat.iterations == 20 and smoke.autoencode.iterations == 20
+        assert smoke.extract.openclip_sam.stand_in and smoke.paths.data == run.paths.data
+        assert (smoke.splat.refine_stop_iter > 0) == densifies, run_overrides
+        assert smoke.ingest.downscale == run.ingest.downscale, "the run's own settings stay"
+        assert all(Path(getattr(smoke.paths, key)).parent == tmp_path for key in ("artifacts", "metrics", "plots", "checkpoints"))

@@ -71,12 +71,29 @@ def camera_intrinsics(model: str, params: np.ndarray, where: str) -> np.ndarray:
 
 def read_model(folder: Path):
     """A pycolmap.Reconstruction from `folder`, or EconsgError naming it."""
-    import pycolmap
-
+    pycolmap = import_pycolmap()
     try:
         return pycolmap.Reconstruction(str(folder))
     except Exception as error:  # pycolmap raises plain RuntimeError / ValueError subclasses
         raise EconsgError(f"{folder}: unreadable COLMAP model ({error})") from None
+
+
+def import_pycolmap():
+    """pycolmap, imported without its glog taking over SIGTERM: glog installs a handler that prints a stack trace and
+    kills the process, which would replace a stage's (`sigterm_as_interrupt`) and leave its temporary store behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import pycolmap
+
+        return pycolmap
+    handler = signal.getsignal(signal.SIGTERM)
+    import pycolmap
+
+    if handler is not None:  # None: a handler set outside Python, nothing to restore
+        signal.signal(signal.SIGTERM, handler)
+    return pycolmap
 
 
 def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None]:
