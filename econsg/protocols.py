@@ -25,6 +25,7 @@ LERF_MASK_THRESHOLD = 0.4  # LangSplat eval.sh / argparse default `mask_thresh`
 LERF_MAJORITY_RADIUS = 3  # LangSplat eval/utils.py `smooth`: majority vote in a 7x7 window
 LERF_CANONICAL = ("object", "things", "stuff", "texture")  # LERF's canonical negative phrases
 LERF_RELEVANCY_TEMPERATURE = 0.1  # LangSplat eval/openclip_encoder.py `get_relevancy`: cosines x 10
+LERF_BARE_PROMPT = ("{}",)  # LangSplat eval/openclip_encoder.py tokenizes each phrase alone, with no template
 
 
 def score_paper(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int = IGNORE) -> dict:

@@ -42,19 +42,22 @@ class LatentQuery:
             self._encoder = build_text_encoder(self.params, self.device)
         return self._encoder
 
-    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """[Q, D] unit text embeddings (prompt templates averaged): the stored one where the run embedded the same
-        text, the text tower's otherwise."""
+    def text_embeddings(self, texts: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """[Q, D] unit text embeddings, averaged over the prompt templates (extract's, unless `templates` names
+        others, e.g. ["{}"] for the bare text): the stored one where the run embedded the same text so, the text
+        tower's otherwise."""
         check_query_texts(texts)
-        new = [text for text in dict.fromkeys(texts) if text not in self.stored]
-        embedded = dict(zip(new, embed_classes(self.encoder, new, self.params))) if new else {}
-        return np.stack([self.stored[text] if text in self.stored else embedded[text] for text in texts]).astype(np.float32)
+        stored = self.stored if templates is None else {}  # the run stored its texts under extract's templates
+        params = self.params if templates is None else self.params.model_copy(update={"templates": list(templates)})
+        new = [text for text in dict.fromkeys(texts) if text not in stored]
+        embedded = dict(zip(new, embed_classes(self.encoder, new, params))) if new else {}
+        return np.stack([stored[text] if text in stored else embedded[text] for text in texts]).astype(np.float32)
 
     @torch.no_grad()
-    def text_latents(self, texts: Sequence[str]) -> torch.Tensor:
-        """[Q, d] normalised latents T_z of arbitrary texts, on the query's device, where the features they are compared
-        with are rendered."""
-        embeddings = torch.from_numpy(self.text_embeddings(texts)).to(self.device)
+    def text_latents(self, texts: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """[Q, d] normalised latents T_z of arbitrary texts (`templates` as in text_embeddings), on the query's
+        device, where the features they are compared with are rendered."""
+        embeddings = torch.from_numpy(self.text_embeddings(texts, templates)).to(self.device)
         return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
 
 

@@ -30,7 +30,7 @@ from econsg.metrics import confusion_matrix, multiview_consistency, segmentation
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.protocol_eval import evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
-from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
+from econsg.protocols import LERF_BARE_PROMPT, LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
 from econsg.query import lerf_relevancy
 from econsg.scene.data import IGNORE
 from econsg.scene.readers.lerf import read_lerf_labels
@@ -158,8 +158,10 @@ def run(params: Params) -> None:
 
         # scored inside the writer: a failure here (a protocol's files) keeps the previous evaluate.zarr
         if lerf_views:
-            relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend, eval_latents,
-                                              query.text_latents(list(LERF_CANONICAL)), device)
+            prompts = LERF_BARE_PROMPT if cfg.lerf_prompts == "bare" else None  # LangSplat's scorer encodes bare phrases
+            relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend,
+                                              query.text_latents(eval_vocabulary, prompts),
+                                              query.text_latents(list(LERF_CANONICAL), prompts), device)
         agree, compared = 0.0, 0
         for a, b in zip(test[:-1], test[1:]):
             fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],

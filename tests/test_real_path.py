@@ -139,6 +139,11 @@ def test_the_run_s_vocabularies_are_queried_without_clip_weights(real_run, monke
     params = load_params(root / "params.yaml")
     model = load_autoencoder(open_stage(params, "autoencode"))
     expected = LatentQuery(model, params.extract).text_latents(EVAL_VOCABULARY)  # every text through the tiny tower
+    # other templates (the LERF-OVS protocol's bare phrases) are embedded afresh, never read from the templated store
+    bare = text_query(params, model, evaluated=True).text_latents(["wall"], templates=["{}"])
+    bare_params = params.extract.model_copy(update={"templates": ["{}"]})
+    assert torch.allclose(bare, LatentQuery(model, bare_params).text_latents(["wall"]), atol=1e-6)
+    assert not torch.allclose(bare, expected[:1], atol=1e-3)
 
     def absent(*_):
         raise EconsgError("CLIP weights: not found")

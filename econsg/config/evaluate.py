@@ -28,6 +28,12 @@ class EvaluateParams(Section):
     lerf_labels: str | None = Field(
         None, description="LERF-OVS protocol: folder of frame_*.json label files; null = <paths.data>/label."
     )
+    lerf_prompts: Literal["bare", "templates"] = Field(
+        "bare",
+        description="LERF-OVS protocol: how its queries and canonical phrases (object, things, stuff, texture) are "
+        "embedded for the relevancy it scores: 'bare', the phrase alone, as LangSplat's scorer encodes them; "
+        "'templates', averaged over extract.templates, as every other text here.",
+    )
     timing_repeats: int = Field(5, ge=1, description="Repeats when timing render FPS and query latency.")
     geometry_oracle: bool = Field(
         True,
