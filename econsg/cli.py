@@ -86,28 +86,7 @@ def smoke(
     import shutil
     import tempfile
 
-    from econsg.config import load_params
-    from econsg.pipeline import STAGE_ORDER, run_stage, sigterm_as_interrupt, smoke_settings
-
-    def work(folder: Path) -> tuple[Table, object]:
-        run = load_params(params, tuple(overrides or ()))  # the run's own params, refused as `params check` would
-        settings = smoke_settings(run, folder.resolve(), tuple(overrides or ()))
-        if run.evaluate.protocol == "lerf":  # evaluate would find them missing only after every other stage
-            from econsg.scene.readers.lerf import read_lerf_labels
-            from stages.evaluate import lerf_labels_folder
-
-            read_lerf_labels(lerf_labels_folder(run))
-        table = Table("stage", "seconds", title=f"smoke run of {params}")
-        for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
-            plain_console(stderr=True).print(f"smoke: {stage}")
-            try:
-                table.add_row(stage, f"{run_stage(stage, params, settings):.1f}")
-            except EconsgError as error:
-                notes = ([] if stage == "ingest" else ["the stages before it ran"]) + (
-                    [f"the run is kept in {out}"] if out is not None else [])
-                where = f" ({'; '.join(notes)})" if notes else ""
-                raise EconsgError(f"smoke: {stage} failed{where}: {error}") from error
-        return table, run
+    from econsg.pipeline import run_smoke, sigterm_as_interrupt
 
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         report_error(EconsgError(f"--out: {out} exists and is not an empty folder; name a new one"))
@@ -115,17 +94,20 @@ def smoke(
     folder = out or Path(tempfile.mkdtemp(prefix="econsg-smoke-"))
     try:
         with sigterm_as_interrupt():
-            table, run = _guard(work, folder)
+            run, seconds = _guard(run_smoke, params, folder.resolve(), tuple(overrides or ()), kept=out is not None)
     except KeyboardInterrupt:
         plain_console(stderr=True).print("smoke: interrupted")
         raise typer.Exit(130) from None
     finally:
         if out is None:
             shutil.rmtree(folder, ignore_errors=True)
+    table = Table("stage", "seconds", title=f"smoke run of {params}")
+    for stage, took in seconds.items():
+        table.add_row(stage, f"{took:.1f}")
     plain_console().print(table)
     models = ("tiny random CLIP and SAM stood in for the weights: the features, labels and figures mean nothing"
-              if run.extract.backend == "openclip_sam" else "the synthetic teacher needs no weights; the figures are a "
-              "20-step run's")
+              if run.extract.backend == "openclip_sam" else "the synthetic teacher needs no weights; the figures are "
+              "a few training steps'")
     plain_console().print(f"every stage ran; {models}"
                           + (f"; the run is kept in {out}" if out is not None else "; the scratch folder is deleted"))
 

@@ -163,6 +163,33 @@ def smoke_settings(params: Params, folder: Path, overrides: tuple[str, ...] = ()
     return (*overrides, *SMOKE_SETTINGS, *densify, *(f"paths.{key}={folder / key}" for key in SMOKE_FOLDERS))
 
 
+def run_smoke(params_path: str | Path, folder: Path, overrides: tuple[str, ...] = (), kept: bool = False
+              ) -> tuple[Params, dict[str, float]]:
+    """`econsg smoke`: the run's params (with `overrides`) checked as they are, then every stage from ingest on with
+    `smoke_settings` in `folder`; returns those params and each stage's seconds. A stage's error says which failed
+    (and that the run is `kept`)."""
+    from econsg.progress import report
+
+    run = load_params(params_path, overrides)
+    settings = smoke_settings(run, folder, overrides)
+    if run.evaluate.protocol == "lerf":  # evaluate would find them missing only after every other stage
+        from econsg.scene.readers.lerf import read_lerf_labels
+        from stages.evaluate import lerf_labels_folder
+
+        read_lerf_labels(lerf_labels_folder(run))
+    seconds = {}
+    for stage in STAGE_ORDER[STAGE_ORDER.index("ingest"):]:
+        report(f"smoke: {stage}")
+        try:
+            seconds[stage] = run_stage(stage, params_path, settings)
+        except EconsgError as error:
+            notes = ([] if stage == "ingest" else ["the stages before it ran"]) + (
+                [f"the run is kept in {folder}"] if kept else [])
+            where = f" ({'; '.join(notes)})" if notes else ""
+            raise EconsgError(f"smoke: {stage} failed{where}: {error}") from error
+    return run, seconds
+
+
 def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tuple[str, ...] = ()) -> float:
     """Validate params (with `section.key=value` overrides), then run `stages/<name>.py: run(params)`; returns seconds."""
     if name not in STAGES:

@@ -278,6 +278,8 @@ def test_smoke_runs_every_stage_with_stand_in_models_and_leaves_the_run_s_stores
     assert {path.name: read_provenance(path).content_hash for path in (root / "artifacts").glob("*.zarr")} == before
     refused = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
     assert refused.exit_code == 1 and "is not an empty folder" in refused.stderr
+    missing = runner.invoke(app, ["smoke", "--set", f"paths.data={tmp_path / 'nowhere'}"])
+    assert missing.exit_code == 1 and "smoke: ingest failed: " in missing.stderr and "does not exist" in missing.stderr
     into_the_run = runner.invoke(app, ["smoke", "--set", f"paths.artifacts={root / 'artifacts'}"])
     assert into_the_run.exit_code == 1 and "only paths.data may be set" in into_the_run.stderr
     # the run's own params are checked as they are: smoke's shorter training must not hide a broken setting
