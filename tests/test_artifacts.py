@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -40,7 +41,10 @@ def test_round_trip_provenance_and_dimension_names(tmp_path):
     prov = read_provenance(path)
     assert prov.stage == "fuse" and prov.schema_version == SCHEMA_VERSION
     assert prov.params == {"fuse": {"voxel_size": 0.5}}
-    assert len(prov.params_hash) == 64 and len(prov.content_hash) == 64
+    # the params' own digest: the sha256 of their canonical JSON, written out here, so other params give another
+    canonical = b'{"fuse":{"voxel_size":0.5}}'
+    assert prov.params_hash == hashlib.sha256(canonical).hexdigest() and len(prov.content_hash) == 64
+    assert read_provenance(write_fuse(tmp_path / "other.zarr", 0.25)).params_hash != prov.params_hash
     assert not list(tmp_path.glob(".fuse.zarr.tmp-*"))
 
 

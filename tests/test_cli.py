@@ -1,6 +1,8 @@
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from econsg.cli import app
@@ -26,6 +28,9 @@ def test_params_defaults_round_trip_through_check(tmp_path):
     path.write_text(result.stdout)
     checked = runner.invoke(app, ["params", "check", str(path)])
     assert checked.exit_code == 0, checked.stderr
+    from econsg.config import Params
+
+    assert yaml.safe_load(result.stdout) == Params().model_dump(mode="json"), "every default, not a file check fills in"
 
 
 def test_run_ingest_and_inspect(tmp_path, monkeypatch):
@@ -37,8 +42,9 @@ def test_run_ingest_and_inspect(tmp_path, monkeypatch):
     store = tmp_path / "artifacts" / "scene.zarr"
     shown = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0
-    for word in ("images", "4x12x16x3", "uint8", "schema_version", "ingest", "median_depth", "class_names"):
+    for word in ("images", "4x12x16x3", "uint8", "schema_version", "median_depth", "class_names"):
         assert word in shown.stdout
+    assert re.search(r"│ stage\s+│ ingest\s+│", shown.stdout), "the provenance names the stage that wrote the store"
 
 
 def test_user_errors_have_no_traceback(tmp_path):

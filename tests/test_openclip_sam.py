@@ -349,7 +349,8 @@ def test_batching_equals_one_by_one_and_is_deterministic(clip_and_tokenizer, sam
     first = list(batched.extract_views(images, text, 0.05))
     again = list(batched.extract_views(iter(images), text, 0.05))
     one = list(single.extract_views(images, text, 0.05))
-    for a, b, c in zip(first, again, one):
+    assert len(first) == len(again) == len(one) == 2
+    for a, b, c in zip(first, again, one, strict=True):
         np.testing.assert_array_equal(a.features, b.features)
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.masks, b.masks)

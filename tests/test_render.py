@@ -358,15 +358,21 @@ def test_row_bands_and_sort_keys_give_the_same_image_and_gradients(monkeypatch, 
     rgb = torch.rand(200, 3, generator=g)
     weights = torch.randn(1, height, width, 3, generator=g)
 
-    def render_and_grad():
+    plan = torch_backend._plan_row_bands
+    bands = []
+    monkeypatch.setattr(torch_backend, "_plan_row_bands", lambda *a: bands.append(plan(*a)) or bands[-1])
+
+    def render_and_grad(pairs):
         params = [t.clone().requires_grad_(True) for t in (means, opacities, rgb)]
         out = render_torch(params[0], quats, scales, params[1], params[2], viewmats, Ks, width, height,
-                           max_pairs_per_chunk=max_pairs)  # fmt: skip
+                           max_pairs_per_chunk=pairs)  # fmt: skip
         return out, torch.autograd.grad((out.colors * weights).sum() + out.alpha.sum(), params)
 
-    whole, whole_grads = render_and_grad()  # one band, int16 pixel keys
+    whole, whole_grads = render_and_grad(4_000_000)  # the defaults: one band, int16 pixel keys
     monkeypatch.setattr(torch_backend, "SORT_KEY_PIXELS", key_pixels)
-    banded, banded_grads = render_and_grad()
+    banded, banded_grads = render_and_grad(max_pairs)
+    assert len(bands[0]) == 1, "the defaults render this view in one band"
+    assert (len(bands[-1]) > 1) == (key_pixels != 0), "bands by pairs or by pixels cut the rows; int32 keys do not"
     torch.testing.assert_close(banded.colors, whole.colors, rtol=0, atol=1e-6)
     torch.testing.assert_close(banded.alpha, whole.alpha, rtol=0, atol=1e-6)
     for got, expected in zip(banded_grads, whole_grads):

@@ -378,11 +378,11 @@ def test_params_defaults_are_the_demo():
         ({"object_classes": ["chair", "chair"]}, "more than once"),
         ({"object_classes": ["chair", "dragon"]}, "dragon"),
         ({"test_every": 60}, "no view would be held out"),
-        ({"test_every": 1}, "test_every"),
-        ({"num_objects": 12}, "num_objects"),
-        ({"room_size": (6.0, 2.0, 2.8)}, "room_size"),
-        ({"fov_deg": 170.0}, "fov_deg"),
-        ({"colour": "red"}, "colour"),
+        ({"test_every": 1}, r"test_every\n.*greater than or equal to 2"),
+        ({"num_objects": 12}, r"num_objects \(12\) exceeds what a room of .* holds \(7\)"),
+        ({"room_size": (6.0, 2.0, 2.8)}, r"room_size: y = 2.0 m is outside \[4.5, 20.0\]"),
+        ({"fov_deg": 170.0}, r"fov_deg\n.*less than 140"),
+        ({"colour": "red"}, r"colour\n.*Extra inputs are not permitted"),
     ],
 )
 def test_params_refuse_bad_values(overrides, message):
