@@ -379,7 +379,7 @@ def test_params_defaults_are_the_demo():
         ({"object_classes": ["chair", "dragon"]}, "dragon"),
         ({"test_every": 60}, "no view would be held out"),
         ({"test_every": 1}, r"test_every\n.*greater than or equal to 2"),
-        ({"num_objects": 12}, r"num_objects \(12\) exceeds what a room of .* holds \(7\)"),
+        ({"num_objects": 12}, r"num_objects \(12\) exceeds what a room of .* holds \(\d+\); use fewer objects"),
         ({"room_size": (6.0, 2.0, 2.8)}, r"room_size: y = 2.0 m is outside \[4.5, 20.0\]"),
         ({"fov_deg": 170.0}, r"fov_deg\n.*less than 140"),
         ({"colour": "red"}, r"colour\n.*Extra inputs are not permitted"),
