@@ -37,9 +37,12 @@ class LatentQuery:
 
     @property
     def encoder(self):
-        """The backend's text tower, built on first use."""
+        """The backend's text tower, built on first use and refused when it embeds a stored text elsewhere than the
+        run did (`check_same_tower`)."""
         if self._encoder is None:
-            self._encoder = build_text_encoder(self.params, self.device)
+            encoder = build_text_encoder(self.params, self.device)
+            check_same_tower(encoder, self.stored, self.params)
+            self._encoder = encoder
         return self._encoder
 
     def text_embeddings(self, texts: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
@@ -59,6 +62,23 @@ class LatentQuery:
         device, where the features they are compared with are rendered."""
         embeddings = torch.from_numpy(self.text_embeddings(texts, templates)).to(self.device)
         return encode_text(self.model, embeddings).to(self.device)  # encode_text returns its latents on the CPU
+
+
+SAME_TOWER_COSINE = 0.99  # one tower on another device or in another precision agrees far closer; other weights don't
+
+
+def check_same_tower(encoder, stored: Mapping[str, np.ndarray], params: ExtractParams) -> None:
+    """Refuse a text tower that embeds the run's first stored text elsewhere than the run did: other weights under
+    the same model name and tag (`openclip_sam.clip_checkpoint` names a file, not its contents) would put every new
+    text in another space than the vocabulary the features were distilled against."""
+    if not stored:
+        return
+    text, kept = next(iter(stored.items()))
+    cosine = float(np.dot(embed_classes(encoder, [text], params)[0], kept) / max(float(np.linalg.norm(kept)), 1e-12))
+    if cosine < SAME_TOWER_COSINE:
+        raise EconsgError(f"text tower: embeds {text!r} at cosine {cosine:.3f} to the embedding this run stored for it "
+                          f"(expected >= {SAME_TOWER_COSINE}); other CLIP weights than extract used? Point "
+                          "extract.openclip_sam.clip_checkpoint at the run's weights file, or rerun extract and what follows")
 
 
 def check_query_texts(texts: Sequence[str]) -> None:

@@ -67,7 +67,8 @@ TEXT_SPACE_FIELDS = {
 }
 """The extract settings, per backend, that define where a text is embedded: a query embedded under others than the
 training vocabulary's would be compared in another space. (`openclip_sam.clip_checkpoint` is a file's place, which
-moves with a copy of the run; its weights are named by model_name and pretrained.)"""
+moves with a copy of the run; its weights are named by model_name and pretrained, and a tower built from other
+weights is refused by how it embeds a text the run stored: `econsg.query.check_same_tower`.)"""
 
 
 def text_query(params: Params, model, device: str = "cpu", evaluated: bool = False):

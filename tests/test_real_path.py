@@ -158,6 +158,12 @@ def test_the_run_s_vocabularies_are_queried_without_clip_weights(real_run, monke
         assert result.exit_code == 0, result.stderr
     refused = runner.invoke(app, ["query", "a lamp"])
     assert refused.exit_code != 0 and "CLIP weights: not found" in refused.stderr
+    # other weights under the same model name (another clip_checkpoint file): a new text would land in another space
+    other = openclip_sam.tiny_clip_model(seed=1)
+    monkeypatch.setattr(openclip_sam, "load_clip", lambda p, device: (other[0].to(device), other[1]))
+    with pytest.raises(EconsgError, match=r"text tower: embeds 'wall' at cosine .* other CLIP weights than extract used"):
+        text_query(params, model, evaluated=True).text_latents(["a lamp"])
+    assert torch.allclose(text_query(params, model).text_latents(["wall"]), expected[:1], atol=1e-6), "stored: no tower"
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
