@@ -138,11 +138,14 @@ def params_explain(
     """What each params key means, with its default: the descriptions of econsg/config/<section>.py."""
     from econsg.config import describe_params
 
+    import json
+
     table = Table(show_lines=True)
-    for column in ("key", "default", "meaning"):
-        table.add_column(column, overflow="fold")
+    for column in ("key", "default", "meaning"):  # keys whole; defaults as a params file writes them (null, true)
+        table.add_column(column, overflow="fold", no_wrap=column == "key")
     for name, default, description in _guard(describe_params, key):
-        table.add_row(name, _short(default, 60), description)
+        shown = default if isinstance(default, str) else json.dumps(default, default=str)
+        table.add_row(name, _short(shown, 60), description)
     plain_console().print(table)
 
 
@@ -160,8 +163,9 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
     rows, provenance, attributes = _guard(describe_store, path)
     console = plain_console()
     table = Table(title=str(path))
-    for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):
-        table.add_column(column, justify="right" if column == "stored" else "left")
+    for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):  # names, shapes and sizes whole;
+        table.add_column(column, justify="right" if column == "stored" else "left",  # the rest folds in a narrow terminal
+                         no_wrap=column in ("array", "shape", "dtype", "stored"), overflow="fold")
     for row in rows:
         table.add_row(
             row["name"],
@@ -175,14 +179,14 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
     console.print(table)
     if attributes:
         attrs = Table(title="attributes", show_header=False)
-        attrs.add_column("key", style="bold")
-        attrs.add_column("value")
+        attrs.add_column("key", style="bold", no_wrap=True)
+        attrs.add_column("value", overflow="fold")
         for key, value in attributes.items():
             attrs.add_row(key, _short(value))
         console.print(attrs)
     prov = Table(title="provenance (econsg)", show_header=False)
-    prov.add_column("key", style="bold")
-    prov.add_column("value")
+    prov.add_column("key", style="bold", overflow="fold")
+    prov.add_column("value", overflow="fold")  # hashes whole, to compare with another store's
     if provenance is None:
         prov.add_row("-", "none: not written by econsg")
     else:
@@ -319,7 +323,7 @@ def score(
     exclude: Annotated[str | None, typer.Option(help="Comma-separated class names to leave out of the means.")] = None,
     store: Annotated[Path | None, typer.Option(help="An evaluate.zarr (default: the params' evaluate artifact).")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Resample the held-out views this many times and print 90 % intervals of the means (0: off).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the resampling.")] = 0,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Re-score a finished run from the label maps its evaluate artifact keeps: econsg and the 2D teacher, per class and mean."""
@@ -331,8 +335,12 @@ def score(
 
         path = store or load_params(params).paths.artifact("evaluate")
         group = open_artifact(path, "evaluate")
-        result = rescore_evaluate(group, _split_names(classes) or None, _split_names(exclude), bootstrap=bootstrap, seed=seed)
-        table = Table(title=f"{path}: {len(result['classes'])} classes present")
+        if classes is not None and not _split_names(classes):
+            raise EconsgError(f"--classes: {classes!r} names no class; expected comma-separated class names like bed,lamp")
+        chosen = _split_names(classes) if classes is not None else None
+        result = rescore_evaluate(group, chosen, _split_names(exclude), bootstrap=bootstrap, seed=seed)
+        count = len(result["classes"])
+        table = Table(title=f"{path}: {count} class{'' if count == 1 else 'es'} present")
         for column in ("class", "pixels", "IoU", "accuracy", "teacher IoU"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for name, row in result["per_class"].items():
@@ -343,8 +351,10 @@ def score(
         if "bootstrap" in result:
             b = result["bootstrap"]
             views = group["gt_labels"].shape[0]
+            scored = (f"{b['rounds']}" if b["scored"] == b["rounds"] else
+                      f"the {b['scored']} of {b['rounds']} that hold a pixel of the classes")
             console.print(
-                f"{b['coverage']:.0%} intervals over {b['rounds']} resamples of the {views} held-out views: "
+                f"{b['coverage']:.0%} intervals over {scored} resamples of the {views} held-out views: "
                 f"mIoU [{b['miou'][0]:.3f}, {b['miou'][1]:.3f}], teacher [{b['teacher_miou'][0]:.3f}, {b['teacher_miou'][1]:.3f}], "
                 f"econsg - teacher [{b['over_teacher'][0]:+.3f}, {b['over_teacher'][1]:+.3f}] (paired)"
             )
@@ -368,12 +378,13 @@ def audit(
         from econsg.workspace import open_stage
 
         p = load_params(params)
+        target = _output_folder(out, "--out") if out else Path(p.paths.plots) / "audit"  # a bad --out before any work
         scene = open_scene(p.paths.artifact("ingest"))
         chosen = list(dict.fromkeys(_parse_views(views, scene.train_indices)))  # a view given twice is drawn once
-        target = out or Path(p.paths.plots) / "audit"
-        paths = write_audit(scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen, target, track, _fuse_store(p),
-                            classes=_picture_classes(p))
-        plain_console().print(f"wrote {len(paths)} panels, {target / 'contact_sheet.png'} and {target / 'index.html'}")
+        paths = _written("--out", target, write_audit, scene, open_stage(p, "extract"), open_stage(p, "crr"), chosen,
+                         target, track, _fuse_store(p), classes=_picture_classes(p))
+        plain_console().print(f"wrote {len(paths)} panel{'' if len(paths) == 1 else 's'}, {target / 'contact_sheet.png'} "
+                              f"and {target / 'index.html'}")
 
     _guard(work)
 
@@ -526,7 +537,7 @@ def edit(
         selected = select_gaussians(gaussians["features"], q.text_latents([text])[0], q.text_latents(vocabulary),
                                     p.splat.temperature, level)
         edited = apply_edit(gaussians, selected, action, rgb)
-        export_ply(ply, edited, semantic=semantic)
+        _written("--out", ply, export_ply, ply, edited, semantic=semantic)
         viewmat, K = scene.cameras(shown)
         sh = int(sp.attrs["sh_degree"])
         with torch.no_grad():
@@ -556,10 +567,30 @@ def _file_slug(texts: list[str], limit: int = 60) -> str:
 
 def _ply_path(path: Path, option: str) -> Path:
     """An output PLY path as given, refused unless it names a .ply file (viewers pick the reader by the suffix, and
-    `edit` writes its picture beside it under the same stem)."""
+    `edit` writes its picture beside it under the same stem) in a folder that is not a file."""
     if path.suffix.lower() != ".ply":
-        raise EconsgError(f"{option}: {path}; expected a path ending in .ply, like {path.with_suffix('.ply').name}")
+        like = f", like {path.with_suffix('.ply').name}" if path.name not in ("", ".", "..") else ""
+        raise EconsgError(f"{option}: {str(path)!r}; expected a file path ending in .ply{like}")
+    _output_folder(path.parent, option, path)
     return path
+
+
+def _output_folder(folder: Path, option: str, given: Path | None = None) -> Path:
+    """`folder`, refused when it or a folder above it exists as a file (the write would fail on a path the user
+    never named)."""
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise EconsgError(f"{option}: {given or folder}: {ancestor} is a file, not a folder")
+    return folder
+
+
+def _written(option: str, path: Path, write, *args, **kwargs):
+    """`write(*args, **kwargs)` for the output `option` names (`path`): a write the system refuses (no permission, a
+    full disk, a folder that cannot be made) is named by the option and its path, not by a temporary file's."""
+    try:
+        return write(*args, **kwargs)
+    except OSError as error:
+        raise EconsgError(f"{option}: {path}: {error.strerror or error}") from None
 
 
 def _relevancy_threshold(threshold: float | None, p) -> float:
@@ -673,7 +704,7 @@ def export_ply_command(
 
         path = _ply_path(out, "--out")
         gaussians = load_gaussians(open_stage(load_params(params), "splat"))
-        export_ply(path, gaussians, semantic=semantic)
+        _written("--out", path, export_ply, path, gaussians, semantic=semantic)
         plain_console().print(f"wrote {len(gaussians['means'])} Gaussians to {out}")
 
     _guard(work)

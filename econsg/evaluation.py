@@ -217,9 +217,11 @@ def view_bootstrap_intervals(
     """Percentile intervals of mIoU over resamples of the held-out views (drawn with replacement, as many as there
     are): econsg's, the teacher's, and the margin between them, paired (both scored on the same resampled views).
 
-    pred_confusions, teacher_confusions: [V, C, C+1] per-view confusion matrices. Returns {"rounds", "coverage",
-    "miou": [low, high], "teacher_miou": [low, high], "over_teacher": [low, high]}. With few views the interval says
-    how much the figures lean on which views were held out, not how they would move on another scene.
+    pred_confusions, teacher_confusions: [V, C, C+1] per-view confusion matrices. Returns {"rounds", "scored",
+    "coverage", "miou": [low, high], "teacher_miou": [low, high], "over_teacher": [low, high]}: "scored" counts the
+    resamples that held a pixel of one of `classes` (the others have no mean, and the intervals leave them out).
+    With few views the interval says how much the figures lean on which views were held out, not how they would move
+    on another scene.
     """
     views = len(pred_confusions)
     draws = {"miou": [], "teacher_miou": [], "over_teacher": []}
@@ -231,7 +233,7 @@ def view_bootstrap_intervals(
         draws["teacher_miou"].append(teacher)
         draws["over_teacher"].append(ours - teacher)
     tail = 50.0 * (1.0 - coverage)
-    return {"rounds": rounds, "coverage": coverage,
+    return {"rounds": rounds, "scored": int(np.isfinite(draws["miou"]).sum()), "coverage": coverage,
             **{key: [float(v) for v in np.nanpercentile(values, [tail, 100.0 - tail])] for key, values in draws.items()}}
 
 
@@ -254,14 +256,14 @@ def rescore_evaluate(
                           "evaluate.json's `benchmark` (`econsg metrics`)")
     names = list(group.attrs["class_names"])
     chosen = list(classes) if classes is not None else [n for n in group.attrs["eval_vocabulary"] if n in names]
-    for option, given in (("classes", chosen), ("exclude", exclude)):
+    for option, given in (("--classes", chosen), ("--exclude", exclude)):
         unknown = [n for n in given if n not in names]
         if unknown:
             raise EconsgError(f"{option}: {unknown} are not classes of this scene; expected some of {names}")
-    chosen = [n for n in chosen if n not in set(exclude)]
+    requested, chosen = chosen, [n for n in chosen if n not in set(exclude)]
     unnamed = [n for n in chosen if n not in set(group.attrs["eval_vocabulary"])]
     if unnamed:
-        raise EconsgError(f"classes: {unnamed} are not in this run's evaluation vocabulary, so their pixels were not "
+        raise EconsgError(f"--classes: {unnamed} are not in this run's evaluation vocabulary, so their pixels were not "
                           f"segmented and are not scored; expected some of {list(group.attrs['eval_vocabulary'])}")
     C = len(names)
     vocabulary_ids = [names.index(n) for n in group.attrs["eval_vocabulary"] if n in names]
@@ -275,6 +277,10 @@ def rescore_evaluate(
     conf = {key: matrices.sum(axis=0) for key, matrices in per_view.items()}
     ids = [names.index(n) for n in chosen]
     ours, teacher = subset_scores(conf["pred"], ids), subset_scores(conf["teacher"], ids)
+    if not ours["classes"]:
+        present = [names[c] for c in range(C) if conf["pred"][c].sum() > 0]
+        raise EconsgError(f"--classes/--exclude: no class is left with ground-truth pixels in the held-out views to "
+                          f"average over (chose {requested}, excluded {list(exclude)}); expected some of {present}")
     per_ours, per_teacher = segmentation_scores(conf["pred"]), segmentation_scores(conf["teacher"])
     intervals = ({"bootstrap": view_bootstrap_intervals(per_view["pred"], per_view["teacher"], ids, rounds=bootstrap,
                                                         rng=np.random.default_rng(seed))} if bootstrap > 0 else {})

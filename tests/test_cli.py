@@ -82,9 +82,16 @@ def test_metrics_table_reads_stage_json(tmp_path):
     assert ["evaluate", "miou", "missing"] in cells
 
 
+def test_params_check_names_a_folder_given_for_the_file(tmp_path):
+    result = runner.invoke(app, ["params", "check", str(tmp_path)])
+    assert result.exit_code == 1 and f"{tmp_path} is a folder; expected a params YAML file" in result.stderr
+
+
 def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():
     shown = runner.invoke(app, ["params", "explain", "fuse.voxel_size"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "fuse.voxel_size" in shown.stdout and "0.08" in shown.stdout
+    nullable = runner.invoke(app, ["params", "explain", "fuse.max_depth"], env={"COLUMNS": "200"})
+    assert "│ null " in nullable.stdout, "defaults as a params file writes them, not Python's None"
     assert "fuse.min_views" not in shown.stdout  # one field only
     section = runner.invoke(app, ["params", "explain", "extract.synthetic"], env={"COLUMNS": "200"})
     assert section.exit_code == 0 and "extract.synthetic.patch_size" in section.stdout
@@ -191,12 +198,32 @@ def test_file_slugs_of_texts_never_collide_and_stay_short():
     assert len(many) <= 80 and "/" not in many
 
 
-@pytest.mark.parametrize("command", [["edit", "bed", "--out", "result.png"], ["export", "ply", "--out", "gaussians"]])
-def test_an_output_ply_without_the_ply_suffix_is_refused_before_any_work(tmp_path, command):
+@pytest.mark.parametrize("command, message", [
+    (["edit", "bed", "--out", "result.png"], "expected a file path ending in .ply, like result.ply"),
+    (["export", "ply", "--out", "gaussians"], "expected a file path ending in .ply, like gaussians.ply"),
+    (["export", "ply", "--out", "."], "'.'; expected a file path ending in .ply"),  # no name to suggest one from
+    (["export", "ply", "--out", ""], "expected a file path ending in .ply"),
+    (["export", "ply", "--out", "params.yaml/g.ply"], "params.yaml/g.ply: params.yaml is a file, not a folder"),
+    (["audit", "--out", "params.yaml"], "--out: params.yaml: params.yaml is a file, not a folder"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch, command, message):
+    monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  artifacts: {tmp_path / 'none'}\n")  # no run here: the path must stop it first
     result = runner.invoke(app, [*command, "--params", str(params)])
-    assert result.exit_code == 1 and "--out:" in result.stderr and "expected a path ending in .ply" in result.stderr
+    assert result.exit_code == 1 and "--out:" in result.stderr and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and params.read_text().startswith("paths:")
+
+
+def test_a_write_the_system_refuses_is_named_by_the_option_and_its_path_not_a_temporary_file():
+    from econsg.cli import _written
+    from econsg.errors import EconsgError
+
+    def full_disk():
+        raise OSError(28, "No space left on device", "/elsewhere/.g.ply.tmp-1454")
+
+    with pytest.raises(EconsgError, match=r"^--out: out/g.ply: No space left on device$"):
+        _written("--out", Path("out/g.ply"), full_disk)
 
 
 def test_an_empty_view_list_is_refused():

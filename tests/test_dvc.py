@@ -214,6 +214,10 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     scored = runner.invoke(app, ["score", "--exclude", "wall", "--bootstrap", "50"])
     assert scored.exit_code == 0, scored.stderr
     assert "intervals over 50 resamples" in scored.stdout and "(paired)" in scored.stdout
+    nothing = runner.invoke(app, ["score", "--classes", ","])
+    assert nothing.exit_code == 1 and "--classes: ',' names no class" in nothing.stderr, "not every class, silently"
+    negative = runner.invoke(app, ["score", "--bootstrap", "5", "--seed", "-1"])
+    assert negative.exit_code == 2 and "Traceback" not in negative.stderr + negative.stdout
     import json
 
     from econsg.artifacts import open_artifact

@@ -204,6 +204,8 @@ def test_rescore_evaluate_defaults_to_the_evaluation_vocabulary_and_names_bad_in
     with pytest.raises(EconsgError, match=r"exclude: \['cc'\] are not classes"):  # a misspelt exclusion is not ignored
         rescore_evaluate(group, exclude=["cc"])
     assert rescore_evaluate(group, exclude=["c"])["classes"] == ["a"]
+    with pytest.raises(EconsgError, match=r"no class is left .*\(chose \['a'\], excluded \['a'\]\); expected some of \['a', 'c'\]"):
+        rescore_evaluate(group, ["a"], exclude=["a"])  # nothing left to average: no mean of nothing
     unlabelled = _evaluate_group(tmp_path / "u.zarr", gt, gt, gt, ["a", "b", "c"], ["a"], has_truth=False)
     with pytest.raises(EconsgError, match="no ground-truth label maps, so there is nothing to score against here"):
         rescore_evaluate(unlabelled)
@@ -255,6 +257,10 @@ def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_pa
     assert low < result["miou"] < high
     assert result["bootstrap"]["over_teacher"] == pytest.approx([0.0, 0.0])
     assert rescore_evaluate(group, bootstrap=300, seed=3)["bootstrap"] == result["bootstrap"], "seeded"
+    assert result["bootstrap"]["scored"] == 300, "every resample holds a pixel of a, b or c"
+    # class b lives in views 0, 2 and 3: a resample of view 1 alone (1 in 4^4 = 256 draws, 0.4 %) has no mean
+    only_b = rescore_evaluate(group, ["b"], bootstrap=2000, seed=0)["bootstrap"]
+    assert 0 < 2000 - only_b["scored"] < 40 and only_b["rounds"] == 2000
     assert "bootstrap" not in rescore_evaluate(group)
 
 

@@ -192,6 +192,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read and validate params.yaml (plus `section.key=value` overrides); raises ConfigError naming every bad `section.field`."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(str(path), [f"(file): {path} is a folder; expected a params YAML file, like {path / 'params.yaml'}"])
     if not path.is_file():
         raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file"])
     try:
