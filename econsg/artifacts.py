@@ -431,7 +431,7 @@ def open_artifact(path: str | Path, stage: str) -> zarr.Group:
     path = Path(path)
     provenance = read_provenance(path)
     if provenance.stage != stage:
-        raise ArtifactError(f"{path}: written by stage {provenance.stage!r}, expected a {stage!r} artifact")
+        raise ArtifactError(f"{path}: written by stage {provenance.stage!r}, expected the {stage!r} stage's artifact")
     group = zarr.open_group(store=str(path), mode="r")
     schema = ARTIFACT_SCHEMAS[stage]
     for name, dims in {**schema, **OPTIONAL_ARRAYS.get(stage, {})}.items():
@@ -449,6 +449,8 @@ def describe_store(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     """Arrays (name, shape, dtype, chunks, shards, stored bytes), the raw provenance with the run record's fields
     (git revision, created, run seconds) and the other attributes (a scene's class names and median depth, ...) of
     any Zarr group."""
+    if not Path(path).exists():
+        raise ArtifactError(f"{path}: does not exist; expected a store a stage wrote, like artifacts/room/crr.zarr")
     if not (Path(path) / "zarr.json").is_file():
         raise ArtifactError(f"{path}: not a Zarr v3 store (no zarr.json)")
     try:

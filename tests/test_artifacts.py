@@ -119,7 +119,7 @@ def test_missing_required_array_is_refused_and_old_store_kept(tmp_path):
 
 def test_open_refuses_other_stage_stale_version_and_foreign_store(tmp_path):
     path = write_fuse(tmp_path / "fuse.zarr", 0.5)
-    with pytest.raises(ArtifactError, match="written by stage 'fuse', expected a 'crr' artifact"):
+    with pytest.raises(ArtifactError, match="written by stage 'fuse', expected the 'crr' stage's artifact"):
         open_artifact(path, "crr")
     meta = json.loads((path / "zarr.json").read_text())
     meta["attributes"]["econsg"]["schema_version"] = SCHEMA_VERSION + 7
