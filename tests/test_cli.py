@@ -57,7 +57,10 @@ def test_user_errors_have_no_traceback(tmp_path):
     unknown = runner.invoke(app, ["run", "nonsense", "--params", str(params)])
     assert unknown.exit_code == 1 and "unknown stage 'nonsense'" in unknown.stderr
     missing = runner.invoke(app, ["inspect", str(tmp_path / "none.zarr")])
-    assert missing.exit_code == 1 and "not a Zarr v3 store" in missing.stderr
+    assert missing.exit_code == 1 and "none.zarr: does not exist; expected a store a stage wrote" in missing.stderr
+    (tmp_path / "plain").mkdir()
+    folder = runner.invoke(app, ["inspect", str(tmp_path / "plain")])
+    assert folder.exit_code == 1 and "not a Zarr v3 store" in folder.stderr
 
 
 def test_metrics_table_reads_stage_json(tmp_path):
