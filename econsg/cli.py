@@ -23,7 +23,7 @@ export_app = typer.Typer(help="Export trained Gaussians.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
 app.add_typer(export_app, name="export")
 
-ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read (its paths are taken from the current folder, as `dvc repro` takes them from the project's).")]
 SemanticOption = Annotated[bool, typer.Option(
     "--semantic/--no-semantic",
     help="Write the semantic features as extra f_sem_* properties; --no-semantic writes the standard 3DGS ones alone, "
