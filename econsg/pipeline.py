@@ -173,8 +173,8 @@ def run_smoke(params_path: str | Path, folder: Path, overrides: tuple[str, ...] 
     run = load_params(params_path, overrides)
     settings = smoke_settings(run, folder, overrides)
     if run.evaluate.protocol == "lerf":  # evaluate would find them missing only after every other stage
+        from econsg.protocol_eval import lerf_labels_folder
         from econsg.scene.readers.lerf import read_lerf_labels
-        from stages.evaluate import lerf_labels_folder
 
         read_lerf_labels(lerf_labels_folder(run))
     seconds = {}

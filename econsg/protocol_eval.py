@@ -46,6 +46,10 @@ PROTOCOLS = ("paper", "ovs3d", "lerf", "scannet19", "scannet15", "scannet10")
 SCANNET_PROTOCOLS = {"scannet19": 19, "scannet15": 15, "scannet10": 10}
 
 
+def lerf_labels_folder(params) -> Path:
+    """Where the LERF-OVS protocol reads LangSplat's label files: evaluate.lerf_labels, else the scene's label/."""
+    return Path(params.evaluate.lerf_labels) if params.evaluate.lerf_labels else Path(params.paths.data) / "label"
+
 def _finite(value: float) -> float | None:
     """NaN (no class present) -> None, so the metrics file stays valid JSON."""
     return None if value is None or not np.isfinite(value) else float(value)

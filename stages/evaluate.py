@@ -29,7 +29,7 @@ from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
-from econsg.protocol_eval import evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
+from econsg.protocol_eval import evaluate_protocol, lerf_labels_folder, ovs3d_view_indices, protocol_vocabulary
 from econsg.protocols import LERF_BARE_PROMPT, LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
 from econsg.query import lerf_relevancy
 from econsg.scene.data import IGNORE
@@ -208,11 +208,6 @@ def run(params: Params) -> None:
                 relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
                 lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
-
-
-def lerf_labels_folder(params: Params) -> Path:
-    """Where the LERF-OVS protocol reads LangSplat's label files: evaluate.lerf_labels, else the scene's label/."""
-    return Path(params.evaluate.lerf_labels) if params.evaluate.lerf_labels else Path(params.paths.data) / "label"
 
 
 def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tuple[int, int], ingest_params: dict) -> list[int]:

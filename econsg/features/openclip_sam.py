@@ -46,9 +46,9 @@ from econsg.features.base import (
     PaintedMasks,
     ViewFeatures,
     labels_and_confidence,
-    smallest_covering_mask,
     normalize_rows,
     pixel_probabilities,
+    smallest_covering_mask,
 )
 from econsg.features.text import PROMPT_TEMPLATES, encode_vocabulary
 
