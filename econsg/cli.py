@@ -110,6 +110,12 @@ def smoke(
               "a few training steps'")
     plain_console().print(f"every stage ran; {models}"
                           + (f"; the run is kept in {out}" if out is not None else "; the scratch folder is deleted"))
+    if run.extract.backend == "openclip_sam":  # what the real run still needs
+        from econsg.features.openclip_sam import missing_weights
+
+        missing = missing_weights(run.extract.openclip_sam)
+        plain_console().print("the real run's weights: " + ("CLIP's and SAM's are in place" if not missing else
+                              "still missing:\n" + "\n".join(f"- {line}" for line in missing)))
 
 
 @params_app.command("check")

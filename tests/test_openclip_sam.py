@@ -427,3 +427,17 @@ def test_cuda_autocast_matches_cpu(clip_and_tokenizer, sam):
     # fp16 autocast on CUDA: cosines agree to ~1e-2
     cos = np.sum(gpu.dense_features(images) * cpu.dense_features(images), axis=-1)
     assert np.all(cos > 0.99)
+
+
+def test_missing_weights_names_each_file_a_real_run_lacks_and_none_once_both_are_there(tmp_path):
+    from econsg.features.openclip_sam import missing_weights
+
+    clip, sam = tmp_path / "clip.safetensors", tmp_path / "sam_vit_h.pth"
+    params = tiny_params(clip_checkpoint=str(clip), sam_checkpoint=str(sam))
+    missing = missing_weights(params)
+    assert len(missing) == 2 and "clip_checkpoint" in missing[0] and "sam_checkpoint" in missing[1]
+    clip.write_bytes(b"")
+    assert len(missing_weights(params)) == 1 and "sam_checkpoint" in missing_weights(params)[0]
+    sam.write_bytes(b"")
+    assert missing_weights(params) == []  # files in place (whether they load is extract's to find)
+    assert missing_weights(tiny_params(stand_in=True)) == [], "the stand-in models read no file"

@@ -304,6 +304,8 @@ def test_smoke_runs_every_stage_with_stand_in_models_and_leaves_the_run_s_stores
         result = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
     assert result.exit_code == 0, result.stderr
     assert "stand in for the weights" in result.stderr, "extract says its figures mean nothing"
+    assert "the real run's weights: still missing:" in result.stdout, "what the real run needs, said after the dry run"
+    assert "openclip_sam.clip_checkpoint" in result.stdout and "openclip_sam.sam_checkpoint" in result.stdout
     extract = tmp_path / "smoke" / "artifacts" / "extract.zarr"
     assert read_provenance(extract).params["extract"]["openclip_sam"]["stand_in"] is True
     assert (tmp_path / "smoke" / "metrics" / "evaluate.json").is_file()

@@ -169,6 +169,21 @@ def resolve_clip_checkpoint(
     )
 
 
+def missing_weights(params: OpenClipSamParams) -> list[str]:
+    """What a run of the backend would still need: the error of each weights file not found here (CLIP's, then
+    SAM's); empty when both are in place. The stand-in models need none."""
+    if params.stand_in:
+        return []
+    missing = []
+    try:
+        resolve_clip_checkpoint(params.model_name, params.pretrained, params.clip_checkpoint, params.clip_cache_dir)
+    except EconsgError as error:
+        missing.append(str(error))
+    if (sam := missing_sam_checkpoint(params)) is not None:
+        missing.append(sam)
+    return missing
+
+
 def _clip_sources(cfg: dict, cache_dir: str | None) -> list[str]:
     """Where an open_clip tag's weights come from (its pretrained cfg): the Hugging Face file, the URL, or both."""
     sources = []
