@@ -96,12 +96,12 @@ def stored_text_embeddings(params: Params, evaluated: bool) -> dict[str, np.ndar
     """{text: [D] embedding} of the vocabularies whose embeddings the run stored: extract's training vocabulary and,
     when `evaluated`, the evaluation vocabulary of an evaluate.zarr built on the current extract.zarr (stores
     written before evaluate kept them have none)."""
-    stores = [open_artifact(params.paths.artifact("extract"), "extract")]
+    sources = [(open_artifact(params.paths.artifact("extract"), "extract"), "vocabulary")]
     path = params.paths.artifact("evaluate")
     if evaluated and (path / "zarr.json").is_file() and stale_input(params, path) is None:
-        stores.append(open_artifact(path, "evaluate"))
+        sources.append((open_artifact(path, "evaluate"), "eval_vocabulary"))
     stored = {}
-    for group, names in zip(stores, ("vocabulary", "eval_vocabulary")):
+    for group, names in sources:
         if "text_embeddings" in group:
             stored.update(zip(group.attrs[names], np.asarray(group["text_embeddings"][...], np.float32)))
     return stored

@@ -80,14 +80,10 @@ def stored_painted_masks(extract_group, view: int) -> PaintedMasks | None:
     return PaintedMasks(np.asarray(extract_group["mask_ids"][view]), np.asarray(extract_group["mask_features"][view]))
 
 
-def paint_pixels(out: np.ndarray, values: np.ndarray, painted: PaintedMasks | None, ys=None, xs=None) -> np.ndarray:
-    """`out` [..., k] (every pixel of the view, or the pixels (ys, xs)) with the painted pixels' rows taken from
-    `values` [M, k] (their mask's row: its feature, or a function of it); unchanged without painted masks."""
-    if painted is None:
-        return out
-    ids = painted.ids if ys is None else painted.ids[ys, xs]
-    covered = ids >= 0
-    out[covered] = values[ids[covered]]
+def paint_pixels(out: np.ndarray, values: np.ndarray, painted: PaintedMasks) -> np.ndarray:
+    """`out` [H, W, k] with the painted pixels' rows taken from `values` [M, k] (a function of their mask's feature)."""
+    covered = painted.ids >= 0
+    out[covered] = values[painted.ids[covered]]
     return out
 
 
@@ -141,22 +137,30 @@ def upsample_feature_pixels(features: np.ndarray, height: int, width: int, ys: n
                             painted: PaintedMasks | None = None) -> np.ndarray:
     """Pixel features [P, D] float32 (unit length) of the pixels (ys, xs) of an H x W image, without forming the
     others: two linear passes, y on the grid rows of the image rows the pixels lie in, then x at each pixel; a
-    pixel a `painted` mask covers takes that mask's feature."""
+    pixel a `painted` mask covers takes that mask's feature (the grid is sampled for the others alone)."""
     _check_grid(features, height, width)
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    if painted is None:
+        return _bilinear_pixels(features, height, width, ys, xs)
+    ids = painted.ids[ys, xs]
+    on_grid = ids < 0
+    out = np.empty((len(ys), features.shape[-1]), np.float32)
+    out[~on_grid] = normalize_rows(painted.features)[ids[~on_grid]]
+    if on_grid.any():
+        out[on_grid] = _bilinear_pixels(features, height, width, ys[on_grid], xs[on_grid])
+    return out
+
+
+def _bilinear_pixels(features: np.ndarray, height: int, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The grid's renormalised bilinear samples [P, D] at the pixels (ys, xs) (int64), `upsample_feature_pixels`'s."""
     h, w, _ = features.shape
     y0, y1, ay = bilinear_weights(height, h)
     x0, x1, ax = bilinear_weights(width, w)
     grid = np.asarray(features, dtype=np.float32)
-    rows, row_of = np.unique(np.asarray(ys, dtype=np.int64), return_inverse=True)
+    rows, row_of = np.unique(ys, return_inverse=True)
     part = grid[y0[rows]] * (1.0 - ay[rows, None, None]) + grid[y1[rows]] * ay[rows, None, None]  # [rows, w, D]
-    xs = np.asarray(xs, dtype=np.int64)
     mix = ax[xs, None]
-    pixels = normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
-    return paint_pixels(pixels, _painted_rows(painted), painted, np.asarray(ys, dtype=np.int64), xs)
-
-
-def _painted_rows(painted: PaintedMasks | None) -> np.ndarray | None:
-    return normalize_rows(painted.features) if painted is not None else None
+    return normalize_rows(part[row_of, x0[xs]] * (1.0 - mix) + part[row_of, x1[xs]] * mix)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -240,7 +244,7 @@ def pixel_probabilities(
         numerator = np.einsum("hwk,hwkc->hwc", weights[rows], grid_dots[cells[rows]])
         out[rows] = softmax(numerator / norms[rows, :, None] / np.float32(temperature))
     if painted is not None:
-        mask_probs = softmax(_painted_rows(painted) @ text.T / np.float32(temperature))
+        mask_probs = softmax(normalize_rows(painted.features) @ text.T / np.float32(temperature))
         paint_pixels(out, mask_probs, painted)
     return out
 
