@@ -27,8 +27,7 @@ from econsg.artifacts import open_artifact
 from econsg.device import synchronize
 from econsg.render import render
 from econsg.scene.store import open_scene
-from econsg.splat import render_gaussians
-from econsg.splat.quality import load_gaussians
+from econsg.splat.quality import load_gaussians, stored_renderer
 
 
 def random_scene(n: int, width: int, height: int, focal: float, n_features: int, device: str, seed: int = 0):
@@ -86,14 +85,14 @@ def time_trained_scene(artifacts: Path, n_views: int, repeats: int, device: str)
     stored = load_gaussians(splat, device)
     views = scene.train_indices[:n_views]
     viewmats, Ks = scene.cameras(views, device)
-    sh_degree = int(splat.attrs["sh_degree"])
+    draw = stored_renderer(splat)
 
     def step(view: int) -> tuple[float, float]:
         params = {name: value.clone().requires_grad_(True) for name, value in stored.items()}
         synchronize(device)
         start = time.perf_counter()
-        out = render_gaussians(params, viewmats[view : view + 1], Ks[view : view + 1], scene.width, scene.height,
-                               sh_degree, feature_geometry_grad=False)  # fmt: skip
+        out = draw(params, viewmats[view : view + 1], Ks[view : view + 1], scene.width, scene.height,
+                   feature_geometry_grad=False)
         synchronize(device)
         middle = time.perf_counter()
         loss = out.colors.square().sum() + out.alpha.sum() + (out.features.abs().sum() if out.features is not None else 0)

@@ -22,8 +22,7 @@ import torch
 from econsg.config import load_params
 from econsg.scene.store import open_scene
 from econsg.semantic import distilled_pixels
-from econsg.splat import render_gaussians
-from econsg.splat.quality import load_gaussians
+from econsg.splat.quality import load_gaussians, stored_renderer
 from econsg.workspace import open_stage
 from stages.splat import agreement_weights, semantic_loss
 
@@ -34,7 +33,7 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
     cfg = params.splat
     scene = open_scene(params.paths.artifact("ingest"))
     splat, ae, cr, fused = (open_stage(params, stage) for stage in ("splat", "autoencode", "crr", "fuse"))
-    stored = load_gaussians(splat)
+    stored, draw = load_gaussians(splat), stored_renderer(splat)
     text_latents = torch.from_numpy(ae["text_latents"][...]).float()
     train = scene.train_indices
     viewmats, Ks = scene.cameras(train, "cpu")
@@ -50,8 +49,8 @@ def term_gradients(params, view_positions: list[int], temperatures: list[float])
         for t in temperatures:
             terms[f"CE T={t:g}"] = semantic_loss(cfg.model_copy(update={"lambda_sem": 0.0, "ce_temperature": t}), *targets)
         features = stored["features"].clone().requires_grad_(True)
-        out = render_gaussians({**stored, "features": features}, viewmats[i : i + 1], Ks[i : i + 1], scene.width,
-                               scene.height, int(splat.attrs["sh_degree"]), feature_geometry_grad=False)  # fmt: skip
+        out = draw({**stored, "features": features}, viewmats[i : i + 1], Ks[i : i + 1], scene.width, scene.height,
+                   feature_geometry_grad=False)
         for name, loss in terms.items():
             total, _ = loss(out, 0, None)
             norms[name].append(float(torch.autograd.grad(total, features, retain_graph=True)[0].norm()))

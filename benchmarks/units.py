@@ -3,8 +3,8 @@
 The demo room is drawn once (`synth`, into OUT/data_1), then copied at each scale s of `--scales` with every camera
 centre and depth value multiplied by s, as if a reconstruction had put the same room in other units. Each copy runs
 ingest to evaluate under each voxel setting of `--voxels`:
-  metric  the defaults as they are, in metres (fuse.voxel_size 0.08, ingest.init_voxel_size 0.02)
-  auto    both voxel sizes `auto`: a fraction of the median depth at which the training views see the scene
+  metric  the defaults as they are, in metres (fuse.voxel_size 0.08, ingest.init_voxel_size 0.02, splat.near_plane 0.01)
+  auto    the three `auto`: each a fraction of the median depth at which the training views see the scene
 
 A row gives the scale, the voxel setting, fuse's voxel size and points, splat's Gaussians, PSNR and mIoU. A run whose
 fuse yields more points than `--max-points` stops there (at the metric voxel on a room 10x larger, every back-projected
@@ -30,7 +30,7 @@ from econsg.pipeline import STAGE_ORDER
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import run_stages  # noqa: E402
 
-VOXELS = {"metric": [], "auto": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto"]}
+VOXELS = {"metric": [], "auto": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto", "splat.near_plane=auto"]}
 
 
 def rescale_blender(source: Path, scale: float, target: Path) -> Path:

@@ -517,7 +517,7 @@ def edit(
         from econsg.edit import apply_edit, select_gaussians, selection_summary
         from econsg.scene.store import open_scene
         from econsg.splat.ply import export_ply
-        from econsg.splat.gaussians import render_gaussians
+        from econsg.splat.quality import stored_renderer
         from econsg.workspace import load_autoencoder, open_stage, text_query
 
         if action not in ("remove", "recolour", "extract"):
@@ -545,10 +545,10 @@ def edit(
         edited = apply_edit(gaussians, selected, action, rgb)
         _written("--out", ply, export_ply, ply, edited, semantic=semantic)
         viewmat, K = scene.cameras(shown)
-        sh = int(sp.attrs["sh_degree"])
+        draw = stored_renderer(sp)
         with torch.no_grad():
-            before = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
-            after = render_gaussians(edited, viewmat, K, scene.width, scene.height, sh, "auto", False).colors[0].clamp(0, 1).numpy()
+            before = draw(gaussians, viewmat, K, scene.width, scene.height, with_features=False).colors[0].clamp(0, 1).numpy()
+            after = draw(edited, viewmat, K, scene.width, scene.height, with_features=False).colors[0].clamp(0, 1).numpy()
         summary = selection_summary(selected)
         picture = viz.save_png(viz.panel([(f"before (view {shown})", before),
                                           (f"after: {action} '{text}' ({summary['selected']} of {summary['total']})", after)]),
@@ -649,7 +649,7 @@ def render_path(
         from econsg.device import resolve_device
         from econsg.progress import track
         from econsg.scene.store import open_scene
-        from econsg.splat.gaussians import render_gaussians
+        from econsg.splat.quality import stored_renderer
         from econsg.workspace import load_autoencoder, open_stage, text_query
 
         p = load_params(params)
@@ -674,7 +674,7 @@ def render_path(
         target = out or Path(p.paths.plots) / "render"
         for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
             stale.unlink()
-        sh = int(sp.attrs["sh_degree"])
+        draw = stored_renderer(sp, p.splat.backend)
         classes = _picture_classes(p)
         viewmats = torch.from_numpy(np.linalg.inv(c2w)).float().to(device)  # the whole path's cameras, once
         path_Ks = torch.from_numpy(Ks).float().to(device)
@@ -682,8 +682,7 @@ def render_path(
         digits = max(3, len(str(len(c2w) - 1)))  # names sort in path order however long the path
         for i in track(range(len(c2w)), "render path"):
             with torch.no_grad():
-                frame = render_gaussians(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height, sh,
-                                         p.splat.backend, True)  # fmt: skip
+                frame = draw(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height)
             picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
                                         chosen, latents, canonical, p.splat.temperature, level, classes)  # fmt: skip
             pictures.append(viz.save_png(picture, target / "frames" / f"frame_{i:0{digits}d}.png"))

@@ -145,15 +145,9 @@ def project_points(
     return uv, z, in_view
 
 
-# `auto` voxel sizes: a fraction of the median depth at which the training views see the scene's initial point
-# cloud (`median_view_depth`, taken by ingest), so that a scene in arbitrary units (COLMAP's) gets the grid a metric
-# one gets: scaling a scene by s scales both voxel sizes by s. On the demo room (median depth 3.35 m) they come to
-# 0.084 m and 0.021 m, near fuse's and ingest's metric defaults (0.08, 0.02).
-FUSE_VOXELS_PER_MEDIAN_DEPTH = 40  # fuse.voxel_size: auto
-INIT_VOXELS_PER_MEDIAN_DEPTH = 160  # ingest.init_voxel_size: auto
+# the scene's scale, from which the `auto` lengths follow (`econsg.scene.scale`)
 MEDIAN_DEPTH_SAMPLES = 100_000  # points the median is taken over (an even stride through the cloud; no RNG drawn)
 MEDIAN_DEPTH_VIEWS = 64  # views it is taken in (an even stride through them): memory stays bounded on long sequences
-VOXEL_SCALE_TOLERANCE = 4.0  # a voxel size set more than this factor off `auto`'s draws a warning
 
 
 def median_view_depth(points: np.ndarray, Ks: np.ndarray, c2ws: np.ndarray, width: int, height: int) -> float:
@@ -172,23 +166,6 @@ def median_view_depth(points: np.ndarray, Ks: np.ndarray, c2ws: np.ndarray, widt
         raise EconsgError("the scene's points: none falls inside a training view, so its scale (median depth) is unknown; "
                           "check the camera poses' convention (OpenCV c2w expected)")
     return float(np.median(depths))
-
-
-def resolve_voxel_size(field: str, setting: float | str, median_depth: float, voxels_per_median_depth: int
-                       ) -> tuple[float, str | None]:
-    """The voxel edge a `field` setting asks for: a number as given, `auto` median_depth / voxels_per_median_depth.
-    Second, a warning when a number is more than VOXEL_SCALE_TOLERANCE times off `auto`'s size: a metric default
-    on a scene in other units (every sample its own voxel, or a whole room in a handful of voxels)."""
-    auto = median_depth / voxels_per_median_depth
-    if setting == "auto":
-        return auto, None
-    size = float(setting)
-    if max(size / auto, auto / size) <= VOXEL_SCALE_TOLERANCE:
-        return size, None
-    factor = f"{size / auto:.2g}x larger" if size > auto else f"{auto / size:.2g}x smaller"
-    return size, (f"warning: {field} {size:g} is {factor} than `auto` would take ({auto:.3g}: 1/{voxels_per_median_depth} "
-                  f"of the median depth, {median_depth:.3g}, at which the training views see the scene); a scene in "
-                  f"arbitrary units, as COLMAP's are, wants {field}: auto")
 
 
 def points_seen_in_view(points: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int,

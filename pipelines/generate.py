@@ -124,6 +124,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "ingest": {"format": "ovs3d", "downscale": 4, "init_voxel_size": "auto"},  # LLFF poses: arbitrary units
             "extract": REAL_EXTRACT,
             "fuse": {"source": "points", "voxel_size": "auto"},
+            "splat": {"near_plane": "auto"},
             "evaluate": {"protocol": "ovs3d"},
         },
     ),
@@ -134,6 +135,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "ingest": {"format": "colmap", "downscale": 1, "init_voxel_size": "auto"},  # COLMAP: arbitrary units
             "extract": REAL_EXTRACT | {"vocabulary": TABLETOP_VOCABULARY},
             "fuse": {"source": "points", "voxel_size": "auto"},
+            "splat": {"near_plane": "auto"},
             "evaluate": {"protocol": "lerf", "relevancy_threshold": 0.4},
         },
         required=("label",),  # LangSplat's label/<scene>/*.json, copied into the scene's folder

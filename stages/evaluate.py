@@ -37,8 +37,7 @@ from econsg.scene.readers.lerf import read_lerf_labels
 from econsg.scene.readers.ovs3d import read_ovs3d_classes, segmented_views
 from econsg.scene.store import open_ground_truth, open_scene
 from econsg.semantic import segment_latent
-from econsg.splat.gaussians import render_gaussians
-from econsg.splat.quality import load_gaussians, rgb_quality
+from econsg.splat.quality import load_gaussians, rgb_quality, stored_renderer
 from econsg.workspace import load_autoencoder, open_stage, text_query
 
 def run(params: Params) -> None:
@@ -54,7 +53,7 @@ def run(params: Params) -> None:
     sp = open_stage(params, "splat")
     model = load_autoencoder(ae).to(device).eval()
     gaussians = load_gaussians(sp, device)
-    sh_degree = int(sp.attrs["sh_degree"])
+    draw = stored_renderer(sp, params.splat.backend)
     train_vocabulary = list(ex.attrs["vocabulary"])
     lerf_labels = lerf_labels_folder(params)
     if cfg.vocabulary is not None:
@@ -114,7 +113,7 @@ def run(params: Params) -> None:
         for i, v in enumerate(track(test, "evaluate: held-out views")):
             viewmat, K = scene.cameras(v, device)
             with torch.no_grad():
-                rendered = render_gaussians(rendered_params, viewmat, K, W, H, sh_degree, params.splat.backend)
+                rendered = draw(rendered_params, viewmat, K, W, H)
             rgb = rendered.colors[0].clamp(0, 1)
             psnr, ssim = rgb_quality(rgb, torch.from_numpy(scene.image(v)).to(device))
             psnrs.append(psnr)
@@ -159,7 +158,7 @@ def run(params: Params) -> None:
         # scored inside the writer: a failure here (a protocol's files) keeps the previous evaluate.zarr
         if lerf_views:
             prompts = LERF_BARE_PROMPT if cfg.lerf_prompts == "bare" else None  # LangSplat's scorer encodes bare phrases
-            relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, sh_degree, params.splat.backend,
+            relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, draw,
                                               query.text_latents(eval_vocabulary, prompts),
                                               query.text_latents(list(LERF_CANONICAL), prompts), device)
         agree, compared = 0.0, 0
@@ -172,7 +171,7 @@ def run(params: Params) -> None:
 
         metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
                    "consistency": agree / compared if compared else None, "has_ground_truth": truth is not None,
-                   "protocol": cfg.protocol, **speed(params, scene, gaussians, sh_degree, query, eval_latents, timed_features, device)}
+                   "protocol": cfg.protocol, **speed(params, scene, gaussians, draw, query, eval_latents, timed_features, device)}
         if truth is not None:
             train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
             open_ids = [c for c in eval_ids if c not in set(train_ids)]
@@ -255,14 +254,14 @@ def check_ovs3d_views(root: Path, view_names: list[str], ingest_params: dict) ->
 
 
 @torch.no_grad()
-def lerf_relevancy_maps(scene, views: list[int], gaussians, sh_degree: int, backend: str, query_latents: torch.Tensor,
+def lerf_relevancy_maps(scene, views: list[int], gaussians, draw, query_latents: torch.Tensor,
                         canonical: torch.Tensor, device: str) -> dict[str, np.ndarray]:
     """[Q, H, W] LERF relevancy (`lerf_relevancy`, LangSplat's temperature) of every query in each of `views` (the
-    labelled frames', `lerf_frame_views`), keyed by view name."""
+    labelled frames', `lerf_frame_views`), keyed by view name; `draw` renders (`stored_renderer`)."""
     maps = {}
     for v in track(views, "evaluate: LERF-OVS labelled frames"):
         viewmat, K = scene.cameras(v, device)
-        features = render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, backend).features[0]
+        features = draw(gaussians, viewmat, K, scene.width, scene.height).features[0]
         maps[scene.names[v]] = np.stack([lerf_relevancy(features, q, canonical, LERF_RELEVANCY_TEMPERATURE).cpu().numpy()
                                          for q in query_latents])
     return maps
@@ -304,15 +303,15 @@ def oracle_labels(channels: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def speed(params: Params, scene, gaussians, sh_degree, query, eval_latents, cached_features, device) -> dict:
+def speed(params: Params, scene, gaussians, draw, query, eval_latents, cached_features, device) -> dict:
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
     cfg = params.evaluate
     viewmat, K = scene.cameras(scene.test_indices[:1], device)
-    render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)  # warm-up
+    draw(gaussians, viewmat, K, scene.width, scene.height)  # warm-up
     synchronize(device)  # on CUDA the clock must wait for the kernels, not their launches
     start = time.perf_counter()
     for _ in range(cfg.timing_repeats):
-        render_gaussians(gaussians, viewmat, K, scene.width, scene.height, sh_degree, params.splat.backend)
+        draw(gaussians, viewmat, K, scene.width, scene.height)
     synchronize(device)
     render_seconds = (time.perf_counter() - start) / cfg.timing_repeats
     cached = torch.from_numpy(cached_features).to(device)

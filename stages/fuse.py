@@ -16,16 +16,10 @@ from econsg.config import Params
 from econsg.errors import EconsgError
 from econsg.evaluation import scene_has_labels, score_fused_points
 from econsg.features.base import PaintedMasks, interpolated_feature_norms, normalize_rows
-from econsg.fusion import (
-    FUSE_VOXELS_PER_MEDIAN_DEPTH,
-    VoxelFeatureFusion,
-    backproject_depth,
-    bilinear_feature_index,
-    resolve_voxel_size,
-    points_seen_in_view,
-)
+from econsg.fusion import VoxelFeatureFusion, backproject_depth, bilinear_feature_index, points_seen_in_view
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
+from econsg.scene.scale import FUSE_VOXELS_PER_MEDIAN_DEPTH, resolve_scene_length
 from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
@@ -97,7 +91,7 @@ def run(params: Params) -> None:
     vocabulary = list(ex.attrs["vocabulary"])
     D = ex["text_embeddings"].shape[1]
     median_depth = scene.median_depth
-    voxel_size, warning = resolve_voxel_size("fuse.voxel_size", cfg.voxel_size, median_depth, FUSE_VOXELS_PER_MEDIAN_DEPTH)
+    voxel_size, warning = resolve_scene_length("fuse.voxel_size", cfg.voxel_size, median_depth, FUSE_VOXELS_PER_MEDIAN_DEPTH)
     if warning:
         report(f"fuse: {warning}")
     fusion = VoxelFeatureFusion(voxel_size, D, len(vocabulary), features_from_ignored=cfg.features_from_ignored)

@@ -11,12 +11,15 @@ import torch
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
+from econsg.scene.scale import NEAR_PLANES_PER_MEDIAN_DEPTH, resolve_scene_length
 from econsg.pipeline import code_digest, stage_main, stage_params
+from econsg.progress import report
 from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
 from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
+
 
 def load_views(scene, indices: np.ndarray, device: str, extras: dict[str, torch.Tensor] | None = None) -> TrainViews:
     """The views `indices`: cameras on `device`; images as stored (uint8) and `extras` on the CPU, pinned for a GPU
@@ -60,10 +63,19 @@ def semantic_loss(cfg, latent_maps: torch.Tensor, labels: torch.Tensor, text_lat
     )
 
 
+def resolved_near_plane(cfg, scene) -> float:
+    """splat.near_plane as a length: `auto` from the scene's median depth; a number far beyond it draws a warning."""
+    near_plane, warning = resolve_scene_length("splat.near_plane", cfg.near_plane, scene.median_depth,
+                                               NEAR_PLANES_PER_MEDIAN_DEPTH, warn_if_smaller=False)
+    if warning:
+        report(f"splat: {warning}")
+    return near_plane
+
+
 def run(params: Params) -> None:
-    cfg = params.splat
     device = resolve_device(params.device)
     scene = open_scene(params.paths.artifact("ingest"))
+    cfg = params.splat.model_copy(update={"near_plane": resolved_near_plane(params.splat, scene)})
     fused = open_stage(params, "fuse")
     ae = open_stage(params, "autoencode")
     cr = open_stage(params, "crr")
@@ -124,7 +136,7 @@ def run(params: Params) -> None:
         if "features" in g:
             out.create_array("features", g["features"].shape, "float32", data=g["features"])
         out.create_array("curve", curve.shape, "float64", data=curve)
-        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "vocabulary": list(ae.attrs["vocabulary"])})
+        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "near_plane": cfg.near_plane, "vocabulary": list(ae.attrs["vocabulary"])})
         out.run["train_seconds"] = result.train_seconds  # a time: out of the store's DVC hash
     write_json_atomic(
         params.paths.metrics_file("splat"),

@@ -17,10 +17,11 @@ from econsg.fusion import (
     fuse_multiview_features,
     median_view_depth,
     project_points,
-    resolve_voxel_size,
     visible_points_depth_test,
     voxel_keys,
 )
+from econsg.scene.scale import resolve_scene_length
+
 
 W, H = 32, 24
 K = np.array([[30.0, 0.0, 15.5], [0.0, 30.0, 11.5], [0.0, 0.0, 1.0]])
@@ -365,7 +366,7 @@ def test_fuse_summary_warns_when_min_views_drops_most_voxels():
     assert "fuse.max_points kept 300 of 900" in capped and "warning" not in capped
 
 
-def test_median_depth_and_auto_voxel_size_scale_with_the_scene():
+def test_median_depth_and_auto_scene_lengths_scale_with_the_scene():
     """A scene in other units (COLMAP's): scaling points and camera centres by s scales the median depth, and so the
     `auto` voxel size, by s; a number far off `auto` draws a warning that names the field."""
     rng = np.random.default_rng(0)
@@ -380,11 +381,15 @@ def test_median_depth_and_auto_voxel_size_scale_with_the_scene():
     scaled[:, :3, 3] *= 10
     assert median_view_depth(points * 10, Ks, scaled, W, H) == pytest.approx(10 * base)
 
-    assert resolve_voxel_size("fuse.voxel_size", "auto", base, 40) == (pytest.approx(base / 40), None)
-    assert resolve_voxel_size("fuse.voxel_size", 3 * base / 40, base, 40) == (pytest.approx(3 * base / 40), None)
-    size, warning = resolve_voxel_size("fuse.voxel_size", 0.08, 10 * base, 40)
+    assert resolve_scene_length("fuse.voxel_size", "auto", base, 40) == (pytest.approx(base / 40), None)
+    assert resolve_scene_length("fuse.voxel_size", 3 * base / 40, base, 40) == (pytest.approx(3 * base / 40), None)
+    size, warning = resolve_scene_length("fuse.voxel_size", 0.08, 10 * base, 40)
     assert size == 0.08 and "fuse.voxel_size" in warning and "auto" in warning
-    assert resolve_voxel_size("fuse.voxel_size", 0.08, base / 10, 40)[1] is not None  # far too coarse too
+    assert resolve_scene_length("fuse.voxel_size", 0.08, base / 10, 40)[1] is not None  # far too coarse too
+    # the near plane: only a plane too far out loses anything
+    assert resolve_scene_length("splat.near_plane", 0.01, 100 * base, 300, warn_if_smaller=False) == (0.01, None)
+    near, warning = resolve_scene_length("splat.near_plane", 0.01, base / 100, 300, warn_if_smaller=False)
+    assert near == 0.01 and "splat.near_plane 0.01 is" in warning and "larger" in warning
 
     with pytest.raises(EconsgError, match="none falls inside a training view"):
         median_view_depth(points * [1, 1, -1], Ks, c2ws, W, H)  # every point behind the cameras

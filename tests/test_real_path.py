@@ -46,7 +46,8 @@ def real_run(tmp_path_factory):
     params["extract"].update(backend="openclip_sam", vocabulary=VOCABULARY, open_set_classes=[])
     params["extract"]["openclip_sam"].update(TINY_OPENCLIP_SAM)
     params["autoencode"].update(iterations=30, batch_size=256)
-    params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=9)
+    params["splat"].update(iterations=12, checkpoint_every=1000, refine_start_iter=4, refine_every=4, refine_stop_iter=9,
+                           near_plane="auto")  # COLMAP's unit is arbitrary, as in the lerf_ovs pipeline
     params["evaluate"].update(timing_repeats=1, overlay_views=1, vocabulary=EVAL_VOCABULARY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -199,8 +200,7 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     from econsg.protocols import LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
     from econsg.query import lerf_relevancy
     from econsg.scene.store import open_scene
-    from econsg.splat.gaussians import render_gaussians
-    from econsg.splat.quality import load_gaussians
+    from econsg.splat.quality import load_gaussians, stored_renderer
     from econsg.workspace import load_autoencoder, open_stage, text_query
 
     params = load_params(root / "params.yaml")
@@ -209,10 +209,11 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     text = text_query(params, load_autoencoder(open_stage(params, "autoencode")))
     latents, canonical = text.text_latents(queries, ["{}"]), text.text_latents(list(LERF_CANONICAL), ["{}"])
     splat, scene = open_stage(params, "splat"), open_scene(params.paths.artifact("ingest"))
-    gaussians, maps = load_gaussians(splat, "cpu"), {}
+    gaussians, draw, maps = load_gaussians(splat, "cpu"), stored_renderer(splat, "torch"), {}
+    assert splat.attrs["near_plane"] == pytest.approx(scene.median_depth / 300), "splat.near_plane: auto, resolved"
     for name in chosen:
         viewmat, K = scene.cameras(names.index(name))
-        features = render_gaussians(gaussians, viewmat, K, width, height, int(splat.attrs["sh_degree"]), "torch").features[0]
+        features = draw(gaussians, viewmat, K, width, height).features[0]
         maps[name] = np.stack([lerf_relevancy(features, q, canonical, LERF_RELEVANCY_TEMPERATURE).numpy() for q in latents])
         assert maps[name].std() > 0, "a relevancy map that varies over the view"
     expected = evaluate_protocol("lerf", class_names=queries, relevancy=maps, query_names=queries,

@@ -337,6 +337,33 @@ def test_points_no_camera_sees_stop_training_after_the_first_epoch():
         train_gaussians(views, params, config(), generator=torch.Generator().manual_seed(0), progress=False)
 
 
+def test_the_near_plane_culls_what_lies_nearer_and_later_renders_take_the_stored_one(tmp_path: Path):
+    import zarr
+
+    from econsg.errors import ArtifactError
+    from econsg.splat.quality import stored_renderer
+
+    views, params = tiny_problem()  # cameras 3.2 from the origin, points within 1.1 of it
+    run = dict(generator=torch.Generator().manual_seed(0), progress=False)
+    with pytest.raises(EconsgError, match=r"cfg.near_plane: got 'auto'.*resolve it against the scene"):
+        train_gaussians(views, params, config(near_plane="auto"), **run)
+    with pytest.raises(EconsgError, match=r"no Gaussian was in view.*splat.near_plane 5 scene units"):
+        train_gaussians(views, params, config(near_plane=5.0), **run)
+
+    trained = zarr.open_group(tmp_path / "splat.zarr", mode="w")
+    trained.attrs.update({"sh_degree": 1, "near_plane": 3.2})
+    camera = (views.viewmats[:1], views.Ks[:1], WIDTH, HEIGHT)
+    with torch.no_grad():
+        drawn = stored_renderer(trained, "torch")(params, *camera).alpha
+        whole = render_gaussians(params, *camera, 1, "torch").alpha
+        cut = render_gaussians(params, *camera, 1, "torch", near_plane=3.2).alpha
+    assert 0 < drawn.sum() < whole.sum() and torch.equal(drawn, cut)
+    older = zarr.open_group(tmp_path / "old.zarr", mode="w")
+    older.attrs.update({"sh_degree": 1})
+    with pytest.raises(ArtifactError, match=r"old.zarr: no near_plane attribute.*rerun splat"):
+        stored_renderer(older)
+
+
 def test_pruning_every_gaussian_stops_training_naming_the_settings():
     views, params = tiny_problem()
     cfg = config(refine_start_iter=1, refine_every=2, refine_stop_iter=10, prune_opa=0.99)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-# A length in the scene's units, or 'auto': a fraction of the scene's median depth (`econsg.fusion.resolve_voxel_size`)
+# A length in the scene's units, or 'auto': a fraction of the scene's median depth (`econsg.scene.scale.resolve_scene_length`)
 SceneLength = Annotated[float, Field(gt=0)] | Literal["auto"]
 
 

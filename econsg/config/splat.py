@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from econsg.config.base import Section
+from econsg.config.base import SceneLength, Section
 
 
 class SplatParams(Section):
@@ -119,6 +119,14 @@ class SplatParams(Section):
     init_opacity: float = Field(0.1, gt=0, lt=1, description="Opacity of every Gaussian at initialisation.")
     init_scale: float = Field(
         1.0, gt=0, description="Initial scale = this factor x mean distance to the 3 nearest fused points."
+    )
+    near_plane: SceneLength = Field(
+        0.01,
+        description="The renderer's near plane: what lies closer to a camera than this along its axis is not drawn, in "
+        "the scene's units (gsplat's 0.01, metres on the demo). 'auto' = the scene's median depth (ingest's "
+        "median_depth) / 300, 0.011 on the demo: for scenes in arbitrary units, as COLMAP's are. splat warns when a "
+        "number is more than 4x larger than what 'auto' would take. Evaluate, query, render and edit draw with the "
+        "value splat trained with.",
     )
     backend: Literal["auto", "torch", "gsplat"] = Field(
         "auto", description="Rasterizer: gsplat (CUDA), the pure-PyTorch one (any device), or auto (by device)."

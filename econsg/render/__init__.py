@@ -18,6 +18,7 @@ from econsg.errors import EconsgError
 from econsg.render.sh import MAX_SH_DEGREE, eval_sh, num_sh_bases, rgb_to_sh0, sh0_to_rgb
 
 BACKENDS = ("auto", "torch", "gsplat")
+DEFAULT_NEAR_PLANE = 0.01  # gsplat's rasterization() default, in the scene's units (`splat.near_plane`)
 
 __all__ = ["BACKENDS", "RenderOutput", "eval_sh", "render", "rgb_to_sh0", "sh0_to_rgb"]
 
@@ -56,7 +57,7 @@ def render(
     features: Tensor | None = None,
     backgrounds: Tensor | None = None,
     backend: str = "auto",
-    near_plane: float = 0.01,
+    near_plane: float = DEFAULT_NEAR_PLANE,
     far_plane: float = 1e10,
     feature_geometry_grad: bool = True,
 ) -> RenderOutput:

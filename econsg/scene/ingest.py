@@ -204,8 +204,8 @@ def write_scene(
     rng: np.random.Generator,
 ) -> Path:
     """Load every chosen frame, check it, and write scene.zarr atomically. `init_voxel_size` thins the initial
-    point cloud: a size in the scene's units, or 'auto' (`econsg.fusion.resolve_voxel_size`)."""
-    from econsg.fusion import INIT_VOXELS_PER_MEDIAN_DEPTH, resolve_voxel_size
+    point cloud: a size in the scene's units, or 'auto' (`econsg.scene.scale.resolve_scene_length`)."""
+    from econsg.scene.scale import INIT_VOXELS_PER_MEDIAN_DEPTH, resolve_scene_length
 
     check_unique_names(source.frames)
     ordered = dataset_order(source.frames)
@@ -257,7 +257,7 @@ def write_scene(
         if not sum(counts):
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
         median_depth = chunks_median_depth(chunks, counts, Ks[train], c2ws[train], width, height)
-        voxel_size, warning = resolve_voxel_size("ingest.init_voxel_size", init_voxel_size, median_depth,
+        voxel_size, warning = resolve_scene_length("ingest.init_voxel_size", init_voxel_size, median_depth,
                                                  INIT_VOXELS_PER_MEDIAN_DEPTH)
         if warning:
             report(f"ingest: {warning}")

@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from econsg.errors import EconsgError
-from econsg.render import RenderOutput, render, rgb_to_sh0
+from econsg.render import DEFAULT_NEAR_PLANE, RenderOutput, render, rgb_to_sh0
 from econsg.render.sh import num_sh_bases
 
 GAUSSIAN_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -117,17 +117,19 @@ def render_gaussians(
     backend: str = "auto",
     with_features: bool = True,
     feature_geometry_grad: bool = True,
+    near_plane: float = DEFAULT_NEAR_PLANE,
 ) -> RenderOutput:
     """Activate raw parameters and render C cameras: viewmats [C, 4, 4] world-to-camera, Ks [C, 3, 3].
 
     sh_degree may be below the stored one (the training schedule); the semantic channels are rendered
-    when `with_features` and params holds "features"; `feature_geometry_grad` as in `econsg.render.render`.
+    when `with_features` and params holds "features"; `feature_geometry_grad` and `near_plane` as in
+    `econsg.render.render` (a trained splat's own: `stored_near_plane`).
     """
     a = activated(params)
     features = params["features"] if with_features and "features" in params else None
     return render(a["means"], a["quats"], a["scales"], a["opacities"], a["colors"], viewmats, Ks, width, height,
                   sh_degree=sh_degree, features=features, backend=backend,
-                  feature_geometry_grad=feature_geometry_grad)  # fmt: skip
+                  feature_geometry_grad=feature_geometry_grad, near_plane=near_plane)  # fmt: skip
 
 
 def check_gaussians(params: Mapping[str, Tensor], name: str = "params") -> int:

@@ -346,6 +346,9 @@ def train_gaussians(
     """
     if not isinstance(cfg, SplatParams):
         raise EconsgError(f"cfg: got {type(cfg).__name__}, expected econsg.config.splat.SplatParams")
+    if cfg.near_plane == "auto":
+        raise EconsgError("cfg.near_plane: got 'auto', expected a length: resolve it against the scene's median depth "
+                          "first (`econsg.scene.scale.resolve_scene_length`, as the splat stage does)")
     check_gaussians(params)
     device = params["means"].device
     n_views = check_views(views, device)
@@ -407,7 +410,7 @@ def train_gaussians(
 
             out = render_gaussians(params, views.viewmats[view : view + 1], views.Ks[view : view + 1], views.width,
                                    views.height, active_sh_degree(step, cfg), cfg.backend,
-                                   feature_geometry_grad=cfg.feature_geometry_grad)  # fmt: skip
+                                   feature_geometry_grad=cfg.feature_geometry_grad, near_plane=cfg.near_plane)  # fmt: skip
             strategy.step_pre_backward(params, optimizers, state, step, out.meta)
             gt = views.image(view)
             loss = color_loss(out.colors, gt, cfg.ssim_lambda)
@@ -439,8 +442,9 @@ def train_gaussians(
             if step == n_views - 1 and not seen_any:
                 raise EconsgError(
                     f"splat: no Gaussian was in view of any of the {n_views} training cameras in the first epoch: the "
-                    f"points and the cameras do not meet (another unit or frame, or every point within the near plane "
-                    f"of 0.01 scene units); check the poses and the point cloud (`econsg audit`)"
+                    f"points and the cameras do not meet (another unit or frame, or every point within the near plane, "
+                    f"splat.near_plane {cfg.near_plane:g} scene units: `auto` follows the scene's scale); check the "
+                    f"poses and the point cloud (`econsg audit`)"
                 )
 
             run.step = step + 1
