@@ -95,6 +95,21 @@ def distilled_pixels(refined_labels: torch.Tensor, feature_source: Callable[[], 
     raise EconsgError(f"splat.distill_pixels: got {rule!r}, expected 'all', 'labelled_or_pooled' or 'labelled'")
 
 
+def check_semantic_targets(latent_maps: torch.Tensor, labels: torch.Tensor, text_latents: torch.Tensor,
+                           distill_mask: torch.Tensor | None, pixel_weights: torch.Tensor | None) -> None:
+    """Raise EconsgError naming the first target whose shape disagrees: latent maps [V,H,W,d], labels, distill_mask
+    and pixel_weights [V,H,W], T_z [C,d]."""
+    if latent_maps.ndim != 4:
+        raise EconsgError(f"latent_maps: got shape {list(latent_maps.shape)}, expected [V, H, W, d]")
+    pixels, d = list(latent_maps.shape[:3]), latent_maps.shape[3]
+    for name, value in (("labels", labels), ("distill_mask", distill_mask), ("pixel_weights", pixel_weights)):
+        if value is not None and list(value.shape) != pixels:
+            raise EconsgError(f"{name}: got shape {list(value.shape)}, expected the latent maps' [V, H, W] = {pixels}")
+    if text_latents.ndim != 2 or text_latents.shape[1] != d:
+        raise EconsgError(f"text_latents: got shape {list(text_latents.shape)}, expected [C, d] with the latent maps' "
+                          f"d = {d}")
+
+
 def make_semantic_loss(
     latent_maps: torch.Tensor,
     labels: torch.Tensor,
@@ -114,11 +129,19 @@ def make_semantic_loss(
     Dist runs over the pixels of `distill_mask` [V,H,W] bool (None: every pixel, METHOD.md's sum over u; see
     `distilled_pixels`), on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always
     skips the ignored pixels and divides its cosines by `temperature`. `pixel_weights` [V,H,W] weigh both terms'
-    pixels (None: alike).
+    pixels (None: alike). Targets whose shapes disagree are refused here, and a render without features or of
+    another size or width than the latent maps when the loss runs.
     """
+    check_semantic_targets(latent_maps, labels, text_latents, distill_mask, pixel_weights)
 
     def extra_loss(out, view_index: int, params) -> tuple[torch.Tensor, dict[str, float]]:
+        if out.features is None:
+            raise EconsgError("the semantic loss: the render carries no features; the Gaussians need semantic channels "
+                              "(params['features'], f = z at initialisation)")
         rendered = out.features[0]
+        if tuple(rendered.shape) != tuple(latent_maps.shape[1:]):
+            raise EconsgError(f"the semantic loss: rendered features [H, W, d] = {list(rendered.shape)}, expected the "
+                              f"latent maps' {list(latent_maps.shape[1:])}")
 
         def of_view(targets: torch.Tensor | None) -> torch.Tensor | None:  # may be kept on the CPU for a GPU run
             return None if targets is None else targets[view_index].to(rendered.device, non_blocking=True)

@@ -219,15 +219,17 @@ def test_empty_view_gives_background_and_zero_alpha():
     assert torch.isfinite(means.grad).all()
 
 
-def test_a_runaway_gaussian_past_int32_radii_is_still_drawn_and_sizes_may_be_numpy_integers():
-    """Its radius saturates (as gsplat's CUDA cast does) instead of wrapping negative and being dropped."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_runaway_gaussian_past_int32_radii_is_still_drawn_and_sizes_may_be_numpy_integers(dtype):
+    """Its radius saturates (as gsplat's CUDA cast does) instead of wrapping negative and being dropped: in float32,
+    training's dtype, 2^31 - 1 rounds up to 2^31, which wrapped."""
     import numpy as np
 
     width, height = 8, 6
-    viewmats, Ks = camera(width, height, 500.0)
-    f64 = dict(dtype=torch.float64)
-    out = render(torch.tensor([[0.0, 0.0, 2.0]], **f64), torch.tensor([[1.0, 0, 0, 0]], **f64), torch.full((1, 3), 1e7, **f64),
-                 torch.tensor([0.5], **f64), torch.tensor([[1.0, 0.0, 0.0]], **f64), viewmats, Ks, np.int64(width),
+    viewmats, Ks = camera(width, height, 500.0, dtype=dtype)
+    f = dict(dtype=dtype)
+    out = render(torch.tensor([[0.0, 0.0, 2.0]], **f), torch.tensor([[1.0, 0, 0, 0]], **f), torch.full((1, 3), 1e7, **f),
+                 torch.tensor([0.5], **f), torch.tensor([[1.0, 0.0, 0.0]], **f), viewmats, Ks, np.int64(width),
                  np.int64(height), backend="torch")  # fmt: skip
     assert bool(out.meta["visible"].all()) and int(out.meta["radii"].min()) == 2**31 - 1
     torch.testing.assert_close(out.alpha, torch.full_like(out.alpha, 0.5))

@@ -81,6 +81,34 @@ def test_semantic_hook_combines_terms_with_weights():
     assert total_ce.item() == pytest.approx(2.0 * logged_ce["sem"] + 0.5 * logged_ce["ce"], rel=1e-5)
 
 
+def test_semantic_hook_refuses_targets_and_renders_that_disagree():
+    """Labels stored [V,W,H] trained on scrambled pixels; a latent width or render size off ended in a bare torch
+    error; Gaussians without features in a TypeError."""
+    maps, labels = torch.zeros(2, 3, 4, 3), torch.zeros(2, 3, 4, dtype=torch.long)
+    kwargs = dict(lambda_sem=1.0, lambda_2d=0.5, dist="l1", temperature=0.1, ce_normalize=True)
+    with pytest.raises(EconsgError, match=r"labels: got shape \[2, 4, 3\], expected the latent maps' \[V, H, W\] = \[2, 3, 4\]"):
+        make_semantic_loss(maps, labels.transpose(1, 2), LATENTS, **kwargs)
+    with pytest.raises(EconsgError, match=r"pixel_weights: got shape \[2, 3\]"):
+        make_semantic_loss(maps, labels, LATENTS, pixel_weights=torch.ones(2, 3), **kwargs)
+    with pytest.raises(EconsgError, match=r"text_latents: got shape \[3, 3\], expected \[C, d\] with the latent maps' d = 5"):
+        make_semantic_loss(torch.zeros(2, 3, 4, 5), labels, LATENTS, **kwargs)
+    with pytest.raises(EconsgError, match=r"latent_maps: got shape \[3, 4, 3\], expected \[V, H, W, d\]"):
+        make_semantic_loss(maps[0], labels, LATENTS, **kwargs)
+
+    hook = make_semantic_loss(maps, labels, LATENTS, **kwargs)
+
+    class Out:
+        features = torch.zeros(1, 3, 4, 3)
+
+    assert torch.isfinite(hook(Out(), 1, None)[0])
+    Out.features = torch.zeros(1, 6, 8, 3)  # half the latent maps' resolution rendered at full
+    with pytest.raises(EconsgError, match=r"rendered features \[H, W, d\] = \[6, 8, 3\], expected the latent maps' \[3, 4, 3\]"):
+        hook(Out(), 1, None)
+    Out.features = None
+    with pytest.raises(EconsgError, match="the render carries no features"):
+        hook(Out(), 1, None)
+
+
 def test_semantic_hook_distils_only_the_pixels_of_its_mask():
     class Out:
         features = torch.zeros(1, 1, 2, 3)

@@ -281,6 +281,20 @@ def test_other_config_does_not_resume(tmp_path: Path):
     assert again.resumed_step == 0 and len(list(tmp_path.glob("*.pt"))) == 2
 
 
+def test_another_seed_does_not_resume(tmp_path: Path):
+    """The same initial Gaussians trained from another generator seed retrain: resuming would hand back the other
+    seed's result and state."""
+    def run(seed: int):
+        views, params = tiny_problem()
+        return train_gaussians(views, params, config(iterations=5, checkpoint_every=5), progress=False,
+                               generator=torch.Generator().manual_seed(seed), checkpoint_dir=tmp_path)
+
+    first = run(2)
+    again = run(3)
+    assert again.resumed_step == 0 and not torch.equal(again.params["quats"], first.params["quats"])
+    assert run(2).resumed_step == 5
+
+
 def test_another_run_key_does_not_resume_and_settings_training_ignores_do(tmp_path: Path):
     """The run key (the stage's code version, device, text latents) is part of the fingerprint: a rerun after a code
     change retrains instead of handing back the old Gaussians. The relevancy temperature and the checkpoint
@@ -423,6 +437,9 @@ def test_bad_views_and_sh_degree_are_refused():
         train_gaussians(bad, params, config(), generator=torch.Generator(), progress=False)
     with pytest.raises(EconsgError, match="cfg.sh_degree: got 3, but params store SH coefficients only up to degree 1"):
         train_gaussians(views, params, config(sh_degree=3), generator=torch.Generator(), progress=False)
+    bad = TrainViews(images=views.images * 255, viewmats=views.viewmats, Ks=views.Ks, width=WIDTH, height=HEIGHT)
+    with pytest.raises(EconsgError, match=r"views.images: float32 values in \[0, 2\d\d(\.\d+)?\], expected \[0, 1\]"):
+        train_gaussians(bad, params, config(), generator=torch.Generator(), progress=False)
 
 
 def test_images_kept_as_stored_uint8_train_as_their_float_values_do():

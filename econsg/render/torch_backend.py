@@ -120,8 +120,8 @@ def project_gaussians(
         inside = (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
         visible = depth_ok & det_ok & opac_ok & inside & ((radius_x > 0) | (radius_y > 0))
         # saturated as gsplat's CUDA cast does (a float past int32 would wrap negative on the CPU and drop a visible
-        # runaway Gaussian), and 0 where culled, whatever a culled radius came to (inf, NaN)
-        radii = torch.where(visible[..., None], torch.stack([radius_x, radius_y], dim=-1).clamp_max(2**31 - 1),
+        # runaway Gaussian; in float64, where 2^31 - 1 is exact), and 0 where culled, whatever a culled radius came to
+        radii = torch.where(visible[..., None], torch.stack([radius_x, radius_y], dim=-1).double().clamp_max(2**31 - 1),
                             0).to(torch.int32)
     return {"means2d": means2d, "conics": conics, "depths": z, "radii": radii, "visible": visible}
 

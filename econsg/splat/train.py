@@ -203,6 +203,9 @@ def check_views(views: TrainViews, device: torch.device) -> int:
             raise EconsgError(f"views.{name}: got {_shape(value)}, expected a tensor indexed by view [{v}, ...]")
         if value.device not in (device, torch.device("cpu")):
             raise EconsgError(f"views.{name}: on {value.device}, expected the Gaussians' device {device} or the CPU")
+    if images.dtype == torch.float32 and not bool(((images >= 0) & (images <= 1)).all()):
+        raise EconsgError(f"views.images: float32 values in [{float(images.min()):g}, {float(images.max()):g}], expected "
+                          "[0, 1] (uint8 images take 0..255)")
     return v
 
 
@@ -216,13 +219,14 @@ def _shape(value) -> str:
 NOT_TRAINING = frozenset({"temperature", "checkpoint_every"})  # SplatParams fields training does not read
 
 
-def training_fingerprint(params: Mapping[str, Tensor], views: TrainViews, cfg: SplatParams, run_key: str = "") -> str:
-    """sha256 over the config (short of NOT_TRAINING), the initial Gaussians, the views and `run_key` (whatever else
-    decides the result: the code's version, the device, the loss's own inputs): checkpoints resume only a run with
-    all of them equal."""
+def training_fingerprint(params: Mapping[str, Tensor], views: TrainViews, cfg: SplatParams, generator: torch.Generator,
+                         run_key: str = "") -> str:
+    """sha256 over the config (short of NOT_TRAINING), the initial Gaussians, the views, the generator's state before
+    training draws from it (the seed) and `run_key` (whatever else decides the result: the code's version, the device,
+    the loss's own inputs): checkpoints resume only a run with all of them equal."""
     config = json.dumps(cfg.model_dump(mode="json", exclude=set(NOT_TRAINING)), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(f"{config};{run_key};".encode())
-    tensors = {f"param.{k}": v for k, v in sorted(params.items())}
+    tensors = {"generator": generator.get_state()} | {f"param.{k}": v for k, v in sorted(params.items())}
     tensors.update({"images": views.images, "viewmats": views.viewmats, "Ks": views.Ks})
     tensors.update({f"extra.{k}": v for k, v in sorted(views.extras.items())})
     for name, tensor in tensors.items():
@@ -356,7 +360,7 @@ def train_gaussians(
     if cfg.sh_degree > stored:
         raise EconsgError(f"cfg.sh_degree: got {cfg.sh_degree}, but params store SH coefficients only up to degree "
                           f"{stored} (shN {tuple(params['shN'].shape)}); initialise with sh_degree={cfg.sh_degree}")  # fmt: skip
-    fingerprint = training_fingerprint(params, views, cfg, run_key) if checkpoint_dir is not None else ""
+    fingerprint = training_fingerprint(params, views, cfg, generator, run_key) if checkpoint_dir is not None else ""
     scene_scale = scene_scale_of(views.viewmats, params["means"])
     run = _RunState()
     strategy = make_strategy(cfg)
