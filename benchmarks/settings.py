@@ -61,7 +61,7 @@ SETTINGS: dict[str, list[str]] = {
     "wide_fov": ["synth.fov_deg=110"],
     "other_seed": ["seed=123", "synth.seed=123"],
     "fuse_from_points": ["fuse.source=points"],
-    "auto_voxels": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto"],
+    "auto_lengths": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto", "splat.near_plane=auto"],
     "fuse_strict": ["fuse.min_labelled_share=0.9", "fuse.min_views=3"],
     "own_features": ["crr.ignored_features=own", "crr.min_votes=1000"],
 }

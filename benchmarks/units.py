@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from econsg.pipeline import STAGE_ORDER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import run_stages  # noqa: E402
+from settings import outcome  # noqa: E402
 
 VOXELS = {"metric": [], "auto": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto", "splat.near_plane=auto"]}
 
@@ -49,25 +51,33 @@ def rescale_blender(source: Path, scale: float, target: Path) -> Path:
 
 
 def run_scale(data: Path, overrides: list[str], params_file: Path, root: Path, max_points: int) -> dict:
-    """ingest to evaluate on `data` in `root`; stops after fuse when it yields more than `max_points` points."""
+    """ingest to evaluate on `data` in `root`; stops after fuse when it yields more than `max_points` points, and
+    where a stage stops with an error (its message in the row's `stopped`)."""
     start = time.perf_counter()
     sets = [*overrides, f"paths.data={data}"]
     stages = list(STAGE_ORDER[STAGE_ORDER.index("ingest") :])
     fuse_last = stages.index("fuse") + 1
-    run_stages(stages[:fuse_last], sets, params_file, root, quiet=True)
-    row = {"fuse": json.loads((root / "metrics" / "fuse.json").read_text())}
-    if row["fuse"]["points"] <= max_points:
-        run_stages(stages[fuse_last:], sets, params_file, root, source=root / "artifacts", quiet=True)
-        row |= {stage: json.loads((root / "metrics" / f"{stage}.json").read_text()) for stage in ("splat", "evaluate")}
+    row = {}
+    try:
+        run_stages(stages[:fuse_last], sets, params_file, root, quiet=True)
+        row["fuse"] = json.loads((root / "metrics" / "fuse.json").read_text())
+        if row["fuse"]["points"] <= max_points:
+            run_stages(stages[fuse_last:], sets, params_file, root, source=root / "artifacts", quiet=True)
+            row |= {stage: json.loads((root / "metrics" / f"{stage}.json").read_text()) for stage in ("splat", "evaluate")}
+    except subprocess.CalledProcessError as error:
+        row["stopped"] = outcome(error)
     row["seconds"] = time.perf_counter() - start
     return row
 
 
 def table_row(scale: float, voxels: str, row: dict, max_points: int) -> str:
-    fuse = row["fuse"]
-    cells = [f"{scale:g}", voxels, f"{fuse['voxel_size']:.3g}", f"{fuse['median_depth']:.3g}", f"{fuse['points']:,}"]
+    fuse = row.get("fuse")
+    cells = [f"{scale:g}", voxels]
+    cells += [f"{fuse['voxel_size']:.3g}", f"{fuse['median_depth']:.3g}", f"{fuse['points']:,}"] if fuse else ["", "", ""]
     if "evaluate" in row:
         cells += [f"{row['splat']['num_gaussians']:,}", f"{row['evaluate']['psnr']:.2f}", f"{row['evaluate']['miou']:.3f}"]
+    elif "stopped" in row:
+        cells += [row["stopped"], "", ""]
     else:
         cells += [f"stopped after fuse: more than {max_points:,} points", "", ""]
     return "| " + " | ".join([*cells, f"{row['seconds']:.0f}"]) + " |"
