@@ -98,6 +98,23 @@ def test_init_from_points_scales_colours_and_shapes():
     assert all(isinstance(v, torch.nn.Parameter) for v in p.values())
 
 
+@pytest.mark.parametrize("unit", [1e-3, 1.0, 1e3])
+def test_initial_scales_follow_the_clouds_unit_and_coincident_points_stay_finite(unit):
+    """The same cloud in millimetres, metres or kilometres starts from the same Gaussians up to the unit (3DGS's
+    absolute floor of 0.3 mm set every scale of a cloud 1000x smaller than metres); a repeated point's log-scale
+    stays finite."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(6.0) * 0.05] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
+    xyz = torch.cat([grid, grid[:1]]) * unit  # the first point twice: 0 to its nearest neighbour
+    p = init_gaussians_from_points(xyz, torch.rand(len(xyz), 3, generator=torch.Generator().manual_seed(1)),
+                                   sh_degree=0, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    scales = torch.exp(p["scales"][:, 0]).double() / unit
+    interior = (grid > 0).all(dim=1) & (grid < 0.25).all(dim=1)  # six neighbours 0.05 apart
+    torch.testing.assert_close(scales[:-1][interior], torch.full((int(interior.sum()),), 0.05, dtype=torch.float64))
+    assert torch.isfinite(p["scales"]).all() and scales.min() > 0
+    alone = init_gaussians_from_points(torch.zeros(3, 3), torch.rand(3, 3), sh_degree=0, generator=torch.Generator())
+    assert torch.isfinite(alone["scales"]).all()
+
+
 def test_init_from_empty_point_cloud_is_refused():
     with pytest.raises(EconsgError, match=r"xyz: got an empty point cloud \(0 points\)"):
         init_gaussians_from_points(torch.zeros(0, 3), torch.zeros(0, 3), sh_degree=1, generator=torch.Generator())

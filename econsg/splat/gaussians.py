@@ -26,18 +26,25 @@ from econsg.render.sh import num_sh_bases
 GAUSSIAN_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 
-def nearest_neighbour_scale(xyz: np.ndarray, k: int = 3) -> np.ndarray:
-    """Mean distance (m) from each point to its k nearest other points: [P, 3] -> [P].
+NEAREST_FLOOR = 1e-3  # the smallest initial scale, as a fraction of the cloud's median nearest-neighbour distance
 
-    Uses as many neighbours as exist when P <= k; a lone point gets 1.0. Distances are clamped below at
-    sqrt(1e-7) (as 3DGS clamps squared distances) so coincident points keep a finite log-scale.
+
+def nearest_neighbour_scale(xyz: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean distance (scene units) from each point to its k nearest other points: [P, 3] -> [P].
+
+    Uses as many neighbours as exist when P <= k; a lone point, or a cloud of one repeated point, gets 1.0.
+    Distances are clamped below at NEAREST_FLOOR x the cloud's median, so that coincident points keep a finite
+    log-scale in any unit. (3DGS clamps the squared distances at 1e-7 absolute, 0.3 mm: in a scene 1000x smaller
+    than metres, where neighbours lie 0.08 mm apart, that floor set every point's scale, 4x too large.)
     """
     n = xyz.shape[0]
     if n == 1:
         return np.ones(1)
     kk = min(k, n - 1)
     dist, _ = cKDTree(xyz).query(xyz, k=kk + 1)
-    return np.maximum(dist[:, 1:].mean(axis=1), np.sqrt(1e-7))
+    mean = dist[:, 1:].mean(axis=1)
+    apart = mean[mean > 0]
+    return np.maximum(mean, NEAREST_FLOOR * np.median(apart)) if len(apart) else np.ones(n)
 
 
 def init_gaussians_from_points(
