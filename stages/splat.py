@@ -11,12 +11,12 @@ import torch
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.scene.scale import NEAR_PLANES_PER_MEDIAN_DEPTH, resolve_scene_length
 from econsg.pipeline import code_digest, stage_main, stage_params
 from econsg.progress import report
 from econsg.semantic import distilled_pixels, make_semantic_loss
 from econsg.splat import GAUSSIAN_NAMES, TrainViews, init_gaussians_from_points, train_gaussians
 from econsg.splat.quality import evaluate_rgb
+from econsg.scene.scale import NEAR_PLANES_PER_MEDIAN_DEPTH, resolve_scene_length
 from econsg.scene.store import open_scene
 from econsg.workspace import open_stage
 
@@ -136,7 +136,8 @@ def run(params: Params) -> None:
         if "features" in g:
             out.create_array("features", g["features"].shape, "float32", data=g["features"])
         out.create_array("curve", curve.shape, "float64", data=curve)
-        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "near_plane": cfg.near_plane, "vocabulary": list(ae.attrs["vocabulary"])})
+        out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "near_plane": cfg.near_plane,
+                          "vocabulary": list(ae.attrs["vocabulary"])})
         out.run["train_seconds"] = result.train_seconds  # a time: out of the store's DVC hash
     write_json_atomic(
         params.paths.metrics_file("splat"),

@@ -40,7 +40,7 @@ def rgb_quality(rendered: torch.Tensor, target: torch.Tensor) -> tuple[float, fl
 
 @torch.no_grad()
 def evaluate_rgb(params, views, cfg) -> dict[str, float]:
-    """Mean test-view PSNR (dB) and SSIM, one view at a time."""
+    """Mean test-view PSNR (dB) and SSIM, one view at a time (`cfg.near_plane` a length: `auto` resolved)."""
     scores = []
     for v in range(len(views.images)):
         out = render_gaussians(params, views.viewmats[v : v + 1], views.Ks[v : v + 1], views.width, views.height,
