@@ -78,9 +78,11 @@ def integer_centre(K: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def write_colmap(root: Path, views: SyntheticViews, *, model: str = "PINHOLE", params=None, binary: bool = True,
-                 skip_image: int | None = None, points: np.ndarray | None = None, rig: bool = False) -> Path:
+                 skip_image: int | None = None, points: np.ndarray | None = None, rig: bool = False,
+                 tracks: list[list[int]] | None = None) -> Path:
     """sparse/0 written with pycolmap's own API plus images/<i>.png (with `rig`, images/cam<i % 2>/view_<i // 2>.png:
-    two cameras' folders holding the same file names); returns root."""
+    two cameras' folders holding the same file names); returns root. `tracks[j]`: the view indices observing point j
+    (default: none, a model without tracks)."""
     import pycolmap
 
     height, width = views.shape
@@ -95,12 +97,17 @@ def write_colmap(root: Path, views: SyntheticViews, *, model: str = "PINHOLE", p
         name = f"cam{i % 2}/view_{i // 2:02d}.png" if rig else f"view_{i:02d}.png"
         w2c = np.linalg.inv(views.c2w[i])
         image = pycolmap.Image(name=name, camera_id=1, image_id=i + 1)
+        if tracks is not None:  # one 2D point per 3D point, for the tracks to index
+            image.points2D = pycolmap.Point2DList([pycolmap.Point2D(np.zeros(2)) for _ in range(len(points))])
         reconstruction.add_image_with_trivial_frame(image, pycolmap.Rigid3d(w2c[:3, :4]))
         if i != skip_image:
             save_rgb(root / "images" / name, views.images[i])
     if points is not None:
         for j, xyz in enumerate(points):
-            reconstruction.add_point3D(np.asarray(xyz, np.float64), pycolmap.Track(),
+            track = pycolmap.Track()
+            for view in (tracks[j] if tracks is not None else []):
+                track.add_element(view + 1, j)  # image ids are view + 1; 2D point j of that image
+            reconstruction.add_point3D(np.asarray(xyz, np.float64), track,
                                         (np.array([j, 2 * j, 3 * j]) % 256).astype(np.uint8))
     folder = root / "sparse" / "0"
     folder.mkdir(parents=True, exist_ok=True)

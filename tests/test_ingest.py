@@ -285,6 +285,32 @@ def test_nerfstudio_layout_takes_its_sparse_point_cloud(tmp_path):
         read_scene(root)
 
 
+@pytest.mark.parametrize("dtype, stored, expected", [
+    ("u1", (230, 128, 51), (230, 128, 51)),
+    ("f4", (1.0, 0.5, 0.2), (255, 128, 51)),  # floats in [0, 1] (read as 8-bit, they were 1, 0, 0)
+    ("u2", (65535, 32768, 256), (255, 128, 1)),  # 16-bit by the high byte (read as 8-bit, they were 255, 0, 0)
+])
+def test_ply_colours_of_any_stored_type_come_back_as_8_bit(tmp_path, dtype, stored, expected):
+    from plyfile import PlyData, PlyElement
+
+    from econsg.scene.readers.blender import read_point_cloud
+
+    vertex = np.array([(0.0, 0.0, 1.0, *stored)], [*[(k, "f4") for k in "xyz"], *[(k, dtype) for k in ("red", "green", "blue")]])
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp_path / "points.ply"))
+    assert read_point_cloud(tmp_path / "points.ply")[1].tolist() == [list(expected)]
+
+
+def test_views_are_named_by_their_links_not_the_files_linked(tmp_path):
+    """git-annex, DataLad and DVC's symlink cache link each image into a content store: the view keeps its own name."""
+    root = write_tiny_blender(tmp_path / "data")
+    for image in sorted((root / "images").iterdir()):
+        stored = tmp_path / "annex" / f"SHA256E-{image.stat().st_size}-{image.name[-6:]}"
+        stored.parent.mkdir(exist_ok=True)
+        image.rename(stored)
+        image.symlink_to(stored)
+    assert [frame.name for frame in read_scene(root).frames] == [f"frame_{v:04d}" for v in range(4)]
+
+
 def test_thinning_in_chunks_keeps_the_first_point_of_each_voxel_in_order():
     """Thinned view by view, the cloud is what thinning the whole concatenation gives: the first point of every voxel,
     in order, then the same seeded subset."""
@@ -354,3 +380,13 @@ def test_nerfstudio_depth_as_npy_and_coarser_than_its_image(tmp_path):
     scene = open_scene(ingest(root, tmp_path / "scene.zarr"))
     assert scene.has_depth and scene.depth(0).shape == (height, width)
     np.testing.assert_allclose(scene.depth(1), 1.501, rtol=1e-6)
+
+    holes = np.full((height, width), 1500.0, np.float32)
+    holes[0, :3] = [np.nan, np.inf, -np.inf]  # a float map's "no return"
+    np.save(root / "depth" / "1.npy", holes)
+    scene = open_scene(ingest(root, tmp_path / "holes.zarr"))
+    assert (scene.depth(1)[0, :3] == 0).all() and (scene.depth(1)[1:] > 0).all()
+    holes[5, 5] = -1500.0
+    np.save(root / "depth" / "1.npy", holes)
+    with pytest.raises(EconsgError, match=r"depth/1\.npy: 1 of \d+ depth values are negative; expected z-depths >= 0"):
+        ingest(root, tmp_path / "negative.zarr")

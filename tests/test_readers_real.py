@@ -55,6 +55,39 @@ def test_colmap_reads_poses_intrinsics_points_and_split(tmp_path, views, binary)
     np.testing.assert_array_equal(source.frames[2].load_image(), views.images[2] / np.float32(255))
 
 
+def test_colmap_points_start_the_run_only_where_two_training_views_observe_them(tmp_path, capsys):
+    """A COLMAP model is triangulated from every image, held-out ones too: a point only held-out views (or views
+    sparse_views leaves out) observe must not start the run; a model without tracks is kept whole, with a warning
+    where views were left out."""
+    from econsg.scene.ingest import write_scene
+    from econsg.scene.store import open_scene
+
+    views = synthetic_views(n=17)
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-0.5, 0.5, (40, 2)), np.full(40, 3.0)]
+    tests = [0, 8, 16]  # llff_split's held-out views
+    tracks = [list(range(17))] * 10 + [tests] * 10 + [[1, 9]] * 10 + [[1, 2]] * 10  # every view / test / 1+9 / 1+2
+    write_colmap(tmp_path / "tracked", views, points=points, tracks=tracks)
+    write_colmap(tmp_path / "bare", views, points=points)
+    kwargs = dict(params={}, downscale=1, max_init_points=10_000, init_voxel_size="auto", rng=np.random.default_rng(0))
+
+    def initial_points(data: str, **selection) -> tuple[int, set[str]]:
+        scene = open_scene(write_scene(read_scene(tmp_path / data), tmp_path / f"{data}{len(selection)}.zarr",
+                                       **{"sparse_views": None, **selection}, **kwargs))
+        names = np.array(scene.group.attrs["view_names"])
+        return scene.group["points"].shape[0], set(names[scene.group["is_train"][:]])
+
+    assert read_scene(tmp_path / "tracked").point_views[10] == ("view_00", "view_08", "view_16")
+    assert initial_points("tracked")[0] == 30, "the points only held-out views observe are left out"
+    count, kept = initial_points("tracked", sparse_views=2)
+    assert count == 10 + 10 * ({"view_01", "view_09"} <= kept) + 10 * ({"view_01", "view_02"} <= kept), kept
+    capsys.readouterr()
+    assert initial_points("bare", sparse_views=2)[0] == 40
+    assert "has no tracks, so all 40 of its points start the run" in capsys.readouterr().err
+    with pytest.raises(EconsgError, match=r"none of the 40 points of the dataset's cloud is observed by 2 of the 1 "):
+        write_scene(read_scene(tmp_path / "tracked"), tmp_path / "one.zarr", sparse_views=1, **kwargs)
+
+
 def test_colmap_rig_folders_keep_their_views_apart(tmp_path, views):
     from econsg.scene.data import SceneSource
     from econsg.scene.ingest import write_scene
@@ -181,10 +214,10 @@ def test_images_of_16_bits_or_a_transparent_palette_load_as_they_look(tmp_path):
     assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
     np.testing.assert_allclose(load_rgb(tmp_path / "grey16.png"), 30000 / 65535, rtol=1e-6)
     palette = Image.fromarray(np.array([[0, 1], [1, 1]], np.uint8), mode="P")
-    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
-    palette.save(tmp_path / "palette.png", transparency=0)  # entry 0 (black) transparent
+    palette.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "palette.png", transparency=0)  # entry 0 (green) transparent
     rgb = load_rgb(tmp_path / "palette.png")
-    np.testing.assert_allclose(rgb[0, 0], [1, 1, 1])  # transparent: composited on white, as RGBA is
+    np.testing.assert_allclose(rgb[0, 0], [0, 0, 0])  # transparent: composited on black, the renderer's background
     np.testing.assert_allclose(rgb[0, 1], [1, 0, 0])
 
 

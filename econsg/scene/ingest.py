@@ -145,14 +145,39 @@ def chunks_median_depth(chunks: PointChunks, counts: list[int], Ks: np.ndarray, 
     return median_view_depth(np.concatenate(sample), Ks, c2ws, width, height)  # at most 2x the samples: stride 1
 
 
-def cloud_chunks(source: SceneSource, train: np.ndarray, depth, images, Ks: np.ndarray, c2ws: np.ndarray) -> PointChunks:
-    """The initial cloud's chunks: the dataset's own point cloud (COLMAP's points) when it has one, else the depth
-    of each training view `train`, back-projected from the store being written (`depth`, `images`) on every pass."""
+MIN_TRACK_VIEWS = 2  # a point of the dataset's cloud starts the run when this many training views observe it
+
+
+def seen_in_training(source: SceneSource, train_names: set[str]) -> np.ndarray | None:
+    """[P] bool: the points of the dataset's cloud that at least MIN_TRACK_VIEWS of the run's training views observe
+    (their COLMAP tracks), so that neither a held-out view nor one `sparse_views` or `frame_stride` left out adds
+    geometry; None where the tracks name none of the source's views (a cloud without tracks: kept whole)."""
+    if source.point_views is None or not {name for seen in source.point_views for name in seen} & {f.name for f in source.frames}:
+        return None
+    return np.array([len(train_names.intersection(seen)) >= MIN_TRACK_VIEWS for seen in source.point_views], dtype=bool)
+
+
+def cloud_chunks(source: SceneSource, frames: list[FrameRecord], train: np.ndarray, depth, images, Ks: np.ndarray,
+                 c2ws: np.ndarray) -> PointChunks:
+    """The initial cloud's chunks: the dataset's own point cloud (COLMAP's points) when it has one, those the training
+    views observe (`seen_in_training`) where its tracks say, else the depth of each training view `train` (indices
+    into `frames`), back-projected from the store being written (`depth`, `images`) on every pass."""
     from econsg.fusion import backproject_depth
 
     if source.points is not None:
         points = np.asarray(source.points, np.float32)
         rgb = source.point_rgb if source.point_rgb is not None else np.full_like(points, 128, dtype=np.uint8)
+        seen = seen_in_training(source, {frames[v].name for v in train})
+        if seen is None and len(frames) < len(source.frames):
+            report(f"ingest: warning: the dataset's point cloud has no tracks, so all {len(points):,} of its points start "
+                   f"the run, triangulated from every one of its {len(source.frames)} views where this run keeps "
+                   f"{len(frames)} (ingest.sparse_views, ingest.frame_stride)")
+        elif seen is not None:
+            if not seen.any():
+                raise EconsgError(f"{source.root}: none of the {len(points):,} points of the dataset's cloud is observed by "
+                                  f"{MIN_TRACK_VIEWS} of the {len(train)} training views; keep more views "
+                                  "(ingest.sparse_views, ingest.frame_stride)")
+            points, rgb = points[seen], rgb[seen]
         return lambda: iter([(points, rgb)])
     if depth is None:
         raise EconsgError(
@@ -252,7 +277,7 @@ def write_scene(
             if gt_instance is not None and frame.load_instances is not None:
                 gt_instance[v] = downscale_labels(frame.load_instances(), downscale)[:height, :width]
         train = np.array([f.split == "train" for f in frames])
-        chunks = cloud_chunks(source, np.flatnonzero(train), depth, images, Ks, c2ws)
+        chunks = cloud_chunks(source, frames, np.flatnonzero(train), depth, images, Ks, c2ws)
         counts = [len(xyz) for xyz, _ in chunks()]
         if not sum(counts):
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")

@@ -66,7 +66,7 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _resolve(root: Path, relative: str, where: str) -> Path:
-    path = (root / relative).resolve()
+    path = Path(os.path.abspath(root / relative))  # symlinks kept: a view is named by its link (git-annex, DVC)
     if path.suffix == "" and not path.exists():
         for suffix in (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"):
             if path.with_suffix(suffix).is_file():
@@ -191,8 +191,19 @@ def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not np.isfinite(xyz).all():
         raise EconsgError(f"{path}: vertex positions are not all finite")
     colours = ("red", "green", "blue")
-    rgb = np.stack([np.asarray(vertex[k]) for k in colours], axis=1).astype(np.uint8) if set(colours) <= names else None
+    rgb = ply_colours(np.stack([np.asarray(vertex[k]) for k in colours], axis=1)) if set(colours) <= names else None
     return xyz, rgb
+
+
+def ply_colours(values: np.ndarray) -> np.ndarray:
+    """[P, 3] uint8 colours from a PLY's red, green, blue as stored: 8-bit as is, 16-bit by their high byte, floats
+    in [0, 1] scaled by 255 (floats above 1 taken as 0-255)."""
+    if values.dtype == np.uint8:
+        return values
+    if np.issubdtype(values.dtype, np.integer):
+        return (values.astype(np.int64) >> 8 if values.max(initial=0) > 255 else values).clip(0, 255).astype(np.uint8)
+    scale = 255.0 if np.nanmax(values, initial=0) <= 1.0 else 1.0
+    return np.rint(np.nan_to_num(values.astype(np.float64)) * scale).clip(0, 255).astype(np.uint8)
 
 
 def read(root: Path) -> SceneSource:

@@ -96,15 +96,24 @@ def import_pycolmap():
     return pycolmap
 
 
-def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """([P,3] float32 xyz, [P,3] uint8 rgb) of the model's 3D points by id, or (None, None) when it has none."""
+def view_name(image_name: str) -> str:
+    """A COLMAP image's view name: its path under images/ without the extension (a rig's cam0/0001.jpg and
+    cam1/0001.jpg differ)."""
+    return Path(image_name).with_suffix("").as_posix()
+
+
+def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None, list[tuple[str, ...]] | None]:
+    """([P,3] float32 xyz, [P,3] uint8 rgb, per point the names of the views whose images observe it: its track) of
+    the model's 3D points by id; (None, None, None) when it has none, and no names when no track names an image."""
     points = reconstruction.points3D
     if len(points) == 0:
-        return None, None
+        return None, None, None
     ordered = [points[key] for key in sorted(points.keys())]  # by point id, so the order is reproducible
     xyz = np.array([p.xyz for p in ordered], dtype=np.float32)
     rgb = np.array([p.color for p in ordered], dtype=np.uint8)
-    return xyz, rgb
+    names = {image_id: view_name(image.name) for image_id, image in reconstruction.images.items()}
+    seen_by = [tuple(sorted({names[e.image_id] for e in p.track.elements if e.image_id in names})) for p in ordered]
+    return xyz, rgb, seen_by if any(seen_by) else None
 
 
 def read(root: Path) -> SceneSource:
@@ -135,7 +144,7 @@ def read(root: Path) -> SceneSource:
             )
         frames.append(
             FrameRecord(
-                name=Path(image.name).with_suffix("").as_posix(),  # a rig's cam0/0001.jpg and cam1/0001.jpg differ
+                name=view_name(image.name),
                 split=llff_split(index),
                 K=K,
                 c2w=c2w,
@@ -145,5 +154,5 @@ def read(root: Path) -> SceneSource:
                 load_image=partial(load_rgb, path),
             )
         )
-    points, colors = model_points(reconstruction)
-    return SceneSource(root=root, format=FORMAT, frames=frames, points=points, point_rgb=colors)
+    points, colors, seen_by = model_points(reconstruction)
+    return SceneSource(root=root, format=FORMAT, frames=frames, points=points, point_rgb=colors, point_views=seen_by)

@@ -23,8 +23,10 @@ def _open(path: Path) -> Image.Image:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """[H,W,3] float32 in [0,1]; an alpha channel (or a palette's transparent entry) is composited on white
-    (Blender convention); a 16-bit grey image is scaled by 65535, a float one taken as it is, in [0,1]."""
+    """[H,W,3] float32 in [0,1]; an alpha channel (or a palette's transparent entry) is composited on black, the
+    renderer's background, so that an empty render matches a transparent pixel (on white, as NeRF-synthetic's loaders
+    composite for a white-background renderer, splat would have to build a white shell); a 16-bit grey image is
+    scaled by 65535, a float one taken as it is, in [0,1]."""
     image = _open(path)
     if image.mode.startswith("I") or image.mode == "F":  # PIL's 16/32-bit integer and float grey modes
         grey = np.asarray(image, dtype=np.float32) / (1.0 if image.mode == "F" else 65535.0)
@@ -34,7 +36,7 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.repeat(grey[..., None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-        return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+        return rgba[..., :3] * rgba[..., 3:]
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
@@ -42,13 +44,17 @@ def load_depth_png(path: Path, depth_scale: float, shape: tuple[int, int], resiz
     """[H,W] float32 metres from a single-channel integer depth PNG or a .npy array (value / depth_scale), checked
     against the image size; with `resize`, a depth map of another size but the same aspect ratio (to a pixel) is
     resampled to it by nearest neighbour, as nerfstudio does for phone captures, whose depth is coarser than their
-    images."""
+    images. NaN and inf (a float map's "no return") read as 0, no depth; a negative value is refused."""
     if path.suffix.lower() == ".npy":
         raw = _load_npy(path)
     else:
         raw = np.asarray(_open(path))
     single_channel(path, raw, "depth map")
     depth = raw.astype(np.float32) / float(depth_scale)
+    depth[~np.isfinite(depth)] = 0.0
+    if (negative := int((depth < 0).sum())):
+        raise EconsgError(f"{path}: {negative} of {depth.size} depth values are negative; expected z-depths >= 0 in the "
+                          "scene's units (x depth_scale), 0 where there is none")
     if resize and depth.shape != tuple(shape) and abs(depth.shape[0] - depth.shape[1] * shape[0] / shape[1]) <= 1:
         depth = resize_nearest(depth, shape)
     expect_size(path, depth.shape, shape, "depth map")

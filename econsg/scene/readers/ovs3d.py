@@ -144,7 +144,8 @@ def read(root: Path) -> SceneSource:
                 load_classes=partial(load_ovs3d_labels, folder, class_names, shape) if folder is not None else None,
             )
         )
-    points = colors = None
+    points = colors = seen_by = None
     if colmap.model_folder(root) is not None:
-        points, colors = colmap.model_points(colmap.read_model(colmap.model_folder(root)))
-    return SceneSource(root=root, format=FORMAT, frames=frames, class_names=class_names, points=points, point_rgb=colors)
+        points, colors, seen_by = colmap.model_points(colmap.read_model(colmap.model_folder(root)))
+    return SceneSource(root=root, format=FORMAT, frames=frames, class_names=class_names, points=points, point_rgb=colors,
+                       point_views=seen_by)
