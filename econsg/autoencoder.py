@@ -214,7 +214,8 @@ def train_autoencoder(
         features: [P, D] fused features (numpy or torch); labels: [P] class ids or IGNORE;
         text_embeddings: [C, D] unit text embeddings of the training vocabulary.
         generator: a CPU torch.Generator; it seeds the initial weights and the minibatch order
-            (epochs of a random permutation), so a fixed seed gives identical weights on CPU.
+            (epochs of a random permutation), so a fixed seed gives identical weights on CPU at a given number of
+            torch threads (another count sums in another order: weights within ~1e-6).
         log_every: iterations between curve entries (default: 50 entries over the run, plus the last).
         label_weights: [P] non-negative weights of the points in both CE terms (None: uniform).
 
@@ -348,7 +349,9 @@ def model_from_arrays(arrays: dict[str, np.ndarray]) -> LatentAutoencoder:
     model = LatentAutoencoder(feature_dim, latent_dim, hidden)
     expected = state_to_arrays(model)
     if set(expected) != set(arrays):
-        raise EconsgError(f"arrays: expected keys {sorted(expected)}, got {sorted(arrays)}")
+        missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+        raise EconsgError(f"arrays: a {feature_dim} -> {latent_dim} autoencoder" + (f" lacks {missing}" if missing else "")
+                          + (f"{' and' if missing else ''} has no place for {extra}" if extra else ""))
     with torch.no_grad():
         for part in ("encoder", "decoder"):
             linears = [m for m in getattr(model, part) if isinstance(m, nn.Linear)]

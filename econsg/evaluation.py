@@ -72,9 +72,10 @@ def score_crr_labels(
     for v in views:
         gt = restrict_gt(truth.classes(v).astype(np.int64), allowed)
         raw_ids = to_scene_ids(raw(v), lookup)
-        refined_ids = to_scene_ids(refined(v), lookup)
+        refined_labels = np.asarray(refined(v))
+        refined_ids = to_scene_ids(refined_labels, lookup)
         conf_raw += confusion_matrix(raw_ids, gt, C)
-        keep = refined_ids != IGNORE
+        keep = refined_labels != IGNORE  # crr's ignore; a word the scene lacks (-1 as a scene id) is a wrong label
         conf_refined += confusion_matrix(refined_ids[keep], gt[keep], C)
         conf_refined_all += confusion_matrix(refined_ids, gt, C)
         labelled += int((keep & (gt != IGNORE)).sum())

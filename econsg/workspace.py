@@ -8,17 +8,21 @@ import numpy as np
 
 from econsg.artifacts import ARTIFACT_SCHEMAS, open_artifact, read_provenance
 from econsg.config import Params
-from econsg.errors import ArtifactError
+from econsg.errors import ArtifactError, EconsgError
 
 WEIGHT_PREFIX = "weights."
 
 
 def load_autoencoder(group):
-    """The LatentAutoencoder stored as arrays in autoencode.zarr."""
+    """The LatentAutoencoder stored as arrays in autoencode.zarr; a store whose weights do not make one is refused
+    naming it."""
     from econsg.autoencoder import model_from_arrays
 
     arrays = {name[len(WEIGHT_PREFIX):]: group[name][...] for name in group.array_keys() if name.startswith(WEIGHT_PREFIX)}
-    return model_from_arrays(arrays)
+    try:
+        return model_from_arrays(arrays)
+    except EconsgError as error:
+        raise ArtifactError(f"{Path(group.store.root)}: its {WEIGHT_PREFIX}* {error}; rerun autoencode") from None
 
 
 def open_stage(params: Params, stage: str):

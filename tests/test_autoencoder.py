@@ -142,6 +142,26 @@ def test_weights_round_trip_through_arrays():
         model_from_arrays(broken)
 
 
+def test_a_store_missing_a_weight_is_refused_naming_the_store_and_the_weight(tmp_path):
+    import zarr
+
+    from econsg.errors import ArtifactError
+    from econsg.workspace import WEIGHT_PREFIX, load_autoencoder
+
+    arrays = state_to_arrays(LatentAutoencoder(20, 4, hidden=(10, 7), generator=torch.Generator().manual_seed(4)))
+    store = zarr.open_group(tmp_path / "autoencode.zarr", mode="w")
+    for name, value in arrays.items():
+        if name != "decoder.2.weight":
+            store.create_array(WEIGHT_PREFIX + name, data=value)
+    with pytest.raises(ArtifactError, match=r"autoencode.zarr: its weights.\* arrays: a 20 -> 4 autoencoder lacks "
+                                            r"\['decoder.2.weight'\]; rerun autoencode"):
+        load_autoencoder(store)
+    store.create_array(WEIGHT_PREFIX + "decoder.2.weight", data=arrays["decoder.2.weight"])
+    store.create_array(WEIGHT_PREFIX + "decoder.9.weight", data=arrays["decoder.2.weight"])
+    with pytest.raises(ArtifactError, match=r"has no place for \['decoder.9.weight'\]"):
+        load_autoencoder(store)
+
+
 def test_bad_inputs_name_the_argument():
     feats = np.zeros((4, 8), np.float32)
     g = torch.Generator().manual_seed(0)

@@ -240,6 +240,31 @@ def test_stage_scores_read_a_scene_without_labels_as_such_and_a_broken_one_as_an
         score_crr_labels(tmp_path / "missing.zarr", **score)
 
 
+def test_crr_scores_count_a_word_the_scene_lacks_as_a_wrong_label_not_an_ignored_pixel(tmp_path):
+    """A vocabulary word outside the scene's classes (a distractor) labels pixels wrongly; before, mapped to no scene
+    class, its pixels were dropped from the refined scores as if crr had ignored them, a gain from nothing."""
+    from econsg.artifacts import ARTIFACT_SCHEMAS, ArtifactWriter
+    from econsg.evaluation import score_crr_labels
+
+    scene = tmp_path / "scene.zarr"
+    gt = np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.int16)
+    with ArtifactWriter(scene, stage="ingest", params={}) as out:
+        for name, dims in ARTIFACT_SCHEMAS["ingest"].items():
+            out.create_array(name, (1,) * len(dims), "float32")
+        out.create_array("gt_class", (1, 2, 4), "int16", data=gt[None])
+        out.attrs["class_names"] = ["wall", "bed"]
+    labels = gt.copy()
+    labels[0, :2] = 2  # "window", which the scene lacks, on half the wall
+    same = dict(views=[0], raw=lambda v: labels, refined=lambda v: labels, vocabulary=["wall", "bed", "window"])
+    scores = score_crr_labels(scene, **same)
+    assert scores["refined_miou"] == scores["raw_miou"] == pytest.approx((0.5 + 1.0) / 2)
+    assert scores["miou_gain"] == 0.0 and scores["refined_coverage"] == 1.0
+    ignored = labels.copy()
+    ignored[0, :2] = -1  # crr's ignore is left out of the refined scores
+    scores = score_crr_labels(scene, **same | {"refined": lambda v: ignored})
+    assert scores["refined_miou"] == 1.0 and scores["refined_coverage"] == 0.75
+
+
 def test_view_bootstrap_collapses_on_identical_views_and_pairs_the_margin(tmp_path):
     names = ["a", "b", "c"]
     same = [[[0, 1, 1, 2]]] * 4

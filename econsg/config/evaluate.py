@@ -21,8 +21,9 @@ class EvaluateParams(Section):
         "Pixels of scene classes it lacks are not scored.",
     )
     relevancy_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Threshold on the normalised relevancy map for query masks and edit's and "
-        "selection_miou's 3D selection. The LERF-OVS protocol's mIoU always takes LangSplat's 0.4."
+        0.5, gt=0, lt=1, description="Threshold on the relevancy, the softmax probability of the text against the "
+        "evaluation vocabulary (`econsg.query.relevancy`), for query masks and edit's and selection_miou's 3D "
+        "selection. The LERF-OVS protocol's mIoU always takes LangSplat's 0.4."
     )
     overlay_views: int = Field(4, ge=0, description="Held-out views rendered as overlay pictures for people and dvc plots.")
     lerf_labels: str | None = Field(
