@@ -88,6 +88,34 @@ def test_colmap_points_start_the_run_only_where_two_training_views_observe_them(
         write_scene(read_scene(tmp_path / "tracked"), tmp_path / "one.zarr", sparse_views=1, **kwargs)
 
 
+def test_a_georeferenced_model_is_recentred_before_float32_loses_it(tmp_path):
+    """A COLMAP model aligned to map coordinates lies millions of units out, where float32 keeps a quarter unit: ingest
+    shifts cameras and points by the training cameras' mean centre (kept as origin_offset), and the scene reads as
+    the same scene at the origin would; a scene near the origin is left where it is."""
+    from econsg.scene.ingest import write_scene
+    from econsg.scene.store import open_scene
+
+    views = synthetic_views(n=9)
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-1, 1, (500, 2)), np.full(500, 3.0)]
+    offset = np.array([4.0e6, 3.0e5, 12.0])
+    far = dataclasses.replace(views, c2w=views.c2w.copy())
+    far.c2w[:, :3, 3] += offset
+    write_colmap(tmp_path / "near", views, points=points)
+    write_colmap(tmp_path / "far", far, points=points + offset)
+    kwargs = dict(params={}, downscale=1, sparse_views=None, max_init_points=10_000, init_voxel_size=1e-4)  # no thinning
+    near = open_scene(write_scene(read_scene(tmp_path / "near"), tmp_path / "near.zarr", rng=np.random.default_rng(0), **kwargs))
+    moved = open_scene(write_scene(read_scene(tmp_path / "far"), tmp_path / "far.zarr", rng=np.random.default_rng(0), **kwargs))
+    assert "origin_offset" not in near.group.attrs
+    shift = np.array(moved.group.attrs["origin_offset"])
+    train = near.group["is_train"][:]
+    np.testing.assert_allclose(shift, offset + near.group["c2w"][:][train][:, :3, 3].mean(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(moved.group["c2w"][:][:, :3, 3] + shift, near.group["c2w"][:][:, :3, 3] + offset, atol=1e-6)
+    assert moved.median_depth == pytest.approx(near.median_depth, rel=1e-5)
+    assert moved.group["points"].shape == near.group["points"].shape == (500, 3)
+    np.testing.assert_allclose(moved.group["points"][:] + shift, near.group["points"][:] + offset, rtol=0, atol=1e-5)
+
+
 def test_colmap_rig_folders_keep_their_views_apart(tmp_path, views):
     from econsg.scene.data import SceneSource
     from econsg.scene.ingest import write_scene

@@ -46,7 +46,7 @@ class SceneSource:
     format: str
     frames: list[FrameRecord]
     class_names: list[str] = field(default_factory=list)
-    points: np.ndarray | None = None  # [P,3] float32 world
+    points: np.ndarray | None = None  # [P,3] float64 world
     point_rgb: np.ndarray | None = None  # [P,3] uint8
     point_views: list[tuple[str, ...]] | None = None  # per point, the frames' names that observe it (COLMAP tracks)
 

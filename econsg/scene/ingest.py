@@ -157,15 +157,27 @@ def seen_in_training(source: SceneSource, train_names: set[str]) -> np.ndarray |
     return np.array([len(train_names.intersection(seen)) >= MIN_TRACK_VIEWS for seen in source.point_views], dtype=bool)
 
 
+FAR_FROM_ORIGIN = 1000.0  # a scene whose cameras' mean centre lies this many times their spread away is recentred
+
+
+def recentring_offset(centres: np.ndarray) -> np.ndarray:
+    """[3] the shift ingest subtracts from every camera centre and point: the training cameras' mean centre where it
+    lies more than FAR_FROM_ORIGIN times their spread from the origin (a georeferenced model, millions of units out,
+    where float32 keeps a quarter unit at best), else 0, leaving the scene where it is."""
+    mean = centres.mean(axis=0)
+    spread = float(np.linalg.norm(centres - mean, axis=1).max())
+    return mean if np.linalg.norm(mean) > FAR_FROM_ORIGIN * spread else np.zeros(3)
+
+
 def cloud_chunks(source: SceneSource, frames: list[FrameRecord], train: np.ndarray, depth, images, Ks: np.ndarray,
-                 c2ws: np.ndarray) -> PointChunks:
-    """The initial cloud's chunks: the dataset's own point cloud (COLMAP's points) when it has one, those the training
-    views observe (`seen_in_training`) where its tracks say, else the depth of each training view `train` (indices
-    into `frames`), back-projected from the store being written (`depth`, `images`) on every pass."""
+                 c2ws: np.ndarray, offset: np.ndarray) -> PointChunks:
+    """The initial cloud's chunks: the dataset's own point cloud (COLMAP's points, less `offset`) when it has one,
+    those the training views observe (`seen_in_training`) where its tracks say, else the depth of each training view
+    `train` (indices into `frames`), back-projected from the store being written (`depth`, `images`) on every pass."""
     from econsg.fusion import backproject_depth
 
     if source.points is not None:
-        points = np.asarray(source.points, np.float32)
+        points = (np.asarray(source.points, np.float64) - offset).astype(np.float32)
         rgb = source.point_rgb if source.point_rgb is not None else np.full_like(points, 128, dtype=np.uint8)
         seen = seen_in_training(source, {frames[v].name for v in train})
         if seen is None and len(frames) < len(source.frames):
@@ -277,7 +289,9 @@ def write_scene(
             if gt_instance is not None and frame.load_instances is not None:
                 gt_instance[v] = downscale_labels(frame.load_instances(), downscale)[:height, :width]
         train = np.array([f.split == "train" for f in frames])
-        chunks = cloud_chunks(source, frames, np.flatnonzero(train), depth, images, Ks, c2ws)
+        offset = recentring_offset(c2ws[train][:, :3, 3])
+        c2ws[:, :3, 3] -= offset
+        chunks = cloud_chunks(source, frames, np.flatnonzero(train), depth, images, Ks, c2ws, offset)
         counts = [len(xyz) for xyz, _ in chunks()]
         if not sum(counts):
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
@@ -306,4 +320,8 @@ def write_scene(
                 "init_voxel_size": voxel_size,
             }
         )
+        if offset.any():  # the stores and exports lie in the recentred frame: add it back for the dataset's own
+            out.attrs["origin_offset"] = offset.tolist()
+            report(f"ingest: the scene lies {np.linalg.norm(offset):.4g} units from the origin, over {FAR_FROM_ORIGIN:g} "
+                   f"times its cameras' spread: recentred by {np.round(offset, 3).tolist()} (scene.zarr's origin_offset)")
     return out_path

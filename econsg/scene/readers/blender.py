@@ -177,7 +177,7 @@ def name_by_folder(frames: list[FrameRecord]) -> list[FrameRecord]:
 
 
 def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """([P, 3] float32 xyz, [P, 3] uint8 rgb or None) of a PLY point cloud's vertices, or EconsgError naming it."""
+    """([P, 3] float64 xyz, [P, 3] uint8 rgb or None) of a PLY point cloud's vertices, or EconsgError naming it."""
     from plyfile import PlyData
 
     try:
@@ -187,7 +187,7 @@ def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     names = {prop.name for prop in vertex.properties}
     if not {"x", "y", "z"} <= names or len(vertex.data) == 0:
         raise EconsgError(f"{path}: expected vertices with x, y, z properties, got {len(vertex.data)} with {sorted(names)}")
-    xyz = np.stack([np.asarray(vertex[k], np.float32) for k in "xyz"], axis=1)
+    xyz = np.stack([np.asarray(vertex[k], np.float64) for k in "xyz"], axis=1)
     if not np.isfinite(xyz).all():
         raise EconsgError(f"{path}: vertex positions are not all finite")
     colours = ("red", "green", "blue")

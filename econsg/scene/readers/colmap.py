@@ -103,13 +103,13 @@ def view_name(image_name: str) -> str:
 
 
 def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None, list[tuple[str, ...]] | None]:
-    """([P,3] float32 xyz, [P,3] uint8 rgb, per point the names of the views whose images observe it: its track) of
+    """([P,3] float64 xyz, [P,3] uint8 rgb, per point the names of the views whose images observe it: its track) of
     the model's 3D points by id; (None, None, None) when it has none, and no names when no track names an image."""
     points = reconstruction.points3D
     if len(points) == 0:
         return None, None, None
     ordered = [points[key] for key in sorted(points.keys())]  # by point id, so the order is reproducible
-    xyz = np.array([p.xyz for p in ordered], dtype=np.float32)
+    xyz = np.array([p.xyz for p in ordered], dtype=np.float64)  # float32 only once ingest has recentred a far scene
     rgb = np.array([p.color for p in ordered], dtype=np.uint8)
     names = {image_id: view_name(image.name) for image_id, image in reconstruction.images.items()}
     seen_by = [tuple(sorted({names[e.image_id] for e in p.track.elements if e.image_id in names})) for p in ordered]
