@@ -63,6 +63,16 @@ def test_shrunk_labels_take_each_blocks_majority_and_ties_go_to_its_centre_sampl
     odd[1, 1] = 9  # a lone centre sample loses to its block's majority
     assert downscale_labels(odd, 3).tolist() == [[0]]
     assert downscale_labels(labels, 1) is labels
+    # a larger factor (one sample's agreement counted at a time) against a block-by-block reference
+    many = np.random.default_rng(0).integers(0, 4, (24, 40))
+    factor, centre = 8, 4 * 8 + 4
+    expected = np.zeros((3, 5), int)
+    for i in range(3):
+        for j in range(5):
+            block = many[i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].ravel()
+            ordered = [block[centre], *np.delete(block, centre)]
+            expected[i, j] = max(ordered, key=lambda label: (block == label).sum())  # first of the most frequent
+    assert downscale_labels(many, factor).tolist() == expected.tolist()
 
 
 def test_shrunk_depth_is_the_lower_median_of_valid_samples():

@@ -41,7 +41,9 @@ def downscale_labels(labels: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return labels
     blocks = _blocks(labels, factor)
-    votes = (blocks[..., :, None] == blocks[..., None, :]).sum(axis=-1)
+    votes = np.empty(blocks.shape, np.int32)  # one sample's agreement at a time: memory of the map, not factor^2 times
+    for j in range(blocks.shape[-1]):
+        votes[..., j] = (blocks == blocks[..., j : j + 1]).sum(axis=-1)
     return np.take_along_axis(blocks, votes.argmax(axis=-1)[..., None], axis=-1)[..., 0]
 
 
