@@ -166,7 +166,8 @@ def test_bad_transforms_are_named_and_old_scene_kept(tmp_path, edit, message):
     assert open_scene(out).num_views == 4
 
 
-@pytest.mark.parametrize("only, message", [("test", "no training views found"), ("train", "no test views found")])
+@pytest.mark.parametrize("only, message", [("test", r"data: none of its 4 views is a training view"),
+                                           ("train", r"data: none of its 4 views is a test view")])
 def test_a_split_without_views_is_refused(tmp_path, only, message):
     """The readers name a missing split file; this guards the layouts whose reader assigns the splits itself."""
     source = read_scene(write_tiny_blender(tmp_path / "data"))
@@ -174,6 +175,17 @@ def test_a_split_without_views_is_refused(tmp_path, only, message):
     with pytest.raises(EconsgError, match=message):
         write_scene(source, tmp_path / "scene.zarr", params={}, downscale=1, sparse_views=None, max_init_points=10,
                     init_voxel_size=0.01, rng=np.random.default_rng(0))
+
+
+def test_two_files_of_one_number_are_refused_naming_both(tmp_path):
+    from econsg.scene.readers.common import numbered_files
+
+    for name in ("rgb_1.png", "rgb_01.png", "rgb_2.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(EconsgError, match=r"rgb_01.png and rgb_1.png: two files numbered 1"):
+        numbered_files(tmp_path, r"rgb_(\d+)\.png")
+    (tmp_path / "rgb_01.png").unlink()
+    assert list(numbered_files(tmp_path, r"rgb_(\d+)\.png")) == [1, 2]
 
 
 def test_wrong_depth_size_unreadable_image_and_empty_classes(tmp_path):

@@ -77,14 +77,14 @@ def check_unique_names(frames: list[FrameRecord]) -> None:
         first[frame.name] = frame.source
 
 
-def dataset_order(frames: list[FrameRecord]) -> list[FrameRecord]:
-    """Every view of the dataset, training views first, then test views, each in the dataset's order."""
+def dataset_order(frames: list[FrameRecord], root: Path | str = "dataset") -> list[FrameRecord]:
+    """Every view of the dataset at `root`, training views first, then test views, each in the dataset's order."""
     train = [f for f in frames if f.split == "train"]
     test = [f for f in frames if f.split == "test"]
     if not train:
-        raise EconsgError("dataset: no training views found")
+        raise EconsgError(f"{root}: none of its {len(frames)} views is a training view")
     if not test:
-        raise EconsgError("dataset: no test views found; a held-out split is needed for evaluation")
+        raise EconsgError(f"{root}: none of its {len(frames)} views is a test view; a held-out split is needed for evaluation")
     return train + test
 
 
@@ -247,7 +247,7 @@ def write_scene(
     from econsg.scene.scale import INIT_VOXELS_PER_MEDIAN_DEPTH, resolve_scene_length
 
     check_unique_names(source.frames)
-    ordered = dataset_order(source.frames)
+    ordered = dataset_order(source.frames, source.root)
     chosen = choose_views(ordered, sparse_views, sparse_selection, frame_stride)
     frames = [ordered[i] for i in chosen]
     first = frames[0]

@@ -21,15 +21,20 @@ def llff_split(index: int, every: int = LLFF_TEST_EVERY) -> str:
 
 
 def numbered_files(folder: Path, pattern: str) -> dict[int, Path]:
-    """Files of `folder` whose name matches `pattern` (a regex with one integer group), keyed by that integer."""
+    """Files of `folder` whose name matches `pattern` (a regex with one integer group), keyed by that integer; two
+    files of one number (rgb_1.png and rgb_01.png) are refused, naming both."""
     if not folder.is_dir():
         return {}
     regex = re.compile(pattern)
     found: dict[int, Path] = {}
-    for path in folder.iterdir():
+    for path in sorted(folder.iterdir()):
         match = regex.fullmatch(path.name)
         if match:
-            found[int(match.group(1))] = path
+            number = int(match.group(1))
+            if number in found:
+                raise EconsgError(f"{found[number]} and {path.name}: two files numbered {number}; expected one file per "
+                                  "number (remove or rename one)")
+            found[number] = path
     return dict(sorted(found.items()))
 
 
