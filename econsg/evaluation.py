@@ -23,6 +23,14 @@ def vocabulary_to_scene_ids(vocabulary: Sequence[str], scene_classes: Sequence[s
     return np.array([index.get(name, IGNORE) for name in vocabulary], dtype=np.int64)
 
 
+def label_names(scene_classes: Sequence[str], vocabulary: Sequence[str]) -> list[str]:
+    """The names evaluate's label maps index: the scene's classes, then the words of `vocabulary` the scene lacks, so
+    that a pixel such a word explains best keeps that label (wrong wherever the ground truth names a class) instead of
+    reading as unlabelled."""
+    lacking = [word for word, c in zip(vocabulary, vocabulary_to_scene_ids(vocabulary, scene_classes)) if c == IGNORE]
+    return [*scene_classes, *lacking]
+
+
 def to_scene_ids(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
     """Vocabulary-indexed labels (IGNORE kept) as scene class ids."""
     out = np.full(labels.shape, IGNORE, np.int64)

@@ -19,6 +19,7 @@ from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.edit import select_gaussians
 from econsg.evaluation import (
     gaussian_ground_truth_labels,
+    label_names,
     restrict_gt,
     selection_iou,
     subset_scores,
@@ -63,8 +64,10 @@ def run(params: Params) -> None:
                                               lerf_labels)
     else:
         eval_vocabulary = train_vocabulary
-    # label maps index the scene's classes; a scene without labels has only the words it is queried with
-    class_names = list(truth.class_names) if truth is not None else eval_vocabulary
+    # label maps index the scene's classes (a scene without labels has only the words it is queried with), then the
+    # evaluation words the scene lacks
+    scene_classes = list(truth.class_names) if truth is not None else eval_vocabulary
+    class_names = label_names(scene_classes, eval_vocabulary)
     ingest_params = read_provenance(scene.path).params.get("ingest", {})
     lerf_views = (lerf_frame_views(scene.names, lerf_labels, (scene.height, scene.width), ingest_params)
                   if cfg.protocol == "lerf" else [])  # checked before any work
@@ -74,7 +77,7 @@ def run(params: Params) -> None:
     eval_text = query.text_embeddings(eval_vocabulary)
     eval_latents = query.text_latents(eval_vocabulary)
     lookup = vocabulary_to_scene_ids(eval_vocabulary, class_names)
-    eval_ids = [c for c in lookup if c >= 0]
+    eval_ids = [c for c in lookup if c < len(scene_classes)]  # the scene's classes the vocabulary names: those scored
     C = len(class_names)
     test = scene.test_indices
     H, W = scene.height, scene.width
@@ -203,7 +206,7 @@ def run(params: Params) -> None:
         if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
             downscale = int(ingest_params.get("downscale", 1))
             metrics["benchmark"] = evaluate_protocol(
-                cfg.protocol, class_names=class_names, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
+                cfg.protocol, class_names=scene_classes, predictions={scene.names[v]: preds[v] for v in test}, ground_truth=gts or None,
                 relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
                 lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)

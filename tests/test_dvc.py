@@ -356,6 +356,28 @@ def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
     assert metrics["labelled_points"] == int((default >= 0).sum())
 
 
+def test_evaluate_labels_the_pixels_a_word_the_scene_lacks_explains_with_that_word(tiny_project):
+    """A distractor in evaluate.vocabulary takes the pixels it explains best: a wrong label, which the label maps keep
+    (they index it after the scene's classes) where it read as unlabelled before. Adding a word moves a pixel only
+    to that word; the scores and the open-set classes stay the scene's."""
+    from econsg.artifacts import open_artifact
+
+    workdir, _ = tiny_project
+    classes = list(open_artifact(workdir / "artifacts/room/scene.zarr", "ingest").attrs["class_names"])
+    default = open_artifact(workdir / "artifacts/room/evaluate.zarr", "evaluate")
+    distractor = "a striped armchair"
+    vocabulary = [*default.attrs["eval_vocabulary"], distractor]
+    other = rerun_stage(workdir, "distractor", "evaluate", f"evaluate.vocabulary=[{', '.join(vocabulary)}]")
+    evaluated = open_artifact(other / "evaluate.zarr", "evaluate")
+    assert list(evaluated.attrs["class_names"]) == [*classes, distractor]
+    before, after = default["pred_labels"][:], evaluated["pred_labels"][:]
+    moved = before != after
+    assert moved.any(), "the distractor explains some pixels best"
+    assert (after[moved] == len(classes)).all(), "each to the distractor's own id, none to unlabelled"
+    metrics = yaml.safe_load((other / "metrics" / "evaluate.json").read_text())
+    assert distractor not in metrics["open_set_classes"] and distractor not in metrics["per_class_iou"]
+
+
 def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project):
     """fuse.min_labelled_share: a point whose voxel crr mostly ignored loses its label; nothing else changes."""
     import zarr
