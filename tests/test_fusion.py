@@ -91,6 +91,21 @@ def test_depth_test_keeps_the_front_point():
     assert strict[2] == -1
 
 
+def test_a_sparsely_sampled_surface_hides_what_lies_behind_its_gaps():
+    """A wall sampled at every other pixel in front of a dense one: with single-pixel points, the back wall showed
+    through every gap; each point now occludes the 3 x 3 pixels around it."""
+    depth_front, depth_back = np.full((H, W), 2.0), np.full((H, W), 4.0)
+    front, front_pix = backproject_depth(depth_front, K, np.eye(4))
+    rows, cols = np.divmod(front_pix, W)
+    front = front[(rows % 2 == 0) & (cols % 2 == 0)]
+    back, _ = backproject_depth(depth_back, K, np.eye(4))
+    hit = visible_points_depth_test(np.concatenate([front, back]), K, np.eye(4), W, H, depth_tolerance=0.05)
+    assert (hit[: len(front)] >= 0).all(), "the front samples are seen"
+    back_seen = np.flatnonzero(hit[len(front) :] >= 0)
+    border = {*range(W), *range((H - 1) * W, H * W), *range(0, H * W, W), *range(W - 1, H * W, W)}
+    assert set(back_seen.tolist()) <= border, "only beyond the front wall's last samples, at the image border"
+
+
 def unit(d: int, i: int) -> np.ndarray:
     e = np.zeros(d, dtype=np.float32)
     e[i] = 1.0
