@@ -91,7 +91,8 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
     evenly), so that a share of about 1 - q lies at or above it. (Its upper edge would leave out the whole bin: a
     confident teacher with 45 % of its pixels in the last bin, above 0.9998, got tau1 = 1.0 and no pixel kept.) With
     the bins' `extremes` (histogram_and_extremes), a bin that holds one value alone (many pixels at one confidence: a saturated
-    or quantised teacher) gives that value, as an exact quantile would: interpolating past it would drop them all.
+    or quantised teacher) gives that value, as an exact quantile would: interpolating past it would drop them all;
+    and the threshold never passes the bin's largest value.
     """
     histogram = np.asarray(histogram)
     total = histogram.sum()
@@ -105,7 +106,9 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
         return float(extremes[0][first])
     before = float(cumulative[first - 1]) if first else 0.0
     inside = (q - before) / max(float(cumulative[first]) - before, 1e-300)
-    return float((first + min(max(inside, 0.0), 1.0)) / len(histogram))
+    value = float((first + min(max(inside, 0.0), 1.0)) / len(histogram))
+    # no higher than the bin's largest value (its values crowd below the point interpolation reaches: keep them)
+    return min(value, float(extremes[1][first])) if extremes is not None else value
 
 
 def crr_threshold(

@@ -46,6 +46,9 @@ _KEY_MASK = (1 << _KEY_BITS) - 1
 def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """[P] int64 packed keys of the voxels (edge `voxel_size`, aligned at the origin) containing xyz [P, 3]."""
     ijk = np.floor(np.asarray(xyz, dtype=np.float64) / voxel_size)
+    if not np.isfinite(ijk).all():
+        raise EconsgError(f"xyz: {int((~np.isfinite(ijk).all(axis=-1)).sum())} points hold NaN or inf; expected finite "
+                          "positions (a NaN point took the origin's voxel)")
     if ijk.size and (np.abs(ijk).max() >= _KEY_OFFSET - 1):
         raise EconsgError(
             f"xyz: points lie {np.abs(xyz).max():.3g} m from the origin, beyond the voxel grid's range of "

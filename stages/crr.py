@@ -50,11 +50,15 @@ def run(params: Params) -> None:
                 n = int(ex["num_masks"][v])
                 painted = stored_painted_masks(ex, v)
                 probs = pixel_probabilities(features, text, H, W, temperature, painted)
-                result = refine_labels_crr(
-                    ex["labels"][v], probs, ex["masks"][v, :n], features,
-                    tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
-                    ignored_features=cfg.ignored_features, painted=painted,
-                )
+                try:
+                    result = refine_labels_crr(
+                        ex["labels"][v], probs, ex["masks"][v, :n], features,
+                        tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
+                        ignored_features=cfg.ignored_features, painted=painted,
+                    )
+                except EconsgError as error:
+                    raise EconsgError(f"{params.paths.artifact('extract')}: view {v} ({scene.names[v]}): {error}; "
+                                      "rerun extract") from None
             else:
                 result = identity_crr(ex["labels"][v], D)
             refined[v] = result.refined_labels

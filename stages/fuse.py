@@ -65,6 +65,9 @@ def refined_feature_rows(grid: np.ndarray, feature_source: np.ndarray, mask_clas
     index, mix = bilinear_taps[0].copy(), bilinear_taps[1].copy()
     source = feature_source.reshape(-1)
     refined = source >= 0
+    if refined.any() and int(source.max()) >= len(mask_class_features):
+        raise EconsgError(f"feature_source: rows up to {int(source.max())}, expected rows of the view's "
+                          f"{len(mask_class_features)} mask-class features")
     own = ~refined
     norms = interpolated_feature_norms(grid, *feature_source.shape).reshape(-1)
     mix[own] = mix[own] / np.maximum(norms[own], 1e-12)[:, None].astype(mix.dtype)
@@ -115,8 +118,13 @@ def run(params: Params) -> None:
             for j, v in enumerate(block):
                 depth = data["depths"][j] if source == "depth" else None
                 xyz, pixel = view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth, depth, points)
-                painted = PaintedMasks(data["mask_ids"][j], data["mask_features"][j]) if "mask_ids" in data else None
-                table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps, painted)
+                try:
+                    painted = PaintedMasks(data["mask_ids"][j], data["mask_features"][j]) if "mask_ids" in data else None
+                    table, index, mix = refined_feature_rows(data["grids"][j], data["sources"][j], data["tables"][j], taps,
+                                                             painted)
+                except EconsgError as error:
+                    raise EconsgError(f"{params.paths.artifact('crr')}: view {v} ({scene.names[v]}): {error}; "
+                                      "rerun extract and crr") from None
                 weights = (data["confidence"][j].reshape(-1)[pixel] if cfg.use_confidence_weights
                            else np.ones(len(pixel), np.float32))
                 parts.append((xyz, table, data["labels"][j].reshape(-1)[pixel], weights,

@@ -205,6 +205,18 @@ def test_a_quantile_at_a_block_of_equal_confidences_keeps_the_block():
     assert tau1 == pytest.approx(np.quantile(confidence, 0.55)) and (confidence >= tau1).all()
 
 
+def test_a_quantile_never_passes_the_largest_value_of_its_bin():
+    """Nine in ten pixels just above a bin's lower edge: interpolated as if spread over the bin, the 0.91 quantile
+    landed above every value in it and kept no pixel at all; capped at the bin's largest value, it keeps those."""
+    from econsg.crr import QUANTILE_BINS
+
+    low = np.float32(3686.01 / QUANTILE_BINS)  # just above a bin's lower edge
+    top = np.nextafter(np.nextafter(low, np.float32(1)), np.float32(1))
+    confidence = np.concatenate([np.full(100, 0.3), np.full(899, low), [top]]).astype(np.float32)
+    tau1 = crr_threshold([confidence], mode="quantile", tau1=0.91)[0]
+    assert low < tau1 <= top and (confidence >= tau1).any()
+
+
 def test_bad_arguments_are_refused():
     l, p, m, f = view(LABELS, CONF, [MASK0])
     with pytest.raises(EconsgError, match="mode"):

@@ -378,6 +378,36 @@ def test_evaluate_labels_the_pixels_a_word_the_scene_lacks_explains_with_that_wo
     assert distractor not in metrics["open_set_classes"] and distractor not in metrics["per_class_iou"]
 
 
+def test_a_broken_view_of_an_upstream_store_is_named_with_its_store(tiny_project):
+    """A label out of the vocabulary in extract.zarr (or a feature source past its table in crr.zarr) stops crr (fuse)
+    naming the store, the view and the stage to rerun, and the previous store stays."""
+    import zarr
+
+    from econsg.artifacts import read_provenance
+
+    workdir, _ = tiny_project
+    broken = workdir / "broken"
+    paths = Params().paths
+    for upstream in ("ingest", "extract", "crr"):
+        store = paths.artifact(upstream).name
+        shutil.copytree(workdir / "artifacts" / "room" / store, broken / store, dirs_exist_ok=True)
+    train = np.flatnonzero(zarr.open_group(broken / "scene.zarr", mode="r")["is_train"][:])
+    sets = [f"paths.artifacts={broken}", f"paths.metrics={broken / 'metrics'}"]
+    labels = zarr.open_group(broken / "extract.zarr", mode="r+")["labels"]
+    good = labels[int(train[1])]
+    labels[int(train[1])] = np.where(good >= 0, 40, good).astype(good.dtype)
+    kept = read_provenance(broken / "crr.zarr").content_hash
+    result = stage_process(workdir, "crr", sets)
+    assert result.returncode == 1 and re.search(rf"extract.zarr: view {train[1]} \(\S+\): labels: .*rerun extract", result.stderr)
+    assert read_provenance(broken / "crr.zarr").content_hash == kept, "the previous crr.zarr stays"
+    labels[int(train[1])] = good
+    sources = zarr.open_group(broken / "crr.zarr", mode="r+")["feature_source"]
+    sources[int(train[0]), 0, 0] = 10**6
+    result = stage_process(workdir, "fuse", sets)
+    assert result.returncode == 1 and re.search(rf"crr.zarr: view {train[0]} \(\S+\): feature_source: rows up to 1000000",
+                                                result.stderr), result.stderr
+
+
 def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project):
     """fuse.min_labelled_share: a point whose voxel crr mostly ignored loses its label; nothing else changes."""
     import zarr

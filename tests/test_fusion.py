@@ -91,6 +91,13 @@ def test_depth_test_keeps_the_front_point():
     assert strict[2] == -1
 
 
+def test_voxel_keys_refuse_points_that_are_not_finite():
+    from econsg.fusion import voxel_keys
+
+    with pytest.raises(EconsgError, match=r"xyz: 1 points hold NaN or inf"):
+        voxel_keys(np.array([[0.0, 0.0, 0.0], [np.nan, 0.0, 0.0]]), 0.1)
+
+
 def test_a_sparsely_sampled_surface_hides_what_lies_behind_its_gaps():
     """A wall sampled at every other pixel in front of a dense one: with single-pixel points, the back wall showed
     through every gap; each point now occludes the 3 x 3 pixels around it."""
