@@ -166,8 +166,14 @@ def params_hash(params: Mapping[str, Any]) -> str:
 
 
 def hash_store_content(root: Path) -> str:
-    """sha256 over every file of a store (relative path + bytes), the root zarr.json and RUN_RECORD excluded."""
+    """sha256 over every file of a store (relative path + bytes) and the root's attributes (canonical JSON), the
+    provenance attribute and RUN_RECORD excluded: what later stages read from the attributes (class names, the
+    vocabulary, the scene's median depth, the near plane) counts as content as the arrays do."""
     digest = hashlib.sha256()
+    root_meta = root / "zarr.json"
+    attributes = json.loads(root_meta.read_text()).get("attributes", {}) if root_meta.is_file() else {}
+    attributes.pop(PROVENANCE_KEY, None)
+    digest.update(b"attributes:" + json.dumps(attributes, sort_keys=True, separators=(",", ":"), default=str).encode())
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel == "zarr.json" or rel.startswith(f"{RUN_RECORD}/"):

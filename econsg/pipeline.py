@@ -74,7 +74,7 @@ STAGES: dict[str, StageSpec] = {
             "extract",
             params=("extract", "seed", "device"),
             deps=("{artifacts}/scene.zarr",),
-            code=("stages/extract.py", "econsg/features"),
+            code=("stages/extract.py", "econsg/features", "econsg/config/extract.py"),  # `auto` temperatures resolve there
             outs=("{artifacts}/extract.zarr",),
             metrics=("{metrics}/extract.json",),
         ),

@@ -60,6 +60,12 @@ def test_content_hash_follows_data_and_inputs_are_recorded(tmp_path):
     assert read_provenance(other_data).content_hash != read_provenance(a).content_hash
     assert read_provenance(other_params).content_hash == read_provenance(a).content_hash
     assert read_provenance(c).inputs == {str(a): read_provenance(a).content_hash}
+    # what later stages read from the attributes is content too: a renamed class changes the hash
+    with ArtifactWriter(tmp_path / "f.zarr", stage="ingest", params={}) as out:
+        out.attrs["class_names"] = ["wall", "tv"]
+    with ArtifactWriter(tmp_path / "g.zarr", stage="ingest", params={}) as out:
+        out.attrs["class_names"] = ["wall", "television"]
+    assert read_provenance(tmp_path / "f.zarr").content_hash != read_provenance(tmp_path / "g.zarr").content_hash
 
 
 def test_a_rerun_writing_the_same_data_gives_the_same_files_but_its_run_record(tmp_path):

@@ -149,6 +149,10 @@ def test_an_override_that_is_not_yaml_and_a_home_path_are_refused_in_one_line(tm
     with pytest.raises(ConfigError) as info:
         load_params(params, ("paths.data=~/scenes/kitchen",))
     assert info.value.lines[0].startswith("paths.data:") and "'~' is not expanded" in info.value.lines[0]
+    for blank in ("''", "."):
+        with pytest.raises(ConfigError) as info:
+            load_params(params, (f"paths.artifacts={blank}",))
+        assert info.value.lines[0].startswith("paths.artifacts:") and "expected a folder path" in info.value.lines[0]
     params.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping of sections"):
         load_params(params, ("seed=1",))

@@ -360,6 +360,21 @@ def test_rewrite_replaces_the_previous_dataset(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room"]
 
 
+def test_a_folder_synth_did_not_write_is_refused_before_any_rendering(tmp_path, monkeypatch):
+    """synth replaces the whole paths.data folder: one holding a dataset of the user's (no synth scene.json) must
+    stay, and an empty one is fine."""
+    mine = tmp_path / "mydata"
+    (mine / "replica_room0").mkdir(parents=True)
+    (mine / "replica_room0" / "notes.txt").write_text("keep me")
+    monkeypatch.setattr(synthetic, "_write_png", lambda array, path: pytest.fail("rendered before refusing"))
+    with pytest.raises(EconsgError, match=r"mydata: holds files but no scene.json of an earlier synth run"):
+        write_synthetic_dataset(mine, _small_params(), progress=False)
+    assert (mine / "replica_room0" / "notes.txt").read_text() == "keep me"
+    monkeypatch.undo()
+    (tmp_path / "empty").mkdir()
+    assert (write_synthetic_dataset(tmp_path / "empty", _small_params(), progress=False) / "scene.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- params
 
 

@@ -22,6 +22,9 @@ class PathsParams(Section):
     @field_validator("data", "artifacts", "metrics", "plots", "checkpoints")
     @classmethod
     def _no_home_shorthand(cls, value: str) -> str:
+        if not value.strip() or value.strip() == ".":
+            raise ValueError(f"{value!r}: expected a folder path, relative to the folder the stage runs in or absolute "
+                             "(not that folder itself)")
         if value.startswith("~"):
             raise ValueError(f"{value!r}: '~' is not expanded (DVC reads these paths as written); give the path "
                              "absolute or relative to the folder the stage runs in")

@@ -886,10 +886,19 @@ def _write_dataset_files(root: Path, params: SynthParams, progress: bool) -> Non
     (root / "scene.json").write_text(json.dumps(provenance, indent=1))
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put directory `new` at `target`, moving an existing `target` aside first and deleting it after."""
+def check_replaceable(target: Path) -> None:
+    """Refuse a `target` synth may not replace: a file, or a folder that holds something but no scene.json of an
+    earlier synth run (a dataset of the user's, say), which replacing the whole folder would delete."""
     if target.exists() and not target.is_dir():
         raise EconsgError(f"{target}: exists and is not a directory; expected a dataset folder (or nothing) there")
+    if target.is_dir() and any(target.iterdir()) and not (target / "scene.json").is_file():
+        raise EconsgError(f"{target}: holds files but no scene.json of an earlier synth run; synth replaces the whole "
+                          "folder, so it refuses this one: set paths.data to an empty or new folder")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put directory `new` at `target`, moving an existing `target` aside first and deleting it after."""
+    check_replaceable(target)
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -913,6 +922,7 @@ def write_synthetic_dataset(out_dir: Path, params: SynthParams, progress: bool =
     instance/ (uint16, 0 = none), classes.txt, scene.json (provenance). Written into a temporary
     sibling folder and renamed into place, so a failure leaves an existing dataset untouched."""
     out_dir = Path(out_dir)
+    check_replaceable(out_dir)  # before any rendering
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.writing-", dir=out_dir.parent))
     try:
