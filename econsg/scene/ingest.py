@@ -84,7 +84,8 @@ def dataset_order(frames: list[FrameRecord], root: Path | str = "dataset") -> li
     if not train:
         raise EconsgError(f"{root}: none of its {len(frames)} views is a training view")
     if not test:
-        raise EconsgError(f"{root}: none of its {len(frames)} views is a test view; a held-out split is needed for evaluation")
+        raise EconsgError(f"{root}: none of its {len(frames)} views is a test view; a held-out split is needed for "
+                          "evaluation")
     return train + test
 
 
@@ -154,7 +155,10 @@ def seen_in_training(source: SceneSource, train_names: set[str]) -> np.ndarray |
     """[P] bool: the points of the dataset's cloud that at least MIN_TRACK_VIEWS of the run's training views observe
     (their COLMAP tracks), so that neither a held-out view nor one `sparse_views` or `frame_stride` left out adds
     geometry; None where the tracks name none of the source's views (a cloud without tracks: kept whole)."""
-    if source.point_views is None or not {name for seen in source.point_views for name in seen} & {f.name for f in source.frames}:
+    if source.point_views is None:
+        return None
+    named = {name for seen in source.point_views for name in seen}
+    if not named & {frame.name for frame in source.frames}:
         return None
     return np.array([len(train_names.intersection(seen)) >= MIN_TRACK_VIEWS for seen in source.point_views], dtype=bool)
 
@@ -183,13 +187,13 @@ def cloud_chunks(source: SceneSource, frames: list[FrameRecord], train: np.ndarr
         rgb = source.point_rgb if source.point_rgb is not None else np.full_like(points, 128, dtype=np.uint8)
         seen = seen_in_training(source, {frames[v].name for v in train})
         if seen is None and len(frames) < len(source.frames):
-            report(f"ingest: warning: the dataset's point cloud has no tracks, so all {len(points):,} of its points start "
-                   f"the run, triangulated from every one of its {len(source.frames)} views where this run keeps "
-                   f"{len(frames)} (ingest.sparse_views, ingest.frame_stride)")
+            report(f"ingest: warning: the dataset's point cloud has no tracks, so all {len(points):,} of its points "
+                   f"start the run, triangulated from every one of its {len(source.frames)} views where this run "
+                   f"keeps {len(frames)} (ingest.sparse_views, ingest.frame_stride)")
         elif seen is not None:
             if not seen.any():
-                raise EconsgError(f"{source.root}: none of the {len(points):,} points of the dataset's cloud is observed by "
-                                  f"{MIN_TRACK_VIEWS} of the {len(train)} training views; keep more views "
+                raise EconsgError(f"{source.root}: none of the {len(points):,} points of the dataset's cloud is "
+                                  f"observed by {MIN_TRACK_VIEWS} of the {len(train)} training views; keep more views "
                                   "(ingest.sparse_views, ingest.frame_stride)")
             points, rgb = points[seen], rgb[seen]
         return lambda: iter([(points, rgb)])
@@ -299,7 +303,7 @@ def write_scene(
             raise EconsgError(f"{source.root}: the initial point cloud is empty (all depth invalid?)")
         median_depth = chunks_median_depth(chunks, counts, Ks[train], c2ws[train], width, height)
         voxel_size, warning = resolve_scene_length("ingest.init_voxel_size", init_voxel_size, median_depth,
-                                                 INIT_VOXELS_PER_MEDIAN_DEPTH)
+                                                   INIT_VOXELS_PER_MEDIAN_DEPTH)
         if warning:
             report(f"ingest: {warning}")
         pieces = 1 if source.points is not None else int(train.sum())
