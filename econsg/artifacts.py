@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,23 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
+
+
+@contextmanager
+def staged_folder(target: Path):
+    """A fresh folder beside `target` to write into; on success it replaces `target` whole (`replace_directory`), on
+    any exception it is deleted and `target` is left as it was. Entered before a store's ArtifactWriter, it moves in
+    after the store: a stage's pictures never describe another run than its store."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{TMP_PREFIX.format(name=target.name)}{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_directory(new: Path, target: Path) -> None:

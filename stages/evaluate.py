@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from econsg import viz
-from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
+from econsg.artifacts import ArtifactWriter, read_provenance, staged_folder, write_json_atomic
 from econsg.config import Params
 from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.edit import select_gaussians
@@ -96,18 +96,14 @@ def run(params: Params) -> None:
         gaussian_labels, C).to(device)], dim=1)} if with_oracle else gaussians
     psnrs, ssims, preds, depths, relevancies, gts = [], [], {}, {}, {}, {}
     palette = viz.class_palette(C)
-    plots = Path(params.paths.plots) / "evaluate"
-    plots.mkdir(parents=True, exist_ok=True)
-    with ArtifactWriter(
+    # the pictures are written beside plots/evaluate and replace it whole once the store is in: a stopped run leaves
+    # both as they were, and a labelled run's confusion.png cannot outlive an unlabelled rerun
+    with staged_folder(Path(params.paths.plots) / "evaluate") as plots, ArtifactWriter(
         params.paths.artifact("evaluate"),
         stage="evaluate",
         params=stage_params(params, "evaluate"),
         inputs=[scene.group, ex, ae, sp],
     ) as out:
-        # `dvc repro` clears its outputs, `econsg run` does not: a labelled run's confusion.png would outlive an
-        # unlabelled rerun
-        for stale in [*plots.glob("view_*.png"), plots / "confusion.png", plots / "per_class_iou.json"]:
-            stale.unlink(missing_ok=True)
         pred_arr = out.create_array("pred_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         gt_arr = out.create_array("gt_labels", (len(test), H, W), "int16", per_view=True, fill_value=-1)
         teacher_arr = out.create_array("teacher_labels", (len(test), H, W), "int16", per_view=True)

@@ -308,3 +308,24 @@ except KeyboardInterrupt:
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "interrupted", result.stderr[-500:]
+
+
+def test_a_staged_folder_replaces_its_target_whole_or_not_at_all(tmp_path):
+    """A stage's pictures: written beside the folder, moved over it on success (nothing of the previous run stays),
+    deleted on failure (the previous run's stay whole)."""
+    from econsg.artifacts import staged_folder
+
+    target = tmp_path / "plots" / "evaluate"
+    target.mkdir(parents=True)
+    (target / "confusion.png").write_text("the previous run's")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(target) as pictures:
+            (pictures / "view_0001.png").write_text("half a run")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["confusion.png"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["evaluate"], "no staging folder left"
+    with staged_folder(target) as pictures:
+        (pictures / "view_0001.png").write_text("this run")
+    assert sorted(p.name for p in target.iterdir()) == ["view_0001.png"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["evaluate"]
+
