@@ -149,6 +149,12 @@ def test_an_override_that_is_not_yaml_and_a_home_path_are_refused_in_one_line(tm
     with pytest.raises(ConfigError) as info:
         load_params(params, ("paths.data=~/scenes/kitchen",))
     assert info.value.lines[0].startswith("paths.data:") and "'~' is not expanded" in info.value.lines[0]
+    for boolean in ("seed=true", "crr.min_votes=true", "fuse.min_views=yes", "fuse.voxel_size=on"):
+        with pytest.raises(ConfigError) as info:
+            load_params(params, (boolean,))
+        assert info.value.lines[0].startswith(boolean.split("=")[0] + ":") and "expected a number, not a boolean" in \
+            info.value.lines[0]
+    assert load_params(params, ("crr.enabled=false", "splat.near_plane=auto")).crr.enabled is False
     for blank in ("''", "."):
         with pytest.raises(ConfigError) as info:
             load_params(params, (f"paths.artifacts={blank}",))

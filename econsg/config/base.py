@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 # A length in the scene's units, or 'auto': a fraction of the scene's median depth (`econsg.scene.scale.resolve_scene_length`)
 SceneLength = Annotated[float, Field(gt=0)] | Literal["auto"]
 
 
+def value_types(annotation) -> set:
+    """The types a field's annotation takes values of: Annotated and unions opened, Literal values left out."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return set()
+    if origin is Annotated:
+        return value_types(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return set().union(*(value_types(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def refuse_booleans_for_numbers(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A before-validator of every field: `true` (YAML's yes and on too) where a number and no boolean is expected,
+    which pydantic would read as 1 (`fuse.min_views: yes`), is refused."""
+    if isinstance(value, bool):
+        accepted = value_types(model.model_fields[info.field_name].annotation)
+        if accepted & {int, float} and bool not in accepted:
+            raise ValueError("expected a number, not a boolean (YAML reads yes, on and true as one)")
+    return value
+
+
 class Section(BaseModel):
     """One params.yaml section. Subclasses give every field a `Field(description=...)` and a default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_booleans_for_numbers(cls, value, info)
 
 
 def unique_names(value: list[str] | None) -> list[str] | None:
