@@ -395,6 +395,7 @@ def staged_folder(target: Path):
     after the store: a stage's pictures never describe another run than its store."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)  # what a killed run left, as for a store
     staging = target.with_name(f"{TMP_PREFIX.format(name=target.name)}{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

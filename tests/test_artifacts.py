@@ -324,6 +324,7 @@ def test_a_staged_folder_replaces_its_target_whole_or_not_at_all(tmp_path):
             raise KeyboardInterrupt
     assert sorted(p.name for p in target.iterdir()) == ["confusion.png"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["evaluate"], "no staging folder left"
+    (target.parent / ".evaluate.tmp-999999999").mkdir()  # what a killed run of a process long gone left
     with staged_folder(target) as pictures:
         (pictures / "view_0001.png").write_text("this run")
     assert sorted(p.name for p in target.iterdir()) == ["view_0001.png"]
