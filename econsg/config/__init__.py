@@ -9,13 +9,12 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from econsg.config.autoencode import AutoencodeParams
-from econsg.config.base import Section, refuse_booleans_for_numbers
+from econsg.config.base import ParamsModel, Section
 from econsg.config.crr import CrrParams
 from econsg.config.evaluate import EvaluateParams
 from econsg.config.extract import ExtractParams
@@ -45,15 +44,8 @@ __all__ = [
 ]
 
 
-class Params(BaseModel):
+class Params(ParamsModel):
     """The whole params.yaml: shared keys plus one section per stage."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_booleans_for_numbers(cls, value, info)
 
     seed: int = Field(0, ge=0, description="Seed of every random choice after synth (teacher noise, autoencoder, splat).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device: auto picks CUDA when present.")

@@ -1,4 +1,4 @@
-"""Base class for every params.yaml section: frozen, documented, unknown keys refused."""
+"""Base classes of params.yaml and its sections: frozen, documented, unknown keys and booleans for numbers refused."""
 
 from __future__ import annotations
 
@@ -24,25 +24,24 @@ def value_types(annotation) -> set:
     return {annotation}
 
 
-def refuse_booleans_for_numbers(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """A before-validator of every field: `true` (YAML's yes and on too) where a number and no boolean is expected,
-    which pydantic would read as 1 (`fuse.min_views: yes`), is refused."""
-    if isinstance(value, bool):
-        accepted = value_types(model.model_fields[info.field_name].annotation)
-        if accepted & {int, float} and bool not in accepted:
-            raise ValueError("expected a number, not a boolean (YAML reads yes, on and true as one)")
-    return value
-
-
-class Section(BaseModel):
-    """One params.yaml section. Subclasses give every field a `Field(description=...)` and a default."""
+class ParamsModel(BaseModel):
+    """params.yaml and each of its sections: frozen, unknown keys refused, and `true` (YAML's yes and on too) where a
+    number and no boolean is expected refused, which pydantic would read as 1 (`fuse.min_views: yes`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_booleans_for_numbers(cls, value, info)
+        if isinstance(value, bool):
+            accepted = value_types(cls.model_fields[info.field_name].annotation)
+            if accepted & {int, float} and bool not in accepted:
+                raise ValueError("expected a number, not a boolean (YAML reads yes, on and true as one)")
+        return value
+
+
+class Section(ParamsModel):
+    """One params.yaml section. Subclasses give every field a `Field(description=...)` and a default."""
 
 
 def unique_names(value: list[str] | None) -> list[str] | None:

@@ -48,7 +48,8 @@ class SceneSource:
     class_names: list[str] = field(default_factory=list)
     points: np.ndarray | None = None  # [P,3] float64 world
     point_rgb: np.ndarray | None = None  # [P,3] uint8
-    point_views: list[tuple[str, ...]] | None = None  # per point, the frames' names that observe it (COLMAP tracks)
+    point_views: list[tuple[str, ...]] | None = None  # per point, the frames' names that observe it (COLMAP tracks;
+    # empty ones where the model keeps none)
 
 
 def check_rigid_pose(c2w: np.ndarray, where: str, atol: float = 1e-3) -> np.ndarray:

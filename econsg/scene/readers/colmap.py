@@ -104,7 +104,7 @@ def view_name(image_name: str) -> str:
 
 def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None, list[tuple[str, ...]] | None]:
     """([P,3] float64 xyz, [P,3] uint8 rgb, per point the names of the views whose images observe it: its track) of
-    the model's 3D points by id; (None, None, None) when it has none, and no names when no track names an image."""
+    the model's 3D points by id, or (None, None, None) when it has none."""
     points = reconstruction.points3D
     if len(points) == 0:
         return None, None, None
@@ -113,7 +113,7 @@ def model_points(reconstruction) -> tuple[np.ndarray | None, np.ndarray | None, 
     rgb = np.array([p.color for p in ordered], dtype=np.uint8)
     names = {image_id: view_name(image.name) for image_id, image in reconstruction.images.items()}
     seen_by = [tuple(sorted({names[e.image_id] for e in p.track.elements if e.image_id in names})) for p in ordered]
-    return xyz, rgb, seen_by if any(seen_by) else None
+    return xyz, rgb, seen_by
 
 
 def read(root: Path) -> SceneSource:
