@@ -111,14 +111,15 @@ def score_fused_points(
     views: Sequence[int],
     samples: Callable[[int], tuple[np.ndarray, np.ndarray]],
     raw: Callable[[int], np.ndarray],
-    fused_xyz: np.ndarray,
+    fused_keys: np.ndarray,
     fused_label: np.ndarray,
     voxel_size: float,
     vocabulary: Sequence[str],
 ) -> dict:
     """Accuracy of fused point labels against the GT of every pixel that saw them, beside the raw 2D labels
     of the same pixels (the multi-view consistency gain). GT of classes outside the vocabulary is skipped;
-    a point without a label (seen only by pixels crr ignored) counts as wrong."""
+    a point without a label (seen only by pixels crr ignored) counts as wrong. A pixel's point is the one whose voxel key
+    (`fused_keys`, FusedPoints.voxel_key) its sample's position falls in."""
     try:
         truth = open_ground_truth(scene_path)
     except NoGroundTruthError:  # a dataset without labels: nothing to score
@@ -127,9 +128,8 @@ def score_fused_points(
     allowed = lookup[lookup >= 0]
     from econsg.fusion import voxel_keys
 
-    keys = voxel_keys(fused_xyz, voxel_size)
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
+    order = np.argsort(fused_keys)
+    sorted_keys = np.asarray(fused_keys)[order]
     fused_ids = to_scene_ids(np.asarray(fused_label), lookup)
     raw_correct = fused_correct = counted = 0
     for v in views:

@@ -272,6 +272,8 @@ class FusedPoints:
     num_views: [P] int32 number of distinct views whose samples hit the voxel.
     weight: [P] float32 total feature weight (sum of confidences x mixing weights) of the voxel.
     labelled_share: [P] float32 fraction of the voxel's samples that carried a label (crr ignored the rest).
+    voxel_key: [P] int64 the voxel's key (`voxel_keys`): which point a sample at xyz lies in, exactly (the float32 mean
+        of samples close to a voxel face can round onto the face, into the next voxel).
     """
 
     xyz: np.ndarray
@@ -282,6 +284,7 @@ class FusedPoints:
     num_views: np.ndarray
     weight: np.ndarray
     labelled_share: np.ndarray
+    voxel_key: np.ndarray
 
     def __len__(self) -> int:
         return int(self.xyz.shape[0])
@@ -583,6 +586,8 @@ class VoxelFeatureFusion:
         named = (total > 0) & (labelled_share >= min_labelled_share)
         label = np.where(named, hist.argmax(axis=1), IGNORE).astype(np.int16)
         share = np.where(total > 0, hist.max(axis=1) / np.maximum(total, 1e-300), 0.0).astype(np.float32)
+        key_of_row = np.empty(n, np.int64)
+        key_of_row[self._sorted_rows] = self._sorted_keys
         return FusedPoints(
             xyz=(self._xyz_sum[rows] / count).astype(np.float32),
             rgb=(self._rgb_sum[rows] / count).astype(np.float32),
@@ -592,6 +597,7 @@ class VoxelFeatureFusion:
             num_views=self._num_views[rows].astype(np.int32),
             weight=self._weight[rows].astype(np.float32),
             labelled_share=labelled_share.astype(np.float32),
+            voxel_key=key_of_row[rows],
         )
 
 

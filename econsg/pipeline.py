@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from econsg.config import Params, load_params
+from econsg.config.base import Section
 from econsg.errors import EconsgError, refused_path
 
 STAGE_ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
@@ -246,9 +247,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def stage_params(params: Params, name: str) -> dict:
-    """The params values a stage declares (recorded in its artifact's provenance)."""
+    """The params values a stage declares, as it reads them (recorded in its artifact's provenance): a section's
+    `settings_read`, a shared key's value."""
     data = params.model_dump(mode="json")
-    return {key: data[key] for key in STAGES[name].params}
+    return {key: value.settings_read() if isinstance(value := getattr(params, key), Section) else data[key]
+            for key in STAGES[name].params}
 
 
 # What `dvc plots show` draws beyond the stages' curves: evaluate's folder, where per_class_iou.json becomes sorted

@@ -176,7 +176,7 @@ def run(params: Params) -> None:
                     views=scene.train_indices,
                     samples=lambda v: view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth),
                     raw=lambda v: ex["labels"][v],
-                    fused_xyz=fused.xyz,
+                    fused_keys=fused.voxel_key,
                     fused_label=fused.label,
                     voxel_size=voxel_size,
                     vocabulary=vocabulary,

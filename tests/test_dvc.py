@@ -293,6 +293,13 @@ def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
     assert stages_in(rerun, r"Running stage '(\w+)'") == {"autoencode", "splat", "evaluate"}
     assert stages_in(rerun, r"Stage '(\w+)' didn't change, skipping") == {"synth", "ingest", "extract", "crr", "fuse"}
 
+    # a setting of the backend not in use: extract reruns to the same store, and only evaluate (which reads the extract
+    # section for its text encoder) follows
+    params["extract"]["openclip_sam"]["points_per_side"] = 16
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    unused = dvc(tiny_project, "repro")
+    assert stages_in(unused, r"Running stage '(\w+)'") == {"extract", "evaluate"}
+
 
 def test_same_params_and_seed_give_identical_artifacts(tiny_project):
     """Rerun extract..splat into a second folder: every store's content hash matches the first run."""

@@ -158,6 +158,17 @@ def test_label_histogram_ignore_and_views():
     assert len(fusion.finalize(min_views=2, drop_featureless=False)) == 0
 
 
+def test_a_points_voxel_key_is_its_samples_voxel_where_its_float32_mean_rounds_onto_the_face():
+    fusion = VoxelFeatureFusion(voxel_size=0.5, feature_dim=3, num_classes=2)
+    below_face = 2.0 - 1e-9  # in voxel 3 along x; its float32 mean is 2.0, voxel 4's face
+    xyz = np.array([[below_face, 0.25, 0.25], [below_face - 2e-9, 0.25, 0.25], [2.25, 0.25, 0.25]])
+    fusion.add(xyz, np.stack([unit(3, 0)] * 3), np.array([0, 0, 1]), None, np.zeros((3, 3)), view_id=0)
+    out = fusion.finalize()
+    assert out.xyz[0, 0] == np.float32(2.0) and voxel_keys(out.xyz[:1], 0.5)[0] == voxel_keys(xyz[2:], 0.5)[0]
+    np.testing.assert_array_equal(out.voxel_key, voxel_keys(xyz[1:], 0.5))
+    np.testing.assert_array_equal(out.subset(np.array([1])).voxel_key, voxel_keys(xyz[2:], 0.5))
+
+
 def test_labelled_share_counts_samples_and_can_unname_a_mostly_ignored_voxel():
     fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=True)
     # voxel 0: one labelled sample among four (crr ignored the rest); voxel 1: two of two labelled

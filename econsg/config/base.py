@@ -43,6 +43,11 @@ class ParamsModel(BaseModel):
 class Section(ParamsModel):
     """One params.yaml section. Subclasses give every field a `Field(description=...)` and a default."""
 
+    def settings_read(self) -> dict:
+        """The section's settings a stage reads, as JSON: what its artifact's provenance records. Every field, unless a
+        choice in the section leaves some unread (extract's other backend)."""
+        return self.model_dump(mode="json")
+
 
 def unique_names(value: list[str] | None) -> list[str] | None:
     """A list of class names or texts: refused when empty, when a name is blank or has spaces around it, or when a

@@ -153,6 +153,13 @@ class ExtractParams(Section):
     def _unique_open_set(cls, value: list[str]) -> list[str]:
         return unique_names(value) if value else value
 
+    def settings_read(self) -> dict:
+        """Every field but the other backend's: the synthetic teacher's (and its feature width) under openclip_sam,
+        openclip_sam's under synthetic. A setting of the backend not in use then leaves extract.zarr as it was, and
+        `dvc repro` stops after extract."""
+        unread = {"synthetic": {"openclip_sam"}, "openclip_sam": {"synthetic", "feature_dim"}}[self.backend]
+        return self.model_dump(mode="json", exclude=unread)
+
     @property
     def softmax_temperature(self) -> float:
         """T of p = softmax(cos(F, t) / T): the set value, or the backend's own for 'auto'."""
