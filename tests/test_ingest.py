@@ -265,7 +265,7 @@ def write_nerfstudio_without_depth(root, ply_points=None):
     `ply_points`) its sparse_pc.ply named by ply_file_path."""
     from plyfile import PlyData, PlyElement
 
-    write_tiny_blender(root, views=9)
+    write_tiny_blender(root, views=10)
     meta = json.loads((root / "transforms_train.json").read_text())
     meta["frames"] += json.loads((root / "transforms_test.json").read_text())["frames"]
     for frame in meta["frames"]:
@@ -282,6 +282,35 @@ def write_nerfstudio_without_depth(root, ply_points=None):
         meta["ply_file_path"] = "sparse_pc.ply"
     (root / "transforms.json").write_text(json.dumps(meta))
     return root
+
+
+def test_nerfstudio_splits_as_nerfstudio_does(tmp_path):
+    root = write_nerfstudio_without_depth(tmp_path / "data", np.zeros((4, 3)))
+    meta = json.loads((root / "transforms.json").read_text())
+    meta["frames"] = meta["frames"][::-1]  # nerfstudio sorts the frames by path first
+    (root / "transforms.json").write_text(json.dumps(meta))
+    # ten frames: nine (ceil of 90%) at evenly spaced places 0, 1.125, ..., 9 train, so frame 8 alone is held out
+    source = read_scene(root)
+    assert [f.name for f in source.frames] == [f"frame_{v:04d}" for v in range(10)]
+    assert [f.name for f in source.frames if f.split == "test"] == ["frame_0008"]
+
+    lists = {"train_filenames": [f"images/frame_{v:04d}.png" for v in (0, 2, 4, 6)],
+             "val_filenames": ["images/frame_0005.png"], "test_filenames": ["images/frame_0001.png", "images/frame_0009"]}
+    (root / "transforms.json").write_text(json.dumps(meta | lists))
+    source = read_scene(root)  # the test list, not val, is held out; frames in neither are left out
+    assert [(f.name, f.split) for f in source.frames] == [("frame_0000", "train"), ("frame_0001", "test"), (
+        "frame_0002", "train"), ("frame_0004", "train"), ("frame_0006", "train"), ("frame_0009", "test")]
+    del lists["test_filenames"]
+    (root / "transforms.json").write_text(json.dumps(meta | lists))
+    assert [f.name for f in read_scene(root).frames if f.split == "test"] == ["frame_0005"]
+
+    for bad, match in (({"train_filenames": ["images/frame_0000.png"]}, "expected train_filenames and test_filenames"),
+                       (lists | {"val_filenames": ["images/other.png"]}, "val_filenames: names 'images/other.png'.*does not exist"),
+                       (lists | {"val_filenames": ["images/frame_0000.png"]}, "in both train_filenames and val_filenames"),
+                       (lists | {"val_filenames": "images/frame_0005.png"}, "field 'val_filenames'.*expected a list")):
+        (root / "transforms.json").write_text(json.dumps(meta | bad))
+        with pytest.raises(EconsgError, match=match):
+            read_scene(root)
 
 
 def test_nerfstudio_layout_takes_its_sparse_point_cloud(tmp_path):

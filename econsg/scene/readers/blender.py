@@ -1,7 +1,10 @@
 """Blender / nerfstudio `transforms*.json` layouts (OpenGL camera-to-world poses).
 
 Blender: `transforms_train.json`, `transforms_test.json` (and optional `transforms_val.json`,
-ignored). nerfstudio: one `transforms.json`; every 8th frame in the file's order (7, 15, ...) is held out.
+ignored). nerfstudio: one `transforms.json`, split as nerfstudio's own parser splits it: by its `train_filenames` and
+`test_filenames` (else `val_filenames`) lists where it has them, frames in neither left out; else the frames sorted by
+path, 90% kept for training at evenly spaced places from the first to the last and the rest held out (nerfstudio's
+default `train_split_fraction`).
 Views are named by their image's path below the folder all the images share (train/r_0, images/frame_00001 ->
 frame_00001). Intrinsics come from `fl_x, fl_y, cx, cy, w, h` (top level or per frame) or Blender's
 `camera_angle_x`. Optional per-frame `depth_file_path` (integer PNG or .npy, metres = value /
@@ -31,7 +34,7 @@ from econsg.scene.readers.imageio import load_depth_png, load_instance_png, load
 
 FORMAT = "blender"
 LOOKS_FOR = "transforms_train.json + transforms_test.json, or transforms.json (nerfstudio)"
-NERFSTUDIO_TEST_EVERY = 8
+NERFSTUDIO_TRAIN_FRACTION = 0.9  # nerfstudio's default train_split_fraction
 
 
 def detect(root: Path) -> bool:
@@ -168,6 +171,36 @@ def _frames(root: Path, path: Path, meta: dict[str, Any], split_of, class_count:
     return records
 
 
+def nerfstudio_split(root: Path, path: Path, meta: dict[str, Any], frames: list[FrameRecord]) -> list[FrameRecord]:
+    """`frames` (read from `path`, in its order) sorted by image path and split as nerfstudio's parser splits them: by the
+    file's `train_filenames` and `test_filenames` (else `val_filenames`) where it lists them, frames in neither left
+    out; else every frame at one of NERFSTUDIO_TRAIN_FRACTION's evenly spaced places trains and the rest are held out."""
+    frames = sorted(frames, key=lambda frame: frame.source.as_posix())
+    lists = {split: meta[f"{split}_filenames"] for split in ("train", "val", "test") if f"{split}_filenames" in meta}
+    if not lists:
+        num_train = math.ceil(len(frames) * NERFSTUDIO_TRAIN_FRACTION)
+        train = set(np.linspace(0, len(frames) - 1, num_train, dtype=int).tolist())
+        return [replace(frame, split="train" if i in train else "test") for i, frame in enumerate(frames)]
+    held_out = "test" if "test" in lists else "val"
+    if "train" not in lists or held_out not in lists:
+        raise EconsgError(f"{path}: lists {', '.join(f'{s}_filenames' for s in lists)}; expected train_filenames and "
+                          "test_filenames (or val_filenames), as nerfstudio does, or none of them")
+    source = {frame.source: frame for frame in frames}
+    split_of = {}
+    for split in ("train", held_out):
+        names = lists[split]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise EconsgError(f"{path}: field '{split}_filenames' is {str(names)[:80]!r}; expected a list of image paths")
+        for name in names:
+            image = _resolve(root, name, f"{path}: {split}_filenames")
+            if image not in source:
+                raise EconsgError(f"{path}: {split}_filenames names {name!r}, which no frame's file_path names")
+            if split_of.setdefault(image, "train" if split == "train" else "test") != ("train" if split == "train" else "test"):
+                raise EconsgError(f"{path}: {name!r} is in both train_filenames and {held_out}_filenames; expected "
+                                  "each image in one split")
+    return [replace(frame, split=split_of[frame.source]) for frame in frames if frame.source in split_of]
+
+
 def name_by_folder(frames: list[FrameRecord]) -> list[FrameRecord]:
     """Name each view by its image's path below the folder all the images share, without the suffix, as COLMAP's
     are: Blender's train/r_0 and test/r_0 and a rig's cam0/0001 and cam1/0001 stay apart; one folder of images
@@ -219,8 +252,7 @@ def read(root: Path) -> SceneSource:
     else:
         meta_path, fmt = root / "transforms.json", "nerfstudio"
         meta = _load_json(meta_path)
-        frames = _frames(root, meta_path, meta, lambda i: "test" if i % NERFSTUDIO_TEST_EVERY == NERFSTUDIO_TEST_EVERY - 1
-                         else "train", len(class_names))  # fmt: skip
+        frames = nerfstudio_split(root, meta_path, meta, _frames(root, meta_path, meta, lambda i: "train", len(class_names)))
     frames = name_by_folder(frames)
     ply = meta.get("ply_file_path")
     points, point_rgb = read_point_cloud(_resolve(root, ply, f"{meta_path}: ply_file_path")) if ply else (None, None)
