@@ -21,6 +21,7 @@ from econsg.features.base import (
 from econsg.features.openclip_sam import (
     OpenClipSamExtractor,
     OpenClipTextEncoder,
+    check_sam_checkpoint,
     clip_input_shape,
     dense_clip_features,
     load_openclip_text_encoder,
@@ -82,6 +83,14 @@ def test_params_defaults_valid_and_strict():
 
 
 # -- missing weights --------------------------------------------------------------------------------------
+
+
+def test_weights_paths_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"weights")
+    params = OpenClipSamParams(sam_model_type="vit_b", sam_checkpoint="~/sam_vit_b_01ec64.pth", clip_cache_dir="~/clip")
+    assert check_sam_checkpoint(params) == tmp_path / "sam_vit_b_01ec64.pth"
+    assert params.clip_cache_dir == str(tmp_path / "clip")
 
 
 def test_missing_sam_checkpoint_names_file_url_and_key(clip_and_tokenizer, tmp_path):
@@ -150,8 +159,9 @@ def test_missing_clip_weights_name_tag_source_and_key(tmp_path):
     assert resolve_clip_checkpoint("ViT-B-16", "laion2b_s34b_b88k", str(existing)) == existing
 
 
-def test_load_clip_from_local_checkpoint(clip_and_tokenizer, tmp_path, monkeypatch):
-    """The offline loading path: a registered architecture plus a local state dict gives the same text tower."""
+@pytest.fixture
+def tiny_architecture(tmp_path, monkeypatch):
+    """tiny_clip_model's architecture registered with open_clip as 'econsg-tiny-test' (for this test only)."""
     import json
 
     import open_clip.factory as factory
@@ -165,6 +175,11 @@ def test_load_clip_from_local_checkpoint(clip_and_tokenizer, tmp_path, monkeypat
     }
     (tmp_path / "econsg-tiny-test.json").write_text(json.dumps(config))
     factory.add_model_config(tmp_path / "econsg-tiny-test.json")
+    return "econsg-tiny-test"
+
+
+def test_load_clip_from_local_checkpoint(clip_and_tokenizer, tmp_path, tiny_architecture):
+    """The offline loading path: a registered architecture plus a local state dict gives the same text tower."""
     model, tokenizer = clip_and_tokenizer
     weights = tmp_path / "tiny.bin"
     torch.save(model.state_dict(), weights)
@@ -176,6 +191,36 @@ def test_load_clip_from_local_checkpoint(clip_and_tokenizer, tmp_path, monkeypat
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(EconsgError, match=r"clip_checkpoint: could not load '.*broken\.bin' into open_clip 'econsg-tiny-test'"):
         load_openclip_text_encoder(params.model_copy(update={"clip_checkpoint": str(broken)}), "cpu")
+
+
+def test_load_clip_from_an_openai_torchscript_archive(clip_and_tokenizer, tmp_path, tiny_architecture):
+    """OpenAI's own CLIP files (~/.cache/clip/ViT-B-16.pt) are TorchScript archives holding the weights under open_clip's
+    names beside three metadata entries; open_clip's state-dict reader refuses them."""
+    import warnings
+
+    model, tokenizer = clip_and_tokenizer
+
+    class Holder(torch.nn.Module):
+        pass
+
+    archive = Holder()  # an archive of the weights alone, laid out as OpenAI's module tree lays them
+    for key, value in {**model.state_dict(), "input_resolution": torch.tensor(64), "vocab_size": torch.tensor(49408)}.items():
+        *path, leaf = key.split(".")
+        node = archive
+        for part in path:
+            if not hasattr(node, part):
+                node.add_module(part, Holder())
+            node = getattr(node, part)
+        node.register_buffer(leaf, value.detach().half().clone())  # OpenAI stores float16
+    weights = tmp_path / "ViT-tiny.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(archive), str(weights))
+    params = tiny_params(model_name=tiny_architecture, pretrained="local", clip_checkpoint=str(weights))
+    loaded = load_openclip_text_encoder(params, "cpu")
+    prompts = ["a photo of a chair.", "a sofa in a room."]
+    np.testing.assert_allclose(loaded.encode(prompts), OpenClipTextEncoder(model, tokenizer).encode(prompts), atol=2e-2)
+    assert loaded.model.text_projection.dtype == torch.float32
 
 
 # -- text ---------------------------------------------------------------------------------------------------

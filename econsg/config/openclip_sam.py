@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -100,6 +101,7 @@ class OpenClipSamParams(Section):
     @field_validator("clip_checkpoint", "sam_checkpoint", "clip_cache_dir")
     @classmethod
     def _non_blank(cls, value: str | None) -> str | None:
+        """A path given, blank refused, `~` read as the home folder (as a shell would)."""
         if value is not None and not value.strip():
             raise ValueError("expected a file path or null, got an empty string")
-        return value
+        return os.path.expanduser(value) if value is not None else value

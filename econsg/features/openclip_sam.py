@@ -213,15 +213,44 @@ def load_clip(params: OpenClipSamParams, device: torch.device) -> tuple[nn.Modul
     path = resolve_clip_checkpoint(params.model_name, params.pretrained, params.clip_checkpoint, params.clip_cache_dir)
     quick_gelu = bool(open_clip.get_pretrained_cfg(params.model_name, params.pretrained).get("quick_gelu", False))
     try:
-        model = open_clip.create_model(
-            params.model_name, pretrained=str(path), device=device, force_quick_gelu=quick_gelu
-        )
+        if is_torchscript_archive(path):  # OpenAI's own file, which open_clip's state-dict reader refuses
+            model = open_clip.create_model(params.model_name, device=device, force_quick_gelu=quick_gelu)
+            model.load_state_dict(openai_state_dict(path))
+        else:
+            model = open_clip.create_model(
+                params.model_name, pretrained=str(path), device=device, force_quick_gelu=quick_gelu
+            )
     except Exception as error:  # torch/open_clip raise many types for a bad file; report them all as one
         raise EconsgError(
             f"{PARAMS_KEY}.clip_checkpoint: could not load {str(path)!r} into open_clip {params.model_name!r} "
             f"({first_line(error)})"
         ) from error
     return model.eval(), open_clip.get_tokenizer(params.model_name)
+
+
+# OpenAI's CLIP archives keep these beside the weights; open_clip's CLIP has no such entries
+OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (OpenAI's CLIP files, as `pretrained: openai` caches them in
+    ~/.cache/clip) rather than a state dict."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of an OpenAI CLIP TorchScript archive, under open_clip's names (which are OpenAI's)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files are TorchScript
+        archive = torch.jit.load(str(path), map_location="cpu")
+    return {key: value for key, value in archive.state_dict().items() if key not in OPENAI_METADATA_KEYS}
 
 
 def load_openclip_text_encoder(params: OpenClipSamParams, device: str | torch.device | None = None) -> "OpenClipTextEncoder":
