@@ -9,6 +9,7 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
+from econsg.errors import EconsgError
 from econsg.features.backends import (
     absent_open_set_warning,
     build_text_encoder,
@@ -63,9 +64,23 @@ def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):
     yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.softmax_temperature)
 
 
+def check_teacher_has_truth(scene) -> None:
+    """The synthetic teacher degrades ground-truth labels: refused, naming the backend to use, on a scene without them."""
+    from econsg.errors import NoGroundTruthError
+    from econsg.scene.store import open_ground_truth
+
+    try:
+        open_ground_truth(scene.path)
+    except NoGroundTruthError:
+        raise EconsgError(f"extract.backend: 'synthetic' builds its features from ground-truth labels, which {scene.path} "
+                          "lacks; set extract.backend: openclip_sam and extract.vocabulary to the words to segment") from None
+
+
 def run(params: Params) -> None:
     ex = params.extract
     scene = open_scene(params.paths.artifact("ingest"))
+    if ex.backend == "synthetic":
+        check_teacher_has_truth(scene)
     vocabulary = training_vocabulary(ex, scene.class_names)
     stand_in = ("extract: warning: extract.openclip_sam.stand_in: tiny random CLIP and SAM stand in for the weights; "
                 "the features, labels and every figure that follows mean nothing"

@@ -177,6 +177,21 @@ def test_instances_are_none_without_instance_maps_and_extract_runs(tmp_path):
     assert labels.shape[0] == 4 and (labels >= 0).any()
 
 
+def test_the_teacher_on_a_scene_without_labels_names_the_backend_to_use_before_any_store(tmp_path):
+    from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
+
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 9), np.linspace(-2, 2, 9), [PLANE_Z]), -1).reshape(-1, 3)
+    write_colmap(tmp_path / "data", synthetic_views(n=4, width=16, height=12), points=grid)
+    params = Params.model_validate({"paths": {"artifacts": str(tmp_path / "a"), "metrics": str(tmp_path / "m")},
+                                    "extract": {"vocabulary": ["wall", "floor"], "open_set_classes": []}})
+    write_scene(read_scene(tmp_path / "data"), params.paths.artifact("ingest"), params={}, downscale=1, sparse_views=None,
+                max_init_points=1000, init_voxel_size=0.01, rng=np.random.default_rng(0))
+    with pytest.raises(EconsgError, match="extract.backend: 'synthetic' builds its features from ground-truth labels.*"
+                                          "set extract.backend: openclip_sam"):
+        extract.run(params)
+    assert not params.paths.artifact("extract").exists()
+
+
 def test_degraded_masks_stay_valid(embeddings):
     cls, inst = tiny_room()
     t, v = embeddings

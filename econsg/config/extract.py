@@ -118,7 +118,9 @@ class ExtractParams(Section):
         "encoder's differ by ~0.3, so 0.05 gives probabilities of comparable sharpness (auto for synthetic). At "
         "0.05 CLIP's probabilities are nearly flat, and crr's tau2 ignores most pixels.",
     )
-    feature_dim: int = Field(512, ge=2, le=4096, description="Feature width D (512 = CLIP ViT-B).")
+    feature_dim: int = Field(
+        512, ge=2, le=4096, description="Feature width D of the synthetic teacher and its hashed text encoder (512, as "
+        "CLIP ViT-B's). openclip_sam takes D from its CLIP model and leaves this unread.")
     templates: list[str] = Field(
         default_factory=lambda: list(PROMPT_TEMPLATES),
         min_length=1,
