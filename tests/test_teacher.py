@@ -73,6 +73,29 @@ def test_teacher_is_deterministic_for_a_seed(embeddings):
     assert not np.array_equal(a.features, c.features)
 
 
+def test_a_knob_of_one_step_redraws_no_other_steps_draws(embeddings):
+    """Features and masks come from streams of their own: a sweep of a feature knob compares the same masks, and a
+    sweep of a mask knob the same features."""
+    cls, inst = tiny_room()
+    t, v = embeddings
+    base = SyntheticTeacherParams(patch_size=4, part_masks=2)
+
+    def view(**change):
+        return synthetic_teacher_view(cls, inst, t, v, base.model_copy(update=change), 0.05, np.random.default_rng(7),
+                                      class_names=NAMES, object_seed=0)
+
+    reference = view()
+    for change in ({"feature_noise": 0.0}, {"patch_size": 2}, {"confusion_scope": "object"}, {"confusion_prob": 0.9}):
+        other = view(**change)
+        assert not np.array_equal(other.features, reference.features), change
+        np.testing.assert_array_equal(other.masks, reference.masks)
+        np.testing.assert_array_equal(other.mask_scores, reference.mask_scores)
+    for change in ({"p_drop": 0.9}, {"boundary_jitter": 0}):
+        other = view(**change)
+        np.testing.assert_array_equal(other.features, reference.features)
+        assert len(other.masks) != len(reference.masks) or not np.array_equal(other.masks, reference.masks), change
+
+
 def test_all_knobs_at_zero_give_a_perfect_teacher(embeddings):
     cls, inst = tiny_room()
     t, v = embeddings

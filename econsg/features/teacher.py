@@ -267,19 +267,22 @@ def synthetic_teacher_view(
     H, W = gt_class.shape
     class_embeddings = normalize_rows(class_embeddings)
 
+    # one stream per step, so that a knob of one step (feature_noise, patch_size, confusion_scope) redraws no other's
+    confusion_rng, noise_rng, mask_rng = rng.spawn(3)
     segment, segment_class = ground_truth_segments(gt_class, gt_instance)
     partners = confusion_partners(class_embeddings, class_names, [tuple(p) for p in params.confusions])
-    generators = confusion_generators(segment, segment_class, gt_instance, params.confusion_scope, rng, object_seed)
+    generators = confusion_generators(segment, segment_class, gt_instance, params.confusion_scope, confusion_rng,
+                                      object_seed)
     segment_features = confused_segment_features(segment_class, class_embeddings, partners, params, generators)
     background = normalize_rows(class_embeddings.mean(axis=0))
     grid = pool_to_patch_grid(segment, segment_features, background, feature_grid_shape(H, W, params.patch_size))
     if params.grid_blur > 0:
         grid = ndimage.gaussian_filter(grid, sigma=(params.grid_blur, params.grid_blur, 0), mode="nearest")
     if params.feature_noise > 0:
-        grid = grid + rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(params.feature_noise / np.sqrt(D))
+        grid = grid + noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(params.feature_noise / np.sqrt(D))
     features = normalize_rows(grid).astype(np.float16)
 
     probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature)
     labels, confidence = labels_and_confidence(probs)
-    masks, scores = degraded_instance_masks(segment, params, rng)
+    masks, scores = degraded_instance_masks(segment, params, mask_rng)
     return ViewFeatures(features=features, labels=labels, confidence=confidence, masks=masks, mask_scores=scores)
