@@ -30,8 +30,8 @@ def path_parameters(num_keys: int, frames_per_segment: int, loop: bool) -> np.nd
 
 def order_by_heading(c2w: np.ndarray) -> list[int]:
     """Key cameras c2w [K,4,4] (OpenCV) in order of their heading: the azimuth of each viewing direction about the
-    cameras' mean up direction, starting from the first camera's. A path through held-out views in index order can
-    swing back and forth across the scene (the demo's turned 125 degrees between keys); in heading order it pans."""
+    cameras' mean up direction, starting after the widest gap between headings (from the first camera's where no gap
+    is wider than the one before it), so that the path sweeps its arc once and never turns back across its start."""
     c2w = np.asarray(c2w, np.float64)
     up = -c2w[:, :3, 1].mean(axis=0)  # OpenCV: image y points down
     up /= max(np.linalg.norm(up), 1e-12)
@@ -41,8 +41,35 @@ def order_by_heading(c2w: np.ndarray) -> list[int]:
         east = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
     east /= np.linalg.norm(east)
     north = np.cross(east, up)
-    heading = np.arctan2(forward @ east, forward @ north)
-    return [int(i) for i in np.argsort(np.mod(heading - heading[0], 2 * np.pi), kind="stable")]
+    heading = np.mod(np.arctan2(forward @ east, forward @ north) - np.arctan2(forward[0] @ east, forward[0] @ north),
+                     2 * np.pi)
+    ordered = np.sort(heading)
+    gaps = np.diff(np.r_[ordered, 2 * np.pi])  # the last is the gap from the widest heading back round to the first
+    widest = int(np.flatnonzero(gaps >= gaps.max() - 1e-9)[-1])  # on a tie, the gap before the first camera
+    start = ordered[(widest + 1) % len(ordered)]
+    return [int(i) for i in np.argsort(np.mod(heading - start, 2 * np.pi), kind="stable")]
+
+
+def path_length(c2w: np.ndarray, order: list[int]) -> float:
+    """How far a path through the keys c2w [K,4,4] in `order` moves: each step's turn (radians) plus its move, in units
+    of the keys' median distance apart (so a move across the keys' usual spacing counts as much as a radian's turn)."""
+    c2w = np.asarray(c2w, np.float64)
+    centres = c2w[:, :3, 3]
+    spread = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(c2w), 1)]
+    scale = max(float(np.median(spread)) if spread.size else 0.0, 1e-12)
+    R = c2w[order, :3, :3]
+    turns = Rotation.from_matrix(np.einsum("kji,kjl->kil", R[:-1], R[1:])).magnitude()
+    moves = np.linalg.norm(np.diff(centres[order], axis=0), axis=-1) / scale
+    return float(turns.sum() + moves.sum())
+
+
+def key_order(c2w: np.ndarray) -> list[int]:
+    """The keys c2w [K,4,4] in the order of the shorter path (`path_length`): as listed, or by heading. Cameras looking
+    out from a room's middle pan round it by heading, where their listed order would swing back and forth (the
+    demo's turned 125 degrees between keys); a forward-facing rig or a walk through a room keeps its listed order,
+    where headings that differ by jitter would send the camera back and forth along it."""
+    listed, panned = list(range(len(c2w))), order_by_heading(c2w)
+    return min((listed, panned), key=lambda order: path_length(c2w, order))
 
 
 def interpolate_cameras(c2w: np.ndarray, Ks: np.ndarray, frames_per_segment: int, loop: bool = False

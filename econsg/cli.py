@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -472,7 +473,8 @@ def query(
         from econsg.workspace import load_autoencoder, open_stage, text_query
 
         p = load_params(params)
-        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold or --out stops before any work
+        target = _output_folder(out or Path(p.paths.plots) / "query", "--out", out)
         ev = open_stage(p, "evaluate")
         model = load_autoencoder(open_stage(p, "autoencode"))
         q = text_query(p, model, evaluated=True)
@@ -481,7 +483,6 @@ def query(
         latents = q.text_latents(texts)
         held_out = [int(v) for v in ev.attrs["test_views"]]
         positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out, p.paths.plots)]
-        target = out or Path(p.paths.plots) / "query"
         slug = _file_slug(texts)
         written = []
         for i in positions:
@@ -490,7 +491,7 @@ def query(
                                                p.splat.temperature, level, list(ev.attrs["class_names"]))  # fmt: skip
             if coverage is not None:
                 plain_console().print(f"view {held_out[i]}: {texts[0]!r} covers {coverage:.1%} of the pixels")
-            written.append(viz.save_png(picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
+            written.append(_written("--out", target, viz.save_png, picture, target / f"{slug}_view_{held_out[i]:04d}.png"))
         plain_console().print(f"wrote {len(written)} pictures to {target}")
 
     _guard(work)
@@ -644,7 +645,8 @@ def render_path(
         import torch
 
         from econsg import viz
-        from econsg.camera_path import interpolate_cameras, order_by_heading
+        from econsg.artifacts import staged_folder
+        from econsg.camera_path import interpolate_cameras, key_order
         from econsg.config import load_params
         from econsg.device import resolve_device
         from econsg.progress import track
@@ -653,7 +655,8 @@ def render_path(
         from econsg.workspace import load_autoencoder, open_stage, text_query
 
         p = load_params(params)
-        level = _relevancy_threshold(threshold, p)  # a bad --threshold stops before any work
+        level = _relevancy_threshold(threshold, p)  # a bad --threshold or --out stops before any work
+        target = _output_folder(out or Path(p.paths.plots) / "render", "--out", out)
         scene = open_scene(p.paths.artifact("ingest"))
         keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:
@@ -668,25 +671,29 @@ def render_path(
         chosen = list(texts) if texts else vocabulary
         q = text_query(p, load_autoencoder(open_stage(p, "autoencode")), device, evaluated=True)
         latents, canonical = q.text_latents(chosen).cpu(), q.text_latents(vocabulary).cpu()  # frames are labelled on the CPU
-        if through is None:  # the held-out views in order of heading, so that the camera pans instead of swinging
-            keys = [keys[i] for i in order_by_heading(scene.c2w[keys])]
+        if through is None:  # the held-out views in the order of the shorter path: listed, or by heading (a pan)
+            keys = [keys[i] for i in key_order(scene.c2w[keys])]
         c2w, Ks = interpolate_cameras(scene.c2w[keys], scene.Ks[keys], frames, loop)
-        target = out or Path(p.paths.plots) / "render"
-        for stale in sorted((target / "frames").glob("frame_*.png")):  # a shorter path must not leave old frames behind
-            stale.unlink()
         draw = stored_renderer(sp, p.splat.backend)
         classes = _picture_classes(p)
         viewmats = torch.from_numpy(np.linalg.inv(c2w)).float().to(device)  # the whole path's cameras, once
         path_Ks = torch.from_numpy(Ks).float().to(device)
-        pictures = []
         digits = max(3, len(str(len(c2w) - 1)))  # names sort in path order however long the path
-        for i in track(range(len(c2w)), "render path"):
-            with torch.no_grad():
-                frame = draw(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height)
-            picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(), frame.features[0].cpu(),
-                                        chosen, latents, canonical, p.splat.temperature, level, classes)  # fmt: skip
-            pictures.append(viz.save_png(picture, target / "frames" / f"frame_{i:0{digits}d}.png"))
-        gif = viz.save_gif(pictures, target / "path.gif", fps, keep=[tuple(c) for c in viz.named_palette(chosen, classes)])
+        gif = target / "path.gif"
+        # the frames and the GIF are written beside the previous path's and replace them once all are done: a stopped
+        # render leaves the previous path whole, and a shorter path no old frames
+        with staged_folder(target / "frames") as staging:
+            pictures = []
+            for i in track(range(len(c2w)), "render path"):
+                with torch.no_grad():
+                    frame = draw(gaussians, viewmats[i : i + 1], path_Ks[i : i + 1], scene.width, scene.height)
+                picture, _ = _query_picture(f"frame {i}", frame.colors[0].clamp(0, 1).cpu().numpy(),
+                                            frame.features[0].cpu(), chosen, latents, canonical, p.splat.temperature,
+                                            level, classes)  # fmt: skip
+                pictures.append(_written("--out", target, viz.save_png, picture, staging / f"frame_{i:0{digits}d}.png"))
+            _written("--out", target, viz.save_gif, pictures, staging / gif.name, fps,
+                     keep=[tuple(c) for c in viz.named_palette(chosen, classes)])
+            os.replace(staging / gif.name, gif)  # the frames follow as the block ends
         plain_console().print(f"rendered {len(pictures)} frames through views {keys}: {target / 'frames'} and {gif} "
                               f"({1000 / viz.gif_delay_ms(fps):.3g} fps: GIF delays are whole hundredths of a second)")
 

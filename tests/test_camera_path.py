@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from econsg.errors import EconsgError
-from econsg.camera_path import interpolate_cameras, order_by_heading, path_parameters
+from econsg.camera_path import interpolate_cameras, key_order, order_by_heading, path_parameters
 
 
 def pose(axis_angle, centre) -> np.ndarray:
@@ -79,3 +79,24 @@ def test_keys_in_order_of_heading_pan_instead_of_swinging_back_and_forth():
     assert order[0] == 0 and sorted(order) == list(range(6))
     np.testing.assert_allclose(turns(order), [60] * 5, atol=1e-9)
     assert max(turns(list(range(6)))) > 100
+    assert key_order(keys) == order  # the shorter path of the two
+
+
+def yawed(yaw_degrees, centres) -> np.ndarray:
+    return np.stack([pose([0, np.radians(y), 0], c) for y, c in zip(yaw_degrees, centres)])
+
+
+def test_an_arc_listed_from_its_middle_is_swept_from_one_end_once():
+    keys = yawed([0, -20, 20], [[0, 0, 0]] * 3)
+    order = order_by_heading(keys)
+    yaws = np.degrees(Rotation.from_matrix(keys[order][:, :3, :3]).as_rotvec()[:, 1])
+    np.testing.assert_allclose(np.abs(np.diff(yaws)), [20, 20], atol=1e-9)
+    assert key_order(keys) == order
+
+
+@pytest.mark.parametrize("yaw, step", [([0.3, -0.5, 0.8, -0.2, 0.6, -0.9], 0.2),  # a forward-facing rig (LLFF, 3D-OVS)
+                                       ([10, -30, 25, -5, 40, -35, 0, 20], 0.5)])  # a walk through a room, looking about
+def test_a_rig_or_a_walk_keeps_its_listed_order_where_headings_would_zigzag(yaw, step):
+    keys = yawed(yaw, [[step * i, 0, 0] for i in range(len(yaw))])
+    assert order_by_heading(keys) != list(range(len(yaw)))  # headings alone would send the camera back and forth
+    assert key_order(keys) == list(range(len(yaw)))

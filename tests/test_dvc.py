@@ -208,6 +208,19 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert len(frames) == (held_out - 1) * 2 + 1, "an open path through the held-out views: 2 frames a segment, plus the last key"
     with Image.open(workdir / "plots/render/path.gif") as gif:
         assert gif.n_frames == len(frames)
+    from econsg import viz
+    from econsg.errors import EconsgError
+
+    gif_bytes = (workdir / "plots/render/path.gif").read_bytes()
+    with monkeypatch.context() as stopped:  # a render stopped before its end leaves the previous path whole
+        stopped.setattr(viz, "save_gif", lambda *a, **k: (_ for _ in ()).throw(EconsgError("stopped")))
+        assert runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1"]).exit_code == 1
+    assert sorted((workdir / "plots/render/frames").glob("frame_*.png")) == frames
+    assert (workdir / "plots/render/path.gif").read_bytes() == gif_bytes
+    (workdir / "a_file").write_text("")
+    for command in (["render", "floor", "--through", "0,1"], ["query", "floor"]):
+        refused = runner.invoke(app, [*command, "--out", "a_file"])
+        assert refused.exit_code == 1 and "--out: a_file: a_file is a file, not a folder" in refused.stderr, refused.stderr
     single = runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1", "--loop", "--out", "plots/render_floor"])
     assert single.exit_code == 0, single.stderr
     assert len(list((workdir / "plots/render_floor/frames").glob("frame_*.png"))) == 2, "a loop of two keys, one frame each"
