@@ -9,14 +9,17 @@
 # use, sm_90 only); the CUDA tests (`pytest -m cuda`: gsplat against the CPU rasterizer, values and
 # gradients); the render benchmark (semantic FPS at 640x480); the demo pipeline with `device: cuda`
 # (splat and evaluate through gsplat); the real extract backend's throughput (random CLIP / SAM weights).
-# Each step's log lands in $OUT (the tool brings it back); a step that fails or runs out of time is
-# reported and the next one still runs. A second call on a fresh machine compiles again. Without a GPU
+# $OUT gets two files, within the tool's eight: summary.txt and logs.tar.gz (every step's log, the environment and
+# the CUDA demo's metrics, packed on exit); a step that fails or runs out of time is reported and the next one
+# still runs. A second call on a fresh machine compiles again. Without a GPU
 # (GPU_PYTHON_VERSION=3.11 bash benchmarks/gpu_wheels.sh, then PYTHON=<a venv's python> here) it rehearses the
 # install and the imports, and stops with exit 5.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
+LOGS=$(mktemp -d)  # packed into $OUT/logs.tar.gz on exit: the device tool brings back at most eight files
 mkdir -p "$OUT"
+trap 'tar czf "$OUT/logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"' EXIT
 START=$(date +%s)
 DEADLINE=$((START + ${GPU_CHECK_SECONDS:-570}))
 SITE=/tmp/site  # where the carried wheels install
@@ -26,7 +29,7 @@ PYTHON=${PYTHON:-python3}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 
-step() {  # step NAME CAP_SECONDS COMMAND...: run under min(cap, time left), log to $OUT/NAME.log, one summary line
+step() {  # step NAME CAP_SECONDS COMMAND...: run under min(cap, time left), log to $LOGS/NAME.log, one summary line
     local name=$1 cap=$2
     shift 2
     local left=$((DEADLINE - $(date +%s)))
@@ -36,13 +39,13 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run under min(cap, time left), log
     fi
     [ "$cap" -gt "$left" ] && cap=$left
     local t0=$(date +%s)
-    timeout "$cap" "$@" > "$OUT/$name.log" 2>&1
+    timeout "$cap" "$@" > "$LOGS/$name.log" 2>&1
     local rc=$?
     local status="ok"
     [ "$rc" -eq 124 ] && status="timed out after ${cap} s"
     [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && status="failed (exit $rc)"
     echo "$name: $status in $(($(date +%s) - t0)) s" | tee -a "$SUMMARY"
-    tail -n 3 "$OUT/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY"
+    tail -n 3 "$LOGS/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY"
     return "$rc"
 }
 
@@ -50,8 +53,8 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run under min(cap, time left), log
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nvcc --version | tail -n 2
     $PYTHON -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-} > "$OUT/environment.log" 2>&1
-tee -a "$SUMMARY" < "$OUT/environment.log"
+} > "$LOGS/environment.log" 2>&1
+tee -a "$SUMMARY" < "$LOGS/environment.log"
 
 if ! ls .whl/*.whl > /dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/gpu_wheels.sh' here and carry .whl" | tee -a "$SUMMARY"
@@ -71,6 +74,6 @@ DEMO=/tmp/gpu_demo  # the demo pipeline, stage by stage as dvc repro runs it, on
 SETS="--set device=cuda --set paths.data=$DEMO/data --set paths.artifacts=$DEMO/artifacts --set paths.metrics=$DEMO/metrics \
 --set paths.plots=$DEMO/plots --set paths.checkpoints=$DEMO/checkpoints"
 step demo_cuda 150 bash -c "set -e; for stage in synth ingest extract crr fuse autoencode splat evaluate; do
-    $PYTHON -m econsg run \$stage $SETS; done; cp $DEMO/metrics/*.json $OUT/ && grep -hE '\"(miou|teacher_miou|psnr|render_fps|query_latency_ms|train_seconds)\"' $DEMO/metrics/*.json"
+    $PYTHON -m econsg run \$stage $SETS; done; cp $DEMO/metrics/*.json $LOGS/ && grep -hE '\"(miou|teacher_miou|psnr|render_fps|query_latency_ms|train_seconds)\"' $DEMO/metrics/*.json"
 step extract_benchmark 120 $PYTHON benchmarks/extract.py --device cuda --views 16
 echo "total $(($(date +%s) - START)) s" | tee -a "$SUMMARY"

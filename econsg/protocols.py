@@ -56,6 +56,8 @@ def score_ovs3d(pred: np.ndarray, gt_masks: np.ndarray, class_names: Sequence[st
       a pixel covered by no mask, or by several, is always wrong;
     - `miou` and `accuracy` are means over views. Also returns `per_view_miou`, `per_view_accuracy`,
       `per_class_iou` (mean over views).
+    A pixel no Gaussian reaches (IGNORE, -1: no class, where the reference's argmax always names one) is wrong: it
+    is in no class's prediction, and its row matches no mask.
     """
     pred = np.asarray(pred)
     gt_masks = np.asarray(gt_masks).astype(bool)
@@ -66,15 +68,16 @@ def score_ovs3d(pred: np.ndarray, gt_masks: np.ndarray, class_names: Sequence[st
         raise EconsgError(
             f"score_ovs3d: masks have shape {gt_masks.shape}, expected [V, C={C}, H, W] matching predictions {pred.shape}"
         )
-    if pred.size and (pred.min() < 0 or pred.max() >= C):
-        raise EconsgError(f"score_ovs3d: predicted ids span {pred.min()}..{pred.max()}, expected 0..{C - 1} (argmax over classes.txt)")
+    if pred.size and (pred.min() < IGNORE or pred.max() >= C):
+        raise EconsgError(f"score_ovs3d: predicted ids span {pred.min()}..{pred.max()}, expected 0..{C - 1} (argmax over "
+                          f"classes.txt) or {IGNORE} (no class)")
     ious, accuracies = [], []
     for labels, masks in zip(pred, gt_masks):
         one_hot = labels[None] == np.arange(C)[:, None, None]
         inter = (one_hot & masks).sum(axis=(1, 2))
         union = (one_hot | masks).sum(axis=(1, 2))
         ious.append(np.where(union > 0, inter / np.maximum(union, 1), 0.0))
-        accuracies.append(float(np.all(one_hot == masks, axis=0).mean()))
+        accuracies.append(float((np.all(one_hot == masks, axis=0) & (labels != IGNORE)).mean()))
     ious = np.array(ious)
     return {
         "miou": float(ious.mean()),

@@ -40,6 +40,17 @@ def test_score_ovs3d_counts_all_classes_and_subset_accuracy():
     assert scores["accuracy"] == pytest.approx(0.5)  # (0,0) and (1,0) right; the unlabelled pixel is always wrong
 
 
+def test_score_ovs3d_counts_a_pixel_no_gaussian_reached_as_wrong():
+    masks = np.zeros((2, 2, 2), bool)
+    masks[0] = [[1, 1], [0, 0]]
+    masks[1] = [[0, 0], [1, 0]]  # pixel (1, 1) has no class
+    scores = score_ovs3d(np.array([[0, -1], [1, -1]]), masks, ["a", "b"])
+    # a: inter 1, union 2; b: 1 of 1; accuracy: (0,0) and (1,0) right, the unreached ones wrong, unlabelled or not
+    assert scores["per_class_iou"] == pytest.approx({"a": 0.5, "b": 1.0}) and scores["accuracy"] == pytest.approx(0.5)
+    with pytest.raises(EconsgError, match=r"expected 0..1 \(argmax over classes.txt\) or -1"):
+        score_ovs3d(np.array([[0, -2], [1, 1]]), masks, ["a", "b"])
+
+
 def test_score_ovs3d_means_over_views_and_validates():
     masks = np.stack([np.eye(2, dtype=bool)[:, :, None].repeat(2, 2)] * 2)  # [V=2, C=2, 2, 2]: class c = row c
     pred = np.array([[[0, 0], [1, 1]], [[1, 1], [1, 1]]])
