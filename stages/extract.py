@@ -24,32 +24,42 @@ from econsg.scene.store import open_scene
 
 
 def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
-    """The offline teacher: reads ground truth only through its degradation model."""
+    """The offline teacher's views, one at a time: reads ground truth only through its degradation model. A scene
+    without ground truth is refused here, before any store is opened, naming the backend to use instead."""
+    from econsg.errors import NoGroundTruthError
     from econsg.features.teacher import synthetic_teacher_view
     from econsg.scene.store import open_ground_truth
 
-    truth = open_ground_truth(scene.path)
+    try:
+        truth = open_ground_truth(scene.path)
+    except NoGroundTruthError:
+        raise EconsgError(f"extract.backend: 'synthetic' builds its features from ground-truth labels, which {scene.path} "
+                          "lacks; set extract.backend: openclip_sam and extract.vocabulary to the words to segment") from None
     class_embeddings = embed_classes(encoder, truth.class_names, params.extract)
-    # A view's draws are keyed by its place in the whole dataset, not in this selection: a sparse-view run's
-    # teacher sees every view it keeps, the held-out ones included, exactly as the full run's does.
-    unlabelled = []
-    for v in range(scene.num_views):
-        gt_class = truth.classes(v)
-        if scene.is_train[v] and not (gt_class >= 0).any():
-            unlabelled.append(scene.names[v])
-        yield synthetic_teacher_view(
-            gt_class,
-            truth.instances(v),
-            class_embeddings,
-            vocabulary_embeddings,
-            params.extract.synthetic,
-            params.extract.softmax_temperature,
-            np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
-            class_names=truth.class_names,
-            object_seed=params.seed,
-        )
-    if unlabelled:
-        report(unlabelled_training_views_warning(unlabelled))
+
+    def views():
+        # A view's draws are keyed by its place in the whole dataset, not in this selection: a sparse-view run's
+        # teacher sees every view it keeps, the held-out ones included, exactly as the full run's does.
+        unlabelled = []
+        for v in range(scene.num_views):
+            gt_class = truth.classes(v)
+            if scene.is_train[v] and not (gt_class >= 0).any():
+                unlabelled.append(scene.names[v])
+            yield synthetic_teacher_view(
+                gt_class,
+                truth.instances(v),
+                class_embeddings,
+                vocabulary_embeddings,
+                params.extract.synthetic,
+                params.extract.softmax_temperature,
+                np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
+                class_names=truth.class_names,
+                object_seed=params.seed,
+            )
+        if unlabelled:
+            report(unlabelled_training_views_warning(unlabelled))
+
+    return views()
 
 
 def unlabelled_training_views_warning(names: list[str]) -> str:
@@ -64,23 +74,9 @@ def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):
     yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.softmax_temperature)
 
 
-def check_teacher_has_truth(scene) -> None:
-    """The synthetic teacher degrades ground-truth labels: refused, naming the backend to use, on a scene without them."""
-    from econsg.errors import NoGroundTruthError
-    from econsg.scene.store import open_ground_truth
-
-    try:
-        open_ground_truth(scene.path)
-    except NoGroundTruthError:
-        raise EconsgError(f"extract.backend: 'synthetic' builds its features from ground-truth labels, which {scene.path} "
-                          "lacks; set extract.backend: openclip_sam and extract.vocabulary to the words to segment") from None
-
-
 def run(params: Params) -> None:
     ex = params.extract
     scene = open_scene(params.paths.artifact("ingest"))
-    if ex.backend == "synthetic":
-        check_teacher_has_truth(scene)
     vocabulary = training_vocabulary(ex, scene.class_names)
     stand_in = ("extract: warning: extract.openclip_sam.stand_in: tiny random CLIP and SAM stand in for the weights; "
                 "the features, labels and every figure that follows mean nothing"

@@ -22,7 +22,8 @@ def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> 
         vocabulary = list(params.vocabulary)
     else:
         if not scene_classes:
-            raise EconsgError("extract.vocabulary: the scene has no class list, so the vocabulary must be given")
+            raise EconsgError("extract.vocabulary: the scene has no class list, so the vocabulary must be given (and a "
+                              "scene without labels extract.backend: openclip_sam, since the synthetic teacher needs them)")
         vocabulary = [name for name in scene_classes if name not in set(params.open_set_classes)]
     if not vocabulary:
         raise EconsgError("extract.vocabulary: empty vocabulary; expected at least one class name")
