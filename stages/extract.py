@@ -17,7 +17,7 @@ from econsg.features.backends import (
     one_class_warning,
     training_vocabulary,
 )
-from econsg.features.base import ViewFeatures
+from econsg.features.base import ViewFeatures, cosine_confidence
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.scene.store import open_scene
@@ -125,7 +125,8 @@ def run(params: Params) -> None:
                 mask_ids[v] = view.painted.ids
                 mask_tables[v] = view.painted.features.astype(np.float16)
             labels[v] = view.labels
-            confidence[v] = view.confidence
+            confidence[v] = (view.confidence if ex.confidence == "softmax"
+                             else cosine_confidence(view.features, text, H, W, view.painted))
             keep = min(len(view.masks), ex.max_masks)  # masks come sorted by area: the smallest are dropped
             num_masks[v], dropped[v] = keep, len(view.masks) - keep
             if keep:

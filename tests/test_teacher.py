@@ -10,10 +10,13 @@ from econsg.errors import EconsgError
 from econsg.features.backends import absent_open_set_warning, training_vocabulary
 from econsg.features.base import (
     bilinear_weights,
+    cosine_confidence,
     interpolated_feature_norms,
     labels_and_confidence,
+    pixel_cosines,
     pixel_probabilities,
     pixel_probabilities_reference,
+    softmax,
     upsample_feature_rows,
 )
 from econsg.features.teacher import confusion_partners, ground_truth_segments, synthetic_teacher_view
@@ -304,6 +307,41 @@ def test_fast_probabilities_match_the_reference_twin(shape):
     rows = raw[y0] * (1 - ay)[:, None, None] + raw[y1] * ay[:, None, None]
     direct = rows[:, x0] * (1 - ax)[None, :, None] + rows[:, x1] * ax[None, :, None]
     np.testing.assert_allclose(interpolated_feature_norms(raw, 13, 11), np.linalg.norm(direct, axis=-1), rtol=1e-4)
+
+
+def test_cosine_confidence_is_the_labels_cosine_clipped_at_zero():
+    rng = np.random.default_rng(3)
+    grid = rng.standard_normal((3, 4, 8)).astype(np.float16)
+    text = rng.standard_normal((5, 8))
+    up = upsample_feature_rows(grid, 9, 10)  # the plain twin's unit pixel features
+    cosines = up @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(pixel_cosines(grid, text, 9, 10), cosines, atol=2e-5)
+    labels, _ = labels_and_confidence(pixel_probabilities(grid, text, 9, 10, 0.05))
+    label_cosine = np.take_along_axis(cosines, labels[..., None].astype(np.int64), axis=2)[..., 0]
+    np.testing.assert_allclose(cosine_confidence(grid, text, 9, 10), np.maximum(label_cosine, 0), atol=2e-5)
+    assert (label_cosine < 0).any() and cosine_confidence(grid, text, 9, 10).min() == 0.0
+    # the probabilities are the softmax of these very cosines, to the bit
+    np.testing.assert_array_equal(pixel_probabilities(grid, text, 9, 10, 0.05),
+                                  softmax(pixel_cosines(grid, text, 9, 10) / np.float32(0.05)))
+
+
+def test_extract_stores_the_cosine_confidence_when_asked_and_the_same_labels(tmp_path):
+    root = write_tiny_blender(tmp_path / "data", views=3)
+    runs = {}
+    for confidence in ("softmax", "cosine"):
+        params = Params.model_validate({"paths": {"artifacts": str(tmp_path / confidence), "metrics": str(tmp_path / "m")},
+                                        "extract": {"confidence": confidence, "open_set_classes": []}})
+        write_scene(read_scene(root), params.paths.artifact("ingest"), params={}, downscale=1, sparse_views=None,
+                    max_init_points=1000, init_voxel_size=0.01, rng=np.random.default_rng(0))
+        extract.run(params)
+        runs[confidence] = zarr.open_group(params.paths.artifact("extract"), mode="r")
+    softmax_run, cosine_run = runs["softmax"], runs["cosine"]
+    np.testing.assert_array_equal(softmax_run["labels"][...], cosine_run["labels"][...])
+    text = cosine_run["text_embeddings"][...]
+    for v in range(3):
+        expected = cosine_confidence(cosine_run["features"][v], text, 12, 16)
+        np.testing.assert_array_equal(cosine_run["confidence"][v], expected)
+    assert not np.allclose(cosine_run["confidence"][...], softmax_run["confidence"][...])
 
 
 def test_labels_and_confidence_and_bad_temperature():

@@ -17,8 +17,8 @@ class CrrParams(Section):
         "quantile",
         description="How tau1 is read: 'absolute' = the confidence threshold itself; 'quantile' = that quantile of "
         "all training views' confidences (one global threshold); 'relative' = tau1 x each view's max confidence "
-        "(the authors' code's rule with tau1 = 0.5; their confidence is the raw max cosine, this one the softmax "
-        "probability, and tau2 still applies).",
+        "(the authors' code's rule with tau1 = 0.5 on their confidence, the raw max cosine: extract.confidence: cosine; "
+        "tau2 still applies).",
     )
     tau1: float = Field(
         0.55,

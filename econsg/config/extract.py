@@ -118,6 +118,13 @@ class ExtractParams(Section):
         "encoder's differ by ~0.3, so 0.05 gives probabilities of comparable sharpness (auto for synthetic). At "
         "0.05 CLIP's probabilities are nearly flat, and crr's tau2 ignores most pixels.",
     )
+    confidence: Literal["softmax", "cosine"] = Field(
+        "softmax",
+        description="The confidence k(u) extract stores, which crr's tau1 thresholds and fuse weighs votes by: "
+        "'softmax' = the label's probability, max_c softmax(cos(F, t_c) / T) (METHOD.md); 'cosine' = the label's cosine "
+        "itself, max_c cos(F, t_c), at least 0 (the authors' code; with crr.tau1_mode: relative and crr.tau1: 0.5, "
+        "their rule). crr's tau2 reads the probability either way.",
+    )
     feature_dim: int = Field(
         512, ge=2, le=4096, description="Feature width D of the synthetic teacher and its hashed text encoder (512, as "
         "CLIP ViT-B's). openclip_sam takes D from its CLIP model and leaves this unread.")

@@ -219,34 +219,56 @@ def interpolated_feature_norms(features: np.ndarray, height: int, width: int) ->
 PROBABILITY_BAND_VALUES = 1 << 22  # pixels x classes per band of `pixel_probabilities` (a 64 MB corner gather)
 
 
-def pixel_probabilities(
-    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
-    painted: PaintedMasks | None = None,
+def pixel_cosines(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, painted: PaintedMasks | None = None,
 ) -> np.ndarray:
-    """Per-pixel class probabilities p(u) = softmax_c(cos(F(u), t_c) / T), [H, W, C] float32.
+    """Per-pixel cosines cos(F(u), t_c), [H, W, C] float32.
 
     features: [h, w, D] grid (any float dtype); text_embeddings: [C, D] (normalised here);
     F(u) = bilinear up-sampling of the grid to pixel centres, renormalised, or the feature of the `painted` mask
-    covering u; temperature T > 0 (unitless).
+    covering u.
     Fast path: <F~(u), t> is linear in the grid, so the grid's [h, w, C] cosines are interpolated and divided by
     the exact interpolated norm (`interpolated_feature_norms`); `pixel_probabilities_reference` is the plain twin.
     """
-    features, text = _check_text(features, text_embeddings, height, width, temperature)
+    features, text = _check_text(features, text_embeddings, height, width)
     h, w, _ = features.shape
     grid_dots = (features.reshape(h * w, -1).astype(np.float32) @ text.T)  # [h*w, C]
     cells, weights = bilinear_pixel_weights((h, w), height, width)
     norms = np.maximum(interpolated_feature_norms(features, height, width), 1e-12)
     out = np.empty((height, width, text.shape[0]), dtype=np.float32)
     # rows a band at a time: the gathered corner cosines are [rows, W, 4, C], 4x the output's band
-    band = max(1, PROBABILITY_BAND_VALUES // (width * text.shape[0]))
-    for r0 in range(0, height, band):
-        rows = slice(r0, min(r0 + band, height))
-        numerator = np.einsum("hwk,hwkc->hwc", weights[rows], grid_dots[cells[rows]])
-        out[rows] = softmax(numerator / norms[rows, :, None] / np.float32(temperature))
+    for rows in _bands(height, width, text.shape[0]):
+        out[rows] = np.einsum("hwk,hwkc->hwc", weights[rows], grid_dots[cells[rows]]) / norms[rows, :, None]
     if painted is not None:
-        mask_probs = softmax(normalize_rows(painted.features) @ text.T / np.float32(temperature))
-        paint_pixels(out, mask_probs, painted)
+        paint_pixels(out, normalize_rows(painted.features) @ text.T, painted)
     return out
+
+
+def _bands(height: int, width: int, classes: int) -> list[slice]:
+    band = max(1, PROBABILITY_BAND_VALUES // (width * classes))
+    return [slice(r0, min(r0 + band, height)) for r0 in range(0, height, band)]
+
+
+def pixel_probabilities(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
+    painted: PaintedMasks | None = None,
+) -> np.ndarray:
+    """Per-pixel class probabilities p(u) = softmax_c(cos(F(u), t_c) / T), [H, W, C] float32, from `pixel_cosines`
+    (which says what F(u) is); temperature T > 0 (unitless)."""
+    _check_temperature(temperature)
+    out = pixel_cosines(features, text_embeddings, height, width, painted)
+    for rows in _bands(height, width, out.shape[2]):
+        out[rows] = softmax(out[rows] / np.float32(temperature))
+    return out
+
+
+def cosine_confidence(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, painted: PaintedMasks | None = None,
+) -> np.ndarray:
+    """[H, W] float32 k(u) = max_c cos(F(u), t_c), the cosine of the label itself, at least 0 (a confidence, in [0, 1]
+    as the softmax's is): the confidence of the authors' code (`extract.confidence: cosine`), where METHOD.md's is
+    the softmax maximum."""
+    return np.maximum(pixel_cosines(features, text_embeddings, height, width, painted).max(axis=2), 0.0)
 
 
 def pixel_probabilities_reference(
@@ -254,7 +276,8 @@ def pixel_probabilities_reference(
     painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """Plain twin of `pixel_probabilities`: up-sample the features row chunk by row chunk, then cosine, softmax."""
-    features, text = _check_text(features, text_embeddings, height, width, temperature)
+    _check_temperature(temperature)
+    features, text = _check_text(features, text_embeddings, height, width)
     out = np.empty((height, width, text.shape[0]), dtype=np.float32)
     for r0 in range(0, height, _ROW_CHUNK):
         rows = slice(r0, min(r0 + _ROW_CHUNK, height))
@@ -263,7 +286,7 @@ def pixel_probabilities_reference(
     return out
 
 
-def _check_text(features, text_embeddings, height, width, temperature) -> tuple[np.ndarray, np.ndarray]:
+def _check_text(features, text_embeddings, height, width) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features)
     _check_grid(features, height, width)
     text = np.asarray(text_embeddings)
@@ -271,9 +294,12 @@ def _check_text(features, text_embeddings, height, width, temperature) -> tuple[
         raise EconsgError(
             f"text_embeddings: got shape {tuple(text.shape)}, expected [C, {features.shape[2]}] matching the feature width"
         )
+    return features, np.ascontiguousarray(normalize_rows(text))
+
+
+def _check_temperature(temperature: float) -> None:
     if not np.isfinite(temperature) or temperature <= 0:
         raise EconsgError(f"temperature: got {temperature}, expected a positive number")
-    return features, np.ascontiguousarray(normalize_rows(text))
 
 
 def labels_and_confidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
