@@ -185,17 +185,17 @@ def nerfstudio_split(root: Path, path: Path, meta: dict[str, Any], frames: list[
     if "train" not in lists or held_out not in lists:
         raise EconsgError(f"{path}: lists {', '.join(f'{s}_filenames' for s in lists)}; expected train_filenames and "
                           "test_filenames (or val_filenames), as nerfstudio does, or none of them")
-    source = {frame.source: frame for frame in frames}
-    split_of = {}
-    for split in ("train", held_out):
-        names = lists[split]
+    images = {frame.source for frame in frames}
+    split_of: dict[Path, str] = {}
+    for listed, ours in (("train", "train"), (held_out, "test")):
+        names = lists[listed]
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise EconsgError(f"{path}: field '{split}_filenames' is {str(names)[:80]!r}; expected a list of image paths")
+            raise EconsgError(f"{path}: field '{listed}_filenames' is {str(names)[:80]!r}; expected a list of image paths")
         for name in names:
-            image = _resolve(root, name, f"{path}: {split}_filenames")
-            if image not in source:
-                raise EconsgError(f"{path}: {split}_filenames names {name!r}, which no frame's file_path names")
-            if split_of.setdefault(image, "train" if split == "train" else "test") != ("train" if split == "train" else "test"):
+            image = _resolve(root, name, f"{path}: {listed}_filenames")
+            if image not in images:
+                raise EconsgError(f"{path}: {listed}_filenames names {name!r}, which no frame's file_path names")
+            if split_of.setdefault(image, ours) != ours:
                 raise EconsgError(f"{path}: {name!r} is in both train_filenames and {held_out}_filenames; expected "
                                   "each image in one split")
     return [replace(frame, split=split_of[frame.source]) for frame in frames if frame.source in split_of]
