@@ -9,7 +9,7 @@ import numpy as np
 from econsg.artifacts import ArtifactWriter, write_json_atomic
 from econsg.config import Params
 from econsg.device import resolve_device
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.features.backends import (
     absent_open_set_warning,
     build_text_encoder,
@@ -26,7 +26,6 @@ from econsg.scene.store import open_scene
 def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
     """The offline teacher's views, one at a time: reads ground truth only through its degradation model. A scene
     without ground truth is refused here, before any store is opened, naming the backend to use instead."""
-    from econsg.errors import NoGroundTruthError
     from econsg.features.teacher import synthetic_teacher_view
     from econsg.scene.store import open_ground_truth
 
