@@ -260,6 +260,12 @@ def test_features_from_ignored_option():
     out = fusion.finalize()
     assert len(out) == 1 and out.label[0] == IGNORE
     np.testing.assert_allclose(out.feature[0], unit(3, 0))
+    # off (the default), an ignored pixel adds no feature: its voxel is featureless, dropped unless kept
+    default = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2)
+    default.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
+    assert len(default.finalize()) == 0
+    kept = default.finalize(drop_featureless=False)
+    assert len(kept) == 1 and kept.weight[0] == 0 and not kept.feature[0].any()
 
 
 def random_plane_view(rng, n, d, rows):

@@ -113,14 +113,16 @@ def test_without_semantics_a_ply_holds_the_standard_record_alone(tmp_path: Path)
     assert "features" not in loaded and torch.equal(loaded["means"], params["means"])
 
 
-def test_a_ply_is_readable_by_others_as_the_umask_allows(tmp_path: Path):
-    """A PLY is for viewers and other people: not private to its owner as a temporary file would be (mode 0600)."""
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_a_ply_is_readable_by_others_as_the_umask_allows(tmp_path: Path, umask: int, mode: int):
+    """A PLY is for viewers and other people: not private to its owner as a temporary file would be (mode 0600), and
+    no more open than the user's umask lets a new file be."""
+    old = os.umask(umask)
     try:
         path = export_ply(tmp_path / "g.ply", random_gaussians(4, sh_degree=1))
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == mode
 
 
 def test_load_refuses_missing_and_foreign_files(tmp_path: Path):
