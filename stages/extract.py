@@ -17,7 +17,7 @@ from econsg.features.backends import (
     one_class_warning,
     training_vocabulary,
 )
-from econsg.features.base import ViewFeatures, cosine_confidence
+from econsg.features.base import ViewFeatures
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
 from econsg.scene.store import open_scene
@@ -54,6 +54,7 @@ def synthetic_views(params: Params, scene, vocabulary_embeddings, encoder):
                 np.random.default_rng([params.seed, 2, int(scene.dataset_views[v])]),
                 class_names=truth.class_names,
                 object_seed=params.seed,
+                confidence=params.extract.confidence,
             )
         if unlabelled:
             report(unlabelled_training_views_warning(unlabelled))
@@ -70,7 +71,8 @@ def unlabelled_training_views_warning(names: list[str]) -> str:
 
 def openclip_sam_views(params: Params, scene, vocabulary_embeddings, extractor):
     images = (scene.image(v) for v in range(scene.num_views))
-    yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.softmax_temperature)
+    yield from extractor.extract_views(images, vocabulary_embeddings, params.extract.softmax_temperature,
+                                       params.extract.confidence)
 
 
 def run(params: Params) -> None:
@@ -124,8 +126,7 @@ def run(params: Params) -> None:
                 mask_ids[v] = view.painted.ids
                 mask_tables[v] = view.painted.features.astype(np.float16)
             labels[v] = view.labels
-            confidence[v] = (view.confidence if ex.confidence == "softmax"
-                             else cosine_confidence(view.features, text, H, W, view.painted))
+            confidence[v] = view.confidence
             keep = min(len(view.masks), ex.max_masks)  # masks come sorted by area: the smallest are dropped
             num_masks[v], dropped[v] = keep, len(view.masks) - keep
             if keep:

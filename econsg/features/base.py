@@ -249,26 +249,50 @@ def _bands(height: int, width: int, classes: int) -> list[slice]:
     return [slice(r0, min(r0 + band, height)) for r0 in range(0, height, band)]
 
 
+def probabilities_from_cosines(cosines: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax_c(cosines / T) over [H, W, C] cosines, in place, a band of rows at a time; temperature T > 0."""
+    _check_temperature(temperature)
+    height, width, classes = cosines.shape
+    for rows in _bands(height, width, classes):
+        cosines[rows] = softmax(cosines[rows] / np.float32(temperature))
+    return cosines
+
+
 def pixel_probabilities(
     features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
     painted: PaintedMasks | None = None,
 ) -> np.ndarray:
     """Per-pixel class probabilities p(u) = softmax_c(cos(F(u), t_c) / T), [H, W, C] float32, from `pixel_cosines`
     (which says what F(u) is); temperature T > 0 (unitless)."""
-    _check_temperature(temperature)
-    out = pixel_cosines(features, text_embeddings, height, width, painted)
-    for rows in _bands(height, width, out.shape[2]):
-        out[rows] = softmax(out[rows] / np.float32(temperature))
-    return out
+    return probabilities_from_cosines(pixel_cosines(features, text_embeddings, height, width, painted), temperature)
+
+
+def label_cosines(cosines: np.ndarray) -> np.ndarray:
+    """[H, W] float32 max_c of [H, W, C] cosines, the label's own cosine, at least 0 (a confidence, in [0, 1] as the
+    softmax's is): the confidence of the authors' code (`extract.confidence: cosine`)."""
+    return np.maximum(cosines.max(axis=2), 0.0)
 
 
 def cosine_confidence(
     features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, painted: PaintedMasks | None = None,
 ) -> np.ndarray:
-    """[H, W] float32 k(u) = max_c cos(F(u), t_c), the cosine of the label itself, at least 0 (a confidence, in [0, 1]
-    as the softmax's is): the confidence of the authors' code (`extract.confidence: cosine`), where METHOD.md's is
-    the softmax maximum."""
-    return np.maximum(pixel_cosines(features, text_embeddings, height, width, painted).max(axis=2), 0.0)
+    """[H, W] float32 k(u) = max_c cos(F(u), t_c) at least 0 (`label_cosines`): the confidence of the authors' code,
+    where METHOD.md's is the softmax maximum."""
+    return label_cosines(pixel_cosines(features, text_embeddings, height, width, painted))
+
+
+def pixel_labels(
+    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
+    painted: PaintedMasks | None = None, confidence: str = "softmax",
+) -> tuple[np.ndarray, np.ndarray]:
+    """A view's labels l(u) = argmax_c p(u) [H, W] int16 and confidence k(u) [H, W] float32, from one pass over its
+    cosines: k = max_c p(u) for 'softmax' (METHOD.md), the label's cosine for 'cosine' (`label_cosines`)."""
+    if confidence not in ("softmax", "cosine"):
+        raise EconsgError(f"confidence: got {confidence!r}, expected 'softmax' or 'cosine'")
+    cosines = pixel_cosines(features, text_embeddings, height, width, painted)
+    own = label_cosines(cosines) if confidence == "cosine" else None
+    labels, probability = labels_and_confidence(probabilities_from_cosines(cosines, temperature))
+    return labels, probability if own is None else own
 
 
 def pixel_probabilities_reference(

@@ -45,9 +45,8 @@ from econsg.errors import EconsgError, first_line
 from econsg.features.base import (
     PaintedMasks,
     ViewFeatures,
-    labels_and_confidence,
     normalize_rows,
-    pixel_probabilities,
+    pixel_labels,
     smallest_covering_mask,
 )
 from econsg.features.text import PROMPT_TEMPLATES, encode_vocabulary
@@ -667,7 +666,8 @@ class OpenClipSamExtractor:
         return torch.cat(out).cpu().numpy()
 
     def view_features(
-        self, image: np.ndarray, grid: np.ndarray, vocabulary_embeddings: np.ndarray, temperature: float
+        self, image: np.ndarray, grid: np.ndarray, vocabulary_embeddings: np.ndarray, temperature: float,
+        confidence: str = "softmax",
     ) -> ViewFeatures:
         """One view's ViewFeatures from its dense grid [h, w, D]: SAM masks, optional mask-crop painting, labels."""
         image = _check_image(image, 0)
@@ -676,16 +676,17 @@ class OpenClipSamExtractor:
         painted = (PaintedMasks(smallest_covering_mask(masks), self.mask_crop_features(image, masks).astype(np.float16))
                    if self.params.feature_mode == "mask_crops" else None)
         features = grid.astype(np.float16)
-        probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature, painted)
-        labels, confidence = labels_and_confidence(probs)
-        return ViewFeatures(features=features, labels=labels, confidence=confidence, masks=masks, mask_scores=scores,
+        labels, k = pixel_labels(features, vocabulary_embeddings, H, W, temperature, painted, confidence)
+        return ViewFeatures(features=features, labels=labels, confidence=k, masks=masks, mask_scores=scores,
                             painted=painted)
 
     def extract_views(
-        self, images: Iterable[np.ndarray], vocabulary_embeddings: np.ndarray, temperature: float
+        self, images: Iterable[np.ndarray], vocabulary_embeddings: np.ndarray, temperature: float,
+        confidence: str = "softmax",
     ) -> Iterator[ViewFeatures]:
         """ViewFeatures per image [H, W, 3] float32 in [0, 1], in order; CLIP runs on batches of `batch_size`
-        consecutive same-sized views. vocabulary_embeddings: [C, D]; temperature: softmax T > 0.
+        consecutive same-sized views. vocabulary_embeddings: [C, D]; temperature: softmax T > 0; confidence:
+        'softmax' or 'cosine' (`econsg.features.base.pixel_labels`).
 
         Labels and confidence come from the float16 features that are stored, so they can be recomputed.
         """
@@ -700,16 +701,17 @@ class OpenClipSamExtractor:
         for index, image in enumerate(images):
             image = _check_image(image, index)
             if pending and (image.shape != pending[0].shape or len(pending) == self.params.batch_size):
-                yield from self._flush(pending, text, temperature)
+                yield from self._flush(pending, text, temperature, confidence)
                 pending = []
             pending.append(image)
         if pending:
-            yield from self._flush(pending, text, temperature)
+            yield from self._flush(pending, text, temperature, confidence)
 
-    def _flush(self, images: list[np.ndarray], text: np.ndarray, temperature: float) -> Iterator[ViewFeatures]:
+    def _flush(self, images: list[np.ndarray], text: np.ndarray, temperature: float, confidence: str
+               ) -> Iterator[ViewFeatures]:
         grids = self.dense_features(images)
         for image, grid in zip(images, grids):
-            yield self.view_features(image, grid, text, temperature)
+            yield self.view_features(image, grid, text, temperature, confidence)
 
 
 # ----------------------------------------------------------------------------------------------------

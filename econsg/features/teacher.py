@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from econsg.config.extract import SyntheticTeacherParams
 from econsg.errors import EconsgError
-from econsg.features.base import ViewFeatures, labels_and_confidence, normalize_rows, pixel_probabilities
+from econsg.features.base import ViewFeatures, normalize_rows, pixel_labels
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
@@ -238,6 +238,7 @@ def synthetic_teacher_view(
     *,
     class_names: list[str] | None = None,
     object_seed: int | None = None,
+    confidence: str = "softmax",
 ) -> ViewFeatures:
     """One view of the synthetic teacher (degradation model in the module docstring).
 
@@ -246,7 +247,8 @@ def synthetic_teacher_view(
     vocabulary_embeddings [C, D]: the training vocabulary the labels are scored against; temperature T > 0;
     rng: the view's source of randomness; class_names [K]: scene class names, needed for params.confusions
     (without them every class is confused with its nearest class in text space); object_seed: the run's seed,
-    which keys the confusions when params.confusion_scope is 'object'.
+    which keys the confusions when params.confusion_scope is 'object'; confidence: what the view's confidence is,
+    'softmax' or 'cosine' (`econsg.features.base.pixel_labels`).
     """
     gt_class = np.asarray(gt_class)
     if gt_class.ndim != 2 or min(gt_class.shape) < 1:
@@ -282,7 +284,6 @@ def synthetic_teacher_view(
         grid = grid + noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(params.feature_noise / np.sqrt(D))
     features = normalize_rows(grid).astype(np.float16)
 
-    probs = pixel_probabilities(features, vocabulary_embeddings, H, W, temperature)
-    labels, confidence = labels_and_confidence(probs)
+    labels, k = pixel_labels(features, vocabulary_embeddings, H, W, temperature, confidence=confidence)
     masks, scores = degraded_instance_masks(segment, params, mask_rng)
-    return ViewFeatures(features=features, labels=labels, confidence=confidence, masks=masks, mask_scores=scores)
+    return ViewFeatures(features=features, labels=labels, confidence=k, masks=masks, mask_scores=scores)
