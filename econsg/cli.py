@@ -635,7 +635,7 @@ def render_path(
     fps: Annotated[float, typer.Option(min=0.1, max=50, help="Frame rate of the GIF (GIF players slow rates above 50 "
                                                                "to 10).")] = 8.0,
     threshold: Annotated[float | None, typer.Option(help="Relevancy threshold of a single text's mask (default: evaluate.relevancy_threshold).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/render).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/render/<texts>, or <plots>/render/vocabulary without texts).")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Fly the camera through the trained scene: novel views between key views, rendered in RGB and segmented by text (frames + GIF)."""
@@ -656,7 +656,8 @@ def render_path(
 
         p = load_params(params)
         level = _relevancy_threshold(threshold, p)  # a bad --threshold or --out stops before any work
-        target = _output_folder(out or Path(p.paths.plots) / "render", "--out", out)
+        target = _output_folder(out or Path(p.paths.plots) / "render" / (_file_slug(texts) if texts else "vocabulary"),
+                                "--out", out)  # a render of other texts leaves this one's frames
         scene = open_scene(p.paths.artifact("ingest"))
         keys = _parse_views(through, scene.test_indices if through is None else range(scene.num_views), "--through")
         if len(keys) < 2:

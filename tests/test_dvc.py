@@ -204,19 +204,23 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     from econsg.scene.store import open_scene
 
     held_out = len(open_scene(load_params(Path("params.yaml")).paths.artifact("ingest")).test_indices)
-    frames = sorted((workdir / "plots/render/frames").glob("frame_*.png"))
+    frames = sorted((workdir / "plots/render/wall_floor/frames").glob("frame_*.png"))
     assert len(frames) == (held_out - 1) * 2 + 1, "an open path through the held-out views: 2 frames a segment, plus the last key"
-    with Image.open(workdir / "plots/render/path.gif") as gif:
+    with Image.open(workdir / "plots/render/wall_floor/path.gif") as gif:
         assert gif.n_frames == len(frames)
     from econsg import viz
     from econsg.errors import EconsgError
 
-    gif_bytes = (workdir / "plots/render/path.gif").read_bytes()
+    gif_bytes = (workdir / "plots/render/wall_floor/path.gif").read_bytes()
     with monkeypatch.context() as stopped:  # a render stopped before its end leaves the previous path whole
         stopped.setattr(viz, "save_gif", lambda *a, **k: (_ for _ in ()).throw(EconsgError("stopped")))
-        assert runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1"]).exit_code == 1
-    assert sorted((workdir / "plots/render/frames").glob("frame_*.png")) == frames
-    assert (workdir / "plots/render/path.gif").read_bytes() == gif_bytes
+        assert runner.invoke(app, ["render", "wall", "floor", "--through", "0,1", "--frames", "1"]).exit_code == 1
+    assert sorted((workdir / "plots/render/wall_floor/frames").glob("frame_*.png")) == frames
+    assert (workdir / "plots/render/wall_floor/path.gif").read_bytes() == gif_bytes
+    other = runner.invoke(app, ["render", "floor", "--through", "0,1", "--frames", "1"])
+    assert other.exit_code == 0, other.stderr
+    assert len(list((workdir / "plots/render/floor/frames").glob("frame_*.png"))) == 2, "two keys, one frame a segment"
+    assert (workdir / "plots/render/wall_floor/path.gif").read_bytes() == gif_bytes, "other texts, another folder"
     (workdir / "a_file").write_text("")
     for command in (["render", "floor", "--through", "0,1"], ["query", "floor"]):
         refused = runner.invoke(app, [*command, "--out", "a_file"])

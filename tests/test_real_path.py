@@ -110,7 +110,7 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     assert (root / f"plots/query/a-potted-fern_view_{first_held_out:04d}.png").is_file()
     render = runner.invoke(app, ["render", "a potted fern", "--through", "0,1", "--frames", "2"])
     assert render.exit_code == 0, render.stderr
-    assert len(list((root / "plots/render/frames").glob("frame_*.png"))) == 3, "two keys, two frames a segment, plus the last"
+    assert len(list((root / "plots/render/a-potted-fern/frames").glob("frame_*.png"))) == 3, "two keys, two frames a segment, plus the last"
     audit = runner.invoke(app, ["audit", "--views", "1"])
     assert audit.exit_code == 0, audit.stderr
     assert (root / "plots/audit/view_0001.png").is_file(), "crr's audit panel over real SAM masks"
