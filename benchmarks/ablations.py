@@ -28,8 +28,8 @@ Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [-
                                                   [--reseed-from splat] [--set ingest.sparse_views=10 ...]
 
 With `--seeds`, every variant reruns once per seed (override `seed=S`) from autoencode at the latest, the first stage
-that draws random numbers (the autoencoder's initialisation and batches; then the splats' camera order, rotations
-and densification), and each cell reads mean (min-max): a difference between two variants can be set against the
+whose training draws on the seed (the autoencoder's initialisation and batches; then the splats' camera order, rotations
+and densification; ingest's initial points and the synthetic teacher read it too, see `--redraw-teacher`), and each cell reads mean (min-max): a difference between two variants can be set against the
 spread of training alone. `--reseed-from splat` gives the seed to splat and evaluate only: the autoencoder keeps the
 params' seed, so the spread is the splats' own (on the demo it is the autoencoder's draw that moves the mIoU;
 docs/results.md). Stages a variant reruns before that stage run under the params' seed. With `--redraw-teacher`

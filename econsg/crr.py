@@ -1,6 +1,7 @@
 """Confidence-guided Region Regularization (CRR, METHOD.md section 2), one view at a time.
 
-a) High-confidence pixels H_v = {u : k_v(u) >= tau1}, with k_v(u) = p_v(u, l_v(u)).
+a) High-confidence pixels H_v = {u : k_v(u) >= tau1}, with k_v(u) = p_v(u, l_v(u)) (or extract's stored k under
+   extract.confidence: cosine, the label's cosine: the k tau1 was chosen from).
 b) Each mask m gets L(m) = majority vote of l_v over H_v within m, if at least `min_votes` pixels of H_v lie
    in m (ties go to the smaller class id); otherwise m stays unlabelled (-1).
 c) Refined label: inside H_v keep l_v(u); outside H_v take L(m) of the covering mask, the smallest labelled
@@ -199,10 +200,13 @@ def refine_labels_crr(
     tau2: float,
     ignored_features: Literal["own", "mask"] = "own",
     painted: PaintedMasks | None = None,
+    confidence: np.ndarray | None = None,
 ) -> CRRResult:
     """Refine one view's labels and features with its masks (steps a-d of the module docstring).
 
-    labels [H, W] int (raw argmax l_v, -1 allowed), probs [H, W, C] float (p_v; confidence k_v = p_v(l_v)),
+    labels [H, W] int (raw argmax l_v, -1 allowed), probs [H, W, C] float (p_v, which tau2 reads), confidence [H, W]
+    (k_v, which tau1_value thresholds: extract's stored confidence, from which the threshold was chosen; default
+    p_v(l_v), the paper's),
     masks [M, H, W] bool, features_grid [h, w, D] (the extract features; pixel features are its bilinear
     up-sampling, or the `painted` mask-crop feature where one is painted). tau1_value: this view's threshold;
     min_votes >= 1; tau2 in [0, 1).
@@ -226,7 +230,11 @@ def refine_labels_crr(
     C = probs.shape[2]
     valid = labels >= 0
     safe = np.where(valid, labels, 0).astype(np.int64)
-    confidence = np.where(valid, np.take_along_axis(probs, safe[..., None], axis=2)[..., 0], 0.0)
+    if confidence is None:
+        confidence = np.take_along_axis(probs, safe[..., None], axis=2)[..., 0]
+    elif np.shape(confidence) != (H, W):
+        raise EconsgError(f"confidence: got shape {np.shape(confidence)}, expected the labels' {(H, W)}")
+    confidence = np.where(valid, confidence, 0.0)
 
     # a) high-confidence pixels; b) mask votes
     high = valid & (confidence >= tau1_value)

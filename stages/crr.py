@@ -54,8 +54,8 @@ def run(params: Params) -> None:
                     result = refine_labels_crr(
                         ex["labels"][v], probs, ex["masks"][v, :n], features,
                         tau1_value=float(thresholds[i]), min_votes=cfg.min_votes, tau2=cfg.tau2,
-                        ignored_features=cfg.ignored_features, painted=painted,
-                    )
+                        ignored_features=cfg.ignored_features, painted=painted, confidence=ex["confidence"][v],
+                    )  # tau1 thresholds the confidence its value was chosen from (extract.confidence)
                 except EconsgError as error:
                     raise EconsgError(f"{params.paths.artifact('extract')}: view {v} ({scene.names[v]}): {error}; "
                                       "rerun extract") from None

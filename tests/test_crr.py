@@ -56,6 +56,20 @@ def test_majority_vote_labels_uncertain_pixels_and_keeps_confident_ones():
     assert r.counts["labelled_by_mask"] == 1 and r.counts["changed"] == 1 and r.counts["ignored"] == 1
 
 
+def test_tau1_thresholds_the_confidence_it_is_given_and_tau2_the_probability():
+    """Under extract.confidence: cosine, k is the label's cosine, not its probability: tau1 (chosen from k) must
+    threshold k, while tau2 still reads the probability of the final label."""
+    labels, probs, masks, grid = view(LABELS, CONF, [MASK0])
+    cosines = np.array([[0.3, 0.1, 0.3, 0.3, 0.05, 0.3]], np.float32)  # pixel 1 confident by probability, not by k
+    r = refine_labels_crr(labels, probs, masks, grid, tau1_value=0.2, min_votes=2, tau2=0.45, confidence=cosines)
+    assert r.high_confidence.tolist() == [[True, False, True, True, False, True]]
+    # pixel 1 takes its mask's label; pixels 4 (mask label 0 at p 0.25) and 5 (high by k, p 0.4) fall to tau2
+    assert r.refined_labels.tolist() == [[0, 0, 1, 0, IGNORE, IGNORE]]
+    assert r.counts["ignored_by_tau2"] == 2 and r.counts["labelled_by_mask"] == 1
+    with pytest.raises(EconsgError, match="confidence: got shape"):
+        refine_labels_crr(labels, probs, masks, grid, tau1_value=0.2, min_votes=2, tau2=0.0, confidence=cosines.T)
+
+
 def test_min_votes_leaves_a_mask_unlabelled():
     r = run(LABELS, CONF, [MASK0], min_votes=5)  # only 4 high-confidence pixels in the mask
     assert r.mask_labels.tolist() == [IGNORE]

@@ -17,8 +17,10 @@ class EvaluateParams(Section):
     )
     vocabulary: list[str] | None = Field(
         None,
-        description="Evaluation vocabulary; null = every class of the scene (training vocabulary plus the open-set classes). "
-        "Pixels of scene classes it lacks are not scored.",
+        description="Evaluation vocabulary; null = the protocol's: under 'paper' and 'ovs3d' every class of the scene "
+        "(training vocabulary plus the open-set classes), under 'scannetN' the subset's names, under 'lerf' the label "
+        "files' categories; on a scene without labels, the training vocabulary. Pixels of scene classes it lacks are "
+        "not scored.",
     )
     relevancy_threshold: float = Field(
         0.5, gt=0, lt=1, description="Threshold on the relevancy, the softmax probability of the text against the "

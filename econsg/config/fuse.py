@@ -38,8 +38,9 @@ class FuseParams(Section):
         "noisy depth); null = no limit."
     )
     use_confidence_weights: bool = Field(
-        True, description="Weight features and label votes by each pixel's confidence (extract's k = max_c p_c, of its raw "
-        "label even where crr relabelled it: 0.5 % of the demo's labelled pixels); false = every pixel weighs 1."
+        True, description="Weight features and label votes by each pixel's confidence (extract's k: max_c p_c, or the label's "
+        "cosine under extract.confidence: cosine; of its raw label even where crr relabelled it: 0.5 % of the demo's "
+        "labelled pixels); false = every pixel weighs 1."
     )
     features_from_ignored: bool = Field(
         True,
