@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from econsg.artifacts import ArtifactWriter, write_json_atomic
+from econsg.artifacts import ArtifactWriter, read_provenance, write_json_atomic
 from econsg.config import Params
 from econsg.crr import crr_threshold, identity_crr, refine_labels_crr
 from econsg.errors import EconsgError
@@ -26,7 +26,8 @@ def run(params: Params) -> None:
     V, H, W = scene.num_views, scene.height, scene.width
     # a generator: confidences are read one view at a time
     thresholds = crr_threshold((ex["confidence"][v] for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
-    if cfg.enabled and (warning := tau2_warning(cfg, thresholds)):
+    confidence = stored_confidence(params.paths.artifact("extract"))
+    if cfg.enabled and (warning := tau2_warning(cfg, thresholds, confidence)):
         report(warning)
     D = text.shape[1]
     tables = {}  # per-view mask-class feature tables: small, but their row count is known only at the end
@@ -70,7 +71,7 @@ def run(params: Params) -> None:
                 mask_labels[v, : len(result.mask_labels)] = result.mask_labels
             tables[v] = result.mask_class_features
         if labelled == 0 and cfg.enabled:
-            raise nothing_labelled(cfg, thresholds, (ex["confidence"][v] for v in train))
+            raise nothing_labelled(cfg, thresholds, (ex["confidence"][v] for v in train), confidence)
         rows = max([len(t) for t in tables.values()] + [1])
         table = out.create_array("mask_class_features", (V, rows, D), "float16", per_view=True)
         for v, rows_v in tables.items():
@@ -101,8 +102,17 @@ def value_range(values: np.ndarray) -> str:
     return f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
 
 
-def tau2_warning(cfg, thresholds: np.ndarray) -> str | None:
-    """A warning when the per-view tau1 resolves at or below tau2 in some view: tau2 then drops labels tau1 keeps."""
+def stored_confidence(extract_path) -> str:
+    """Which confidence k extract stored (its provenance's extract.confidence; 'softmax', the probability, for a
+    store written before the option)."""
+    return read_provenance(extract_path).params.get("extract", {}).get("confidence", "softmax")
+
+
+def tau2_warning(cfg, thresholds: np.ndarray, confidence: str = "softmax") -> str | None:
+    """A warning when the per-view tau1 resolves at or below tau2 in some view: tau2 then drops labels tau1 keeps.
+    None under a cosine confidence, where tau1 thresholds a cosine and tau2 a probability."""
+    if confidence != "softmax":
+        return None
     below = int((thresholds <= cfg.tau2).sum())
     if not below:
         return None
@@ -111,10 +121,12 @@ def tau2_warning(cfg, thresholds: np.ndarray) -> str | None:
             "(a teacher whose confidences are low, as CLIP's are); lower crr.tau2 below tau1")
 
 
-def nothing_labelled(cfg, thresholds: np.ndarray, confidences) -> EconsgError:
+def nothing_labelled(cfg, thresholds: np.ndarray, confidences, confidence: str = "softmax") -> EconsgError:
     """The error for a crr that labelled no pixel at all: every later stage would train on ignore alone."""
     highest = max(float(np.max(c)) for c in confidences)
-    if cfg.tau2 >= float(np.min(thresholds)):
+    if confidence != "softmax":  # tau1 reads the label's cosine, tau2 its probability: either may be the cause
+        advice = "lower crr.tau1 (it thresholds the label's cosine, extract.confidence: cosine) or crr.tau2 (the probability)"
+    elif cfg.tau2 >= float(np.min(thresholds)):
         advice = "lower crr.tau2 below tau1: boundary regularization drops every pixel whose probability is below it"
     elif cfg.tau1_mode == "quantile":
         advice = "lower crr.tau1"

@@ -243,9 +243,14 @@ def test_bad_arguments_are_refused():
         refine_labels_crr(l, p, m[:, :, :3], f, tau1_value=0.5, min_votes=1, tau2=0.1)
     with pytest.raises(EconsgError, match="labels"):
         refine_labels_crr(l + 5, p, m, f, tau1_value=0.5, min_votes=1, tau2=0.1)
-    with pytest.raises(ValueError, match="tau2"):
-        CrrParams(tau1_mode="absolute", tau1=0.5, tau2=0.6)
-    CrrParams(tau1_mode="quantile", tau1=0.3, tau2=0.4)  # tau1 is a quantile there: no cross-check
+    from econsg.config import parse_params
+    from econsg.errors import ConfigError
+
+    absolute = {"crr": {"tau1_mode": "absolute", "tau1": 0.5, "tau2": 0.6}}
+    with pytest.raises(ConfigError, match=r"crr.tau2 \(0.6\) must be below crr.tau1 \(0.5\)"):
+        parse_params(absolute)
+    parse_params({**absolute, "extract": {"confidence": "cosine"}})  # tau1 a cosine, tau2 a probability: no order
+    parse_params({"crr": {"tau1_mode": "quantile", "tau1": 0.3, "tau2": 0.4}})  # tau1 is a quantile there
 
 
 def test_identity_crr_passes_labels_through():
@@ -336,6 +341,15 @@ def test_a_tau1_resolved_below_tau2_is_warned_about_naming_both():
     message = tau2_warning(cfg, np.array([0.23, 0.3, 0.24]))
     assert "in 2 of 3 views the quantile tau1 (lowest 0.23) is at or below crr.tau2 (0.25)" in message
     assert "lower crr.tau2" in message
+    assert tau2_warning(cfg, np.array([0.23, 0.3, 0.24]), "cosine") is None, "a cosine and a probability: no order"
+
+
+def test_a_crr_on_cosines_that_labels_nothing_names_both_thresholds():
+    from stages.crr import nothing_labelled
+
+    cfg = CrrParams(tau1_mode="relative", tau1=0.5, tau2=0.25)
+    message = str(nothing_labelled(cfg, np.array([0.15]), [np.array([0.1, 0.3])], "cosine"))
+    assert "lower crr.tau1 (it thresholds the label's cosine" in message and "or crr.tau2" in message
 
 
 def test_mask_class_means_and_mapped_features_take_painted_masks_pixel_by_pixel():

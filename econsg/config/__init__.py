@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from econsg.config.autoencode import AutoencodeParams
 from econsg.config.base import ParamsModel, Section
@@ -58,6 +58,16 @@ class Params(ParamsModel):
     autoencode: AutoencodeParams = Field(default_factory=AutoencodeParams, description="The low-dimensional latent space.")
     splat: SplatParams = Field(default_factory=SplatParams, description="Semantic Gaussian splatting.")
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Scoring of held-out views.")
+
+    @model_validator(mode="after")
+    def _tau2_below_tau1(self) -> Params:
+        """crr's tau2 below an absolute tau1 where both are probabilities (under extract.confidence: cosine tau1
+        thresholds a cosine, tau2 a probability: no order between them)."""
+        crr = self.crr
+        if crr.tau1_mode == "absolute" and self.extract.confidence == "softmax" and crr.tau2 >= crr.tau1:
+            raise ValueError(f"crr.tau2 ({crr.tau2}) must be below crr.tau1 ({crr.tau1}) when crr.tau1_mode is "
+                             "'absolute' and extract.confidence is 'softmax' (both probabilities)")
+        return self
 
 
 def describe_params(key: str = "") -> list[tuple[str, object, str]]:

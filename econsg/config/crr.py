@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from econsg.config.base import Section
 
@@ -17,8 +17,8 @@ class CrrParams(Section):
         "quantile",
         description="How tau1 is read: 'absolute' = the confidence threshold itself; 'quantile' = that quantile of "
         "all training views' confidences (one global threshold); 'relative' = tau1 x each view's max confidence "
-        "(the authors' code's rule with tau1 = 0.5 on their confidence, the raw max cosine: extract.confidence: cosine; "
-        "tau2 still applies).",
+        "(the authors' code's rule with tau1 = 0.5 on their confidence, the raw max cosine: extract.confidence: cosine, "
+        "and crr.tau2: 0, as it is their only threshold).",
     )
     tau1: float = Field(
         0.55,
@@ -36,7 +36,9 @@ class CrrParams(Section):
         0.25,
         ge=0,
         lt=1,
-        description="Boundary regularization: a pixel whose probability for its final label is below tau2 becomes ignore.",
+        description="Boundary regularization: a pixel whose probability for its final label is below tau2 becomes ignore "
+        "(0: off, the authors' code's rule, whose only threshold is tau1). Under tau1_mode 'absolute' and "
+        "extract.confidence 'softmax', where both read probabilities, it must be below tau1.",
     )
 
     ignored_features: Literal["own", "mask"] = Field(
@@ -48,8 +50,3 @@ class CrrParams(Section):
         "on the synthetic scenes of seeds 0 / 1 / 2.",
     )
 
-    @model_validator(mode="after")
-    def _tau2_below_tau1(self) -> CrrParams:
-        if self.tau1_mode == "absolute" and self.tau2 >= self.tau1:
-            raise ValueError(f"tau2 ({self.tau2}) must be below tau1 ({self.tau1}) when tau1_mode is 'absolute'")
-        return self
