@@ -38,7 +38,9 @@ from econsg.protocols import (
     score_paper,
     summarise_lerf,
 )
+from econsg.scene.data import IGNORE
 from econsg.scene.readers.common import image_size
+from econsg.scene.readers.scannet import NYU40_CLASS_NAMES
 from econsg.scene.readers.lerf import LerfFrameLabels, read_lerf_labels
 from econsg.scene.readers.ovs3d import IMAGE_SUFFIXES, load_class_masks, read_ovs3d_classes, segmented_views
 
@@ -244,6 +246,17 @@ def evaluate_lerf(
     }
 
 
+def check_scannet_scene(protocol: str, scene_class_names: Sequence[str]) -> None:
+    """The 'scannetN' protocols read the scene's label ids as NYU40 ids (nyu40id - 1): refuse a labelled scene whose
+    classes are not NYU40's, in order (one the ScanNet reader did not write), which they would score under other
+    names."""
+    if protocol in SCANNET_PROTOCOLS and scene_class_names and list(scene_class_names) != list(NYU40_CLASS_NAMES):
+        shown = ", ".join(list(scene_class_names)[:6]) + (", ..." if len(scene_class_names) > 6 else "")
+        raise EconsgError(f"evaluate.protocol: {protocol!r} scores ScanNet scenes, whose classes are NYU40's 40 in order "
+                          f"(ingest.format: scannet); this scene's {len(scene_class_names)} classes are {shown}: "
+                          "use evaluate.protocol: paper")
+
+
 def protocol_vocabulary(protocol: str, scene_class_names: Sequence[str], lerf_labels: Path | None = None) -> list[str]:
     """The text queries a protocol scores: the scene's classes ('paper', 'ovs3d'), the ScanNet subset's NYU40
     names ('scannetN'), or the categories of the LERF-OVS label JSONs ('lerf')."""
@@ -276,7 +289,11 @@ def evaluate_protocol(
     - 'paper', 'scannetN': `predictions` and `ground_truth` label maps [H,W] (scene class ids, IGNORE = -1);
     - 'ovs3d': `predictions` and `data_root` (the 3D-OVS scene folder with segmentations/), `downscale`;
     - 'lerf': `relevancy` maps and their `query_names` (see `protocol_vocabulary`), `lerf_labels` folder.
+    A predicted id past `class_names` (a word of evaluate.vocabulary the scene lacks: `econsg.evaluation.label_names`)
+    names no class of the scene: it is scored as IGNORE, a wrong prediction.
     """
+    if predictions is not None:
+        predictions = {name: np.where(np.asarray(p) < len(class_names), p, IGNORE) for name, p in predictions.items()}
     if protocol == "paper" or protocol in SCANNET_PROTOCOLS:
         if predictions is None or ground_truth is None:
             raise EconsgError(f"evaluate.protocol {protocol!r}: needs predicted and ground-truth label maps")

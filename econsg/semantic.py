@@ -127,7 +127,8 @@ def make_semantic_loss(
     """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
 
     Dist runs over the pixels of `distill_mask` [V,H,W] bool (None: every pixel, METHOD.md's sum over u; see
-    `distilled_pixels`), on F or on its direction F / |F| (`dist_normalize`, the authors' code); the CE term always
+    `distilled_pixels`), on F or on the directions of F and its target (`dist_normalize`, the authors' code's F / |F|; their targets are
+    unit vectors, as autoencode.unit_latents makes them); the CE term always
     skips the ignored pixels and divides its cosines by `temperature`. `pixel_weights` [V,H,W] weigh both terms'
     pixels (None: alike). Targets whose shapes disagree are refused here, and a render without features or of
     another size or width than the latent maps when the loss runs.
@@ -147,8 +148,10 @@ def make_semantic_loss(
             return None if targets is None else targets[view_index].to(rendered.device, non_blocking=True)
 
         target_labels, valid, weights = of_view(labels), of_view(distill_mask), of_view(pixel_weights)
-        distilled = nnf.normalize(rendered, dim=-1) if dist_normalize else rendered
-        sem = semantic_distill_loss(distilled, of_view(latent_maps).float(), dist, valid, weights)
+        distilled, target = rendered, of_view(latent_maps).float()
+        if dist_normalize:  # directions on both sides: a target of raw length (autoencode.unit_latents: false) too
+            distilled, target = nnf.normalize(distilled, dim=-1), nnf.normalize(target, dim=-1)
+        sem = semantic_distill_loss(distilled, target, dist, valid, weights)
         total = lambda_sem * sem
         logged = {"sem": float(sem.detach())}
         if lambda_2d > 0:

@@ -30,7 +30,13 @@ from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params
 from econsg.progress import report, track
-from econsg.protocol_eval import evaluate_protocol, lerf_labels_folder, ovs3d_view_indices, protocol_vocabulary
+from econsg.protocol_eval import (
+    check_scannet_scene,
+    evaluate_protocol,
+    lerf_labels_folder,
+    ovs3d_view_indices,
+    protocol_vocabulary,
+)
 from econsg.protocols import LERF_BARE_PROMPT, LERF_CANONICAL, LERF_RELEVANCY_TEMPERATURE
 from econsg.query import lerf_relevancy
 from econsg.scene.data import IGNORE
@@ -57,6 +63,7 @@ def run(params: Params) -> None:
     draw = stored_renderer(sp, params.splat.backend)
     train_vocabulary = list(ex.attrs["vocabulary"])
     lerf_labels = lerf_labels_folder(params)
+    check_scannet_scene(cfg.protocol, truth.class_names if truth is not None else [])  # before any work
     if cfg.vocabulary is not None:
         eval_vocabulary = list(cfg.vocabulary)
     elif truth is not None or cfg.protocol == "lerf":

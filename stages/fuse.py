@@ -169,15 +169,15 @@ def run(params: Params) -> None:
             "pixels_per_second": round(pixels / max(seconds, 1e-9)),
             **agreement_means,
         }
-        if source == "depth":  # scored before the store replaces the previous fuse.zarr
+        if source == "depth":  # scored before the store replaces the previous fuse.zarr; the points it keeps
             metrics.update(
                 score_fused_points(
                     scene.path,
                     views=scene.train_indices,
                     samples=lambda v: view_samples(scene, v, source, cfg.depth_tolerance, cfg.max_depth),
                     raw=lambda v: ex["labels"][v],
-                    fused_keys=fused.voxel_key,
-                    fused_label=fused.label,
+                    fused_keys=fused.voxel_key[keep],
+                    fused_label=fused.label[keep],
                     voxel_size=voxel_size,
                     vocabulary=vocabulary,
                 )

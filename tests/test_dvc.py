@@ -447,6 +447,18 @@ def test_fuse_min_labelled_share_unnames_mostly_ignored_points_only(tiny_project
     np.testing.assert_array_equal(strict_label, np.where(share < 0.5, -1, label))
 
 
+def test_fuse_max_points_scores_the_points_it_keeps(tiny_project):
+    """fuse.max_points subsamples the fused points; its point scores count the pixels of the points it stores."""
+    import json
+
+    workdir, _ = tiny_project
+    other = rerun_stage(workdir, "few_points", "fuse", "fuse.max_points=40")
+    full = json.loads((workdir / "metrics" / "fuse.json").read_text())
+    few = json.loads((other / "metrics" / "fuse.json").read_text())
+    assert few["points"] == 40 < full["points"]
+    assert 0 < few["scored_samples"] < full["scored_samples"] * 40 / full["points"] * 4, "about the kept points' share"
+
+
 def test_fuse_agreement_scores_training_pixels_and_can_weigh_splats_2d_terms(tiny_project):
     """fuse writes each training pixel's multi-view agreement (a share, NaN only where no depth sample fell and on the
     held-out views); splat.pixel_weights=agreement changes what the semantic features learn, never the geometry."""

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from econsg.errors import EconsgError
-from econsg.protocol_eval import evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
+from econsg.protocol_eval import check_scannet_scene, evaluate_protocol, ovs3d_view_indices, protocol_vocabulary
 from econsg.scene.readers.scannet import NYU40_CLASS_NAMES
 from tests.dataset_fixtures import synthetic_views, write_lerf_frame, write_ovs3d
 
@@ -100,6 +100,28 @@ def test_lerf_matches_frames_to_views_and_picks_each_frames_queries(tmp_path):
     with pytest.raises(EconsgError, match="full resolution"):
         evaluate_protocol("lerf", class_names=[], relevancy={k: v[:, ::2, ::2] for k, v in relevancy.items()},
                           query_names=queries, lerf_labels=tmp_path)
+
+
+def test_a_word_the_scene_lacks_is_scored_wrong_and_scannet_refuses_other_scenes(tmp_path):
+    """evaluate.vocabulary may add words the scene lacks (ids past its classes): the ScanNet and 3D-OVS scorers count
+    their pixels wrong rather than stop; a scannetN protocol refuses a scene whose classes are not NYU40's."""
+    gt = {"a": np.array([[0, 1], [1, 4]])}
+    extra = len(NYU40_CLASS_NAMES)  # the first word past the scene's classes
+    scores = evaluate_protocol("scannet10", class_names=NYU40_CLASS_NAMES, predictions={"a": np.array([[0, 1], [extra, 4]])},
+                               ground_truth=gt)
+    assert scores["per_class_iou"]["floor"] == pytest.approx(0.5) and scores["per_class_iou"]["wall"] == 1.0
+    views = synthetic_views(n=5, width=8, height=6, num_classes=2)
+    write_ovs3d(tmp_path, views, ["a", "b"], segmented=(0,))
+    truth = np.maximum(views.labels[0], 0).astype(np.int64)
+    perfect = evaluate_protocol("ovs3d", class_names=["a", "b"], predictions={"000": truth}, data_root=tmp_path)
+    lacking = evaluate_protocol("ovs3d", class_names=["a", "b"], predictions={"000": np.where(truth == 1, 2, truth)},
+                                data_root=tmp_path)  # class b's pixels to a third word
+    assert lacking["per_view_miou"]["000"] < perfect["per_view_miou"]["000"]
+    assert lacking["accuracy"] == pytest.approx(perfect["accuracy"] - (truth == 1).mean())
+    check_scannet_scene("scannet19", NYU40_CLASS_NAMES)
+    check_scannet_scene("paper", ["wall", "floor", "lamp"])
+    with pytest.raises(EconsgError, match="'scannet19' scores ScanNet scenes.*wall, floor, lamp.*evaluate.protocol: paper"):
+        check_scannet_scene("scannet19", ["wall", "floor", "lamp"])
 
 
 def test_unknown_protocol_and_missing_inputs_are_named():

@@ -151,6 +151,8 @@ def test_semantic_hook_distils_the_direction_when_asked():
     _, direction = make_semantic_loss(maps, labels, LATENTS, dist_normalize=True, **kwargs)(Out(), 0, None)
     assert raw["sem"] == pytest.approx((2.0 + 0.5) / (2 * 3))  # mean |F - target| over pixels and channels
     assert direction["sem"] == pytest.approx(0.0, abs=1e-6)
+    _, short = make_semantic_loss(0.3 * maps, labels, LATENTS, dist_normalize=True, **kwargs)(Out(), 0, None)
+    assert short["sem"] == pytest.approx(0.0, abs=1e-6), "targets of raw length (unit_latents: false): directions too"
 
 
 def test_ce_temperature_sharpens_the_term():

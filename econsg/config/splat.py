@@ -146,8 +146,9 @@ class SplatParams(Section):
     semantic_dist: Literal["l1", "l2"] = Field("l1", description="Dist of the distillation term (authors: L1).")
     dist_normalize: bool = Field(
         False,
-        description="Dist compares the rendered feature's direction F(u) / |F(u)| with F_z^2D(u), as the authors' code "
-        "does; false = F(u) itself, as the paper writes it. Segmentation and queries read only the direction.",
+        description="Dist compares the rendered feature's direction F(u) / |F(u)| with F_z^2D(u)'s (unit already "
+        "unless autoencode.unit_latents is false), as the authors' code does; false = F(u) itself, as the paper writes "
+        "it. Segmentation and queries read only the direction.",
     )
     distill_pixels: Literal["all", "labelled_or_pooled", "labelled"] = Field(
         "labelled_or_pooled",
