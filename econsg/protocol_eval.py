@@ -40,9 +40,9 @@ from econsg.protocols import (
 )
 from econsg.scene.data import IGNORE
 from econsg.scene.readers.common import image_size
-from econsg.scene.readers.scannet import NYU40_CLASS_NAMES
 from econsg.scene.readers.lerf import LerfFrameLabels, read_lerf_labels
 from econsg.scene.readers.ovs3d import IMAGE_SUFFIXES, load_class_masks, read_ovs3d_classes, segmented_views
+from econsg.scene.readers.scannet import NYU40_CLASS_NAMES
 
 PROTOCOLS = ("paper", "ovs3d", "lerf", "scannet19", "scannet15", "scannet10")
 SCANNET_PROTOCOLS = {"scannet19": 19, "scannet15": 15, "scannet10": 10}

@@ -127,9 +127,9 @@ def make_semantic_loss(
     """The `extra_loss` hook of splat training: latent maps [V,H,W,d], refined labels [V,H,W], T_z [C,d].
 
     Dist runs over the pixels of `distill_mask` [V,H,W] bool (None: every pixel, METHOD.md's sum over u; see
-    `distilled_pixels`), on F or on the directions of F and its target (`dist_normalize`, the authors' code's F / |F|; their targets are
-    unit vectors, as autoencode.unit_latents makes them); the CE term always
-    skips the ignored pixels and divides its cosines by `temperature`. `pixel_weights` [V,H,W] weigh both terms'
+    `distilled_pixels`), on F or on the directions of F and its target (`dist_normalize`, the authors' code's
+    F / |F|; their targets are unit vectors, as autoencode.unit_latents makes them); the CE term always skips the
+    ignored pixels and divides its cosines by `temperature`. `pixel_weights` [V,H,W] weigh both terms'
     pixels (None: alike). Targets whose shapes disagree are refused here, and a render without features or of
     another size or width than the latent maps when the loss runs.
     """

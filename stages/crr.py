@@ -125,7 +125,8 @@ def nothing_labelled(cfg, thresholds: np.ndarray, confidences, confidence: str =
     """The error for a crr that labelled no pixel at all: every later stage would train on ignore alone."""
     highest = max(float(np.max(c)) for c in confidences)
     if confidence != "softmax":  # tau1 reads the label's cosine, tau2 its probability: either may be the cause
-        advice = "lower crr.tau1 (it thresholds the label's cosine, extract.confidence: cosine) or crr.tau2 (the probability)"
+        advice = ("lower crr.tau1 (it thresholds the label's cosine, extract.confidence: cosine) or crr.tau2 (the "
+                  "probability)")
     elif cfg.tau2 >= float(np.min(thresholds)):
         advice = "lower crr.tau2 below tau1: boundary regularization drops every pixel whose probability is below it"
     elif cfg.tau1_mode == "quantile":
