@@ -5,6 +5,9 @@ E: R^D -> R^d and G: R^d -> R^D are trained on the fused points' features F_in w
     paper:   L2(F_in, F_re) + CE(cos(F_re, t) / T, y) + CE(cos(z, T_z) / T, y)
     authors: MSE(F_in, F_re) + 0.001 * (1 - cos(F_in, F_re))        (their public code)
 
+(the authors' cosine is taken per feature channel down the batch, torch's cosine_similarity at dim=0, as their code
+computes it; weighted 0.001, it barely moves the result)
+
 where z = E(F_in), F_re = G(z), t = the vocabulary's text embeddings [C, D], T_z = normalize(E(t)) and
 y the fused labels (IGNORE = -1 skipped). L2 is the squared Euclidean distance per point averaged
 over points (for unit features it equals 2 - 2 cos), so it weighs like the CE terms; the authors'
@@ -156,7 +159,7 @@ def autoencoder_loss(
         parts = {"l2": l2.item(), "ce_feature": ce_feature.item(), "ce_latent": ce_latent.item()}
     elif kind == "authors":
         mse = (recon - features).pow(2).mean()
-        cosine = 1.0 - F.cosine_similarity(recon, features, dim=1).mean()
+        cosine = 1.0 - F.cosine_similarity(recon, features, dim=0).mean()  # per channel over the batch, as theirs
         total = mse + 0.001 * cosine
         parts = {"mse": mse.item(), "cosine": cosine.item()}
     else:

@@ -92,7 +92,8 @@ def test_authors_loss_matches_its_formula():
     total, parts = autoencoder_loss(model, f, torch.zeros(5, dtype=torch.long), torch.eye(8)[:2], 0.1, kind="authors")
     _, recon = model(f)
     mse = ((recon - f) ** 2).mean().item()
-    cos = 1 - F.cosine_similarity(recon, f).mean().item()
+    channel_cosines = [F.cosine_similarity(recon[:, j], f[:, j], dim=0) for j in range(8)]  # their dim=0: per channel
+    cos = 1 - torch.stack(channel_cosines).mean().item()
     assert math.isclose(parts["mse"], mse, rel_tol=1e-5) and math.isclose(total.item(), mse + 0.001 * cos, rel_tol=1e-5)
     with pytest.raises(EconsgError, match="loss kind: expected 'paper' or 'authors', got 'l1'"):
         autoencoder_loss(model, f, torch.zeros(5, dtype=torch.long), torch.eye(8)[:2], 0.1, kind="l1")

@@ -37,7 +37,8 @@ class AutoencodeParams(Section):
     loss: Literal["paper", "authors"] = Field(
         "paper",
         description="'paper': L2 + CE on decoded features + CE on latents against T_z; "
-        "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only.",
+        "'authors': their code's L2 + 0.001 x (1 - cos) reconstruction loss only (its cosine per feature channel over "
+        "the batch, as their code takes it).",
     )
     ce_weights: Literal["labelled_share", "label_support", "uniform"] = Field(
         "labelled_share",

@@ -17,8 +17,9 @@ class CrrParams(Section):
         "quantile",
         description="How tau1 is read: 'absolute' = the confidence threshold itself; 'quantile' = that quantile of "
         "all training views' confidences (one global threshold); 'relative' = tau1 x each view's max confidence "
-        "(the authors' code's rule with tau1 = 0.5 on their confidence, the raw max cosine: extract.confidence: cosine, "
-        "and crr.tau2: 0, as it is their only threshold).",
+        "(the authors' code's threshold with tau1 = 0.5 on their confidence, the raw max cosine: extract.confidence: "
+        "cosine, and crr.tau2: 0, as it is their only threshold; their votes and relabelling differ from the paper's "
+        "steps b-c, which crr keeps).",
     )
     tau1: float = Field(
         0.55,
@@ -37,7 +38,7 @@ class CrrParams(Section):
         ge=0,
         lt=1,
         description="Boundary regularization: a pixel whose probability for its final label is below tau2 becomes ignore "
-        "(0: off, the authors' code's rule, whose only threshold is tau1). Under tau1_mode 'absolute' and "
+        "(0: off, as in the authors' code, whose only threshold is tau1). Under tau1_mode 'absolute' and "
         "extract.confidence 'softmax', where both read probabilities, it must be below tau1.",
     )
 

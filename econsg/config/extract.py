@@ -123,7 +123,7 @@ class ExtractParams(Section):
         description="The confidence k(u) extract stores, which crr's tau1 thresholds and fuse weighs votes by: "
         "'softmax' = the label's probability, max_c softmax(cos(F, t_c) / T) (METHOD.md); 'cosine' = the label's cosine "
         "itself, max_c cos(F, t_c), at least 0 (the authors' code; with crr.tau1_mode: relative, crr.tau1: 0.5 "
-        "and crr.tau2: 0, their rule). crr's tau2 reads the probability either way.",
+        "and crr.tau2: 0, their threshold; the rest of crr stays the paper's). crr's tau2 reads the probability either way.",
     )
     feature_dim: int = Field(
         512, ge=2, le=4096, description="Feature width D of the synthetic teacher and its hashed text encoder (512, as "
