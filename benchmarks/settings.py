@@ -64,6 +64,8 @@ SETTINGS: dict[str, list[str]] = {
     "auto_lengths": ["ingest.init_voxel_size=auto", "fuse.voxel_size=auto", "splat.near_plane=auto"],
     "fuse_strict": ["fuse.min_labelled_share=0.9", "fuse.min_views=3"],
     "own_features": ["crr.ignored_features=own", "crr.min_votes=1000"],
+    "authors_threshold": ["extract.confidence=cosine", "crr.tau1_mode=relative", "crr.tau1=0.5", "crr.tau2=0"],
+    "directions_raw_latents": ["splat.dist_normalize=true", "autoencode.unit_latents=false"],
 }
 
 MESSAGE_CHARS = 240  # a row's message is cut after this many characters
