@@ -9,7 +9,7 @@ line. Only a crash is a bug: a setting that cannot work (more objects than the r
 message that names the field.
 
 Run:  python benchmarks/settings.py [--only NAME ...] [--out settings] [--params params.yaml] [--set KEY=VALUE ...]
-(about 20 s a setting, 9-10 minutes for all on a 2-core CPU). `--set` applies to every setting, after `SMALL`.
+(about 20 s a setting, 10-12 minutes for all on a 2-core CPU). `--set` applies to every setting, after `SMALL`.
 """
 
 from __future__ import annotations
