@@ -18,6 +18,7 @@ from econsg.config import Params
 from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.edit import select_gaussians
 from econsg.evaluation import (
+    check_names_case,
     gaussian_ground_truth_labels,
     label_names,
     restrict_gt,
@@ -71,6 +72,11 @@ def run(params: Params) -> None:
                                               lerf_labels)
     else:
         eval_vocabulary = train_vocabulary
+    if truth is not None:  # before any work
+        check_names_case(eval_vocabulary, truth.class_names, "evaluate.vocabulary")
+        if not set(eval_vocabulary) & set(truth.class_names):
+            report(f"evaluate: warning: the evaluation vocabulary {eval_vocabulary} names none of the scene's classes "
+                   f"{list(truth.class_names)}: nothing is scored (mIoU null); the label maps are kept")
     # label maps index the scene's classes (a scene without labels has only the words it is queried with), then the
     # evaluation words the scene lacks
     scene_classes = list(truth.class_names) if truth is not None else eval_vocabulary

@@ -133,11 +133,20 @@ def test_a_sections_own_check_names_the_section_without_echoing_its_values():
     ("extract", "vocabulary", ["wall", "", "bed"], "['']: blank or with spaces around it"),
     ("extract", "vocabulary", ["wall", " Wall", "bed"], "[' Wall']: blank or with spaces around it"),
     ("evaluate", "vocabulary", ["wall", "Wall", "bed"], "['Wall', 'wall'] listed more than once (case aside)"),
+    ("evaluate", "vocabulary", ["bed"], "['bed']: one word; expected at least two"),
+    ("extract", "templates", ["a {} in the {room}."], "no other '{...}' field"),
+    ("extract", "templates", ["a {} {"], "not a format string"),
 ])
 def test_a_vocabulary_with_a_repeated_or_no_name_is_refused(section, key, value, message):
     with pytest.raises(ConfigError) as info:
         parse_params({section: {key: value}})
     assert any(line.startswith(f"{section}.{key}:") and message in line for line in info.value.lines)
+
+
+def test_an_open_set_class_in_the_vocabulary_is_refused_in_any_case():
+    """CLIP's tokenizer lower-cases, as the offline encoder does: 'Plant' is the open-set 'plant', trained on."""
+    with pytest.raises(ConfigError, match=r"\['plant'\] also listed in open_set_classes"):
+        parse_params({"extract": {"vocabulary": ["wall", "Plant"], "open_set_classes": ["plant"]}})
 
 
 def test_an_override_that_is_not_yaml_and_a_home_path_are_refused_in_one_line(tmp_path):

@@ -402,6 +402,21 @@ def test_evaluate_labels_the_pixels_a_word_the_scene_lacks_explains_with_that_wo
     assert distractor not in metrics["open_set_classes"] and distractor not in metrics["per_class_iou"]
 
 
+def test_evaluate_refuses_a_scene_class_in_another_case_and_warns_of_a_vocabulary_naming_no_class(tiny_project):
+    """'Wall' embeds as 'wall' but names no ground-truth class: refused before any work, the store left as it was; a
+    vocabulary of words the scene lacks scores nothing, which evaluate says."""
+    workdir, _ = tiny_project
+    other = rerun_stage(workdir, "no_class_named", "evaluate", "evaluate.vocabulary=[mug, teapot]")
+    assert yaml.safe_load((other / "metrics" / "evaluate.json").read_text())["miou"] is None
+    sets = [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}", "evaluate.vocabulary=[Wall, floor]"]
+    before = (other / "evaluate.zarr" / "zarr.json").read_bytes()
+    refused = stage_process(workdir, "evaluate", sets)
+    assert refused.returncode == 1 and "evaluate.vocabulary: 'Wall' for 'wall'" in refused.stderr, refused.stderr
+    assert (other / "evaluate.zarr" / "zarr.json").read_bytes() == before
+    warned = stage_process(workdir, "evaluate", [*sets[:2], "evaluate.vocabulary=[mug, teapot]"])
+    assert warned.returncode == 0 and "names none of the scene's classes" in warned.stderr + warned.stdout
+
+
 def test_a_broken_view_of_an_upstream_store_is_named_with_its_store(tiny_project):
     """A label out of the vocabulary in extract.zarr (or a feature source past its table in crr.zarr) stops crr (fuse)
     naming the store, the view and the stage to rerun, and the previous store stays."""

@@ -277,6 +277,15 @@ def test_training_vocabulary_holds_out_open_set_classes_and_warns_of_absent_ones
     assert absent_open_set_warning(ExtractParams(vocabulary=["wall"], open_set_classes=["plants"]), scene_classes) is None
 
 
+def test_a_vocabulary_word_naming_a_scene_class_in_another_case_is_refused():
+    """'Bed' embeds as 'bed' (the text towers lower-case) but would match no ground-truth class by name."""
+    scene_classes = ["wall", "bed", "plant"]
+    with pytest.raises(EconsgError, match=r"extract.vocabulary: 'Bed' for 'bed': the scene's class in another case"):
+        training_vocabulary(ExtractParams(vocabulary=["wall", "Bed"], open_set_classes=["plant"]), scene_classes)
+    assert training_vocabulary(ExtractParams(vocabulary=["wall", "bed", "mug"], open_set_classes=[]), scene_classes) == [
+        "wall", "bed", "mug"], "a word the scene lacks in any case is a text of its own"
+
+
 # ---- features.base: bilinear up-sampling and probabilities --------------------------------------------
 
 

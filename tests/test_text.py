@@ -27,6 +27,13 @@ def test_prompt_embedding_is_normalised_sum_of_distinct_word_vectors():
     assert prompt_words("a photo of a chair.") == ["a", "photo", "of", "chair"]
 
 
+def test_words_of_any_script_are_words_and_ascii_splits_as_before():
+    assert prompt_words("стол") != prompt_words("стул") and prompt_words("télé") == ["télé"]
+    assert prompt_words("Coffee_table, bed-side TV2") == ["coffee", "table", "bed", "side", "tv2"]
+    enc = HashedTextEncoder(dim=32, seed=0)
+    assert float(enc.encode(["стол"])[0] @ enc.encode(["стул"])[0]) < 0.9
+
+
 def test_vocabulary_cosines_have_a_shared_template_component():
     enc = HashedTextEncoder(dim=512, seed=0)
     names = ["wall", "floor", "chair", "sofa", "lamp", "plant"]
@@ -61,7 +68,8 @@ def test_encode_vocabulary_averages_templates_then_renormalises():
 
 @pytest.mark.parametrize(
     "names, templates, match",
-    [([], ["a {}"], "class_names"), (["cat"], ["no slot"], "templates"), (["cat"], [], "templates"), ([""], ["a {}"], "class_names")],
+    [([], ["a {}"], "class_names"), (["cat"], ["no slot"], "templates"), (["cat"], [], "templates"), ([""], ["a {}"], "class_names"),
+     (["cat"], ["a {} in the {room}"], "no other"), (["cat"], ["a {} {"], "not a format string")],
 )
 def test_encode_vocabulary_rejects_bad_input(names, templates, match):
     with pytest.raises(EconsgError, match=match):

@@ -49,4 +49,6 @@ class EvaluateParams(Section):
     @field_validator("vocabulary")
     @classmethod
     def _unique_vocabulary(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(value) == 1:  # argmax over one text labels every pixel with it: a perfect score
+            raise ValueError(f"{value}: one word; expected at least two, or null (segmentation picks among them)")
         return unique_names(value)

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from econsg.config.base import Section, unique_names
 from econsg.config.openclip_sam import OpenClipSamParams
-from econsg.features.text import PROMPT_TEMPLATES
+from econsg.features.text import PROMPT_TEMPLATES, template_error
 
 DEFAULT_CONFUSIONS: tuple[tuple[str, str], ...] = (
     ("sofa", "chair"),
@@ -148,8 +148,8 @@ class ExtractParams(Section):
     @classmethod
     def _one_slot(cls, value: list[str]) -> list[str]:
         for template in value:
-            if template.count("{}") != 1:
-                raise ValueError(f"expected exactly one '{{}}' in each template, got {template!r}")
+            if (why := template_error(template)) is not None:
+                raise ValueError(f"{template!r}: {why}")
         return value
 
     @field_validator("vocabulary")
@@ -178,8 +178,8 @@ class ExtractParams(Section):
 
     @model_validator(mode="after")
     def _vocabulary_disjoint(self) -> ExtractParams:
-        if self.vocabulary is not None:
-            held = sorted(set(self.vocabulary) & set(self.open_set_classes))
+        if self.vocabulary is not None:  # case aside: CLIP's tokenizer, as the offline encoder, lower-cases
+            held = sorted(set(name.casefold() for name in self.vocabulary) & set(n.casefold() for n in self.open_set_classes))
             if held:
                 raise ValueError(f"vocabulary: {held} also listed in open_set_classes; a held-out class cannot be trained on")
         return self

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from econsg.config import ExtractParams
+from econsg.evaluation import check_names_case
 from econsg.errors import EconsgError
 from econsg.features.base import TextEncoder
 from econsg.features.text import encode_vocabulary
@@ -20,6 +21,7 @@ def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> 
     """The closed-set vocabulary: `extract.vocabulary`, else the scene's classes minus `open_set_classes`."""
     if params.vocabulary is not None:
         vocabulary = list(params.vocabulary)
+        check_names_case(vocabulary, scene_classes, "extract.vocabulary")
     else:
         if not scene_classes:
             raise EconsgError("extract.vocabulary: the scene has no class list, so the vocabulary must be given (and a "

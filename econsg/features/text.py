@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,22 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "there is a {} in the scene.",
 )
 
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits of any script: 'стол' and 'стул' are two words, as 'bed' and 'bad'
+
+
+def template_error(template: object) -> str | None:
+    """Why `template` cannot take a class name: None when it is a string with exactly one bare '{}' and no other
+    format field ('{{' and '}}' stand for braces), else what is wrong with it."""
+    if not isinstance(template, str):
+        return f"expected a string, got {type(template).__name__}"
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:  # a lone '{' or '}'
+        return f"not a format string ({error}); write a literal brace as '{{{{' or '}}}}'"
+    if fields != [("", "", None)]:
+        return "expected exactly one '{}' (the class name) and no other '{...}' field"
+    return None
 
 
 def prompt_words(prompt: str) -> list[str]:
@@ -96,8 +112,8 @@ def encode_vocabulary(
     if not templates:
         raise EconsgError("templates: empty; expected at least one prompt template containing '{}'")
     for template in templates:
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise EconsgError(f"templates: got {template!r}, expected a string with exactly one '{{}}'")
+        if (why := template_error(template)) is not None:
+            raise EconsgError(f"templates: {template!r}: {why}")
     prompts = [template.format(name) for name in names for template in templates]
     embeddings = np.asarray(encoder.encode(prompts), dtype=np.float32)
     if embeddings.shape != (len(prompts), encoder.dim):
