@@ -12,6 +12,7 @@ from econsg.device import resolve_device
 from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.features.backends import (
     absent_open_set_warning,
+    coarse_grid_warning,
     build_text_encoder,
     embed_classes,
     one_class_warning,
@@ -82,7 +83,8 @@ def run(params: Params) -> None:
     stand_in = ("extract: warning: extract.openclip_sam.stand_in: tiny random CLIP and SAM stand in for the weights; "
                 "the features, labels and every figure that follows mean nothing"
                 if ex.backend == "openclip_sam" and ex.openclip_sam.stand_in else None)
-    for warning in (absent_open_set_warning(ex, scene.class_names), one_class_warning(vocabulary), stand_in):
+    for warning in (absent_open_set_warning(ex, scene.class_names), one_class_warning(vocabulary), stand_in,
+                    coarse_grid_warning(ex, scene.height, scene.width)):
         if warning:
             report(warning)
     # the backend's own device when set, else the run's

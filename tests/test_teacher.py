@@ -7,7 +7,7 @@ import zarr
 from econsg.config import Params
 from econsg.config.extract import ExtractParams, SyntheticTeacherParams
 from econsg.errors import EconsgError
-from econsg.features.backends import absent_open_set_warning, training_vocabulary
+from econsg.features.backends import absent_open_set_warning, coarse_grid_warning, training_vocabulary
 from econsg.features.base import (
     bilinear_weights,
     cosine_confidence,
@@ -275,6 +275,13 @@ def test_training_vocabulary_holds_out_open_set_classes_and_warns_of_absent_ones
     assert "open_set_classes ['plants'] not among the scene's classes" in absent_open_set_warning(misspelt, scene_classes)
     # a given vocabulary decides the training classes itself: nothing to warn of
     assert absent_open_set_warning(ExtractParams(vocabulary=["wall"], open_set_classes=["plants"]), scene_classes) is None
+
+
+def test_a_teacher_patch_as_large_as_the_image_is_warned_of():
+    big = ExtractParams(synthetic=SyntheticTeacherParams(patch_size=64))
+    assert "patch_size 64 is not below the images' shorter side (36 of 48 x 36)" in coarse_grid_warning(big, 36, 48)
+    assert coarse_grid_warning(ExtractParams(), 192, 256) is None
+    assert coarse_grid_warning(big.model_copy(update={"backend": "openclip_sam"}), 36, 48) is None, "no teacher there"
 
 
 def test_a_vocabulary_word_naming_a_scene_class_in_another_case_is_refused():

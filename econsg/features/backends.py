@@ -43,6 +43,16 @@ def one_class_warning(vocabulary: Sequence[str]) -> str | None:
             "add the classes around it (wall, floor, table...) to extract.vocabulary")
 
 
+def coarse_grid_warning(params: ExtractParams, height: int, width: int) -> str | None:
+    """A warning when the synthetic teacher's patch is as large as the image's shorter side: its feature grid then has
+    one cell across that side, and a view's pixels share one or two features whatever they show."""
+    if params.backend != "synthetic" or params.synthetic.patch_size < min(height, width):
+        return None
+    return (f"extract: warning: extract.synthetic.patch_size {params.synthetic.patch_size} is not below the images' "
+            f"shorter side ({min(height, width)} of {width} x {height}): one teacher feature spans the view; use a "
+            "smaller patch (the default 8 suits 256 x 192)")
+
+
 def absent_open_set_warning(params: ExtractParams, scene_classes: Sequence[str]) -> str | None:
     """A warning when `open_set_classes` names classes the scene lacks (the default 'plant' on a scene of your own, or
     a misspelt name): nothing is then held out of training for them, and evaluate scores no open-set class for them."""
