@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from econsg.errors import EconsgError, NoGroundTruthError
+from econsg.errors import NoGroundTruthError
 from econsg.metrics import confusion_matrix, segmentation_scores
 from econsg.scene.data import IGNORE
 from econsg.scene.store import open_ground_truth
@@ -21,18 +21,6 @@ def vocabulary_to_scene_ids(vocabulary: Sequence[str], scene_classes: Sequence[s
     """Map vocabulary indices to scene class ids (-1 where the scene lacks the class)."""
     index = {name: i for i, name in enumerate(scene_classes)}
     return np.array([index.get(name, IGNORE) for name in vocabulary], dtype=np.int64)
-
-
-def check_names_case(words: Sequence[str], scene_classes: Sequence[str], field: str) -> None:
-    """Refuse a word that names one of the scene's classes in another case only ('Bed' for 'bed'): the text towers
-    lower-case it into the class's own embedding, while its pixels would be matched to the ground truth by exact
-    name, so the class would be trained on or scored under a name the scene does not have."""
-    exact, folded = set(scene_classes), {name.casefold(): name for name in scene_classes}
-    mismatched = [(word, folded[word.casefold()]) for word in words if word not in exact and word.casefold() in folded]
-    if mismatched:
-        pairs = ", ".join(f"{word!r} for {name!r}" for word, name in mismatched)
-        raise EconsgError(f"{field}: {pairs}: the scene's class in another case; write each as the scene's class list "
-                          "does (texts are matched to ground-truth classes by their exact name)")
 
 
 def label_names(scene_classes: Sequence[str], vocabulary: Sequence[str]) -> list[str]:

@@ -18,7 +18,6 @@ from econsg.config import Params
 from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.edit import select_gaussians
 from econsg.evaluation import (
-    check_names_case,
     gaussian_ground_truth_labels,
     label_names,
     restrict_gt,
@@ -27,6 +26,7 @@ from econsg.evaluation import (
     vocabulary_to_scene_ids,
 )
 from econsg.device import resolve_device, synchronize
+from econsg.features.backends import check_names_case
 from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
 from econsg.pipeline import stage_main, stage_params

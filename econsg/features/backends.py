@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from econsg.config import ExtractParams
-from econsg.evaluation import check_names_case
 from econsg.errors import EconsgError
 from econsg.features.base import TextEncoder
 from econsg.features.text import encode_vocabulary
@@ -15,6 +14,18 @@ from econsg.features.text import encode_vocabulary
 # The hashed encoder's seed is part of the method's definition of the offline text space, not of the
 # run's randomness: every stage that embeds text (extract, evaluate, query) must get the same vectors.
 HASHED_TEXT_SEED = 0
+
+
+def check_names_case(words: Sequence[str], scene_classes: Sequence[str], field: str) -> None:
+    """Refuse a word that names one of the scene's classes in another case only ('Bed' for 'bed'): the text towers
+    lower-case it into the class's own embedding, while its pixels would be matched to the ground truth by exact
+    name, so the class would be trained on or scored under a name the scene does not have."""
+    exact, folded = set(scene_classes), {name.casefold(): name for name in scene_classes}
+    mismatched = [(word, folded[word.casefold()]) for word in words if word not in exact and word.casefold() in folded]
+    if mismatched:
+        pairs = ", ".join(f"{word!r} for {name!r}" for word, name in mismatched)
+        raise EconsgError(f"{field}: {pairs}: the scene's class in another case; write each as the scene's class list "
+                          "does (texts are matched to ground-truth classes by their exact name)")
 
 
 def training_vocabulary(params: ExtractParams, scene_classes: Sequence[str]) -> list[str]:
