@@ -123,7 +123,8 @@ class ExtractParams(Section):
         description="The confidence k(u) extract stores, which crr's tau1 thresholds and fuse weighs votes by: "
         "'softmax' = the label's probability, max_c softmax(cos(F, t_c) / T) (METHOD.md); 'cosine' = the label's cosine "
         "itself, max_c cos(F, t_c), at least 0 (the authors' code; with crr.tau1_mode: relative, crr.tau1: 0.5 "
-        "and crr.tau2: 0, their threshold; the rest of crr stays the paper's). crr's tau2 reads the probability either way.",
+        "and crr.tau2: 0, their threshold; the rest of crr stays the paper's). crr's tau2 reads the probability either "
+        "way.",
     )
     feature_dim: int = Field(
         512, ge=2, le=4096, description="Feature width D of the synthetic teacher and its hashed text encoder (512, as "
@@ -179,7 +180,7 @@ class ExtractParams(Section):
     @model_validator(mode="after")
     def _vocabulary_disjoint(self) -> ExtractParams:
         if self.vocabulary is not None:  # case aside: CLIP's tokenizer, as the offline encoder, lower-cases
-            held = sorted(set(name.casefold() for name in self.vocabulary) & set(n.casefold() for n in self.open_set_classes))
+            held = sorted({name.casefold() for name in self.vocabulary} & {name.casefold() for name in self.open_set_classes})
             if held:
                 raise ValueError(f"vocabulary: {held} also listed in open_set_classes; a held-out class cannot be trained on")
         return self

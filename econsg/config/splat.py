@@ -135,8 +135,8 @@ class SplatParams(Section):
         100,
         ge=0,
         description="Write a resumable checkpoint every this many steps (0: only at the last step), under "
-        "paths.checkpoints/splat. A rerun resumes from the latest checkpoint of the same training settings, inputs, code and device; a finished "
-        "run removes the checkpoints of all but the two most recent other runs.",
+        "paths.checkpoints/splat. A rerun resumes from the latest checkpoint of the same training settings, inputs, "
+        "code and device; a finished run removes the checkpoints of all but the two most recent other runs.",
     )
 
     # ------------------------------------------------------------------ semantic loss (METHOD.md section 5)
