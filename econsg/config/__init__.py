@@ -65,7 +65,7 @@ class Params(ParamsModel):
         thresholds a cosine, tau2 a probability: no order between them)."""
         crr = self.crr
         if crr.tau1_mode == "absolute" and self.extract.confidence == "softmax" and crr.tau2 >= crr.tau1:
-            raise ValueError(f"crr.tau2 ({crr.tau2}) must be below crr.tau1 ({crr.tau1}) when crr.tau1_mode is "
+            raise ValueError(f"crr.tau2: {crr.tau2} must be below crr.tau1 ({crr.tau1}) when crr.tau1_mode is "
                              "'absolute' and extract.confidence is 'softmax' (both probabilities)")
         return self
 
@@ -123,6 +123,9 @@ def unknown_key_message(parts: list[str]) -> str:
     return f"unknown key (not {where}; " + (f"did you mean {close[0]!r}?)" if close else "check the spelling)")
 
 
+CROSS_SECTION_ERROR = re.compile(r"Value error, ([a-z_]+\.[a-z_0-9]+): (.*)", re.DOTALL)  # "section.field: ..."
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     """One `section.field: message` line per field pydantic refused; a value no member of a union takes (a number
     or 'auto') gets one line that says what each member expected."""
@@ -134,6 +137,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
             parts = parts[:-1]  # a union member's tag, not a key (an unknown key keeps its name, hyphens and all)
         location = ".".join(parts) or "(root)"
         message = item["msg"]
+        if not parts and (named := CROSS_SECTION_ERROR.match(message)):  # a check across sections names its field
+            location, message = named.group(1), named.group(2)
         if item["type"] == "extra_forbidden":
             message = REPLACED_KEYS.get(location) or unknown_key_message(parts)
         elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
