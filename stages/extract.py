@@ -12,8 +12,8 @@ from econsg.device import resolve_device
 from econsg.errors import EconsgError, NoGroundTruthError
 from econsg.features.backends import (
     absent_open_set_warning,
-    coarse_grid_warning,
     build_text_encoder,
+    coarse_grid_warning,
     embed_classes,
     one_class_warning,
     training_vocabulary,

@@ -10,8 +10,8 @@ from econsg.errors import EconsgError
 from econsg.features.backends import absent_open_set_warning, coarse_grid_warning, training_vocabulary
 from econsg.features.base import (
     bilinear_weights,
-    cosine_confidence,
     interpolated_feature_norms,
+    label_cosines,
     labels_and_confidence,
     pixel_cosines,
     pixel_probabilities,
@@ -334,8 +334,8 @@ def test_cosine_confidence_is_the_labels_cosine_clipped_at_zero():
     np.testing.assert_allclose(pixel_cosines(grid, text, 9, 10), cosines, atol=2e-5)
     labels, _ = labels_and_confidence(pixel_probabilities(grid, text, 9, 10, 0.05))
     label_cosine = np.take_along_axis(cosines, labels[..., None].astype(np.int64), axis=2)[..., 0]
-    np.testing.assert_allclose(cosine_confidence(grid, text, 9, 10), np.maximum(label_cosine, 0), atol=2e-5)
-    assert (label_cosine < 0).any() and cosine_confidence(grid, text, 9, 10).min() == 0.0
+    np.testing.assert_allclose(label_cosines(pixel_cosines(grid, text, 9, 10)), np.maximum(label_cosine, 0), atol=2e-5)
+    assert (label_cosine < 0).any() and label_cosines(pixel_cosines(grid, text, 9, 10)).min() == 0.0
     # the probabilities are the softmax of these very cosines, to the bit
     np.testing.assert_array_equal(pixel_probabilities(grid, text, 9, 10, 0.05),
                                   softmax(pixel_cosines(grid, text, 9, 10) / np.float32(0.05)))
@@ -355,7 +355,7 @@ def test_extract_stores_the_cosine_confidence_when_asked_and_the_same_labels(tmp
     np.testing.assert_array_equal(softmax_run["labels"][...], cosine_run["labels"][...])
     text = cosine_run["text_embeddings"][...]
     for v in range(3):
-        expected = cosine_confidence(cosine_run["features"][v], text, 12, 16)
+        expected = label_cosines(pixel_cosines(cosine_run["features"][v], text, 12, 16))
         np.testing.assert_array_equal(cosine_run["confidence"][v], expected)
     assert not np.allclose(cosine_run["confidence"][...], softmax_run["confidence"][...])
 

@@ -273,14 +273,6 @@ def label_cosines(cosines: np.ndarray) -> np.ndarray:
     return np.maximum(cosines.max(axis=2), 0.0)
 
 
-def cosine_confidence(
-    features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, painted: PaintedMasks | None = None,
-) -> np.ndarray:
-    """[H, W] float32 k(u) = max_c cos(F(u), t_c) at least 0 (`label_cosines`): the confidence of the authors' code,
-    where METHOD.md's is the softmax maximum."""
-    return label_cosines(pixel_cosines(features, text_embeddings, height, width, painted))
-
-
 def pixel_labels(
     features: np.ndarray, text_embeddings: np.ndarray, height: int, width: int, temperature: float,
     painted: PaintedMasks | None = None, confidence: str = "softmax",
