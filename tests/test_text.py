@@ -76,6 +76,14 @@ def test_encode_vocabulary_rejects_bad_input(names, templates, match):
         encode_vocabulary(HashedTextEncoder(dim=8), names, templates)
 
 
+def test_a_name_without_words_is_refused_by_the_offline_encoder_only():
+    # Templated, '!!!' would embed as the templates' own words: the same vector as any other wordless text.
+    with pytest.raises(EconsgError, match="'!!!' has no words"):
+        encode_vocabulary(HashedTextEncoder(dim=8), ["chair", "!!!"], ["a photo of a {}."])
+    table = {"a !!!": [1.0, 0.0], "a chair": [0.0, 1.0]}  # an encoder with its own tokens may read it
+    np.testing.assert_allclose(encode_vocabulary(_TableEncoder(table), ["!!!"], ["a {}"]), [[1.0, 0.0]])
+
+
 def test_encoder_rejects_empty_prompt_and_bare_string():
     enc = HashedTextEncoder(dim=8)
     with pytest.raises(EconsgError, match="prompts"):

@@ -108,6 +108,10 @@ def encode_vocabulary(
     for name in names:
         if not isinstance(name, str) or not name.strip():
             raise EconsgError(f"class_names: got {name!r}, expected non-empty strings")
+        if isinstance(encoder, HashedTextEncoder) and not prompt_words(name):
+            # Its prompts would hold the templates' words only: every such text embeds alike and names nothing.
+            raise EconsgError(f"class_names: {name!r} has no words the offline text encoder reads; "
+                              "expected letters or digits, such as 'chair'")
     templates = list(templates)
     if not templates:
         raise EconsgError("templates: empty; expected at least one prompt template containing '{}'")
