@@ -173,13 +173,16 @@ def _check_inputs(labels, probs, masks, features_grid) -> None:
 
 
 def mask_votes(labels: np.ndarray, high_confidence: np.ndarray, masks: np.ndarray, num_classes: int) -> np.ndarray:
-    """[M, C] int64: how many high-confidence pixels of each class each mask holds."""
-    M = masks.shape[0]
-    keep = high_confidence.ravel() & (labels.ravel() >= 0)
-    onehot = np.zeros((int(keep.sum()), num_classes), dtype=np.float32)
-    onehot[np.arange(len(onehot)), labels.ravel()[keep]] = 1.0
-    flat = masks.reshape(M, labels.size)[:, keep].astype(np.float32)
-    return np.rint(flat @ onehot).astype(np.int64)
+    """[M, C] int64: how many high-confidence pixels of each class each mask holds.
+
+    Counted mask by mask: a float [M, P] copy of the masks and a [P, C] one-hot took ~6x the masks' own memory
+    (9.6 GB at 4000 x 3000 with 128 masks), and float32 sums are exact only below 2^24 pixels.
+    """
+    voters = high_confidence & (labels >= 0)
+    votes = np.zeros((masks.shape[0], num_classes), dtype=np.int64)
+    for m, mask in enumerate(masks):
+        votes[m] = np.bincount(labels[mask & voters], minlength=num_classes)
+    return votes
 
 
 def vote_mask_labels(votes: np.ndarray, min_votes: int) -> np.ndarray:

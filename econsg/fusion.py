@@ -468,6 +468,8 @@ class VoxelFeatureFusion:
             mix = np.asarray(feature_mix, dtype=np.float64)
             if mix.shape != index.shape:
                 raise EconsgError(f"feature_mix: expected shape {index.shape} like feature_index, got {mix.shape}")
+            if mix.size and not (np.isfinite(mix).all() and mix.min() >= 0):
+                raise EconsgError(f"feature_mix: expected finite weights >= 0, got min {np.nanmin(mix)}")
         if p == 0:
             return
 

@@ -105,6 +105,9 @@ def check_semantic_targets(latent_maps: torch.Tensor, labels: torch.Tensor, text
     for name, value in (("labels", labels), ("distill_mask", distill_mask), ("pixel_weights", pixel_weights)):
         if value is not None and list(value.shape) != pixels:
             raise EconsgError(f"{name}: got shape {list(value.shape)}, expected the latent maps' [V, H, W] = {pixels}")
+    if pixel_weights is not None and not bool((torch.isfinite(pixel_weights) & (pixel_weights >= 0)).all()):
+        # a view's weighted mean would divide by a NaN or negative total and fall back to 0: its loss gone, unreported
+        raise EconsgError("pixel_weights: expected finite weights >= 0, got NaN, inf or a negative weight")
     if text_latents.ndim != 2 or text_latents.shape[1] != d:
         raise EconsgError(f"text_latents: got shape {list(text_latents.shape)}, expected [C, d] with the latent maps' "
                           f"d = {d}")

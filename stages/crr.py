@@ -24,8 +24,18 @@ def run(params: Params) -> None:
     temperature = float(ex.attrs["temperature"])
     train = scene.train_indices
     V, H, W = scene.num_views, scene.height, scene.width
+
+    def finite(name: str, v: int) -> np.ndarray:
+        values = np.asarray(ex[name][v])
+        if not np.isfinite(values).all():
+            raise EconsgError(
+                f"{params.paths.artifact('extract')}: '{name}' of view {v} ({scene.names[v]}) hold NaN or inf; "
+                f"expected finite values (crr, fuse and autoencode would spread them): rerun extract"
+            )
+        return values
+
     # a generator: confidences are read one view at a time
-    thresholds = crr_threshold((ex["confidence"][v] for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
+    thresholds = crr_threshold((finite("confidence", v) for v in train), mode=cfg.tau1_mode, tau1=cfg.tau1)
     confidence = stored_confidence(params.paths.artifact("extract"))
     if cfg.enabled and (warning := tau2_warning(cfg, thresholds, confidence)):
         report(warning)
@@ -41,15 +51,12 @@ def run(params: Params) -> None:
         source = out.create_array("feature_source", (V, H, W), "int32", per_view=True, fill_value=-1)
         mask_labels = out.create_array("mask_labels", (V, ex["masks"].shape[1]), "int16", per_view=True, fill_value=-1)
         for i, v in enumerate(track(train, "crr: refining training views")):
-            features = ex["features"][v]
-            if not np.isfinite(features).all():
-                raise EconsgError(
-                    f"{params.paths.artifact('extract')}: 'features' of view {v} ({scene.names[v]}) hold NaN or inf; "
-                    f"expected finite features (crr, fuse and autoencode would spread them): rerun extract"
-                )
+            features = finite("features", v)
             if cfg.enabled:
                 n = int(ex["num_masks"][v])
                 painted = stored_painted_masks(ex, v)
+                if painted is not None:
+                    finite("mask_features", v)  # a NaN row spreads to every mask's table row through the sums
                 probs = pixel_probabilities(features, text, H, W, temperature, painted)
                 try:
                     result = refine_labels_crr(

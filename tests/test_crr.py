@@ -388,3 +388,16 @@ def test_smallest_covering_mask_smaller_wins_ties_go_to_the_lower_index_and_no_m
     assert smallest_covering_mask(masks, np.array([True, False, False, True]))[0, 7] == 0  # only eligible masks
     assert smallest_covering_mask(masks, np.array([True, False, False, True]))[7, 0] == 3
     assert (smallest_covering_mask(np.zeros((0, 3, 5), bool)) == -1).all()  # a view without masks
+
+
+def test_mask_votes_count_each_masks_high_confidence_labelled_pixels_by_class():
+    from econsg.crr import mask_votes
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(-1, 4, size=(9, 11)).astype(np.int16)
+    high = rng.random((9, 11)) < 0.6
+    masks = rng.random((5, 9, 11)) < 0.4
+    votes = mask_votes(labels, high, masks, 4)
+    expected = [[int((masks[m] & high & (labels == c)).sum()) for c in range(4)] for m in range(5)]
+    np.testing.assert_array_equal(votes, expected)
+    assert votes.dtype == np.int64 and mask_votes(labels, high, masks[:0], 4).shape == (0, 4)

@@ -526,26 +526,28 @@ def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(
     assert not (other / "metrics" / "crr.json").exists()
 
 
-def test_crr_refuses_features_holding_inf_naming_the_view_and_keeps_the_previous_store(tiny_project):
+@pytest.mark.parametrize("array", ["features", "confidence"])
+def test_crr_refuses_features_holding_inf_naming_the_view_and_keeps_the_previous_store(tiny_project, array):
     """One inf in extract's features would turn crr's mask-class means, fuse's points and every latent into NaN
-    without an error: crr stops at the view that holds it."""
+    without an error: crr stops at the view that holds it. A NaN confidence made tau1 NaN ('relative') or was left
+    out of the quantile."""
     import zarr
 
     from econsg.artifacts import read_provenance
 
     workdir, _ = tiny_project
-    other = workdir / "inf_features"
+    other = workdir / f"inf_{array}"
     for store in ("scene", "extract", "crr"):
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
     before = read_provenance(other / "crr.zarr").content_hash
-    features = zarr.open_group(other / "extract.zarr", mode="r+")["features"]
+    values = zarr.open_group(other / "extract.zarr", mode="r+")[array]
     from econsg.scene.store import open_scene
 
     view = int(open_scene(other / "scene.zarr").train_indices[1])
-    features[view, 0, 0, 0] = np.inf
+    values[(view,) + (0,) * (values.ndim - 1)] = np.inf if array == "features" else np.nan
     result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
     assert result.returncode == 1, result.stderr
-    assert f"extract.zarr: 'features' of view {view} (" in result.stderr and "hold NaN or inf" in result.stderr
+    assert f"extract.zarr: '{array}' of view {view} (" in result.stderr and "hold NaN or inf" in result.stderr
     assert read_provenance(other / "crr.zarr").content_hash == before
 
 

@@ -375,6 +375,10 @@ def test_bad_inputs_name_the_argument():
         fusion.add(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 3]), None, np.zeros((2, 3)), 0)
     with pytest.raises(EconsgError, match="confidence: expected finite weights >= 0"):
         fusion.add(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 1]), np.array([1.0, -1.0]), np.zeros((2, 3)), 0)
+    for bad in (np.nan, -0.5):  # the voxel was dropped from finalize() without a word
+        with pytest.raises(EconsgError, match="feature_mix: expected finite weights >= 0"):
+            fusion.add(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 1]), None, np.zeros((2, 3)), 0,
+                       feature_index=np.array([[0, 1], [1, 0]]), feature_mix=np.array([[0.5, bad], [0.5, 0.5]]))
     with pytest.raises(EconsgError, match="voxel_size: expected a positive size"):
         VoxelFeatureFusion(0.0, 4, 3)
     with pytest.raises(EconsgError, match="depth: expected an"):

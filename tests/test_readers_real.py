@@ -315,6 +315,15 @@ def test_scannet_skips_invalid_pose_and_refuses_bad_input(tmp_path, views, capsy
         write_scene(source, tmp_path / "scene.zarr", params={}, downscale=1, sparse_views=None, max_init_points=100,
                     init_voxel_size=0.1, rng=np.random.default_rng(0))
 
+    # a skewed matrix: fuse back-projects through all of K, the rasterizers read fx, fy, cx, cy only
+    root = write_scannet(tmp_path / "e", views)
+    path = root / "intrinsic" / "intrinsic_color.txt"
+    matrix = np.loadtxt(path)
+    matrix[0, 1] = 5.0
+    np.savetxt(path, matrix)
+    with pytest.raises(EconsgError, match=r"intrinsic_color\.txt: intrinsics .* have skew or a last row other than"):
+        read_scene(root)
+
 
 # ---- 3D-OVS -----------------------------------------------------------------------------------------
 

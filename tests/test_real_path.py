@@ -276,6 +276,17 @@ def test_mask_crops_store_a_mask_table_and_id_map_that_crr_fuse_and_autoencode_r
     latent_maps = open_artifact(tmp_path / "artifacts" / "autoencode.zarr", "autoencode")["latent_maps"]
     assert np.isfinite(np.asarray(latent_maps[0], np.float32)).all()
 
+    # one NaN in a mask's crop feature reached every mask's table row through crr's sums, unreported
+    import zarr
+
+    from econsg.errors import EconsgError
+    from econsg.scene.store import open_scene
+
+    view = int(open_scene(tmp_path / "artifacts" / "scene.zarr").train_indices[0])
+    zarr.open_group(tmp_path / "artifacts" / "extract.zarr", mode="r+")["mask_features"][view, 0, 0] = np.nan
+    with pytest.raises(EconsgError, match=rf"extract.zarr: 'mask_features' of view {view} \(.*hold NaN or inf"):
+        run_stage("crr", root / "params.yaml", moved)
+
 
 def test_texts_are_refused_under_another_clip_model_than_extract_used(real_run):
     from econsg.config import load_params

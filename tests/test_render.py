@@ -219,19 +219,20 @@ def test_empty_view_gives_background_and_zero_alpha():
     assert torch.isfinite(means.grad).all()
 
 
+@pytest.mark.parametrize("scale", [1e7, 1e12], ids=["radii-past-int32", "determinant-past-float32"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_runaway_gaussian_past_int32_radii_is_still_drawn_and_sizes_may_be_numpy_integers(dtype):
-    """Its radius saturates (as gsplat's CUDA cast does) instead of wrapping negative and being dropped: in float32,
-    training's dtype, 2^31 - 1 rounds up to 2^31, which wrapped."""
+def test_a_runaway_gaussian_is_drawn_over_the_view_at_its_opacity_and_sizes_may_be_numpy_integers(dtype, scale):
+    """Unclamped, a 1e7 scale's radius passed int32 (and wrapped negative in a float32 cast, dropping it), and a
+    1e12 one's 2D covariance determinant overflowed float32 (conic 0), so it was drawn nowhere."""
     import numpy as np
 
     width, height = 8, 6
     viewmats, Ks = camera(width, height, 500.0, dtype=dtype)
     f = dict(dtype=dtype)
-    out = render(torch.tensor([[0.0, 0.0, 2.0]], **f), torch.tensor([[1.0, 0, 0, 0]], **f), torch.full((1, 3), 1e7, **f),
+    out = render(torch.tensor([[0.0, 0.0, 2.0]], **f), torch.tensor([[1.0, 0, 0, 0]], **f), torch.full((1, 3), scale, **f),
                  torch.tensor([0.5], **f), torch.tensor([[1.0, 0.0, 0.0]], **f), viewmats, Ks, np.int64(width),
                  np.int64(height), backend="torch")  # fmt: skip
-    assert bool(out.meta["visible"].all()) and int(out.meta["radii"].min()) == 2**31 - 1
+    assert bool(out.meta["visible"].all()) and int(out.meta["radii"].min()) > width
     torch.testing.assert_close(out.alpha, torch.full_like(out.alpha, 0.5))
 
 

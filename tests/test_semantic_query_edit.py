@@ -90,6 +90,11 @@ def test_semantic_hook_refuses_targets_and_renders_that_disagree():
         make_semantic_loss(maps, labels.transpose(1, 2), LATENTS, **kwargs)
     with pytest.raises(EconsgError, match=r"pixel_weights: got shape \[2, 3\]"):
         make_semantic_loss(maps, labels, LATENTS, pixel_weights=torch.ones(2, 3), **kwargs)
+    for bad in (float("nan"), -1e6):  # a view's weighted mean fell back to 0: its loss gone, unreported
+        weights = torch.ones(2, 3, 4)
+        weights[0, 1, 2] = bad
+        with pytest.raises(EconsgError, match=r"pixel_weights: expected finite weights >= 0"):
+            make_semantic_loss(maps, labels, LATENTS, pixel_weights=weights, **kwargs)
     with pytest.raises(EconsgError, match=r"text_latents: got shape \[3, 3\], expected \[C, d\] with the latent maps' d = 5"):
         make_semantic_loss(torch.zeros(2, 3, 4, 5), labels, LATENTS, **kwargs)
     with pytest.raises(EconsgError, match=r"latent_maps: got shape \[3, 4, 3\], expected \[V, H, W, d\]"):

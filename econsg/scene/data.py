@@ -73,10 +73,18 @@ def check_rigid_pose(c2w: np.ndarray, where: str, atol: float = 1e-3) -> np.ndar
 
 
 def check_intrinsics(K: np.ndarray, where: str) -> np.ndarray:
-    """A finite 3x3 pinhole matrix with positive focal lengths, or EconsgError."""
+    """A finite 3x3 pinhole matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with positive focal lengths, or EconsgError.
+
+    A skewed or projective matrix is refused: fuse would back-project through all of it, the rasterizers (gsplat's
+    too) read fx, fy, cx and cy only, so the two would put a point on different pixels.
+    """
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise EconsgError(f"{where}: intrinsics {K.tolist()} are not a finite 3x3 pinhole matrix with positive focal lengths")
+    tolerance = 1e-9 * max(K[0, 0], K[1, 1])
+    if abs(K[0, 1]) > tolerance or abs(K[1, 0]) > tolerance or np.abs(K[2] - [0.0, 0.0, 1.0]).max() > 1e-9:
+        raise EconsgError(f"{where}: intrinsics {K.tolist()} have skew or a last row other than [0, 0, 1]; expected a "
+                          "pinhole matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (undistort and unskew the images first)")
     return K
 
 
