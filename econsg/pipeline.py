@@ -260,6 +260,19 @@ EVALUATE_PLOTS = "{plots}/evaluate"
 EVALUATE_PLOTS_DEFINITION = {"template": "bar_horizontal_sorted", "x": "iou", "y": "class", "title": "held-out IoU per class"}
 
 
+# The stages' curves as `dvc plots show` draws them: without x and y, DVC plots the CSV's last column (alphabetical:
+# autoencode's learning rate, splat's `sem`) against the row number. Other columns: `dvc plots show FILE -x X -y Y`.
+CURVE_PLOT_DEFINITIONS = {
+    "{plots}/autoencode_curve.csv": {"x": "iteration", "y": "loss", "title": "autoencode: training loss"},
+    "{plots}/splat_curve.csv": {"x": "step", "y": "loss", "title": "splat: training loss"},
+}
+
+
+def plot_output(path: str, resolve) -> dict:
+    """A stage's plots entry for the plot file template `path` (resolved by `resolve`): uncached, with its axes."""
+    return {resolve(path): {"cache": False, **CURVE_PLOT_DEFINITIONS.get(path, {})}}
+
+
 def template(path: str) -> str:
     """A StageSpec path with its `{key}` placeholders as dvc.yaml's `${paths.key}` interpolations."""
     return path.format(**{key: "${paths.%s}" % key for key in ("data", "artifacts", "metrics", "plots")})
@@ -274,7 +287,7 @@ def dvc_stage(spec: StageSpec) -> dict:
     if spec.metrics:
         entry["metrics"] = [{template(m): {"cache": False}} for m in spec.metrics]
     if spec.plots:
-        entry["plots"] = [{template(p): {"cache": False}} for p in spec.plots]
+        entry["plots"] = [plot_output(p, template) for p in spec.plots]
     return entry
 
 

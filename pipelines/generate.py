@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from econsg.artifacts import RUN_RECORD  # noqa: E402
 from econsg.config import Params, parse_params  # noqa: E402
-from econsg.pipeline import EVALUATE_PLOTS, EVALUATE_PLOTS_DEFINITION, STAGE_ORDER, STAGES  # noqa: E402
+from econsg.pipeline import EVALUATE_PLOTS, EVALUATE_PLOTS_DEFINITION, STAGE_ORDER, STAGES, plot_output  # noqa: E402
 
 PER_SCENE_STAGES = tuple(name for name in STAGE_ORDER if name != "synth")
 PATH_KEYS = ("data", "artifacts", "metrics", "plots", "checkpoints")
@@ -230,7 +230,7 @@ def stage_entry(dataset: str, name: str) -> dict:
     if spec.metrics:
         do["metrics"] = [{resolved(m): {"cache": False}} for m in spec.metrics]
     if spec.plots:
-        do["plots"] = [{resolved(p): {"cache": False}} for p in spec.plots]
+        do["plots"] = [plot_output(p, resolved) for p in spec.plots]
     return {"foreach": "${runs}", "do": do}
 
 

@@ -349,7 +349,15 @@ def test_dvc_plots_show_draws_the_per_class_iou_and_evaluate_pictures(tiny_proje
     images = {name for name, entries in shown.items() if entries[0]["type"] == "image"}
     assert "plots/evaluate/confusion.png" in images
     assert any(name.startswith("plots/evaluate/view_") for name in images), "the held-out view panels"
-    assert {"plots/autoencode_curve.csv", "plots/splat_curve.csv"} <= set(shown), "the stages' own curves stay"
+    for curve, x in (("autoencode_curve.csv", "iteration"), ("splat_curve.csv", "step")):
+        # without axes DVC drew the last column (the learning rate, `sem`) against the row number, not the step
+        content = shown[f"plots/{curve}"][0]["content"]
+        ys = {layer["encoding"]["y"]["field"] for layer in content["layer"] if "y" in layer.get("encoding", {})}
+        assert content["encoding"]["x"]["field"] == x and ys == {"loss"}, curve
+        with (workdir / "plots" / curve).open() as f:
+            first = dict(zip(f.readline().strip().split(","), f.readline().strip().split(",")))
+        point = content["data"]["values"][0]
+        assert float(point[x]) == float(first[x]) and float(point["loss"]) == float(first["loss"]), curve
 
 
 def rerun_stage(workdir: Path, name: str, stage: str, setting: str) -> Path:
