@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,6 +92,7 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
         "opacities": ("gaussian",),
         "sh0": ("gaussian", "coeff", "rgb"),
         "shN": ("gaussian", "coeff", "rgb"),
+        "features": ("gaussian", "latent"),
         "curve": ("step", "metric"),
     },
     "evaluate": {
@@ -103,7 +104,6 @@ ARTIFACT_SCHEMAS: dict[str, dict[str, tuple[str, ...]]] = {
 OPTIONAL_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
     "ingest": {"depth": ("view", "y", "x"), "gt_class": ("view", "y", "x"), "gt_instance": ("view", "y", "x")},
     "extract": {"mask_ids": ("view", "y", "x"), "mask_features": ("view", "mask", "feature")},  # mask crops
-    "splat": {"features": ("gaussian", "latent")},
     "evaluate": {
         "teacher_labels": ("view", "y", "x"),
         "renders": ("view", "y", "x", "rgb"),
@@ -371,14 +371,15 @@ def remove_stale_temporaries(target: Path) -> None:
     for prefix in (TMP_PREFIX, OLD_PREFIX, TRASH_PREFIX):
         for leftover in sorted(target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*")):
             pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _process_alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 if prefix == OLD_PREFIX and not target.exists():
                     os.replace(leftover, target)
                 else:
                     shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a writer whose temporaries must not be removed)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -452,11 +453,17 @@ def read_provenance(path: str | Path) -> Provenance:
 
 
 def open_artifact(path: str | Path, stage: str) -> zarr.Group:
-    """Open a stage's store read-only after checking provenance and the stage's array schema."""
+    """Open a stage's store read-only after checking provenance, its files against the content hash written with
+    them, and the stage's array schema."""
     path = Path(path)
     provenance = read_provenance(path)
     if provenance.stage != stage:
         raise ArtifactError(f"{path}: written by stage {provenance.stage!r}, expected the {stage!r} stage's artifact")
+    if (found := hash_store_content(path)) != provenance.content_hash:
+        # zarr reads a missing chunk as its fill value and a damaged one as a bare checksum error: check up front
+        raise ArtifactError(f"{path}: its files differ from those the {stage} stage wrote (content hash {found[:12]}, "
+                            f"written {provenance.content_hash[:12]}): a file was changed, removed or added since; "
+                            f"rerun the {stage} stage (or `dvc checkout` it)")
     group = zarr.open_group(store=str(path), mode="r")
     schema = ARTIFACT_SCHEMAS[stage]
     for name, dims in {**schema, **OPTIONAL_ARRAYS.get(stage, {})}.items():
@@ -511,13 +518,20 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write a metrics/plots JSON file via a temporary sibling and rename. NaN and infinity (a mean over no class
     present) are written as null, so the file stays valid JSON for strict parsers."""
 
+    text = json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_file_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` to a temporary sibling, then rename it to `path`; on a system error (a full disk, a folder in
+    the file's place) no half-written sibling is left, and the error names `path`, not the sibling."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
+        write(tmp)
         os.replace(tmp, path)
-    except OSError as error:  # a full disk: leave no half-written sibling, and name the file
+    except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror, str(path)) from error
     return path
@@ -550,13 +564,12 @@ def write_curve_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path
     """A training curve (one dict per logged step) as CSV for `dvc plots`, written atomically."""
     import csv
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "step", k))
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_file_atomic(path, write)

@@ -165,7 +165,7 @@ PARAMS_HEADER = (
 @app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a stage.")]) -> None:
     """Show a store's arrays (shape, dtype, chunks, size), its attributes and its provenance."""
-    from econsg.artifacts import describe_store
+    from econsg.artifacts import describe_store, hash_store_content
 
     rows, provenance, attributes = _guard(describe_store, path)
     console = plain_console()
@@ -204,6 +204,10 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
             elif key == "inputs" and isinstance(value, dict):
                 for input_path, digest in value.items():
                     prov.add_row(f"input {input_path}", str(digest)[:16])
+            elif key == "content_hash":
+                found = hash_store_content(path)
+                prov.add_row(key, f"{value} (" + ("the files match it" if found == value else
+                                                  f"DAMAGED: the files now hash to {found}, changed since written") + ")")
             else:
                 prov.add_row(key, _short(value))
     console.print(prov)

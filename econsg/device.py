@@ -21,6 +21,14 @@ def resolve_device(device: str, field: str = "device") -> str:
     return name
 
 
+def check_backend(backend: str, device: str, field: str = "splat.backend") -> None:
+    """Refuse the gsplat rasterizer on a device other than CUDA before any work (it failed at the first render, after
+    every input was read)."""
+    if backend == "gsplat" and not str(device).startswith("cuda"):
+        raise EconsgError(f"{field}: 'gsplat' needs a CUDA device, but device resolves to {device!r} here; expected "
+                          "'auto' or 'torch' (the CPU rasterizer), or a machine with CUDA")
+
+
 def synchronize(device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): call before reading a clock around GPU work,
     or the time measures the launches, not the work. Nothing to wait for on the CPU."""

@@ -25,7 +25,7 @@ from econsg.evaluation import (
     subset_scores,
     vocabulary_to_scene_ids,
 )
-from econsg.device import resolve_device, synchronize
+from econsg.device import check_backend, resolve_device, synchronize
 from econsg.features.backends import check_names_case
 from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
@@ -51,6 +51,7 @@ from econsg.workspace import load_autoencoder, open_stage, text_query
 def run(params: Params) -> None:
     cfg = params.evaluate
     device = resolve_device(params.device)
+    check_backend(params.splat.backend, device)
     scene = open_scene(params.paths.artifact("ingest"))
     try:
         truth = open_ground_truth(scene.path)

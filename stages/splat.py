@@ -10,7 +10,7 @@ import torch
 
 from econsg.artifacts import ArtifactWriter, write_curve_csv, write_json_atomic
 from econsg.config import Params
-from econsg.device import resolve_device
+from econsg.device import check_backend, resolve_device
 from econsg.pipeline import code_digest, stage_main, stage_params
 from econsg.progress import report
 from econsg.semantic import distilled_pixels, make_semantic_loss
@@ -74,6 +74,7 @@ def resolved_near_plane(cfg, scene) -> float:
 
 def run(params: Params) -> None:
     device = resolve_device(params.device)
+    check_backend(params.splat.backend, device)
     scene = open_scene(params.paths.artifact("ingest"))
     cfg = params.splat.model_copy(update={"near_plane": resolved_near_plane(params.splat, scene)})
     fused = open_stage(params, "fuse")
@@ -133,8 +134,7 @@ def run(params: Params) -> None:
     ) as out:
         for name in GAUSSIAN_NAMES:
             out.create_array(name, g[name].shape, "float32", data=g[name])
-        if "features" in g:
-            out.create_array("features", g["features"].shape, "float32", data=g["features"])
+        out.create_array("features", g["features"].shape, "float32", data=g["features"])
         out.create_array("curve", curve.shape, "float64", data=curve)
         out.attrs.update({"curve_columns": curve_keys, "sh_degree": cfg.sh_degree, "near_plane": cfg.near_plane,
                           "vocabulary": list(ae.attrs["vocabulary"])})

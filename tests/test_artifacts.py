@@ -146,6 +146,23 @@ def test_open_refuses_other_stage_stale_version_and_foreign_store(tmp_path):
         open_artifact(tmp_path / "room" / "crr.zarr", "crr")
 
 
+@pytest.mark.parametrize("damage", ["chunk removed", "chunk altered", "array metadata cut"])
+def test_a_store_whose_files_changed_since_written_is_refused_naming_it(tmp_path, damage):
+    """zarr read a removed chunk as its fill value (a fuse with no labelled point) and an altered one as a bare
+    checksum error: open refuses both, and any other change to the files, before a stage reads them."""
+    path = write_fuse(tmp_path / "fuse.zarr", 0.5)
+    chunks = sorted(p for p in (path / "xyz").rglob("*") if p.is_file() and p.name != "zarr.json")
+    if damage == "chunk removed":
+        chunks[0].unlink()
+    elif damage == "chunk altered":
+        chunks[0].write_bytes(chunks[0].read_bytes()[:-1] + b"\x00")
+    else:
+        meta = path / "xyz" / "zarr.json"
+        meta.write_text(meta.read_text()[:20])
+    with pytest.raises(ArtifactError, match=r"fuse.zarr: its files differ from those the fuse stage wrote .*rerun the fuse stage"):
+        open_artifact(path, "fuse")
+
+
 def test_wrong_dimension_names_are_reported(tmp_path):
     path = tmp_path / "fuse.zarr"
     with ArtifactWriter(path, stage="fuse", params={}) as out:
@@ -188,6 +205,18 @@ def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
                                                    "per_class": {"a": float("nan")}, "curve": [1.0, float("-inf")]})
     data = json.loads(path.read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN / Infinity tokens
     assert data == {"miou": None, "fps": None, "ok": 0.5, "per_class": {"a": None}, "curve": [1.0, None]}
+
+
+@pytest.mark.parametrize("kind", ["metrics", "curve"])
+def test_a_metrics_or_curve_file_that_cannot_be_written_is_named_and_leaves_no_sibling(tmp_path, kind):
+    from econsg.artifacts import write_curve_csv, write_json_atomic
+
+    target = tmp_path / ("m.json" if kind == "metrics" else "curve.csv")
+    target.mkdir()  # a folder in the file's place
+    with pytest.raises(OSError) as error:
+        write_json_atomic(target, {"a": 1}) if kind == "metrics" else write_curve_csv(target, [{"step": 1, "loss": 0.5}])
+    assert error.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "no .tmp sibling is left"
 
 
 def test_a_killed_writers_leftovers_are_removed_and_a_second_writer_is_refused(tmp_path):

@@ -45,6 +45,10 @@ def test_run_ingest_and_inspect(tmp_path, monkeypatch):
     for word in ("images", "4x12x16x3", "uint8", "schema_version", "median_depth", "class_names"):
         assert word in shown.stdout
     assert re.search(r"│ stage\s+│ ingest\s+│", shown.stdout), "the provenance names the stage that wrote the store"
+    assert "the files match it" in shown.stdout and "DAMAGED" not in shown.stdout
+    next(p for p in (store / "images").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    damaged = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
+    assert damaged.exit_code == 0 and "DAMAGED: the files now hash to" in damaged.stdout
 
 
 def test_user_errors_have_no_traceback(tmp_path):

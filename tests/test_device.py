@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from econsg.device import resolve_device
+from econsg.device import check_backend, resolve_device
 from econsg.errors import EconsgError
 
 
@@ -19,3 +19,11 @@ def test_cuda_without_gpu_is_a_clear_error():
 def test_unknown_device_names_the_choices():
     with pytest.raises(EconsgError, match="expected 'auto', 'cpu' or 'cuda"):
         resolve_device("tpu")
+
+
+def test_gsplat_off_cuda_is_refused_naming_the_param():
+    check_backend("gsplat", "cuda:0")
+    for backend in ("auto", "torch"):
+        check_backend(backend, "cpu")
+    with pytest.raises(EconsgError, match=r"splat.backend: 'gsplat' needs a CUDA device, but device resolves to 'cpu'"):
+        check_backend("gsplat", "cpu")

@@ -13,6 +13,7 @@ import yaml
 
 from econsg.config import Params
 from econsg.pipeline import STAGE_ORDER, STAGES, dvc_yaml
+from tests.helpers import restamp
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -443,13 +444,16 @@ def test_a_broken_view_of_an_upstream_store_is_named_with_its_store(tiny_project
     labels = zarr.open_group(broken / "extract.zarr", mode="r+")["labels"]
     good = labels[int(train[1])]
     labels[int(train[1])] = np.where(good >= 0, 40, good).astype(good.dtype)
+    restamp(broken / "extract.zarr")
     kept = read_provenance(broken / "crr.zarr").content_hash
     result = stage_process(workdir, "crr", sets)
     assert result.returncode == 1 and re.search(rf"extract.zarr: view {train[1]} \(\S+\): labels: .*rerun extract", result.stderr)
     assert read_provenance(broken / "crr.zarr").content_hash == kept, "the previous crr.zarr stays"
     labels[int(train[1])] = good
+    restamp(broken / "extract.zarr", readers=(broken / "crr.zarr",))
     sources = zarr.open_group(broken / "crr.zarr", mode="r+")["feature_source"]
     sources[int(train[0]), 0, 0] = 10**6
+    restamp(broken / "crr.zarr")
     result = stage_process(workdir, "fuse", sets)
     assert result.returncode == 1 and re.search(rf"crr.zarr: view {train[0]} \(\S+\): feature_source: rows up to 1000000",
                                                 result.stderr), result.stderr
@@ -553,10 +557,20 @@ def test_crr_refuses_features_holding_inf_naming_the_view_and_keeps_the_previous
 
     view = int(open_scene(other / "scene.zarr").train_indices[1])
     values[(view,) + (0,) * (values.ndim - 1)] = np.inf if array == "features" else np.nan
+    restamp(other / "extract.zarr")
     result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
     assert result.returncode == 1, result.stderr
     assert f"extract.zarr: '{array}' of view {view} (" in result.stderr and "hold NaN or inf" in result.stderr
     assert read_provenance(other / "crr.zarr").content_hash == before
+
+
+@pytest.mark.parametrize("stage", ["splat", "evaluate"])
+def test_gsplat_on_a_cpu_is_refused_before_any_input_is_read(tiny_project, stage):
+    """It failed at the first render, naming `backend` (not splat.backend) and offering 'gsplat' back as a choice."""
+    workdir, _ = tiny_project
+    other = workdir / f"gsplat_on_cpu_{stage}"  # empty: a stage that read an input first would say it is missing
+    result = stage_process(workdir, stage, [f"paths.artifacts={other}", "splat.backend=gsplat", "device=cpu"])
+    assert result.returncode == 1 and "splat.backend: 'gsplat' needs a CUDA device" in result.stderr, result.stderr
 
 
 def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_project):
@@ -570,6 +584,7 @@ def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_pro
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
     label = zarr.open_group(other / "fuse.zarr", mode="r+")["label"]
     label[...] = -1
+    restamp(other / "fuse.zarr")
     result = stage_process(workdir, "autoencode", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
     assert result.returncode == 1, result.stderr
     assert "fuse.zarr: label: no fused point carries a class label" in result.stderr
@@ -625,6 +640,7 @@ def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project)
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", unlabelled / f"{store}.zarr", dirs_exist_ok=True)
     for array in ("gt_class", "gt_instance"):
         shutil.rmtree(unlabelled / "scene.zarr" / array)
+    restamp(unlabelled / "scene.zarr", readers=tuple(unlabelled / f"{s}.zarr" for s in ("extract", "autoencode", "splat")))
     run_stage(workdir, "evaluate", [f"paths.artifacts={unlabelled}", f"paths.metrics={unlabelled / 'metrics'}",
                                     f"paths.plots={unlabelled / 'plots'}"])
     metrics = json.loads((unlabelled / "metrics" / "evaluate.json").read_text())

@@ -10,7 +10,7 @@ from econsg.scene.data import select_sparse_views
 from econsg.scene.ingest import downscale_depth, downscale_labels, write_scene
 from econsg.scene.readers import detect_format, read_scene
 from econsg.scene.store import open_ground_truth, open_scene
-from tests.helpers import write_tiny_blender
+from tests.helpers import restamp, write_tiny_blender
 
 
 def ingest(root, out, **kwargs):
@@ -252,6 +252,7 @@ def test_auto_init_voxel_size_follows_the_scene_scale(tmp_path, capsys):
     import zarr
 
     zarr.open_group(tmp_path / "small.zarr", mode="r+").attrs.pop("median_depth")  # as a store from before it
+    restamp(tmp_path / "small.zarr")
     with pytest.raises(EconsgError, match="no median_depth attribute.*rerun ingest"):
         open_scene(tmp_path / "small.zarr").median_depth
 

@@ -20,7 +20,7 @@ from econsg.artifacts import open_artifact
 from econsg.config import Params
 from econsg.pipeline import STAGE_ORDER, run_stage
 from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
-from tests.helpers import TINY_OPENCLIP_SAM
+from tests.helpers import TINY_OPENCLIP_SAM, restamp
 
 VOCABULARY = ["wall", "floor", "chair"]
 EVAL_VOCABULARY = [*VOCABULARY, "a potted fern"]  # a word the training vocabulary lacks, as a user would query
@@ -284,6 +284,7 @@ def test_mask_crops_store_a_mask_table_and_id_map_that_crr_fuse_and_autoencode_r
 
     view = int(open_scene(tmp_path / "artifacts" / "scene.zarr").train_indices[0])
     zarr.open_group(tmp_path / "artifacts" / "extract.zarr", mode="r+")["mask_features"][view, 0, 0] = np.nan
+    restamp(tmp_path / "artifacts" / "extract.zarr")
     with pytest.raises(EconsgError, match=rf"extract.zarr: 'mask_features' of view {view} \(.*hold NaN or inf"):
         run_stage("crr", root / "params.yaml", moved)
 

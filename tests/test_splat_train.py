@@ -440,6 +440,24 @@ def test_checkpoint_of_another_schema_version_is_refused(tmp_path: Path):
                         generator=torch.Generator().manual_seed(0), checkpoint_dir=tmp_path)  # fmt: skip
 
 
+def test_a_checkpoint_save_killed_midway_is_removed_by_the_next_run_but_a_live_ones_is_not(tmp_path: Path):
+    """SIGKILL during torch.save leaves the temporary (as large as a checkpoint) that nothing else would remove."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".splat-{'ab' * 8}-00000040.pt.tmp-{int(gone.stdout)}"
+    alive = tmp_path / f".splat-{'cd' * 8}-00000020.pt.tmp-{os.getppid()}"  # another run, still saving
+    for path in (killed, alive):
+        path.write_bytes(b"half a checkpoint")
+    views, params = tiny_problem()
+    train_gaussians(views, params, config(iterations=5, checkpoint_every=5), generator=torch.Generator().manual_seed(0),
+                    progress=False, checkpoint_dir=tmp_path)  # fmt: skip
+    assert not killed.exists() and alive.exists()
+    assert len(list(tmp_path.glob("splat-*.pt"))) == 1 and not list(tmp_path.glob(f"*.tmp-{os.getpid()}"))
+
+
 def test_bad_views_and_sh_degree_are_refused():
     views, params = tiny_problem()
     bad = TrainViews(images=views.images[:, :, :-1], viewmats=views.viewmats, Ks=views.Ks, width=WIDTH, height=HEIGHT)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -33,6 +32,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
+from econsg.artifacts import process_alive
 from econsg.config.splat import SplatParams
 from econsg.errors import EconsgError
 from econsg.splat.gaussians import check_gaussians, render_gaussians, sh_degree_of
@@ -279,17 +279,29 @@ def remove_other_runs(checkpoint_dir: Path, fingerprint: str, keep: int = OTHER_
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """torch.save to a temporary sibling, then rename: a killed run never leaves a half-written checkpoint."""
+    """torch.save to a temporary sibling `.<name>.tmp-<pid>`, then rename: a killed run never leaves a half-written
+    checkpoint (and what a SIGKILL leaves, `remove_killed_saves` removes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_killed_saves(checkpoint_dir: Path) -> list[Path]:
+    """Delete the temporary checkpoints of runs killed while saving (SIGKILL gives no chance to clean up; each is as
+    large as a checkpoint), leaving those of runs still alive; returns them."""
+    removed = []
+    for path in sorted(Path(checkpoint_dir).glob(".splat-*.pt.tmp-*")) if Path(checkpoint_dir).is_dir() else ():
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
@@ -369,6 +381,7 @@ def train_gaussians(
     last_saved: Path | None = None
 
     if checkpoint_dir is not None:
+        remove_killed_saves(checkpoint_dir)
         saved = list_checkpoints(checkpoint_dir, fingerprint)
         if saved:
             last_saved = saved[-1][1]
