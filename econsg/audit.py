@@ -97,6 +97,8 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
             None if fuse is None else fuse["agreement"][v], palette,
         )
         paths.append(viz.save_png(picture, out_dir / f"view_{v:04d}.png"))
+    for stale in set(Path(out_dir).glob("view_*.png")) - set(paths):  # an earlier audit's panels, which the index
+        stale.unlink()  # no longer lists, would show another crr's decisions beside these
     if paths:
         viz.contact_sheet(paths, out_dir / "contact_sheet.png")
     rows = "\n".join(

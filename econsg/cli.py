@@ -448,8 +448,9 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
     if len(texts) == 1:
         rel = relevancy(features, latents[0], canonical, temperature).numpy()
         mask = rel > level
+        colour = viz.named_palette(texts, classes)[0]
         tiles = [(title, rgb), (f"relevancy: {texts[0]}", viz.colour_scalar(rel)),
-                 (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], [255, 40, 40], 0).astype(np.uint8), 0.6))]
+                 (f"mask > {level:g}", viz.overlay(rgb, np.where(mask[..., None], colour, 0).astype(np.uint8), 0.6))]
         return viz.with_legend(viz.panel(tiles), viz.ramp_key(f"relevancy (mask > {level:g})", "0", "1")), float(mask.mean())
     labels = segment_texts(features, latents, canonical).numpy()
     palette = viz.named_palette(texts, classes)

@@ -143,13 +143,21 @@ STAGES: dict[str, StageSpec] = {
 
 SMOKE_SETTINGS = (
     "extract.openclip_sam.stand_in=true",
+    # the stand-in SAM's random masks fail every quality filter of a real run: without these it made none, and
+    # crr's mask votes and the mask-crop paths went unrun
+    "extract.openclip_sam.points_per_side=4",
+    "extract.openclip_sam.pred_iou_thresh=0",
+    "extract.openclip_sam.stability_score_thresh=0",
+    "extract.openclip_sam.box_nms_thresh=1",
+    "extract.openclip_sam.min_mask_region_area=4",
     "autoencode.iterations=20",
     "splat.iterations=20",
     "evaluate.timing_repeats=1",
 )
 SMOKE_DENSIFICATION = ("splat.refine_start_iter=5", "splat.refine_every=5", "splat.refine_stop_iter=15")
-"""What `econsg smoke` changes in a run's params, beside the folders: tiny random CLIP and SAM for the weights, and
-a few steps of each training, which densify once (SMOKE_DENSIFICATION) unless the run's params switch it off."""
+"""What `econsg smoke` changes in a run's params, beside the folders: tiny random CLIP and SAM for the weights, with
+SAM's mask filters open so that the random model's masks are kept, and a few steps of each training, which densify
+once (SMOKE_DENSIFICATION) unless the run's params switch it off."""
 SMOKE_FOLDERS = ("artifacts", "metrics", "plots", "checkpoints")
 
 

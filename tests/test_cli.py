@@ -278,3 +278,24 @@ def test_smoke_settings_shorten_training_keep_the_run_s_densification_choice_and
         assert (smoke.splat.refine_stop_iter > 0) == densifies, run_overrides
         assert smoke.ingest.downscale == run.ingest.downscale, "the run's own settings stay"
         assert all(Path(getattr(smoke.paths, key)).parent == tmp_path for key in ("artifacts", "metrics", "plots", "checkpoints"))
+
+
+def test_a_single_texts_mask_takes_its_class_colour_as_in_every_other_picture(monkeypatch):
+    """It was always red (close to the wall's colour), while evaluate, audit and a several-text query coloured it by
+    its class."""
+    import numpy as np
+    import torch
+
+    from econsg import cli, viz
+
+    drawn = []
+    overlay = viz.overlay
+    monkeypatch.setattr(viz, "overlay", lambda rgb, colours, alpha: drawn.append(colours) or overlay(rgb, colours, alpha))
+    latents = torch.eye(3)[:2]  # 'bed' and the canonical 'object'
+    features = latents[0].expand(4, 5, 3).clone()  # every pixel is the bed's
+    classes = ["wall", "floor", "bed"]
+    picture, share = cli._query_picture("render", np.zeros((4, 5, 3), np.uint8), features, ["bed"], latents[:1],
+                                        latents[1:], 1.0, 0.5, classes)  # fmt: skip
+    assert share == 1.0
+    (mask,) = drawn
+    assert np.unique(mask.reshape(-1, 3), axis=0).tolist() == [viz.named_palette(["bed"], classes)[0].tolist()]

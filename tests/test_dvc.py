@@ -168,6 +168,8 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert (workdir / "plots/audit/view_0001.png").is_file() and (workdir / "plots/audit/index.html").is_file()
     bad = runner.invoke(app, ["audit", "--views", "99"])
     assert bad.exit_code == 1 and "not among the available views" in bad.stderr
+    again = runner.invoke(app, ["audit", "--views", "1"])  # view 0's panel, which the index no longer lists, goes
+    assert again.exit_code == 0 and sorted(p.name for p in (workdir / "plots/audit").glob("view_*.png")) == ["view_0001.png"]
     from econsg.artifacts import open_artifact
 
     held_out = [int(v) for v in open_artifact(workdir / "artifacts/room/evaluate.zarr", "evaluate").attrs["test_views"]]

@@ -18,6 +18,7 @@ import yaml
 import econsg.features.openclip_sam as openclip_sam
 from econsg.artifacts import open_artifact
 from econsg.config import Params
+from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.pipeline import STAGE_ORDER, run_stage
 from tests.dataset_fixtures import PLANE_Z, synthetic_views, write_colmap
 from tests.helpers import TINY_OPENCLIP_SAM, restamp
@@ -314,8 +315,13 @@ def test_smoke_runs_every_stage_with_stand_in_models_and_leaves_the_run_s_stores
     with pytest.MonkeyPatch.context() as patch:  # the loaders themselves, not the fixture's: this machine has no weights
         for name, loader in REAL_LOADERS.items():
             patch.setattr(openclip_sam, name, loader)
-        result = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke")])
+        real_sam = OpenClipSamParams()  # a real run's mask filters, which the random stand-in's masks all failed
+        filters = [f"extract.openclip_sam.{key}={getattr(real_sam, key)}" for key in
+                   ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")]
+        result = runner.invoke(app, ["smoke", "--out", str(tmp_path / "smoke"), *(a for f in filters for a in ("--set", f))])
     assert result.exit_code == 0, result.stderr
+    masks = json.loads((tmp_path / "smoke" / "metrics" / "extract.json").read_text())["mean_masks_per_view"]
+    assert masks > 0, "crr's mask votes run in the dry run too"
     assert "stand in for the weights" in result.stderr, "extract says its figures mean nothing"
     assert "the real run's weights: still missing:" in result.stdout, "what the real run needs, said after the dry run"
     assert "openclip_sam.clip_checkpoint" in result.stdout and "openclip_sam.sam_checkpoint" in result.stdout

@@ -321,11 +321,12 @@ def write_scene(
                 "width": width,
                 "height": height,
                 "source_format": source.format,
-                "source_root": str(source.root),
                 "median_depth": median_depth,
                 "init_voxel_size": voxel_size,
             }
         )
+        out.run["source_root"] = str(source.root)  # where it was read: a record, not content (another path to the
+        # same data would otherwise change every store's hash and rerun the whole chain)
         if offset.any():  # the stores and exports lie in the recentred frame: add it back for the dataset's own
             out.attrs["origin_offset"] = offset.tolist()
             report(f"ingest: the scene lies {np.linalg.norm(offset):.4g} units from the origin, over {FAR_FROM_ORIGIN:g} "
