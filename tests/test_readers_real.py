@@ -194,10 +194,12 @@ def test_replica_semantic_split_labels_depth(tmp_path, views):
     np.testing.assert_allclose(frame.K, [[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]])
 
 
-def test_replica_semantic_generic_names_and_unknown_ids(tmp_path, views, capsys):
+def test_replica_semantic_without_a_class_list_and_unknown_ids(tmp_path, views):
+    """Without classes.txt the names were class_1 .. class_N, N the largest id in any label map (held-out frames'
+    included): ground truth sized the training vocabulary."""
     write_replica_semantic(tmp_path / "a", views)
-    assert read_scene(tmp_path / "a").class_names == ["class_1", "class_2", "class_3"]
-    assert "classes.txt is missing, so the classes are named class_1 .. class_3, words CLIP cannot read" in capsys.readouterr().err
+    with pytest.raises(EconsgError, match=r"a/classes\.txt: missing; expected the class list of .*semantic_class's ids"):
+        read_scene(tmp_path / "a")
     write_replica_semantic(tmp_path / "b", views, class_names=["void", "floor"])
     with pytest.raises(EconsgError, match=r"semantic_class_0\.png: label ids \[2, 3\] are not in the class list"):
         read_scene(tmp_path / "b").frames[0].load_classes()
@@ -207,7 +209,7 @@ def test_replica_semantic_refuses_a_camera_file_of_other_images(tmp_path, views)
     """NICE-SLAM's cam_params.json (1200x680) copied beside Semantic-NeRF's renders would set their intrinsics."""
     import json
 
-    write_replica_semantic(tmp_path, views)
+    write_replica_semantic(tmp_path, views, class_names=["void", "floor", "wall", "sofa"])
     camera = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
     (tmp_path / "cam_params.json").write_text(json.dumps({"camera": camera}))
     height, width = views.shape
@@ -218,7 +220,7 @@ def test_replica_semantic_refuses_a_camera_file_of_other_images(tmp_path, views)
 def test_replica_semantic_camera_file_with_another_depth_scale_is_used_and_named(tmp_path, views, capsys):
     import json
 
-    write_replica_semantic(tmp_path, views)
+    write_replica_semantic(tmp_path, views, class_names=["void", "floor", "wall", "sofa"])
     (height, width), K = views.shape, views.K
     camera = {"w": width, "h": height, "fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2] - 0.5, "cy": K[1, 2] - 0.5}
     (tmp_path / "cam_params.json").write_text(json.dumps({"camera": {**camera, "scale": 6553.5}}))

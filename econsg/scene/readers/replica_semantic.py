@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from econsg.errors import EconsgError
 from econsg.progress import report
@@ -64,15 +63,6 @@ def replica_lookup(num_raw_ids: int) -> np.ndarray:
     return lookup
 
 
-def largest_label(paths: list[Path]) -> int:
-    """The largest raw id in a set of label PNGs (used only when no classes.txt names them)."""
-    largest = 0
-    for path in paths:
-        with Image.open(path) as image:
-            largest = max(largest, int(np.asarray(image).max()))
-    return largest
-
-
 def read(root: Path) -> SceneSource:
     images = numbered_files(root / "rgb", r"rgb_(\d+)\.png")
     if not images:
@@ -83,10 +73,11 @@ def read(root: Path) -> SceneSource:
     poses = read_pose_lines(root / "traj_w_c.txt")
     raw_names = read_class_names(root)  # line i names raw id i, void's (0) included
     if semantics and not raw_names:
-        raw_names = [f"class_{i}" for i in range(largest_label(list(semantics.values())) + 1)]
-        report(f"ingest: warning: {root / 'classes.txt'} is missing, so the classes are named {raw_names[1]} .. "
-               f"{raw_names[-1]}, words CLIP cannot read: write classes.txt (line i = name of raw id i) or give "
-               "extract.vocabulary")
+        # names made from the label maps' largest id would let ground truth, the held-out frames' included, set the
+        # training vocabulary (extract.vocabulary: null), in words neither CLIP nor an evaluation vocabulary can match
+        raise EconsgError(f"{root / 'classes.txt'}: missing; expected the class list of {root / 'semantic_class'}'s "
+                          "ids, line i = the name of raw id i (line 0 names void), written from the scene's Replica "
+                          "semantic info (pipelines/README.md)")
     lookup = replica_lookup(len(raw_names))
     class_names = raw_names[1:]
     first_width, first_height = image_size(next(iter(images.values())))
