@@ -523,17 +523,20 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def write_file_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """`write(tmp)` to a temporary sibling, then rename it to `path`; on a system error (a full disk, a folder in
-    the file's place) no half-written sibling is left, and the error names `path`, not the sibling."""
+    """`write(tmp)` to a temporary sibling `.<name>.tmp-<pid>`, then rename it to `path`. On any error or interrupt
+    (a full disk, a folder in the file's place, Ctrl-C) no half-written sibling is left, and a system error names
+    `path`, not the sibling. The one way econsg writes a file that must never be seen half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror, str(path)) from error
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     return path
 
 

@@ -80,11 +80,6 @@ def histogram_and_extremes(confidence: np.ndarray, bins: int = QUANTILE_BINS) ->
     return np.bincount(index, minlength=bins).astype(np.int64), lowest, highest
 
 
-def confidence_histogram(confidence: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
-    """[bins] int64 counts of confidences in [0, 1] (values outside are clipped); sums of these merge views."""
-    return histogram_and_extremes(confidence, bins)[0]
-
-
 def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """The q-quantile of the confidences a [bins] histogram over [0, 1] counts, to within 1 / bins.
 
@@ -112,32 +107,19 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
     return min(value, float(extremes[1][first])) if extremes is not None else value
 
 
-def crr_threshold(
-    confidences: Iterable[np.ndarray] | None = None,
-    *,
-    mode: str,
-    tau1: float,
-    histogram: np.ndarray | None = None,
-    num_views: int | None = None,
-) -> np.ndarray:
+def crr_threshold(confidences: Iterable[np.ndarray], *, mode: str, tau1: float) -> np.ndarray:
     """The tau1 of every view, [V] float32.
 
     confidences: per-view [H, W] confidence maps, consumed one at a time (a generator is fine).
     mode "absolute": tau1 itself for every view; "quantile": the tau1-quantile of all views' confidences
-    (one global value, from a streaming histogram with QUANTILE_BINS bins; pass a precomputed `histogram`
-    and `num_views` instead of confidences if it was gathered elsewhere); "relative": tau1 x each view's max
+    (one global value, from a streaming histogram with QUANTILE_BINS bins and each bin's extremes);
+    "relative": tau1 x each view's max
     confidence (the authors' rule with tau1 = 0.5).
     """
     if not np.isfinite(tau1) or not 0.0 < tau1 <= 1.0:
         raise EconsgError(f"tau1: got {tau1}, expected a value in (0, 1]")
     if mode not in ("absolute", "quantile", "relative"):
         raise EconsgError(f"mode: got {mode!r}, expected 'absolute', 'quantile' or 'relative'")
-    if histogram is not None:
-        if mode != "quantile" or confidences is not None or num_views is None:
-            raise EconsgError("histogram: only for mode 'quantile', instead of confidences, together with num_views")
-        return np.full(int(num_views), quantile_from_histogram(histogram, tau1), dtype=np.float32)
-    if confidences is None:
-        raise EconsgError("confidences: expected per-view confidence maps (or a histogram for mode 'quantile')")
     if mode == "relative":
         values = [tau1 * float(np.max(c)) if np.size(c) else tau1 for c in confidences]
         return np.asarray(values, dtype=np.float32)

@@ -37,7 +37,6 @@ IGNORE = -1
 # Integer voxel coordinates are packed into one int64 key: 21 bits per axis, offset to unsigned.
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)
-_KEY_MASK = (1 << _KEY_BITS) - 1
 
 
 # --------------------------------------------------------------------------------------- geometry

@@ -1,4 +1,4 @@
-"""Rich progress bars for long loops, quiet when stderr is not a terminal-friendly console."""
+"""Rich progress bars for long loops, on stderr: live in a terminal; redirected to a file, each bar's final line only."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from econsg.artifacts import write_file_atomic, write_json_atomic
 from econsg.errors import EconsgError, refused_path
 
 SEGMENTATION_COLUMNS = (("mIoU", "miou"), ("mAcc", "macc"))
@@ -146,9 +147,8 @@ def write_summary(dataset: str, metrics_files: Sequence[str | Path], out: str | 
     """Read the metrics files, write `<out>/summary.json` and `<out>/summary.md`; returns the table."""
     out = Path(out)
     table = summary_table(dataset, [run_metrics(Path(p), out) for p in metrics_files])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "summary.md").write_text(render_markdown(table))
+    write_json_atomic(out / "summary.json", table)  # a DVC metrics file: strict JSON (NaN as null), never half-written
+    write_file_atomic(out / "summary.md", lambda tmp: tmp.write_text(render_markdown(table)))
     return table
 
 

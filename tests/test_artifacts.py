@@ -219,6 +219,22 @@ def test_a_metrics_or_curve_file_that_cannot_be_written_is_named_and_leaves_no_s
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "no .tmp sibling is left"
 
 
+def test_a_file_write_interrupted_midway_leaves_no_sibling_and_the_previous_file(tmp_path):
+    """Ctrl-C (stages turn SIGTERM into it) inside the write left the half-written temporary behind."""
+    from econsg.artifacts import write_file_atomic
+
+    target = tmp_path / "checkpoint.pt"
+    target.write_text("previous")
+
+    def interrupted(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_file_atomic(target, interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name] and target.read_text() == "previous"
+
+
 def test_a_killed_writers_leftovers_are_removed_and_a_second_writer_is_refused(tmp_path):
     """A run killed without cleanup leaves .fuse.zarr.tmp-<pid>: the next writer removes it (its process is gone);
     two writers of one store at once would overwrite each other, so the second is refused until the first ends."""

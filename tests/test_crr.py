@@ -7,7 +7,6 @@ from econsg.config.crr import CrrParams
 from econsg.crr import (
     QUANTILE_BINS,
     IGNORE,
-    confidence_histogram,
     crr_threshold,
     identity_crr,
     map_refined_features,
@@ -192,10 +191,6 @@ def test_thresholds_absolute_relative_quantile():
     values = np.linspace(0, 1, 1001, dtype=np.float32)[None]
     q = crr_threshold(iter([values[:, :500], values[:, 500:]]), mode="quantile", tau1=0.25)  # a generator streams
     assert q.shape == (2,) and q[0] == q[1] and abs(q[0] - 0.25) < 2e-3
-    hist = confidence_histogram(values)
-    q2 = crr_threshold(mode="quantile", tau1=0.25, histogram=hist, num_views=3)
-    # from counts alone the threshold is interpolated inside the bin; streamed, each bin's one value is known exactly
-    assert q2.shape == (3,) and (q2 == q2[0]).all() and abs(q2[0] - q[0]) < 1 / QUANTILE_BINS
 
 
 def test_a_quantile_in_a_crowded_bin_keeps_the_share_asked_for():

@@ -483,6 +483,9 @@ def test_bad_arguments_are_named():
     if not torch.cuda.is_available():
         with pytest.raises(EconsgError, match="backend: got 'gsplat'.*CUDA"):
             render(*args, viewmats, Ks, 8, 8, backend="gsplat")
+    doubles = [a.double() for a in args]  # gsplat's kernels read float32: a float64 render failed inside them
+    with pytest.raises(EconsgError, match=r"means: dtype torch.float64, but gsplat \(backend 'gsplat'\) renders float32 only"):
+        render(*doubles, viewmats.double(), Ks.double(), 8, 8, backend="gsplat")
     with pytest.raises(EconsgError, match=r"opacities: got shape \(2, 1\)"):
         render(*args[:3], torch.ones(2, 1), args[4], viewmats, Ks, 8, 8)
     with pytest.raises(EconsgError, match="colors: .*K >= 4"):

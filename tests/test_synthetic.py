@@ -350,6 +350,17 @@ def test_failed_write_leaves_the_previous_dataset_intact(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["room"]  # no staging folder left behind
 
 
+def test_what_a_killed_synth_left_is_removed_by_the_next_run(tmp_path):
+    """A SIGKILL mid-render left its staging folder beside the dataset, and nothing ever removed it."""
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    (tmp_path / f".room.tmp-{gone}" / "images").mkdir(parents=True)  # a killed run's half-written dataset
+    write_synthetic_dataset(tmp_path / "room", _small_params(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["room"]
+
+
 def test_rewrite_replaces_the_previous_dataset(tmp_path):
     out = tmp_path / "room"
     write_synthetic_dataset(out, _small_params(), progress=False)

@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from econsg.errors import EconsgError
@@ -32,7 +33,8 @@ class RenderOutput:
     in metres. meta holds what gsplat's DefaultStrategy reads: "means2d" [C,N,2] (its .grad is the
     2D-mean gradient after backward), "radii" [C,N,2] int32 (0 = not rendered), "width", "height",
     "n_cameras", "gaussian_ids" (None: non-packed); plus "visible" [C,N] bool, "depths" [C,N],
-    "conics" [C,N,3], "backend".
+    "conics" [C,N,3], "backend". Where radii are 0, means2d, depths and conics are undefined (gsplat leaves
+    them uninitialised; the torch backend keeps them finite).
     """
 
     colors: Tensor
@@ -78,6 +80,8 @@ def render(
     chosen = backend
     if backend == "auto":
         chosen = "gsplat" if means.is_cuda else "torch"
+    if chosen == "gsplat":
+        _check_gsplat_inputs(means, backend)
     args = (means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height))
     kwargs = dict(sh_degree=sh_degree, features=features, backgrounds=backgrounds, near_plane=near_plane,
                   far_plane=far_plane, feature_geometry_grad=feature_geometry_grad)  # fmt: skip
@@ -145,7 +149,14 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
             raise EconsgError(f"{name}: got {value!r}, expected a positive integer (pixels)")
     if not 0 < near_plane < far_plane:
         raise EconsgError(f"near_plane/far_plane: got {near_plane}/{far_plane}, expected 0 < near_plane < far_plane")
-    if backend == "gsplat" and not means.is_cuda:
+
+
+def _check_gsplat_inputs(means: Tensor, backend: str) -> None:
+    """gsplat renders float32 CUDA tensors only: anything else failed inside its kernels with a bare torch error."""
+    if means.dtype != torch.float32:  # its compositor reads float32 (half fails earlier, in its projection)
+        raise EconsgError(f"means: dtype {means.dtype}, but gsplat (backend {backend!r}) renders float32 only; expected "
+                          "float32 tensors, or backend 'torch' for another dtype")
+    if not means.is_cuda:
         raise EconsgError(
             f"backend: got 'gsplat' with tensors on {means.device}, but gsplat needs CUDA tensors; "
             f"choose one of {', '.join(map(repr, BACKENDS))} ('torch' runs on any device)"

@@ -135,8 +135,8 @@ def _scale_limit(Ks: Tensor, near_plane: float) -> Tensor:
     at its opacity, and its gradients stay finite. Unclamped, its covariance overflowed, and 0 * inf in the backward
     gave it NaN gradients even where it was culled (gsplat gives a culled Gaussian none), which stopped training as
     diverged; clamped only so that the entries stayed finite (1e18 near / f), the determinant overflowed and the
-    Gaussian was drawn nowhere. No real Gaussian comes near the limit (20 km at f = 500 px, near 0.01 m), so every
-    other value is unchanged to the bit.
+    Gaussian was drawn nowhere. No real Gaussian comes near the limit (2 km at f = 500 px, near 0.01 m), so every
+    other value is unchanged to the bit. gsplat_backend clamps at the same limit, so the two agree past it too.
     """
     return 1e8 * near_plane / Ks[:, :2, :2].abs().amax()
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
+from econsg.artifacts import staged_folder
 from econsg.errors import EconsgError
 from econsg.progress import track
 
@@ -896,24 +894,6 @@ def check_replaceable(target: Path) -> None:
                           "folder, so it refuses this one: set paths.data to an empty or new folder")
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put directory `new` at `target`, moving an existing `target` aside first and deleting it after."""
-    check_replaceable(target)
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_synthetic_dataset(out_dir: Path, params: SynthParams, progress: bool = True) -> Path:
     """Render the procedural room and write it as a Blender-style dataset at `out_dir`; returns `out_dir`.
 
@@ -923,13 +903,6 @@ def write_synthetic_dataset(out_dir: Path, params: SynthParams, progress: bool =
     sibling folder and renamed into place, so a failure leaves an existing dataset untouched."""
     out_dir = Path(out_dir)
     check_replaceable(out_dir)  # before any rendering
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.writing-", dir=out_dir.parent))
-    try:
-        staging.chmod(0o755)
+    with staged_folder(out_dir) as staging:  # as a store is written: what a killed run left is removed next time
         _write_dataset_files(staging, params, progress)
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir

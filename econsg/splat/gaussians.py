@@ -130,7 +130,7 @@ def render_gaussians(
 
     sh_degree may be below the stored one (the training schedule); the semantic channels are rendered
     when `with_features` and params holds "features"; `feature_geometry_grad` and `near_plane` as in
-    `econsg.render.render` (a trained splat's own: `stored_near_plane`).
+    `econsg.render.render` (a trained splat's own, as stored: `econsg.splat.quality.stored_renderer`).
     """
     a = activated(params)
     features = params["features"] if with_features and "features" in params else None

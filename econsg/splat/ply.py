@@ -13,7 +13,6 @@ are written as f_sem_0..f_sem_{d-1}; other extras as `name` ([N]) or name_0..nam
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from econsg.artifacts import write_file_atomic
 from econsg.errors import EconsgError
 from econsg.splat.gaussians import check_gaussians
 
@@ -109,16 +109,12 @@ def export_ply(path: str | Path, params: Mapping[str, object], extra: Mapping[st
     data = np.empty(n, dtype=[(name, "<f4") for name, _ in columns])
     for name, col in columns:
         data[name] = col
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # opened as any file is, so the umask gives its mode
-    try:
+
+    def write(tmp: Path) -> None:  # opened as any file is, so the umask gives its mode
         with open(tmp, "wb") as handle:
             PlyData([PlyElement.describe(data, "vertex")], byte_order="<").write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_file_atomic(path, write)
 
 
 def load_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:

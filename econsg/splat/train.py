@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,7 +31,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
-from econsg.artifacts import process_alive
+from econsg.artifacts import process_alive, write_file_atomic
 from econsg.config.splat import SplatParams
 from econsg.errors import EconsgError
 from econsg.splat.gaussians import check_gaussians, render_gaussians, sh_degree_of
@@ -281,15 +280,7 @@ def remove_other_runs(checkpoint_dir: Path, fingerprint: str, keep: int = OTHER_
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """torch.save to a temporary sibling `.<name>.tmp-<pid>`, then rename: a killed run never leaves a half-written
     checkpoint (and what a SIGKILL leaves, `remove_killed_saves` removes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def remove_killed_saves(checkpoint_dir: Path) -> list[Path]:

@@ -11,18 +11,13 @@ from types import ModuleType
 
 from econsg.errors import EconsgError
 from econsg.scene.data import SceneSource
-from econsg.scene.readers import blender
+from econsg.scene.readers import blender, extra_formats
 
 
 def available_readers() -> dict[str, ModuleType]:
-    """Reader modules by format name, in detection order."""
-    modules: list[ModuleType] = [blender]
-    try:  # readers added for real datasets (issue 7) register here when present
-        from econsg.scene.readers import extra_formats
-
-        modules.extend(extra_formats.READERS)
-    except ImportError:
-        pass
+    """Reader modules by format name, in detection order (an error importing one is raised, never hidden: it used to
+    drop every real dataset's reader and say only 'unknown or unavailable format')."""
+    modules: list[ModuleType] = [blender, *extra_formats.READERS]
     return {module.FORMAT: module for module in modules}
 
 

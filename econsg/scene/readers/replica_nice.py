@@ -30,7 +30,6 @@ from econsg.scene.readers.imageio import load_depth_png, load_rgb
 
 FORMAT = "replica_nice"
 LOOKS_FOR = "results/frame*.jpg + results/depth*.png + traj.txt (NICE-SLAM Replica)"
-NICE_SLAM_DEPTH_SCALE = 6553.5
 NICE_SLAM_REPLICA_CAMERA = {"w": 1200, "h": 680, "fx": 600.0, "fy": 600.0, "cx": 599.5, "cy": 339.5, "scale": 6553.5}
 
 
