@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,19 @@ def hash_store_content(root: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def verified_content_hash(root: Path) -> str:
+    """`hash_store_content(root)`, read once per process while the store's files keep their names, sizes and
+    modification times: a stage opening a store twice (evaluate: the scene and extract's) hashes it once."""
+    signature = tuple(sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                             for p in Path(root).rglob("*") if p.is_file()))
+    return _hash_of_files(str(Path(root).resolve()), signature)
+
+
+@lru_cache(maxsize=64)
+def _hash_of_files(root: str, signature: tuple) -> str:  # memoised by the files' signature, never by path alone
+    return hash_store_content(Path(root))
 
 
 def default_shards(shape: Sequence[int], chunks: Sequence[int], target_bytes: int, itemsize: int) -> tuple[int, ...] | None:
@@ -459,7 +473,7 @@ def open_artifact(path: str | Path, stage: str) -> zarr.Group:
     provenance = read_provenance(path)
     if provenance.stage != stage:
         raise ArtifactError(f"{path}: written by stage {provenance.stage!r}, expected the {stage!r} stage's artifact")
-    if (found := hash_store_content(path)) != provenance.content_hash:
+    if (found := verified_content_hash(path)) != provenance.content_hash:
         # zarr reads a missing chunk as its fill value and a damaged one as a bare checksum error: check up front
         raise ArtifactError(f"{path}: its files differ from those the {stage} stage wrote (content hash {found[:12]}, "
                             f"written {provenance.content_hash[:12]}): a file was changed, removed or added since; "

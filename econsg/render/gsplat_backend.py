@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from econsg.errors import EconsgError, first_line
-from econsg.render.torch_backend import EPS2D, _scale_limit, gaussian_rgb
+from econsg.render.torch_backend import EPS2D, gaussian_rgb, scale_limit
 
 
 @cache
@@ -58,7 +58,7 @@ def render_gsplat(
     from econsg.render import RenderOutput
 
     require_gsplat_kernels()
-    scales = scales.clamp_max(_scale_limit(Ks, near_plane))  # as the torch backend does: they agree past it too
+    scales = scales.clamp_max(scale_limit(Ks, near_plane))  # as the torch backend does: they agree past it too
     n_cam = viewmats.shape[0]
     if features is not None and not feature_geometry_grad:
         out = render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,

@@ -86,7 +86,7 @@ def project_gaussians(
     depth_ok = (z >= near_plane) & (z <= far_plane)
     z_safe = torch.where(depth_ok, z, torch.ones_like(z))  # avoids 0/0 in gradients of culled ones
 
-    cov_world = quat_scale_to_covariance(quats, scales.clamp_max(_scale_limit(Ks, near_plane)))  # [N,3,3]
+    cov_world = quat_scale_to_covariance(quats, scales.clamp_max(scale_limit(Ks, near_plane)))  # [N,3,3]
     cov_cam = rot[:, None] @ cov_world[None] @ rot[:, None].transpose(-1, -2)  # [C,N,3,3]
 
     fx, fy, cx, cy = Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None]  # [C,1]
@@ -126,7 +126,7 @@ def project_gaussians(
     return {"means2d": means2d, "conics": conics, "depths": z, "radii": radii, "visible": visible}
 
 
-def _scale_limit(Ks: Tensor, near_plane: float) -> Tensor:
+def scale_limit(Ks: Tensor, near_plane: float) -> Tensor:
     """The largest scale (in the scene's unit) whose 2D covariance J cov J^T, and its determinant, stay finite in
     float32 in these cameras.
 
