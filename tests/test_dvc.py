@@ -541,7 +541,7 @@ def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(
 
 
 @pytest.mark.parametrize("array", ["features", "confidence"])
-def test_crr_refuses_features_holding_inf_naming_the_view_and_keeps_the_previous_store(tiny_project, array):
+def test_crr_refuses_extract_values_holding_nan_or_inf_naming_the_view_and_keeps_the_previous_store(tiny_project, array):
     """One inf in extract's features would turn crr's mask-class means, fuse's points and every latent into NaN
     without an error: crr stops at the view that holds it. A NaN confidence made tau1 NaN ('relative') or was left
     out of the quantile."""
