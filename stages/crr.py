@@ -25,8 +25,9 @@ def run(params: Params) -> None:
     train = scene.train_indices
     V, H, W = scene.num_views, scene.height, scene.width
 
-    def finite(name: str, v: int) -> np.ndarray:
-        values = np.asarray(ex[name][v])
+    def finite(name: str, v: int, values: np.ndarray | None = None) -> np.ndarray:
+        """extract.zarr's `name` of view v (or those `values`, already read from it), refused when not finite."""
+        values = np.asarray(ex[name][v]) if values is None else values
         if not np.isfinite(values).all():
             raise EconsgError(
                 f"{params.paths.artifact('extract')}: '{name}' of view {v} ({scene.names[v]}) hold NaN or inf; "
@@ -55,8 +56,8 @@ def run(params: Params) -> None:
             if cfg.enabled:
                 n = int(ex["num_masks"][v])
                 painted = stored_painted_masks(ex, v)
-                if painted is not None:
-                    finite("mask_features", v)  # a NaN row spreads to every mask's table row through the sums
+                if painted is not None:  # a NaN row spreads to every mask's table row through the sums
+                    finite("mask_features", v, painted.features)
                 probs = pixel_probabilities(features, text, H, W, temperature, painted)
                 try:
                     result = refine_labels_crr(
