@@ -319,21 +319,26 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
     """Row-normalised confusion matrix (rows = ground truth, columns = prediction) as a heat map: class names on
     both axes, each cell's share of its row in per cent (blank under 0.5 %), each row's pixel count and IoU.
 
-    An extra last column (IGNORE predictions) counts in the row sums but is not drawn.
+    An extra last column (IGNORE predictions: pixels no Gaussian reached) counts in the row sums; where any row has
+    such pixels, each row's share of them is printed after its IoU ("none"), so that a row's cells and that share
+    add up to 100 %.
     """
     font = font_for("")
     C = len(class_names)
     counts = np.asarray(confusion, dtype=np.float64)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    unreached = rows[:, C:].sum(axis=1)
+    show_unreached = bool((unreached > 0).any())
     rows = rows[:, :C]
     iou = segmentation_scores(counts)["iou"]  # NaN for classes absent from the ground truth
     names = [name if len(name) <= 12 else name[:10] + ".." for name in class_names]
     left, top = CONFUSION_ORIGIN
-    image = Image.new("RGB", (left + C * cell + 120, top + C * cell + 22), (255, 255, 255))
+    image = Image.new("RGB", (left + C * cell + (170 if show_unreached else 120), top + C * cell + 22), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     draw.text((left, 2), "predicted ->", fill=(0, 0, 0), font=font)
     draw.text((2, top - 14), "ground truth", fill=(0, 0, 0), font=font)
-    draw.text((left + C * cell + 8, top - 14), "pixels    IoU", fill=(0, 0, 0), font=font)
+    draw.text((left + C * cell + 8, top - 14), "pixels    IoU" + ("   none" if show_unreached else ""), fill=(0, 0, 0),
+              font=font)
     heat = colour_scalar(rows)
     for j, name in enumerate(names):
         label = Image.new("RGB", (80, 12), (255, 255, 255))
@@ -353,6 +358,8 @@ def confusion_picture(confusion: np.ndarray, class_names: Sequence[str], cell: i
                 draw.text((x + (cell - draw.textlength(text, font=font)) / 2, y + cell // 2 - 6), text, fill=ink, font=font)
         total = int(counts[i].sum())
         score = "-" if np.isnan(iou[i]) else f"{iou[i]:.2f}"
-        draw.text((left + C * cell + 8, y + cell // 2 - 6), f"{total:>6}    {score}", fill=(0, 0, 0), font=font)
-    draw.text((2, top + C * cell + 6), "cells: % of the row's pixels", fill=(0, 0, 0), font=font)
+        none = f"  {100.0 * unreached[i]:4.0f} %" if show_unreached else ""
+        draw.text((left + C * cell + 8, y + cell // 2 - 6), f"{total:>6}    {score}{none}", fill=(0, 0, 0), font=font)
+    caption = "cells: % of the row's pixels" + ("; none: % no Gaussian reached" if show_unreached else "")
+    draw.text((2, top + C * cell + 6), caption, fill=(0, 0, 0), font=font)
     return image

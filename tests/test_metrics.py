@@ -304,3 +304,21 @@ def test_confusion_picture_colours_each_cell_by_its_share_of_the_ground_truth_ro
 
     for (i, j), share in {(0, 1): 1.0, (0, 0): 0.0, (1, 1): 0.5, (1, 2): 0.25, (2, 2): 0.0}.items():
         assert corner(i, j) == colour_scalar(np.array([share], np.float32))[0].tolist(), (i, j)
+
+
+def test_confusion_picture_prints_each_rows_unreached_share_only_where_there_is_one():
+    """Pixels no Gaussian reached counted in a row's sum but were drawn nowhere: a wall row of 70 % right and 30 %
+    unreached showed 70 and nothing else, under 'cells: % of the row's pixels'."""
+    from econsg.viz import CONFUSION_ORIGIN, confusion_picture
+
+    cell, names = 20, ["wall", "floor"]
+    reached = np.asarray(confusion_picture(np.array([[70, 0, 0], [0, 100, 0]]), names, cell=cell))
+    unreached = np.asarray(confusion_picture(np.array([[70, 0, 30], [0, 100, 0]]), names, cell=cell))
+    assert unreached.shape[1] > reached.shape[1], "a 'none' column beside pixels and IoU"
+    left, top = CONFUSION_ORIGIN
+
+    def ink(image, i):  # dark pixels of row i's text right of the matrix (pixel count, IoU and any 'none' share)
+        return int((image[top + i * cell : top + (i + 1) * cell, left + len(names) * cell :] < 128).sum())
+
+    for i in (0, 1):  # the wall's 30 % and the floor's 0 %, so that the column reads as one
+        assert ink(unreached, i) > ink(reached, i), i
