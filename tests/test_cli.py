@@ -92,6 +92,9 @@ def test_metrics_table_reads_stage_json(tmp_path):
 def test_params_check_names_a_folder_given_for_the_file(tmp_path):
     result = runner.invoke(app, ["params", "check", str(tmp_path)])
     assert result.exit_code == 1 and f"{tmp_path} is a folder; expected a params YAML file" in result.stderr
+    missing = tmp_path / "params.yaml"  # a first run outside the repository: say how to write one
+    result = runner.invoke(app, ["params", "check", str(missing)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and f"with `econsg params defaults > {missing}`" in " ".join(result.stderr.split())
 
 
 def test_params_explain_prints_a_keys_meaning_and_refuses_an_unknown_one():

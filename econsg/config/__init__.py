@@ -208,7 +208,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     if path.is_dir():
         raise ConfigError(str(path), [f"(file): {path} is a folder; expected a params YAML file, like {path / 'params.yaml'}"])
     if not path.is_file():
-        raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file"])
+        raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file (write the defaults "
+                                      f"to it with `econsg params defaults > {path}`)"])
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
