@@ -190,8 +190,9 @@ def hash_store_content(root: Path) -> str:
 def verified_content_hash(root: Path) -> str:
     """`hash_store_content(root)`, read once per process while the store's files keep their names, sizes and
     modification times: a stage opening a store twice (evaluate: the scene and extract's) hashes it once."""
-    signature = tuple(sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in Path(root).rglob("*") if p.is_file()))
+    files = (p for p in Path(root).rglob("*") if p.is_file())
+    signature = tuple(sorted((p.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns)
+                             for p, stat in ((p, p.stat()) for p in files)))
     return _hash_of_files(str(Path(root).resolve()), signature)
 
 
@@ -384,16 +385,20 @@ def remove_stale_temporaries(target: Path) -> None:
     its replaced store, still whole, is put back instead."""
     for prefix in (TMP_PREFIX, OLD_PREFIX, TRASH_PREFIX):
         for leftover in sorted(target.parent.glob(prefix.format(name=glob.escape(target.name)) + "*")):
-            pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not process_alive(int(pid)):
+            if left_by_dead_process(leftover):
                 if prefix == OLD_PREFIX and not target.exists():
                     os.replace(leftover, target)
                 else:
                     shutil.rmtree(leftover, ignore_errors=True)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a writer whose temporaries must not be removed)."""
+def left_by_dead_process(leftover: Path) -> bool:
+    """Whether a temporary named `...-<pid>` was left by a writer that is gone (a live one's must not be removed)."""
+    pid = leftover.name.rsplit("-", 1)[-1]
+    return pid.isdigit() and not _process_alive(int(pid))
+
+
+def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

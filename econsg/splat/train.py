@@ -31,7 +31,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
-from econsg.artifacts import process_alive, write_file_atomic
+from econsg.artifacts import left_by_dead_process, write_file_atomic
 from econsg.config.splat import SplatParams
 from econsg.errors import EconsgError
 from econsg.splat.gaussians import check_gaussians, render_gaussians, sh_degree_of
@@ -288,8 +288,7 @@ def remove_killed_saves(checkpoint_dir: Path) -> list[Path]:
     large as a checkpoint), leaving those of runs still alive; returns them."""
     removed = []
     for path in sorted(Path(checkpoint_dir).glob(".splat-*.pt.tmp-*")) if Path(checkpoint_dir).is_dir() else ():
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if left_by_dead_process(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
