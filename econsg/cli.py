@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from econsg.errors import ConfigError, EconsgError, refused_path
-from econsg.progress import plain_console
+from econsg.progress import plain_console, report
 
 app = typer.Typer(
     help="econsg: open-vocabulary 3D semantic Gaussian Splatting (econSG) as a staged DVC pipeline.",
@@ -64,15 +64,15 @@ def run(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable).")] = None,
 ) -> None:
     """Run one stage directly (what `python -m stages.STAGE` and `dvc repro` run)."""
-    from econsg.pipeline import run_stage, sigterm_as_interrupt
+    from econsg.pipeline import interrupted_message, run_stage, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():  # a killed run still cleans up its temporary store
             seconds = _guard(run_stage, stage, params, tuple(overrides or ()))
-    except KeyboardInterrupt:
-        plain_console(stderr=True).print(f"{stage}: interrupted; its previous artifact, if any, is kept")
+    except KeyboardInterrupt as interrupt:
+        report(interrupted_message(stage, interrupt))
         raise typer.Exit(130) from None
-    plain_console(stderr=True).print(f"{stage}: done in {seconds:.1f} s")
+    report(f"{stage}: done in {seconds:.1f} s")
 
 
 @app.command()

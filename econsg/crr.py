@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from econsg.config.crr import CrrParams
 from econsg.errors import EconsgError
 from econsg.features.base import (
     PaintedMasks,
@@ -183,7 +184,7 @@ def refine_labels_crr(
     tau1_value: float,
     min_votes: int,
     tau2: float,
-    ignored_features: Literal["own", "mask"] = "own",
+    ignored_features: Literal["own", "mask"] = CrrParams().ignored_features,  # the stage's default
     painted: PaintedMasks | None = None,
     confidence: np.ndarray | None = None,
 ) -> CRRResult:

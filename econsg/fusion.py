@@ -23,13 +23,13 @@ costs (distinct pairs) x D instead of pixels x D. Dense per-pixel features are t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 from scipy.ndimage import minimum_filter
 
+from econsg.config.fuse import FuseParams
 from econsg.errors import EconsgError
 
 IGNORE = -1
@@ -311,7 +311,8 @@ class VoxelFeatureFusion:
     chunks) count once. Memory: capacity-doubling buffers sized by the occupied voxels.
     """
 
-    def __init__(self, voxel_size: float, feature_dim: int, num_classes: int, features_from_ignored: bool = False):
+    def __init__(self, voxel_size: float, feature_dim: int, num_classes: int,
+                 features_from_ignored: bool = FuseParams().features_from_ignored):  # the stage's default
         if not (np.isfinite(voxel_size) and voxel_size > 0):
             raise EconsgError(f"voxel_size: expected a positive size in the scene's units, got {voxel_size}")
         if int(feature_dim) < 1:
@@ -600,89 +601,3 @@ class VoxelFeatureFusion:
             labelled_share=labelled_share.astype(np.float32),
             voxel_key=key_of_row[rows],
         )
-
-
-# ------------------------------------------------------------------------------ whole-scene driver
-
-
-@dataclass(frozen=True)
-class FusionView:
-    """One view's refined 2D semantics, ready to fuse.
-
-    K [3, 3], c2w [4, 4] (OpenCV); rgb [H, W, 3] in [0, 1]; labels [H, W] int (IGNORE = -1);
-    confidence [H, W] or None; depth [H, W] z-depth metres or None (then the point cloud is used);
-    feature_table [R, D] with feature_index [H, W] or [H, W, k] (+ feature_mix [H, W, k]), or a
-    dense [H * W, D] table with feature_index None.
-    """
-
-    view_id: int
-    K: np.ndarray
-    c2w: np.ndarray
-    rgb: np.ndarray
-    labels: np.ndarray
-    feature_table: np.ndarray
-    feature_index: np.ndarray | None = None
-    feature_mix: np.ndarray | None = None
-    confidence: np.ndarray | None = None
-    depth: np.ndarray | None = None
-
-
-def fuse_multiview_features(
-    views: Iterable[FusionView],
-    *,
-    voxel_size: float,
-    feature_dim: int,
-    num_classes: int,
-    source: str = "auto",
-    points: np.ndarray | None = None,
-    depth_tolerance: float = 0.05,
-    max_depth: float | None = None,
-    use_confidence_weights: bool = True,
-    min_views: int = 1,
-    max_points: int | None = None,
-    generator: np.random.Generator | None = None,
-) -> FusedPoints:
-    """Fuse refined pixels of many views into 3D contextual points (streams the views one by one).
-
-    `source`: "depth" back-projects each view's depth map; "points" z-buffers `points` [N, 3] into each
-    view; "auto" uses depth where a view has it and the point cloud otherwise. `max_points` caps the
-    output with a random subsample drawn from `generator` (required then).
-    """
-    if source not in ("auto", "depth", "points"):
-        raise EconsgError(f"source: expected 'auto', 'depth' or 'points', got {source!r}")
-    if points is not None:
-        points = np.asarray(points, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise EconsgError(f"points: expected shape [N, 3], got {points.shape}")
-    if max_points is not None and generator is None:
-        raise EconsgError("generator: a numpy Generator is required when max_points is set")
-    fusion = VoxelFeatureFusion(voxel_size, feature_dim, num_classes)
-    for view in views:
-        h, w = np.shape(view.labels)
-        use_depth = view.depth is not None and source != "points"
-        if use_depth:
-            xyz, pix = backproject_depth(view.depth, view.K, view.c2w, max_depth=max_depth)
-        else:
-            if source == "depth":
-                raise EconsgError(f"depth: source is 'depth' but view {view.view_id} has no depth map")
-            if points is None:
-                why = "source is 'points'" if source == "points" else f"view {view.view_id} has no depth"
-                raise EconsgError(f"points: a point cloud is required ({why})")
-            xyz, pix = points_seen_in_view(points, view.K, view.c2w, w, h, depth_tolerance, max_depth)
-        conf = None
-        if use_confidence_weights and view.confidence is not None:
-            conf = np.asarray(view.confidence).reshape(-1)[pix]
-        if view.feature_index is None:
-            table, index, mix = view.feature_table, pix, None
-        else:
-            fi = np.asarray(view.feature_index)
-            index = fi.reshape(h * w, -1)[pix]
-            mix = None if view.feature_mix is None else np.asarray(view.feature_mix).reshape(h * w, -1)[pix]
-            table = view.feature_table
-        fusion.add(xyz, table, np.asarray(view.labels).reshape(-1)[pix], conf,
-                   np.asarray(view.rgb).reshape(-1, 3)[pix], view.view_id, feature_index=index, feature_mix=mix)  # fmt: skip
-    fused = fusion.finalize(min_views=min_views)
-    if max_points is not None and len(fused) > max_points:
-        pick = np.sort(generator.choice(len(fused), size=max_points, replace=False))
-        fused = fused.subset(pick)
-    return fused

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from econsg.config import Params, load_params
 from econsg.config.base import Section
 from econsg.errors import EconsgError, refused_path
+from econsg.progress import report
 
 STAGE_ORDER = ("synth", "ingest", "extract", "crr", "fuse", "autoencode", "splat", "evaluate")
 
@@ -177,8 +177,6 @@ def run_smoke(params_path: str | Path, folder: Path, overrides: tuple[str, ...] 
     """`econsg smoke`: the run's params (with `overrides`) checked as they are, then every stage from ingest on with
     `smoke_settings` in `folder`; returns those params and each stage's seconds. A stage's error says which failed
     (and that the run is `kept`)."""
-    from econsg.progress import report
-
     run = load_params(params_path, overrides)
     settings = smoke_settings(run, folder, overrides)
     if run.evaluate.protocol == "lerf":  # evaluate would find them missing only after every other stage
@@ -205,9 +203,42 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tup
         raise EconsgError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
     params = load_params(params_path, overrides)
     module = importlib.import_module(f"stages.{name}")
+    output = Path(STAGES[name].resolve(STAGES[name].outs[0], params))
+    before = folder_identity(output)
     start = time.perf_counter()
-    module.run(params)
+    try:
+        module.run(params)
+    except KeyboardInterrupt:
+        raise StageInterrupted(name, output, replaced=folder_identity(output) != before) from None
     return time.perf_counter() - start
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """A stage stopped by Ctrl-C or SIGTERM, and whether its output had already been replaced: a stage moves its new
+    store in, then writes its metrics and pictures, so an interrupt between the two leaves the new store beside the
+    previous run's figures."""
+
+    def __init__(self, stage: str, output: Path, replaced: bool):
+        self.stage, self.output, self.replaced = stage, output, replaced
+        super().__init__(interrupted_message(stage, self))
+
+
+def interrupted_message(stage: str, interrupt: KeyboardInterrupt) -> str:
+    """What an interrupted stage left, in one line."""
+    if isinstance(interrupt, StageInterrupted) and interrupt.replaced:
+        return (f"{stage}: interrupted after its new {interrupt.output} was in place; its metrics and pictures may "
+                "still be the previous run's: run the stage again (`dvc repro` reruns it)")
+    return f"{stage}: interrupted; its previous artifact, if any, is kept"
+
+
+def folder_identity(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, modification time) of a stage's output folder, None if absent: a store moved in replaces the
+    folder, so the identity changes even when the content is the same."""
+    try:
+        status = path.stat()
+    except OSError:  # absent, or a path the stage will refuse itself, naming it
+        return None
+    return status.st_dev, status.st_ino, status.st_mtime_ns
 
 
 def stage_main(name: str) -> None:
@@ -229,10 +260,10 @@ def stage_main(name: str) -> None:
     except OSError as error:
         report_error(refused_path(error))
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; its previous artifact, if any, is kept", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        report(interrupted_message(name, interrupt))
         raise SystemExit(130) from None
-    print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)
+    report(f"{name}: done in {seconds:.1f} s")
 
 
 @contextmanager

@@ -66,18 +66,7 @@ def run(params: Params) -> None:
     train_vocabulary = list(ex.attrs["vocabulary"])
     lerf_labels = lerf_labels_folder(params)
     check_scannet_scene(cfg.protocol, truth.class_names if truth is not None else [])  # before any work
-    if cfg.vocabulary is not None:
-        eval_vocabulary = list(cfg.vocabulary)
-    elif truth is not None or cfg.protocol == "lerf":
-        eval_vocabulary = protocol_vocabulary(cfg.protocol, truth.class_names if truth is not None else train_vocabulary,
-                                              lerf_labels)
-    else:
-        eval_vocabulary = train_vocabulary
-    if truth is not None:  # before any work
-        check_names_case(eval_vocabulary, truth.class_names, "evaluate.vocabulary")
-        if not set(eval_vocabulary) & set(truth.class_names):
-            report(f"evaluate: warning: the evaluation vocabulary {eval_vocabulary} names none of the scene's classes "
-                   f"{list(truth.class_names)}: nothing is scored (mIoU null); the label maps are kept")
+    eval_vocabulary = evaluation_vocabulary(cfg, truth, train_vocabulary, lerf_labels)
     # label maps index the scene's classes (a scene without labels has only the words it is queried with), then the
     # evaluation words the scene lacks
     scene_classes = list(truth.class_names) if truth is not None else eval_vocabulary
@@ -95,9 +84,7 @@ def run(params: Params) -> None:
     C = len(class_names)
     test = scene.test_indices
     H, W = scene.height, scene.width
-    conf_pred = np.zeros((C, C + 1), np.int64)
-    conf_teacher = np.zeros((C, C + 1), np.int64)
-    conf_oracle = np.zeros((C, C + 1), np.int64)
+    confusion = {name: np.zeros((C, C + 1), np.int64) for name in ("econsg", "teacher", "oracle")}
     d = gaussians["features"].shape[1]
     # each Gaussian's ground-truth class where a training view sees it on a surface: the geometry oracle's labels and
     # what the 3D selections by text are scored against
@@ -134,36 +121,29 @@ def run(params: Params) -> None:
             features = rendered.features[0][..., :d]
             index = segment_latent(features, eval_latents).cpu().numpy()
             pred = np.where(index >= 0, lookup[index], IGNORE)
-            teacher_probs = pixel_probabilities(ex["features"][v], eval_text, H, W, float(ex.attrs["temperature"]),
-                                                stored_painted_masks(ex, v))
-            teacher = lookup[teacher_probs.argmax(-1)]
+            teacher = teacher_labels(ex, v, eval_text, lookup, H, W)
             # stored rounded to 8 bits as an image; PSNR/SSIM above read the float render (the stored one: ~0.005 dB lower)
             rgb_np = np.rint(rgb.cpu().numpy() * 255).astype(np.uint8)
             pred_arr[i], teacher_arr[i], rgb_arr[i] = pred, teacher, rgb_np
             feat_arr[i] = features.cpu().numpy().astype(np.float16)
             preds[v] = pred
             depths[v] = scene.depth(v) if scene.has_depth else rendered.depth[0, ..., 0].cpu().numpy()
-            tiles = [("image", scene.image(v)), ("render", rgb_np)]
+            gt = None
             if truth is not None:
                 gt = truth.classes(v).astype(np.int64)
                 gts[scene.names[v]] = gt
                 gt_arr[i] = gt
                 # pixels of classes the evaluation vocabulary lacks cannot be named: ignored, as every protocol does
                 scored = restrict_gt(gt, eval_ids)
-                conf_pred += confusion_matrix(pred, scored, C)
-                conf_teacher += confusion_matrix(teacher, scored, C)
+                confusion["econsg"] += confusion_matrix(pred, scored, C)
+                confusion["teacher"] += confusion_matrix(teacher, scored, C)
                 if with_oracle:
-                    conf_oracle += confusion_matrix(oracle_labels(rendered.features[0][..., d:]), scored, C)
-                tiles.append(("ground truth", viz.colour_labels(gt, palette)))
+                    confusion["oracle"] += confusion_matrix(oracle_labels(rendered.features[0][..., d:]), scored, C)
             if i < cfg.overlay_views:
-                tiles += [("teacher 2D (eval vocabulary)", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
-                          ("overlay", np.where((pred >= 0)[..., None], viz.overlay(rgb_np, viz.colour_labels(pred, palette)),
-                                               rgb_np))]  # pixels no class won stay as rendered, not darkened
-                shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, gts.get(scene.names[v], pred))]))
-                viz.save_png(viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0])),
-                             plots / f"view_{v:04d}.png")  # the key lists the classes the view shows
+                viz.save_png(view_panel(scene.image(v), rgb_np, gt, teacher, pred, class_names, palette),
+                             plots / f"view_{v:04d}.png")
         timed_features = np.asarray(feat_arr[0], np.float32)
-        out.create_array("confusion", (C, C + 1), "int64", data=conf_pred)
+        out.create_array("confusion", (C, C + 1), "int64", data=confusion["econsg"])
         out.create_array("text_embeddings", eval_text.shape, "float32", data=eval_text)  # a query of these needs no text tower
         out.attrs.update({"class_names": class_names, "eval_vocabulary": eval_vocabulary, "has_ground_truth": truth is not None,
                           "train_vocabulary": train_vocabulary, "test_views": [int(v) for v in test]})
@@ -174,44 +154,18 @@ def run(params: Params) -> None:
             relevancies = lerf_relevancy_maps(scene, lerf_views, gaussians, draw,
                                               query.text_latents(eval_vocabulary, prompts),
                                               query.text_latents(list(LERF_CANONICAL), prompts), device)
-        agree, compared = 0.0, 0
-        for a, b in zip(test[:-1], test[1:]):
-            fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],
-                                                    depths[b], scene.Ks[b], scene.c2w[b], preds[b])
-            if count:
-                agree += fraction * count
-                compared += count
-
         metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
-                   "consistency": agree / compared if compared else None, "has_ground_truth": truth is not None,
+                   "consistency": held_out_consistency(scene, test, depths, preds), "has_ground_truth": truth is not None,
                    "protocol": cfg.protocol, **speed(params, scene, gaussians, draw, query, eval_latents, timed_features, device)}
         if truth is not None:
             train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
-            open_ids = [c for c in eval_ids if c not in set(train_ids)]
-            open_scores = subset_scores(conf_pred, open_ids)
-            if open_ids and not open_scores["classes"]:
-                report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
-                       "view, so open_set_miou is NaN and miou covers the training classes alone")
-            overall, teacher_scores = subset_scores(conf_pred, eval_ids), subset_scores(conf_teacher, eval_ids)
-            class_iou = segmentation_scores(conf_pred)["iou"]
-            metrics.update({
-                "miou": overall["miou"], "macc": overall["macc"],
-                "closed_set_miou": subset_scores(conf_pred, train_ids)["miou"],
-                "open_set_miou": open_scores["miou"] if open_ids else None,
-                "open_set_classes": [class_names[c] for c in open_ids],
-                "open_set_classes_present": [class_names[c] for c in open_scores["classes"]],
-                "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
-                "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
-            })
+            metrics.update(segmentation_metrics(confusion["econsg"], confusion["teacher"], eval_ids, train_ids, class_names))
             if with_oracle:
-                oracle_scores = subset_scores(conf_oracle, eval_ids)
-                oracle_iou = segmentation_scores(conf_oracle)["iou"]
-                metrics.update({"geometry_oracle_miou": oracle_scores["miou"],
-                                "geometry_oracle_per_class_iou": {class_names[c]: float(oracle_iou[c]) for c in oracle_scores["classes"]}})
+                metrics.update(oracle_metrics(confusion["oracle"], eval_ids, class_names))
                 selection = selection_scores(params, gaussians["features"], eval_latents, lookup, gaussian_labels, class_names)
                 metrics.update({"selection_miou": float(np.mean(list(selection.values()))) if selection else None,
                                 "selection_per_class_iou": selection})
-            viz.save_png(viz.confusion_picture(conf_pred, class_names), plots / "confusion.png")
+            viz.save_png(viz.confusion_picture(confusion["econsg"], class_names), plots / "confusion.png")
             write_json_atomic(plots / "per_class_iou.json", [{"class": k, "iou": v} for k, v in metrics["per_class_iou"].items()])
         if cfg.protocol != "paper" and (truth is not None or cfg.protocol in ("lerf", "ovs3d")):
             downscale = int(ingest_params.get("downscale", 1))
@@ -220,6 +174,82 @@ def run(params: Params) -> None:
                 relevancy=relevancies or None, query_names=eval_vocabulary, data_root=Path(params.paths.data),
                 lerf_labels=lerf_labels, downscale=downscale)
     write_json_atomic(params.paths.metrics_file("evaluate"), metrics)
+
+
+def evaluation_vocabulary(cfg, truth, train_vocabulary: list[str], lerf_labels: Path | None) -> list[str]:
+    """The words the held-out views are segmented over: `evaluate.vocabulary` if set, else the protocol's (on a
+    labelled scene, its classes); a scene without labels keeps the training vocabulary. Checked against the scene's
+    class names before any work."""
+    if cfg.vocabulary is not None:
+        vocabulary = list(cfg.vocabulary)
+    elif truth is not None or cfg.protocol == "lerf":
+        vocabulary = protocol_vocabulary(cfg.protocol, truth.class_names if truth is not None else train_vocabulary,
+                                         lerf_labels)
+    else:
+        vocabulary = train_vocabulary
+    if truth is not None:
+        check_names_case(vocabulary, truth.class_names, "evaluate.vocabulary")
+        if not set(vocabulary) & set(truth.class_names):
+            report(f"evaluate: warning: the evaluation vocabulary {vocabulary} names none of the scene's classes "
+                   f"{list(truth.class_names)}: nothing is scored (mIoU null); the label maps are kept")
+    return vocabulary
+
+
+def teacher_labels(ex, v: int, eval_text: np.ndarray, lookup: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The synthetic teacher's own 2D label map of view v over the evaluation vocabulary (scene class ids): the
+    argmax of its pixel probabilities, from the features extract stored."""
+    probabilities = pixel_probabilities(ex["features"][v], eval_text, height, width, float(ex.attrs["temperature"]),
+                                        stored_painted_masks(ex, v))
+    return lookup[probabilities.argmax(-1)]
+
+
+def view_panel(image: np.ndarray, render: np.ndarray, gt: np.ndarray | None, teacher: np.ndarray, pred: np.ndarray,
+               class_names: list[str], palette: np.ndarray) -> np.ndarray:
+    """A held-out view's picture: the image, the render, the ground truth (if any), the teacher's and econsg's label
+    maps and the overlay, with a key of the classes the view shows."""
+    tiles = [("image", image), ("render", render)]
+    if gt is not None:
+        tiles.append(("ground truth", viz.colour_labels(gt, palette)))
+    tiles += [("teacher 2D (eval vocabulary)", viz.colour_labels(teacher, palette)), ("econsg 3D", viz.colour_labels(pred, palette)),
+              ("overlay", np.where((pred >= 0)[..., None], viz.overlay(render, viz.colour_labels(pred, palette)),
+                                   render))]  # pixels no class won stay as rendered, not darkened
+    shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, pred if gt is None else gt)]))
+    return viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0]))
+
+
+def held_out_consistency(scene, test: np.ndarray, depths: dict, preds: dict) -> float | None:
+    """Multi-view consistency: the share of surface points two consecutive held-out views both see (via depth) on
+    which their predicted labels agree, over every consecutive pair; None where no pair shares a point."""
+    agree, compared = 0.0, 0
+    for a, b in zip(test[:-1], test[1:]):
+        fraction, count = multiview_consistency(depths[a], scene.Ks[a], scene.c2w[a], preds[a],
+                                                depths[b], scene.Ks[b], scene.c2w[b], preds[b])
+        if count:
+            agree += fraction * count
+            compared += count
+    return agree / compared if compared else None
+
+
+def segmentation_metrics(confusion: np.ndarray, teacher_confusion: np.ndarray, eval_ids: list[int], train_ids: list[int],
+                         class_names: list[str]) -> dict:
+    """mIoU and mAcc over the scored classes present, closed-set (the training vocabulary's classes) and open-set (the
+    evaluation vocabulary's others) apart, the teacher's on the same pixels, and each class's IoU."""
+    open_ids = [c for c in eval_ids if c not in set(train_ids)]
+    open_scores = subset_scores(confusion, open_ids)
+    if open_ids and not open_scores["classes"]:
+        report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
+               "view, so open_set_miou is NaN and miou covers the training classes alone")
+    overall, teacher_scores = subset_scores(confusion, eval_ids), subset_scores(teacher_confusion, eval_ids)
+    class_iou = segmentation_scores(confusion)["iou"]
+    return {
+        "miou": overall["miou"], "macc": overall["macc"],
+        "closed_set_miou": subset_scores(confusion, train_ids)["miou"],
+        "open_set_miou": open_scores["miou"] if open_ids else None,
+        "open_set_classes": [class_names[c] for c in open_ids],
+        "open_set_classes_present": [class_names[c] for c in open_scores["classes"]],
+        "teacher_miou": teacher_scores["miou"], "teacher_macc": teacher_scores["macc"],
+        "per_class_iou": {class_names[c]: float(class_iou[c]) for c in overall["classes"]},
+    }
 
 
 def lerf_frame_views(view_names: list[str], labels_folder: Path, scene_size: tuple[int, int], ingest_params: dict) -> list[int]:
@@ -278,6 +308,14 @@ def lerf_relevancy_maps(scene, views: list[int], gaussians, draw, query_latents:
         maps[scene.names[v]] = np.stack([lerf_relevancy(features, q, canonical, LERF_RELEVANCY_TEMPERATURE).cpu().numpy()
                                          for q in query_latents])
     return maps
+
+
+def oracle_metrics(confusion: np.ndarray, eval_ids: list[int], class_names: list[str]) -> dict:
+    """The geometry oracle's mIoU over the scored classes present and its IoU per class (`geometry_oracle_features`)."""
+    scores = subset_scores(confusion, eval_ids)
+    iou = segmentation_scores(confusion)["iou"]
+    return {"geometry_oracle_miou": scores["miou"],
+            "geometry_oracle_per_class_iou": {class_names[c]: float(iou[c]) for c in scores["classes"]}}
 
 
 def geometry_oracle_features(gaussian_labels: np.ndarray, num_classes: int) -> torch.Tensor:

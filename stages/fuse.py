@@ -45,8 +45,7 @@ def view_samples(scene, v: int, source: str, depth_tolerance: float, max_depth: 
     the caller) seen in the view."""
     if source == "depth":
         depth = scene.depth(v) if depth is None else depth
-        valid = (depth > 0) if max_depth is None else (depth > 0) & (depth <= max_depth)
-        return backproject_depth(depth, scene.Ks[v], scene.c2w[v], valid)
+        return backproject_depth(depth, scene.Ks[v], scene.c2w[v], max_depth=max_depth)
     return points_seen_in_view(points, scene.Ks[v], scene.c2w[v], scene.width, scene.height, depth_tolerance, max_depth)
 
 

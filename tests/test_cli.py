@@ -256,6 +256,31 @@ def test_an_interrupted_run_says_so_and_exits_130(monkeypatch):
     assert result.exit_code == 130 and "crr: interrupted; its previous artifact, if any, is kept" in result.stderr
 
 
+@pytest.mark.parametrize("moved_in", [False, True])
+def test_an_interrupt_after_the_new_store_moved_in_says_so(tmp_path, monkeypatch, moved_in):
+    """A stage moves its store in, then writes its metrics: interrupted between the two, it must not claim the previous
+    store is kept, but say the figures may be the previous run's."""
+    import stages.crr
+
+    store = tmp_path / "crr.zarr"
+    store.mkdir()  # the previous run's
+
+    def run(params):
+        if moved_in:  # as ArtifactWriter does: the new folder renamed over the old one
+            new = tmp_path / "new"
+            new.mkdir()
+            new.replace(store)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages.crr, "run", run)
+    result = runner.invoke(app, ["run", "crr", "--set", f"paths.artifacts={tmp_path}"])
+    assert result.exit_code == 130
+    if moved_in:
+        assert f"crr: interrupted after its new {store} was in place" in result.stderr and "is kept" not in result.stderr
+    else:
+        assert "crr: interrupted; its previous artifact, if any, is kept" in result.stderr
+
+
 def test_metrics_tells_a_null_figure_from_a_missing_one(tmp_path):
     result, _ = metrics_of(tmp_path, '{"raw_miou": 0.6, "refined_miou": null}')
     assert result.exit_code == 0, result.output

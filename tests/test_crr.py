@@ -264,7 +264,7 @@ def test_ignored_pixels_pool_their_masks_feature_only_when_asked():
     grid = np.array([[[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0]]], np.float32)
     masks = np.array([[[1, 1, 1, 0, 0, 0]]], bool)
     common = dict(tau1_value=0.7, min_votes=1, tau2=0.0)
-    own = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, **common)
+    own = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, ignored_features="own", **common)
     assert own.refined_labels.tolist() == [[IGNORE, IGNORE, IGNORE, IGNORE, 0, 0]]
     assert (own.feature_source[0, :4] == -1).all()
     pooled = refine_labels_crr(labels, make_probs(labels, conf), masks, grid, ignored_features="mask", **common)

@@ -10,12 +10,12 @@ from econsg.config.fuse import FuseParams
 from econsg.errors import EconsgError
 from econsg.fusion import (
     IGNORE,
-    FusionView,
+    FusedPoints,
     VoxelFeatureFusion,
     backproject_depth,
     bilinear_feature_index,
-    fuse_multiview_features,
     median_view_depth,
+    points_seen_in_view,
     project_points,
     visible_points_depth_test,
     voxel_keys,
@@ -137,7 +137,7 @@ def test_two_views_that_disagree_follow_confidence_weights():
 
 
 def test_label_histogram_ignore_and_views():
-    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=3)
+    fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=3, features_from_ignored=False)
     xyz = np.array([[0.5, 0.5, 0.5]] * 5 + [[1.5, 0.5, 0.5]])
     labels = np.array([2, 2, 1, IGNORE, 1, IGNORE])
     conf = np.array([0.5, 0.5, 0.4, 10.0, 0.4, 1.0])
@@ -254,17 +254,21 @@ def test_view_counts_are_distinct_views_per_voxel(n_views):
     assert got == expected and max(expected.values()) >= 2
 
 
+def test_the_librarys_defaults_are_the_stages():
+    assert VoxelFeatureFusion(0.1, 3, 2).features_from_ignored == FuseParams().features_from_ignored
+
+
 def test_features_from_ignored_option():
     fusion = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=True)
     fusion.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
     out = fusion.finalize()
     assert len(out) == 1 and out.label[0] == IGNORE
     np.testing.assert_allclose(out.feature[0], unit(3, 0))
-    # off (the default), an ignored pixel adds no feature: its voxel is featureless, dropped unless kept
-    default = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2)
-    default.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
-    assert len(default.finalize()) == 0
-    kept = default.finalize(drop_featureless=False)
+    # off, an ignored pixel adds no feature: its voxel is featureless, dropped unless kept
+    labelled_only = VoxelFeatureFusion(voxel_size=1.0, feature_dim=3, num_classes=2, features_from_ignored=False)
+    labelled_only.add(np.zeros((1, 3)), unit(3, 0)[None], np.array([IGNORE]), None, np.zeros((1, 3)), 0)
+    assert len(labelled_only.finalize()) == 0
+    kept = labelled_only.finalize(drop_featureless=False)
     assert len(kept) == 1 and kept.weight[0] == 0 and not kept.feature[0].any()
 
 
@@ -329,42 +333,47 @@ def test_bilinear_index_matches_torch_interpolate():
     np.testing.assert_allclose(mix.sum(1), 1.0, rtol=1e-6)
 
 
-def plane_views(n_views: int, with_depth: bool):
+def plane_views(n_views: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(c2w, z-depth, labels) of cameras looking at the plane z = 2.03, left half class 0, right half class 1."""
     rng = np.random.default_rng(4)
-    d = 6
-    table = np.eye(d, dtype=np.float32)
     views = []
-    for v in range(n_views):
+    for _ in range(n_views):
         c2w = pose(rotation_y(rng.uniform(-10, 10)), [rng.uniform(-0.2, 0.2), 0.0, 0.0])
         # make the plane z = 2.03 in the world: z-depth of a tilted camera along each pixel ray
         ray_cam = np.stack(np.meshgrid((np.arange(W) + 0.5 - K[0, 2]) / K[0, 0], (np.arange(H) + 0.5 - K[1, 2]) / K[1, 1]), -1)
         ray_cam = np.concatenate([ray_cam, np.ones((H, W, 1))], -1)
         depth = 2.03 / (ray_cam @ c2w[:3, :3].T)[..., 2]  # plane inside a voxel layer, not on its face
         labels = np.where(np.arange(W)[None, :] < W // 2, 0, 1).repeat(H, 0)
-        views.append(FusionView(view_id=v, K=K, c2w=c2w, rgb=np.full((H, W, 3), 0.5), labels=labels,
-                                feature_table=table, feature_index=labels, confidence=np.ones((H, W)),
-                                depth=depth if with_depth else None))  # fmt: skip
+        views.append((c2w, depth, labels))
     return views
 
 
-def test_fuse_multiview_features_depth_and_points_sources_agree():
-    views = plane_views(3, with_depth=True)
-    fused = fuse_multiview_features(views, voxel_size=0.1, feature_dim=6, num_classes=2)
+def fuse_plane(views, samples) -> FusedPoints:
+    """Fuse the plane views as the fuse stage does, each view's (xyz, pixel) samples from `samples(c2w, depth)`;
+    a pixel's feature is the one-hot row of its label."""
+    fusion = VoxelFeatureFusion(0.1, 6, 2)
+    for v, (c2w, depth, labels) in enumerate(views):
+        xyz, pixel = samples(c2w, depth)
+        label = labels.reshape(-1)[pixel]
+        fusion.add(xyz, np.eye(6, dtype=np.float32), label, np.ones(len(pixel)), np.full((len(pixel), 3), 0.5), v,
+                   feature_index=label)
+    return fusion.finalize()
+
+
+def test_depth_maps_and_a_point_cloud_fuse_the_same_surface():
+    """fuse.source depth and points: the plane back-projected from depth, and the fused points themselves seen again
+    through the same cameras without depth, give the same surface with the same labels."""
+    views = plane_views(3)
+    fused = fuse_plane(views, lambda c2w, depth: backproject_depth(depth, K, c2w))
     np.testing.assert_allclose(fused.xyz[:, 2], 2.03, atol=1e-6)
     assert fused.num_views.max() == 3 and set(np.unique(fused.label)) == {0, 1}
-    # the point cloud route: the fused points themselves, seen from the same cameras without depth
-    no_depth = plane_views(3, with_depth=False)
-    again = fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2, points=fused.xyz.astype(np.float64))
+    cloud = fused.xyz.astype(np.float64)
+    again = fuse_plane(views, lambda c2w, depth: points_seen_in_view(cloud, K, c2w, W, H, depth_tolerance=0.05))
     assert len(again) > 0.9 * len(fused)
     np.testing.assert_allclose(again.xyz[:, 2], 2.03, atol=1e-6)
     assert (again.vote_share > 0.5).all()
-    with pytest.raises(EconsgError, match="points: a point cloud is required"):
-        fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2)
-    with pytest.raises(EconsgError, match="depth: source is 'depth' but view 0 has no depth map"):
-        fuse_multiview_features(no_depth, voxel_size=0.1, feature_dim=6, num_classes=2, source="depth")
-    capped = fuse_multiview_features(views, voxel_size=0.1, feature_dim=6, num_classes=2, max_points=10,
-                                     generator=np.random.default_rng(0))  # fmt: skip
-    assert len(capped) == 10
+    left = again.xyz[:, 0] < np.median(again.xyz[:, 0])  # the plane's left half is class 0 in every view
+    assert (again.label[left] == 0).mean() > 0.9 and (again.label[~left] == 1).mean() > 0.9
 
 
 def test_bad_inputs_name_the_argument():

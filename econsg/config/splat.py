@@ -141,7 +141,9 @@ class SplatParams(Section):
 
     # ------------------------------------------------------------------ semantic loss (METHOD.md section 5)
     lambda_sem: float = Field(
-        20.0, ge=0, description="Weight of Dist(F, F_z^2D), the rendered-feature distillation term (authors: 20)."
+        20.0, ge=0, description="Weight of Dist(F, F_z^2D), the rendered-feature distillation term (authors: 20). "
+        "Dist is a mean over the distilled pixels and the d channels, the scale this weight is set for; METHOD.md "
+        "writes a sum over u.",
     )
     semantic_dist: Literal["l1", "l2"] = Field("l1", description="Dist of the distillation term (authors: L1).")
     dist_normalize: bool = Field(
@@ -191,7 +193,8 @@ class SplatParams(Section):
         "S(u) = cos<F(u), T_z> and the authors' code have it; 0.05 (the other softmaxes' T) was the default before.",
     )
     temperature: float = Field(
-        0.05, gt=0, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, evaluate)."
+        0.05, gt=0, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, "
+        "evaluate's 3D selection). Training never reads it: the T of the CE term's S(u) is ce_temperature.",
     )
 
     @model_validator(mode="after")
