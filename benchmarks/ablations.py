@@ -23,6 +23,8 @@ affects, with the stages' `--set` overrides and its own artifact/metrics folders
                 carry its label (labelled_share x vote_share), not only the share that carry any
   agreement_weights splat.pixel_weights=agreement: Dist and CE weigh each pixel by the multi-view agreement of its
                 crr decision (fuse's `agreement`)
+  labelled_fusion fuse.features_from_ignored=false: a voxel's feature averages its labelled samples only (METHOD.md
+                is silent), so the points crr left unlabelled in every view carry no feature and are dropped
 
 Run after `dvc repro`:  python benchmarks/ablations.py [--params params.yaml] [--out ablations] [--seeds 0 10 11]
                                                   [--reseed-from splat] [--set ingest.sparse_views=10 ...]
@@ -72,6 +74,7 @@ VARIANTS = {
     "uniform_ce": (["autoencode.ce_weights=uniform"], "autoencode"),
     "label_support_ce": (["autoencode.ce_weights=label_support"], "autoencode"),
     "agreement_weights": (["splat.pixel_weights=agreement"], "splat"),
+    "labelled_fusion": (["fuse.features_from_ignored=false"], "fuse"),
 }
 # The first stage whose training draws on `seed`. ingest and extract also read it (the initial points, the
 # teacher's noise) and fuse only to subsample with max_points: they make the input, not the training.
@@ -117,7 +120,7 @@ def run_variant(overrides: list[str], first_stage: str, params_file: Path, root:
     upstream copied from `source`."""
     start = time.perf_counter()
     run_stages(list(STAGE_ORDER[STAGE_ORDER.index(first_stage) :]), overrides, params_file, root, source, reseed)
-    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
     metrics["seconds"] = time.perf_counter() - start
     return metrics
 
@@ -209,7 +212,7 @@ def main() -> None:
                                       reseed=(seed, first_seeded)) for seed in args.seeds]
     table = ablation_table(rows)
     print(table)
-    (args.out / "ablations.md").write_text(table + "\n")
+    (args.out / "ablations.md").write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

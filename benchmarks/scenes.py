@@ -49,7 +49,7 @@ def run_scene(scene: int, settings: list[str], params_file: Path, root: Path) ->
     of econsg and the teacher rescored from the label maps evaluate keeps."""
     overrides = [*settings, f"synth.seed={scene}", f"seed={scene}", f"paths.data={root / 'data'}"]
     run_stages(list(STAGE_ORDER), overrides, params_file, root)
-    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
     store = root / "artifacts" / load_params(params_file).paths.artifact("evaluate").name
     rescored = rescore_evaluate(open_artifact(store, "evaluate"), None, [])
     metrics["per_class"] = rescored["per_class"]
@@ -109,7 +109,7 @@ def main() -> None:
               f"({args.out / f'scene{scene}'})", flush=True)
     report = scene_table(runs) + "\n\n" + class_table(runs)
     print(report)
-    (args.out / "scenes.md").write_text(report + "\n")
+    (args.out / "scenes.md").write_text(report + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def run_setting(overrides: list[str], params_file: Path, root: Path) -> str:
         run_stages(list(STAGE_ORDER), [*overrides, f"paths.data={root / 'data'}"], params_file, root, quiet=True)
     except subprocess.CalledProcessError as error:
         return outcome(error)
-    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
     return f"ran: mIoU {metrics['miou']:.3f}, teacher {metrics['teacher_miou']:.3f}, PSNR {metrics['psnr']:.1f} dB"
 
 

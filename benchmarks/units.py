@@ -41,12 +41,12 @@ def rescale_blender(source: Path, scale: float, target: Path) -> Path:
         shutil.rmtree(target)
     shutil.copytree(source, target)
     for split in target.glob("transforms_*.json"):
-        meta = json.loads(split.read_text())
+        meta = json.loads(split.read_text(encoding="utf-8"))
         meta["depth_scale"] = meta["depth_scale"] / scale  # depth = stored value / depth_scale
         for frame in meta["frames"]:
             for row in frame["transform_matrix"][:3]:
                 row[3] *= scale
-        split.write_text(json.dumps(meta))
+        split.write_text(json.dumps(meta), encoding="utf-8")
     return target
 
 
@@ -60,10 +60,10 @@ def run_scale(data: Path, overrides: list[str], params_file: Path, root: Path, m
     row = {}
     try:
         run_stages(stages[:fuse_last], sets, params_file, root, quiet=True)
-        row["fuse"] = json.loads((root / "metrics" / "fuse.json").read_text())
+        row["fuse"] = json.loads((root / "metrics" / "fuse.json").read_text(encoding="utf-8"))
         if row["fuse"]["points"] <= max_points:
             run_stages(stages[fuse_last:], sets, params_file, root, source=root / "artifacts", quiet=True)
-            row |= {stage: json.loads((root / "metrics" / f"{stage}.json").read_text()) for stage in ("splat", "evaluate")}
+            row |= {stage: json.loads((root / "metrics" / f"{stage}.json").read_text(encoding="utf-8")) for stage in ("splat", "evaluate")}
     except subprocess.CalledProcessError as error:
         row["stopped"] = outcome(error)
     row["seconds"] = time.perf_counter() - start

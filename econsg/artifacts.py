@@ -173,7 +173,7 @@ def hash_store_content(root: Path) -> str:
     vocabulary, the scene's median depth, the near plane) counts as content as the arrays do."""
     digest = hashlib.sha256()
     root_meta = root / "zarr.json"
-    attributes = json.loads(root_meta.read_text()).get("attributes", {}) if root_meta.is_file() else {}
+    attributes = json.loads(root_meta.read_text(encoding="utf-8")).get("attributes", {}) if root_meta.is_file() else {}
     attributes.pop(PROVENANCE_KEY, None)
     digest.update(b"attributes:" + json.dumps(attributes, sort_keys=True, separators=(",", ":"), default=str).encode())
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -249,20 +249,13 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self._start = time.perf_counter()
         self._inputs = dict(input_hash(item) for item in self.input_items)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115 (held until __exit__)
-        try:
-            if fcntl is not None:  # POSIX; elsewhere two writers are not detected
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ArtifactError(f"{self.path}: another run of the {self.stage} stage is writing it now; wait for it "
-                                "to finish (two runs into one artifacts folder would overwrite each other)") from None
+        self._lock = store_lock(self.path, self.stage)
+        self._lock.__enter__()
         try:
             remove_stale_temporaries(self.path)
             self.group = zarr.open_group(store=str(self.tmp), mode="w")
         except BaseException:
-            self._lock.close()
+            self._lock.__exit__(None, None, None)
             raise
         return self
 
@@ -322,7 +315,7 @@ class ArtifactWriter:
                 raise
         finally:
             if self._lock is not None:
-                self._lock.close()  # releases the flock
+                self._lock.__exit__(None, None, None)
 
     def _name_the_store(self, error: BaseException | None) -> None:
         """A system error without a file name (a full disk while zarr writes a chunk) raised again naming this store."""
@@ -359,6 +352,36 @@ class ArtifactWriter:
                 raise ArtifactError(f"{path}: rewritten while the {self.stage} stage ran (its content differs from what "
                                     f"the stage read); rerun the {self.stage} stage. {self.path} is kept as it was")
         replace_directory(self.tmp, self.path)
+
+
+_HELD_LOCKS: dict[Path, Any] = {}  # the store locks this process holds, by lock file
+
+
+@contextmanager
+def store_lock(path: Path, stage: str):
+    """Hold the lock of the store at `path` for the block: a second process taking it (another run of the stage into
+    the same artifacts folder) is refused at once, naming the store. A stage takes it before any work and its
+    ArtifactWriter again, which then reuses the lock this process holds. POSIX only; elsewhere nothing is locked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = path.with_name(f".{path.name}.lock")
+    key = lock_file.resolve()
+    if key in _HELD_LOCKS or fcntl is None:
+        yield
+        return
+    handle = open(lock_file, "w", encoding="utf-8")  # noqa: SIM115 (held until the block ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ArtifactError(f"{path}: another run of the {stage} stage is writing it now; wait for it to finish (two "
+                            "runs into one artifacts folder would overwrite each other)") from None
+    _HELD_LOCKS[key] = handle
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        handle.close()  # releases the flock
 
 
 def input_hash(item: str | Path | zarr.Group) -> tuple[str, str]:
@@ -451,7 +474,8 @@ def read_provenance(path: str | Path) -> Provenance:
         stage = "ingest" if path.name == "scene.zarr" else path.name.removesuffix(".zarr")
         run = (f"run the {stage} stage first (`econsg run {stage}` or `dvc repro`)" if stage in ARTIFACT_SCHEMAS
                else "run its stage first")
-        raise ArtifactError(f"{path}: no Zarr store here (expected an artifact written by an econsg stage; {run})")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()}, the folder this runs in)"
+        raise ArtifactError(f"{path}: no Zarr store here{where} (expected an artifact written by an econsg stage; {run})")
     try:
         group = zarr.open_group(store=str(path), mode="r")
     except Exception as error:  # zarr raises several types for unreadable stores
@@ -538,7 +562,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     present) are written as null, so the file stays valid JSON for strict parsers."""
 
     text = json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
-    return write_file_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_file_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -589,7 +613,7 @@ def write_curve_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path
     columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "step", k))
 
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)

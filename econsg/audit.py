@@ -113,5 +113,5 @@ def write_audit(scene, extract, crr, views: Sequence[int], out_dir: Path, track=
         "pooled mask mean. Multi-view agreement (after fuse): the share of all training views' samples of the same "
         "surface that made the same decision (dark = contradicted, yellow = confirmed, blue = no 3D sample).</p>"
         f"<p><img src='contact_sheet.png' width='960'></p>{rows}\n"
-    )
+    , encoding="utf-8")
     return paths

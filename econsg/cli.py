@@ -169,21 +169,25 @@ def inspect(path: Annotated[Path, typer.Argument(help="A Zarr store written by a
 
     rows, provenance, attributes = _guard(describe_store, path)
     console = plain_console()
-    table = Table(title=str(path))
-    for column in ("array", "dims", "shape", "dtype", "chunks", "shards", "stored"):  # names, shapes and sizes whole;
-        table.add_column(column, justify="right" if column == "stored" else "left",  # the rest folds in a narrow terminal
-                         no_wrap=column in ("array", "shape", "dtype", "stored"), overflow="fold")
-    for row in rows:
-        table.add_row(
-            row["name"],
-            " ".join(row["dims"]),
-            "x".join(map(str, row["shape"])),
-            row["dtype"],
-            "x".join(map(str, row["chunks"])),
-            "x".join(map(str, row["shards"])) if row["shards"] else "-",
-            _human_bytes(row["stored_bytes"]),
-        )
-    console.print(table)
+    cells = [{"array": row["name"], "dims": " ".join(row["dims"]), "shape": "x".join(map(str, row["shape"])),
+              "dtype": row["dtype"], "chunks": "x".join(map(str, row["chunks"])),
+              "shards": "x".join(map(str, row["shards"])) if row["shards"] else "-",
+              "stored": _human_bytes(row["stored_bytes"])} for row in rows]
+    whole = ("array", "shape", "dtype", "stored")  # names, shapes and sizes whole; the rest folds
+    needed = sum(max([len(column), *(len(c[column]) for c in cells)]) + 3 for column in whole) + 3 * 8
+    if console.width < needed:  # too narrow for the table without cutting a shape or a size: one block per array
+        console.print(str(path))
+        for c in cells:
+            console.print(f"{c['array']}: {c['shape']} {c['dtype']}, {c['stored']}\n  dims {c['dims']}; chunks "
+                          f"{c['chunks']}; shards {c['shards']}", soft_wrap=True)
+    else:
+        table = Table(title=str(path))
+        for column in cells[0] if cells else ("array",):
+            table.add_column(column, justify="right" if column == "stored" else "left", no_wrap=column in whole,
+                             overflow="fold")
+        for c in cells:
+            table.add_row(*c.values())
+        console.print(table)
     if attributes:
         attrs = Table(title="attributes", show_header=False)
         attrs.add_column("key", style="bold", no_wrap=True)
@@ -273,7 +277,7 @@ def metrics(params: ParamsOption = Path("params.yaml")) -> None:
                 table.add_row(stage, "-", f"no {path} yet")
                 continue
             try:
-                values = json.loads(path.read_text())
+                values = json.loads(path.read_text(encoding="utf-8"))
             except ValueError as error:
                 raise EconsgError(f"{path}: not a metrics JSON file ({error}); rerun `dvc repro -s {stage}`") from None
             if not isinstance(values, dict):

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from econsg.artifacts import store_lock
 from econsg.config import Params, load_params
 from econsg.config.base import Section
 from econsg.errors import EconsgError, refused_path
@@ -189,11 +191,12 @@ def run_smoke(params_path: str | Path, folder: Path, overrides: tuple[str, ...] 
         report(f"smoke: {stage}")
         try:
             seconds[stage] = run_stage(stage, params_path, settings)
-        except EconsgError as error:
+        except (EconsgError, OSError) as error:  # a system error too: a full scratch folder (TMPDIR, --out)
             notes = ([] if stage == "ingest" else ["the stages before it ran"]) + (
                 [f"the run is kept in {folder}"] if kept else [])
             where = f" ({'; '.join(notes)})" if notes else ""
-            raise EconsgError(f"smoke: {stage} failed{where}: {error}") from error
+            cause = refused_path(error) if isinstance(error, OSError) else error
+            raise EconsgError(f"smoke: {stage} failed{where}: {cause}") from error
     return run, seconds
 
 
@@ -204,13 +207,37 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", overrides: tup
     params = load_params(params_path, overrides)
     module = importlib.import_module(f"stages.{name}")
     output = Path(STAGES[name].resolve(STAGES[name].outs[0], params))
-    before = folder_identity(output)
-    start = time.perf_counter()
-    try:
-        module.run(params)
-    except KeyboardInterrupt:
-        raise StageInterrupted(name, output, replaced=folder_identity(output) != before) from None
-    return time.perf_counter() - start
+    check_writable(stage_folders(name, params))
+    with store_lock(output, name) if output.suffix == ".zarr" else nullcontext():  # a second run is refused at once
+        before = folder_identity(output)
+        start = time.perf_counter()
+        try:
+            module.run(params)
+        except KeyboardInterrupt:
+            raise StageInterrupted(name, output, replaced=folder_identity(output) != before) from None
+        return time.perf_counter() - start
+
+
+def stage_folders(name: str, params: Params) -> list[Path]:
+    """The folders a stage writes into: those holding its outputs, metrics and plots, and splat's checkpoints."""
+    spec = STAGES[name]
+    folders = {Path(spec.resolve(template, params)).parent for template in (*spec.outs, *spec.metrics, *spec.plots)}
+    if name == "splat":
+        folders.add(Path(params.paths.checkpoints) / "splat")
+    return sorted(folders)
+
+
+def check_writable(folders: list[Path]) -> None:
+    """Make each folder and write a file into it, before a stage's work: a folder it cannot write would otherwise fail
+    it after the work (splat's first checkpoint, the metrics after the store), or between its store and its metrics."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise EconsgError(f"{folder}: cannot write there ({error.strerror or error}); the stage writes into it (see "
+                              "the paths section of params.yaml): make it writable, or free space") from None
 
 
 class StageInterrupted(KeyboardInterrupt):

@@ -64,7 +64,7 @@ def run_metrics(path: Path, out: Path) -> RunMetrics:
     if len(parts) not in (1, 2):
         raise EconsgError(f"{path}: expected <out>/<scene>/evaluate.json or <out>/<scene>/<setting>/evaluate.json")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise EconsgError(f"{path}: unreadable metrics file ({error})") from None
     if not isinstance(data, dict):
@@ -148,7 +148,7 @@ def write_summary(dataset: str, metrics_files: Sequence[str | Path], out: str | 
     out = Path(out)
     table = summary_table(dataset, [run_metrics(Path(p), out) for p in metrics_files])
     write_json_atomic(out / "summary.json", table)  # a DVC metrics file: strict JSON (NaN as null), never half-written
-    write_file_atomic(out / "summary.md", lambda tmp: tmp.write_text(render_markdown(table)))
+    write_file_atomic(out / "summary.md", lambda tmp: tmp.write_text(render_markdown(table), encoding="utf-8"))
     return table
 
 

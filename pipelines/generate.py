@@ -296,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             path = ROOT / rel
             seeded = rel.removeprefix(f"pipelines/{dataset}/") in SUBPROJECT_FILES  # the user's once written
             if args.check:
-                if not path.is_file() or (not seeded and path.read_text() != text):
+                if not path.is_file() or (not seeded and path.read_text(encoding="utf-8") != text):
                     stale.append(rel)
             elif not (seeded and path.is_file()):  # a remote added with `dvc remote add` stays
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                path.write_text(text, encoding="utf-8")
     if stale:
         print("stale (run python pipelines/generate.py): " + ", ".join(stale), file=sys.stderr)
         return 1

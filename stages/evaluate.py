@@ -205,8 +205,8 @@ def teacher_labels(ex, v: int, eval_text: np.ndarray, lookup: np.ndarray, height
 
 def view_panel(image: np.ndarray, render: np.ndarray, gt: np.ndarray | None, teacher: np.ndarray, pred: np.ndarray,
                class_names: list[str], palette: np.ndarray) -> np.ndarray:
-    """A held-out view's picture: the image, the render, the ground truth (if any), the teacher's and econsg's label
-    maps and the overlay, with a key of the classes the view shows."""
+    """A held-out view's picture, three tiles a row (legible at a page's width): the image, the render, the ground
+    truth (if any), then the teacher's and econsg's label maps and the overlay, with a key of the classes it shows."""
     tiles = [("image", image), ("render", render)]
     if gt is not None:
         tiles.append(("ground truth", viz.colour_labels(gt, palette)))
@@ -214,7 +214,7 @@ def view_panel(image: np.ndarray, render: np.ndarray, gt: np.ndarray | None, tea
               ("overlay", np.where((pred >= 0)[..., None], viz.overlay(render, viz.colour_labels(pred, palette)),
                                    render))]  # pixels no class won stay as rendered, not darkened
     shown = np.unique(np.concatenate([m.ravel() for m in (pred, teacher, pred if gt is None else gt)]))
-    return viz.with_legend(viz.panel(tiles), viz.legend(class_names, palette, present=shown[shown >= 0]))
+    return viz.with_legend(viz.panel(tiles, columns=3), viz.legend(class_names, palette, present=shown[shown >= 0]))
 
 
 def held_out_consistency(scene, test: np.ndarray, depths: dict, preds: dict) -> float | None:

@@ -46,6 +46,9 @@ def test_run_ingest_and_inspect(tmp_path, monkeypatch):
         assert word in shown.stdout
     assert re.search(r"│ stage\s+│ ingest\s+│", shown.stdout), "the provenance names the stage that wrote the store"
     assert "the files match it" in shown.stdout and "DAMAGED" not in shown.stdout
+    # a narrow terminal cut shapes and sizes without a mark (12x8x10x51 for 12x8x10x512): one block per array there
+    narrow = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "40"})
+    assert narrow.exit_code == 0 and "images: 4x12x16x3 uint8, " in narrow.stdout and "dims view y x rgb;" in narrow.stdout
     next(p for p in (store / "images").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
     damaged = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
     assert damaged.exit_code == 0 and "DAMAGED: the files now hash to" in damaged.stdout
@@ -145,7 +148,7 @@ def test_a_stage_run_by_dvc_reports_a_refused_path_in_one_line(tmp_path):
                              "--set", f"paths.artifacts={blocker / 'artifacts'}"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"error: {blocker / 'artifacts'}: Not a directory" in result.stderr
+    assert f"error: {blocker / 'artifacts'}: cannot write there (Not a directory)" in result.stderr
 
 
 def test_inspect_refuses_an_array_or_a_broken_store_in_one_line(tmp_path):
@@ -327,3 +330,35 @@ def test_a_single_texts_mask_takes_its_class_colour_as_in_every_other_picture(mo
     assert share == 1.0
     (mask,) = drawn
     assert np.unique(mask.reshape(-1, 3), axis=0).tolist() == [viz.named_palette(["bed"], classes)[0].tolist()]
+
+
+def test_a_folder_the_stage_cannot_write_is_refused_before_any_work(tmp_path, monkeypatch):
+    """An unwritable metrics folder used to fail crr after its new store had replaced the old one, leaving the store
+    and its metrics from two runs; splat's checkpoint folder failed only at the first save, its training lost."""
+    import stages.splat
+
+    ran = []
+    monkeypatch.setattr(stages.splat, "run", lambda params: ran.append(params))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    for setting, folder in ((f"paths.metrics={blocker}", blocker), (f"paths.checkpoints={blocker}", blocker / "splat")):
+        result = runner.invoke(app, ["run", "splat", "--set", f"paths.artifacts={tmp_path / 'artifacts'}", "--set", setting])
+        assert result.exit_code == 1 and f"{folder}: cannot write there" in result.stderr, result.stderr
+    assert not ran
+
+
+def test_a_second_run_of_a_stage_is_refused_at_once(tmp_path, monkeypatch):
+    """The store's lock is taken before the stage's work, not only while it writes: a second run into the same folder
+    is refused before it computes anything, instead of after (or silently replacing the first run's store)."""
+    import fcntl
+
+    import stages.crr
+
+    ran = []
+    monkeypatch.setattr(stages.crr, "run", lambda params: ran.append(params))
+    with open(tmp_path / ".crr.zarr.lock", "w", encoding="utf-8") as other_run:
+        fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = runner.invoke(app, ["run", "crr", "--set", f"paths.artifacts={tmp_path}"])
+    assert result.exit_code == 1 and "another run of the crr stage is writing it now" in result.stderr
+    assert not ran
+    assert runner.invoke(app, ["run", "crr", "--set", f"paths.artifacts={tmp_path}"]).exit_code == 0 and len(ran) == 1

@@ -453,3 +453,59 @@ def test_nerfstudio_depth_as_npy_and_coarser_than_its_image(tmp_path):
     np.save(root / "depth" / "1.npy", holes)
     with pytest.raises(EconsgError, match=r"depth/1\.npy: 1 of \d+ depth values are negative; expected z-depths >= 0"):
         ingest(root, tmp_path / "negative.zarr")
+
+
+def test_text_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """Under an ASCII locale (LC_ALL=C without Python's UTF-8 mode) params.yaml and a dataset's class list are still
+    read as UTF-8: a non-ASCII class name is neither mangled nor a traceback. (Paths stay ASCII here: Python itself
+    cannot name a non-ASCII file under that locale.)"""
+    import os
+    import subprocess
+    import sys
+
+    root = write_tiny_blender(tmp_path / "scene", classes=("étagère", "box"))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  data: {root}\nevaluate:\n  vocabulary: [étagère, box]\n", encoding="utf-8")
+    script = ("import pathlib; from econsg.config import load_params; from econsg.scene.readers.blender import "
+              f"read_class_names; p = load_params({str(params)!r}); "
+              "print(ascii(p.evaluate.vocabulary)); print(ascii(read_class_names(pathlib.Path(p.paths.data))))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, encoding="utf-8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [ascii(["étagère", "box"])] * 2
+
+
+def test_a_class_list_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    from econsg.config import ConfigError, load_params
+    from econsg.scene.readers.blender import read_class_names
+
+    root = write_tiny_blender(tmp_path / "scene")
+    (root / "classes.txt").write_bytes("étagère\nbox\n".encode("latin-1"))
+    with pytest.raises(EconsgError, match=r"classes.txt: not UTF-8 text \(byte 0 is 0xe9\)"):
+        read_class_names(root)
+    params = tmp_path / "params.yaml"
+    params.write_bytes("paths:\n  data: dätä\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_params(params)
+
+
+def test_every_text_file_econsg_reads_or_writes_names_its_encoding():
+    """`read_text()`, `write_text(...)` and text-mode `open(...)` without `encoding=` use the locale's encoding: on a
+    latin-1 or cp1252 machine a UTF-8 class list or params file would be read mangled, silently."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    unnamed = []
+    for path in sorted([*root.glob("econsg/**/*.py"), *root.glob("stages/*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for call in (node for node in ast.walk(tree) if isinstance(node, ast.Call)):
+            if any(keyword.arg == "encoding" for keyword in call.keywords):
+                continue
+            builtin = isinstance(call.func, ast.Name) and call.func.id == "open"  # open(path, mode): Path.open(mode)
+            method = "open" if builtin else getattr(call.func, "attr", None)
+            mode = call.args[1:2] if builtin else call.args[:1] if method == "open" else []
+            text_mode = not mode or (isinstance(mode[0], ast.Constant) and "b" not in str(mode[0].value))
+            if method in ("read_text", "write_text") or (method == "open" and text_mode and (builtin or mode)):
+                unnamed.append(f"{path.relative_to(root)}:{call.lineno}")
+    assert not unnamed, unnamed

@@ -103,3 +103,15 @@ def test_a_name_keeps_its_colour_in_every_picture_of_a_run():
     typed = viz.named_palette(["bed", "a striped armchair", "tv", "a lamp"], scene)  # query: two texts not in the list
     np.testing.assert_array_equal(typed[[0, 2]], colours[[3, 2]])
     np.testing.assert_array_equal(typed[[1, 3]], viz.class_palette(6)[[4, 5]])
+
+
+def test_a_held_out_views_panel_wraps_after_three_tiles():
+    """Six tiles in one row are too small to read at a page's width: evaluate's view picture wraps after three."""
+    from stages.evaluate import view_panel
+
+    image, labels = np.zeros((10, 20, 3), np.uint8), np.zeros((10, 20), np.int64)
+    palette = viz.class_palette(1)
+    picture = view_panel(image, image, labels, labels, labels, ["wall"], palette)
+    key = viz.legend(["wall"], palette, present=np.array([0]))
+    assert picture.height >= 2 * (2 * 10 + 14)  # two rows of 2x up-scaled tiles under their titles
+    assert picture.width <= 3 * (2 * 20 + 4) + key.width + 20

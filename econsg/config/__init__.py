@@ -211,9 +211,12 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(str(path), [f"(file): {path} does not exist; expected a params YAML file (write the defaults "
                                       f"to it with `econsg params defaults > {path}`)"])
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"(file): not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); "
+                                      "expected UTF-8, as YAML and DVC read it (save the file as UTF-8)"]) from None
     source = str(path) + "".join(f" --set {item}" for item in overrides)  # an override may be what is wrong
     if data is not None and not isinstance(data, dict):
         raise ConfigError(str(path), [f"(root): expected a mapping of sections, got {type(data).__name__}"])

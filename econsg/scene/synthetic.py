@@ -857,8 +857,8 @@ def _write_dataset_files(root: Path, params: SynthParams, progress: bool) -> Non
         )
     for split, split_frames in frames.items():
         transforms = _transforms(Ks[0], params.width, params.height, split_frames)
-        (root / f"transforms_{split}.json").write_text(json.dumps(transforms, indent=1))
-    (root / "classes.txt").write_text("".join(f"{name}\n" for name in room.class_names))
+        (root / f"transforms_{split}.json").write_text(json.dumps(transforms, indent=1), encoding="utf-8")
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in room.class_names), encoding="utf-8")
     provenance = {
         "econsg": {
             "generator": "econsg.scene.synthetic",
@@ -881,7 +881,7 @@ def _write_dataset_files(root: Path, params: SynthParams, progress: bool) -> Non
             "test_views": [int(v) for v in np.flatnonzero(is_test)],
         }
     }
-    (root / "scene.json").write_text(json.dumps(provenance, indent=1))
+    (root / "scene.json").write_text(json.dumps(provenance, indent=1), encoding="utf-8")
 
 
 def check_replaceable(target: Path) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from econsg.errors import EconsgError
 from econsg.scene.data import FrameRecord, SceneSource, check_intrinsics, check_rigid_pose, opengl_to_opencv
-from econsg.scene.readers.common import image_size, pinhole
+from econsg.scene.readers.common import image_size, pinhole, read_text_file
 from econsg.scene.readers.imageio import load_depth_png, load_instance_png, load_label_png, load_rgb
 
 FORMAT = "blender"
@@ -46,7 +46,7 @@ def read_class_names(root: Path) -> list[str]:
     path = root / "classes.txt"
     if not path.is_file():
         return []
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [line.strip() for line in read_text_file(path).splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names:
@@ -60,7 +60,7 @@ def read_class_names(root: Path) -> list[str]:
 
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text_file(path))
     except (OSError, json.JSONDecodeError) as error:
         raise EconsgError(f"{path}: unreadable transforms file ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:

@@ -49,12 +49,22 @@ def image_size(path: Path) -> tuple[int, int]:
         raise EconsgError(f"{path}: unreadable image ({error})") from None
 
 
+def read_text_file(path: Path) -> str:
+    """A text file of the dataset, read as UTF-8 whatever the machine's locale; EconsgError naming the file where a
+    byte is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise EconsgError(f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); expected "
+                          "UTF-8 (save the file as UTF-8)") from None
+
+
 def read_pose_lines(path: Path) -> np.ndarray:
     """[N,4,4] float64 from a text file with one row-major 4x4 matrix (16 numbers) per line."""
     if not path.is_file():
         raise EconsgError(f"{path}: trajectory file does not exist")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

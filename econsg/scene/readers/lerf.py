@@ -62,7 +62,7 @@ def polygon_mask(shape: tuple[int, int], polygon, where: str) -> np.ndarray:
 def read_lerf_frame(path: Path) -> LerfFrameLabels:
     """One frame_*.json as boxes and masks per category (categories in order of first appearance)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         info = data["info"]
         height, width, name = int(info["height"]), int(info["width"]), str(info["name"])
         objects = data["objects"]

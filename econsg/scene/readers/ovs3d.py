@@ -29,7 +29,7 @@ import numpy as np
 from econsg.errors import EconsgError
 from econsg.scene.data import IGNORE, FrameRecord, SceneSource, check_intrinsics, check_rigid_pose
 from econsg.scene.readers import colmap
-from econsg.scene.readers.common import image_size, pinhole
+from econsg.scene.readers.common import image_size, pinhole, read_text_file
 from econsg.scene.readers.imageio import _open, expect_size, load_rgb
 
 FORMAT = "ovs3d"
@@ -57,7 +57,7 @@ def read_ovs3d_classes(root: Path) -> list[str]:
     path = root / "segmentations" / "classes.txt"
     if not path.is_file():
         raise EconsgError(f"{path}: missing; a 3D-OVS scene lists its classes there, one per line")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
     if not names:
         raise EconsgError(f"{path}: the class list is empty; expected one class name per line")
     if len(set(names)) != len(names):

@@ -42,7 +42,7 @@ def read_camera_params(path: Path, default: dict) -> dict:
     if not path.is_file():
         return dict(default)
     try:
-        camera = json.loads(path.read_text())["camera"]
+        camera = json.loads(path.read_text(encoding="utf-8"))["camera"]
         values = {key: float(camera[key]) for key in ("w", "h", "fx", "fy", "cx", "cy")} | {
             "scale": float(camera.get("scale", default["scale"]))
         }

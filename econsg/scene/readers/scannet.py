@@ -79,7 +79,7 @@ def find_label_table(root: Path) -> Path:
 def read_nyu40_lookup(path: Path) -> np.ndarray:
     """Raw ScanNet id -> NYU40 class index (nyu40id - 1; IGNORE for 0), -2 for ids the table lacks."""
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         pairs = [(int(row["id"]), int(row["nyu40id"])) for row in rows]
     except (OSError, KeyError, ValueError, TypeError) as error:
