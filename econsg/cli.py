@@ -81,9 +81,9 @@ def smoke(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable), e.g. ingest.downscale=4.")] = None,
     out: Annotated[Path | None, typer.Option(help="Keep the smoke run in this new (or empty) folder; default: a temporary folder, deleted after.")] = None,
 ) -> None:
-    """Dry-run every stage from ingest to evaluate on your scene, with tiny random CLIP and SAM standing in for the
-    weights and a few training steps, in a scratch folder: checks that the data, the params and this machine carry
-    the pipeline through before you fetch weights or spend hours. Your stores are not touched; its figures mean nothing."""
+    """Dry-run every stage from ingest to evaluate on your scene, with tiny random CLIP and SAM standing in for the weights and a few training steps, in a scratch folder: checks that the data, the params and this machine carry the pipeline through before you fetch weights or spend hours.
+
+    Your stores are not touched; its figures mean nothing."""
     import shutil
     import tempfile
 
@@ -638,7 +638,7 @@ def _canonical_vocabulary(p, splat_group) -> list[str]:
 @app.command("render")
 def render_path(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts that label each frame (default: the evaluation vocabulary).")] = None,
-    through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views, in order of heading).")] = None,
+    through: Annotated[str | None, typer.Option(help="Comma-separated view indices the camera passes through, in order (default: the held-out views, in the order of the shorter path: as listed or by heading).")] = None,
     frames: Annotated[int, typer.Option(min=1, help="Frames from one key view to the next.")] = 8,
     loop: Annotated[bool, typer.Option(help="Return from the last key view to the first.")] = False,
     fps: Annotated[float, typer.Option(min=0.1, max=50, help="Frame rate of the GIF (GIF players slow rates above 50 "

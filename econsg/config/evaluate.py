@@ -13,7 +13,11 @@ class EvaluateParams(Section):
     """Scores held-out views: RGB quality, segmentation, consistency, speed."""
 
     protocol: Literal["paper", "ovs3d", "lerf", "scannet19", "scannet15", "scannet10"] = Field(
-        "paper", description="Scoring protocol: 'paper' = mIoU/mAcc over classes present (econSG's Replica/ScanNet table)."
+        "paper", description="Scoring protocol: 'paper' = mIoU/mAcc over classes present (econSG's Replica/ScanNet "
+        "table); 'ovs3d' = 3D-OVS's per-view, per-class IoU and accuracy on its segmented views; 'lerf' = LERF-OVS as "
+        "LangSplat scores it (localization accuracy, and mIoU of each query's relevancy at 0.4, on the labelled "
+        "frames); 'scannet19' / 'scannet15' / 'scannet10' = OpenGaussian's ScanNet class subsets, on the 2D label maps. "
+        "Every protocol's own figures land under `benchmark` in metrics/evaluate.json.",
     )
     vocabulary: list[str] | None = Field(
         None,

@@ -168,7 +168,7 @@ class SplatParams(Section):
         "agreement: each pixel weighs by the multi-view agreement of its crr decision (fuse's `agreement`: the share "
         "of its voxel's samples, over all training views, that carry the same label, or are ignored alike), so a "
         "label that a few views assert and the rest contradict or leave ignored teaches the splats little; pixels no "
-        "3D sample fell on weigh 1. On the demo at 256 x 192: -0.4 on training seed 0, +3.1 / +2.7 on the bad autoencoder draws (seeds 10 / 5); -0.3 on average over four other rooms x 3 seeds (docs/results.md).",
+        "3D sample fell on weigh 1. On the demo at 256 x 192: -0.4 on training seed 0, +3.1 / +2.7 on the bad autoencoder draws (seeds 10 / 5, measured before the teacher's streams were split); -0.3 on average over four other rooms x 3 seeds (docs/results.md).",
     )
     lambda_2d: float = Field(
         1.0, ge=0, description="Weight of CE(cos(F, T_z) / T, S^h) against crr's refined labels (authors: 1)."
