@@ -262,3 +262,13 @@ def test_the_ce_weight_rules_read_the_fused_points_shares():
     assert ce_weights(fused, "uniform") is None
     with pytest.raises(EconsgError, match="ce_weights"):
         ce_weights(fused, "labelled")
+
+
+def test_autoencoder_lr_decays_to_one_percent():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.rand(16, 8, generator=g), dim=1)
+    _, curve = train_autoencoder(feats, np.zeros(16, np.int64), torch.eye(2, 8), latent_dim=2, hidden=(4,),
+                                 iterations=4, batch_size=8, lr=1e-3, generator=g, progress=False, log_every=1)
+    assert [row["lr"] for row in curve] == pytest.approx(
+        [1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * i / 4))) for i in (1, 2, 3, 4)])
+    assert curve[-1]["lr"] == pytest.approx(1e-5)

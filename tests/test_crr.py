@@ -396,3 +396,20 @@ def test_mask_votes_count_each_masks_high_confidence_labelled_pixels_by_class():
     expected = [[int((masks[m] & high & (labels == c)).sum()) for c in range(4)] for m in range(5)]
     np.testing.assert_array_equal(votes, expected)
     assert votes.dtype == np.int64 and mask_votes(labels, high, masks[:0], 4).shape == (0, 4)
+
+
+def test_a_pixel_at_exactly_tau1_is_high_confidence():
+    """METHOD.md: k_v(u) >= tau1."""
+    labels = np.array([[0, 1]], np.int16)
+    r = refine_labels_crr(labels, make_probs(labels, np.array([[0.5, 0.25]], np.float32)), np.zeros((0, 1, 2), bool),
+                          np.ones((1, 1, 2)), tau1_value=0.5, min_votes=1, tau2=0.0)
+    assert r.high_confidence.tolist() == [[True, False]]
+    assert r.refined_labels.tolist() == [[0, IGNORE]]
+
+
+def test_a_tied_mask_vote_goes_to_the_smaller_class_id():
+    labels = np.array([[1, 2, 0, 2]], np.int16)  # confident votes 1, 2, 0: a three-way tie; pixel 3 is uncertain
+    r = refine_labels_crr(labels, make_probs(labels, np.array([[0.9, 0.9, 0.9, 0.3]], np.float32)),
+                          np.ones((1, 1, 4), bool), np.ones((1, 1, 2)), tau1_value=0.7, min_votes=1, tau2=0.0)
+    assert r.mask_labels.tolist() == [0]
+    assert r.refined_labels.tolist() == [[1, 2, 0, 0]]

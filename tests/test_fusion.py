@@ -509,3 +509,10 @@ def test_fuse_takes_a_painted_mask_feature_where_a_pixel_keeps_its_own():
     np.testing.assert_allclose(pixels, expected, atol=1e-6)
     np.testing.assert_allclose(pixels[0, :3], table_rows[[0, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(pixels[painted.ids == 1], cube[painted.ids == 1], atol=1e-6)
+
+
+def test_zbuffer_tolerance_is_relative_to_the_nearest_depth():
+    Kz = np.array([[10.0, 0, 4.0], [0, 10.0, 4.0], [0, 0, 1]])
+    points = np.array([[0.0, 0.0, 10.0], [0.0, 0.0, 10.3], [0.0, 0.0, 10.6]])  # all on pixel (4, 4) = 36
+    hit = visible_points_depth_test(points, Kz, np.eye(4), 8, 8, depth_tolerance=0.05)
+    assert hit.tolist() == [36, 36, -1]  # 10.3 <= 10 x 1.05 < 10.6

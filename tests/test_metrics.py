@@ -84,9 +84,9 @@ FX, H, W, Z = 10.0, 4, 8, 2.0
 K = np.array([[FX, 0, W / 2], [0, FX, H / 2], [0, 0, 1.0]])
 
 
-def camera_at(x: float) -> np.ndarray:
+def camera_at(x: float, y: float = 0.0) -> np.ndarray:
     c2w = np.eye(4)
-    c2w[0, 3] = x
+    c2w[0, 3], c2w[1, 3] = x, y
     return c2w
 
 
@@ -322,3 +322,39 @@ def test_confusion_picture_prints_each_rows_unreached_share_only_where_there_is_
 
     for i in (0, 1):  # the wall's 30 % and the floor's 0 %, so that the column reads as one
         assert ink(unreached, i) > ink(reached, i), i
+
+
+def test_consistency_never_compares_a_source_pixel_labelled_ignore():
+    a, b = camera_at(0.0), camera_at(0.2)  # A's column j lands on B's column j - 1; A's column 0 falls outside
+    depth = np.full((H, W), Z)
+    labels_a = np.zeros((H, W), np.int16)
+    labels_a[:, 4] = IGN  # 4 of A's 28 in-view pixels carry no label: not compared
+    agree, count = multiview_consistency(depth, K, a, labels_a, depth, K, b, np.zeros((H, W), np.int16))
+    assert count == 28 - 4 and agree == 1.0
+
+
+def test_consistency_depth_tolerance_is_relative_to_the_points_own_depth():
+    a = camera_at(0.0)
+    labels = np.zeros((H, W), np.int16)
+    # B sees a surface at 2.105 where A's points lie at z = 2: |2.105 - 2| = 0.105 > 0.05 x 2, another surface
+    agree, count = multiview_consistency(np.full((H, W), Z), K, a, labels, np.full((H, W), 2.105), K, a, labels)
+    assert count == 0 and np.isnan(agree)
+    agree, count = multiview_consistency(np.full((H, W), Z), K, a, labels, np.full((H, W), 2.095), K, a, labels)
+    assert count == H * W and agree == 1.0  # 0.095 <= 0.1: the same surface
+
+
+def test_consistency_backprojects_pixel_centres_in_both_axes():
+    # B moved (0.05, 0.05) m: a quarter pixel. A's centre (j + 0.5, i + 0.5) lands at (j + 0.25, i + 0.25) in B:
+    # the same pixel (i, j). Through a pixel corner (j, i) it would land at (j - 0.25, i - 0.25): pixel (i-1, j-1).
+    a, b = camera_at(0.0), camera_at(0.05, 0.05)
+    depth = np.full((H, W), Z)
+    ids = np.arange(H * W, dtype=np.int16).reshape(H, W)  # every pixel its own label
+    agree, count = multiview_consistency(depth, K, a, ids, depth, K, b, ids)
+    assert count == H * W and agree == 1.0
+
+
+def test_confusion_refuses_negative_gt_ids_other_than_the_ignore_value():
+    with pytest.raises(EconsgError, match=r"ground-truth ids \[-2\]"):
+        confusion_matrix(np.zeros(2, int), np.array([0, -2]), 2)
+    conf = confusion_matrix(np.array([0, 1]), np.array([0, 255]), 2, ignore=255)  # 255 is the ignore value here
+    assert conf.tolist() == [[1, 0, 0], [0, 0, 0]]

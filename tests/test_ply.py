@@ -158,3 +158,16 @@ def test_no_gaussians_export_as_an_empty_ply(tmp_path: Path):
     params = {name: value[:0] for name, value in random_gaussians(3, sh_degree=2).items()}
     loaded, _ = load_ply(export_ply(tmp_path / "empty.ply", torch.nn.ParameterDict(params)))
     assert loaded["means"].shape == (0, 3) and loaded["shN"].shape == (0, 8, 3)
+
+
+def test_a_foreign_indexed_property_not_starting_at_zero_loads_as_its_own_column(tmp_path):
+    from plyfile import PlyElement
+
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+             "rot_0", "rot_1", "rot_2", "rot_3", "foo_2"]
+    data = np.zeros(3, dtype=[(n, "<f4") for n in names])
+    data["rot_0"] = 1.0
+    data["foo_2"] = [1.0, 2.0, 3.0]
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(tmp_path / "foreign.ply"))
+    _, extras = load_ply(tmp_path / "foreign.ply")
+    assert extras["foo_2"].tolist() == [1.0, 2.0, 3.0] and "foo" not in extras

@@ -552,3 +552,17 @@ def test_gsplat_without_its_cuda_kernels_is_refused_in_one_line():
 
     with pytest.raises(EconsgError, match="gsplat's CUDA kernels are not available .* splat.backend: torch"):
         require_gsplat_kernels()
+
+
+def test_background_fills_only_the_transmittance_left():
+    width, height, focal = 16, 12, 20.0
+    viewmats = torch.eye(4, dtype=torch.float64)[None]
+    Ks = torch.tensor([[[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]], dtype=torch.float64)
+    args = (torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64),
+            torch.full((1, 3), 0.1, dtype=torch.float64), torch.tensor([0.8], dtype=torch.float64),
+            torch.tensor([[1.0, 0.5, 0.25]], dtype=torch.float64), viewmats, Ks, width, height)
+    bg = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
+    plain = render(*args, backend="torch")
+    over = render(*args, backgrounds=bg, backend="torch")
+    assert 0.5 < float(plain.alpha[0, 6, 8, 0]) < 1.0  # the centre is partly covered
+    torch.testing.assert_close(over.colors, plain.colors + (1 - plain.alpha) * bg[:, None, None, :])

@@ -257,3 +257,12 @@ def test_query_texts_refuse_line_breaks_only():
             check_query_texts(["bed", text])
     with pytest.raises(EconsgError, match="expected a non-empty text"):
         check_query_texts([" "])
+
+
+def test_a_near_synonym_canonical_class_still_competes_with_the_query():
+    q = torch.tensor([1.0, 0.0])
+    near = torch.tensor([[math.cos(0.1), math.sin(0.1)]])  # cos 0.995 to the query: another class, not the query
+    r = relevancy(q[None], q, near, temperature=0.1)
+    expected = 1 / (1 + math.exp((math.cos(0.1) - 1) / 0.1))  # softmax([1, 0.995] / 0.1)[0] = 0.5125
+    assert float(r[0]) == pytest.approx(expected, rel=1e-5)
+    assert float(relevancy(q[None], q, q[None].clone(), temperature=0.1)[0]) == 1.0  # the query itself is dropped
