@@ -467,7 +467,7 @@ def _query_picture(title, rgb, features, texts, latents, canonical, temperature,
 def query(
     texts: Annotated[list[str], typer.Argument(help="One text (relevancy map + mask) or several (labelled segmentation).")],
     view: Annotated[int | None, typer.Option(help="A held-out view's index, as in plots/evaluate/view_NNNN.png; default: all.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Relevancy threshold for the mask (default: evaluate.relevancy_threshold).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Relevancy threshold for the mask (default: evaluate.relevancy_threshold); given, the file names carry it (bed_t0.6_view_0045.png).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <plots>/query).")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -492,7 +492,7 @@ def query(
         latents = q.text_latents(texts)
         held_out = [int(v) for v in ev.attrs["test_views"]]
         positions = range(len(held_out)) if view is None else [_held_out_position(view, held_out, p.paths.plots)]
-        slug = _file_slug(texts)
+        slug = _file_slug(texts) + (_threshold_tag(threshold) if len(texts) == 1 else "")  # several texts: no mask
         written = []
         for i in positions:
             features = torch.from_numpy(np.asarray(ev["feature_maps"][i], np.float32))
@@ -511,7 +511,7 @@ def edit(
     text: Annotated[str, typer.Argument(help="What to select, e.g. 'bed'.")],
     action: Annotated[str, typer.Option(help="remove | recolour | extract")] = "remove",
     colour: Annotated[str, typer.Option(help="r,g,b in [0,1] for recolour.")] = "1,0,1",
-    threshold: Annotated[float | None, typer.Option(help="Relevancy threshold (default: evaluate.relevancy_threshold).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Relevancy threshold (default: evaluate.relevancy_threshold); given, the default file name carries it (bed_remove_t0.6.ply).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output PLY (default: <plots>/edit/<text>_<action>.ply).")] = None,
     view: Annotated[int | None, typer.Option(help="The held-out view rendered before/after, by its index as in plots/evaluate/view_NNNN.png; default: the first.")] = None,
     semantic: SemanticOption = True,
@@ -540,7 +540,8 @@ def edit(
             raise EconsgError(f"--colour: {colour!r}; expected three numbers in [0,1] like 1,0,1")
         p = load_params(params)
         level = _relevancy_threshold(threshold, p)  # a bad --threshold or --out stops before any work
-        ply = _ply_path(out, "--out") if out else Path(p.paths.plots) / "edit" / f"{_file_slug([text])}_{action}.ply"
+        ply = (_ply_path(out, "--out") if out else
+               Path(p.paths.plots) / "edit" / f"{_file_slug([text])}_{action}{_threshold_tag(threshold)}.ply")
         scene = open_scene(p.paths.artifact("ingest"))
         held_out = [int(v) for v in scene.test_indices]
         if view is not None:
@@ -566,6 +567,12 @@ def edit(
         plain_console().print(f"selected {summary['selected']} of {summary['total']} Gaussians; wrote {ply} and {picture}")
 
     _guard(work)
+
+
+def _threshold_tag(threshold: float | None) -> str:
+    """A file-name tag for a threshold the user gave ('_t0.6'), so that the pictures and PLYs of another threshold do
+    not overwrite the default's."""
+    return "" if threshold is None else f"_t{threshold:g}"
 
 
 def _file_slug(texts: list[str], limit: int = 60) -> str:

@@ -191,9 +191,14 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert bracketed.exit_code == 0 and "'bed [red]' covers" in bracketed.stdout, "user text is echoed as typed"
     several = runner.invoke(app, ["query", "wall", "floor", "bed"])
     assert several.exit_code == 0, several.stderr
-    edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
+    lower = runner.invoke(app, ["query", "a striped armchair", "--view", str(held_out[-1]), "--threshold", "0.3"])
+    assert lower.exit_code == 0 and (workdir / f"plots/query/a-striped-armchair_t0.3_view_{held_out[-1]:04d}.png").is_file(), \
+        "another threshold's mask is kept beside the default's"
+    edit = runner.invoke(app, ["edit", "floor", "--action", "remove"])
     assert edit.exit_code == 0, edit.stderr
     assert (workdir / "plots/edit/floor_remove.ply").is_file() and (workdir / "plots/edit/floor_remove_before_after.png").is_file()
+    edit = runner.invoke(app, ["edit", "floor", "--action", "remove", "--threshold", "0.5"])
+    assert edit.exit_code == 0 and (workdir / "plots/edit/floor_remove_t0.5.ply").is_file(), edit.stderr
     wrong_view = runner.invoke(app, ["edit", "bed", "--view", "99"])
     assert wrong_view.exit_code == 1 and "--view: 99 is not a held-out view" in wrong_view.stderr
     assert not (workdir / "plots/edit/bed_remove.ply").exists(), "a refused edit writes nothing"
