@@ -171,13 +171,23 @@ def test_inspect_shows_unnamed_dimensions_and_text_with_brackets_as_given(tmp_pa
     group = zarr.open_group(str(store), mode="w")
     group.create_array("maps", shape=(2, 3), dtype="int16", dimension_names=["view", None])
     group.attrs.update({"note": "labels in [/data] folder", "econsg": "another tool's"})
-    result = runner.invoke(app, ["inspect", str(store)], terminal_width=200)
+    result = runner.invoke(app, ["inspect", str(store)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "view -" in result.stdout and "labels in [/data] folder" in result.stdout and "[bold]run" in result.stdout
     assert "none: not written by econsg" in result.stdout
 
 
-def test_an_invalid_override_is_echoed_as_typed():
+@pytest.fixture
+def scratch_folder(tmp_path, monkeypatch):
+    """A folder holding the default params.yaml, the current one while the test runs: a stage run without --params
+    reads and writes there, not in the checkout (and runs from any folder pytest is started in)."""
+    result = runner.invoke(app, ["params", "defaults"])
+    (tmp_path / "params.yaml").write_text(result.stdout, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_an_invalid_override_is_echoed_as_typed(scratch_folder):
     bad = runner.invoke(app, ["run", "crr", "--set", "evaluate.vocabulary=[bed, tv]", "--set", "fuse.voxel_size=-1"])
     assert bad.exit_code == 1 and "--set evaluate.vocabulary=[bed, tv] --set fuse.voxel_size=-1: invalid params" in bad.stderr
 
@@ -189,7 +199,7 @@ def metrics_of(tmp_path, crr_json: str):
     (metrics / "crr.json").write_text(crr_json)
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  metrics: {metrics}\n")
-    return runner.invoke(app, ["metrics", "--params", str(params)], terminal_width=200), metrics
+    return runner.invoke(app, ["metrics", "--params", str(params)], env={"COLUMNS": "200"}), metrics
 
 
 def test_metrics_refuses_a_truncated_metrics_file_naming_it(tmp_path):
@@ -260,7 +270,7 @@ def test_an_interrupted_run_says_so_and_exits_130(monkeypatch):
 
 
 @pytest.mark.parametrize("moved_in", [False, True])
-def test_an_interrupt_after_the_new_store_moved_in_says_so(tmp_path, monkeypatch, moved_in):
+def test_an_interrupt_after_the_new_store_moved_in_says_so(scratch_folder, tmp_path, monkeypatch, moved_in):
     """A stage moves its store in, then writes its metrics: interrupted between the two, it must not claim the previous
     store is kept, but say the figures may be the previous run's."""
     import stages.crr
@@ -332,7 +342,7 @@ def test_a_single_texts_mask_takes_its_class_colour_as_in_every_other_picture(mo
     assert np.unique(mask.reshape(-1, 3), axis=0).tolist() == [viz.named_palette(["bed"], classes)[0].tolist()]
 
 
-def test_a_folder_the_stage_cannot_write_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_a_folder_the_stage_cannot_write_is_refused_before_any_work(scratch_folder, tmp_path, monkeypatch):
     """An unwritable metrics folder used to fail crr after its new store had replaced the old one, leaving the store
     and its metrics from two runs; splat's checkpoint folder failed only at the first save, its training lost."""
     import stages.splat
@@ -347,7 +357,7 @@ def test_a_folder_the_stage_cannot_write_is_refused_before_any_work(tmp_path, mo
     assert not ran
 
 
-def test_a_second_run_of_a_stage_is_refused_at_once(tmp_path, monkeypatch):
+def test_a_second_run_of_a_stage_is_refused_at_once(scratch_folder, tmp_path, monkeypatch):
     """The store's lock is taken before the stage's work, not only while it writes: a second run into the same folder
     is refused before it computes anything, instead of after (or silently replacing the first run's store)."""
     import fcntl

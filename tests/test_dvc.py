@@ -103,7 +103,8 @@ def dvc(workdir: Path, *args: str) -> str:
     # Python writes bytecode beside the code, as on a user's machine (this one's environment turns that off): a
     # __pycache__ that changed a code dependency's hash would make the second `dvc repro` rerun everything
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir), "DVC_NO_ANALYTICS": "1"}
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(workdir), "DVC_NO_ANALYTICS": "1",
+           "DVC_SITE_CACHE_DIR": str(workdir.parent / "dvc_site_cache")}  # not /var/tmp/dvc: one folder per test project
     result = subprocess.run([str(BIN / "dvc"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -375,9 +376,15 @@ def rerun_stage(workdir: Path, name: str, stage: str, setting: str) -> Path:
     for upstream in STAGE_ORDER[1 : STAGE_ORDER.index(stage)]:
         store = paths.artifact(upstream).name
         shutil.copytree(workdir / "artifacts" / "room" / store, other / store, dirs_exist_ok=True)
-    run_stage(workdir, stage, [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
-                               f"paths.checkpoints={other / 'checkpoints'}", setting])
+    run_stage(workdir, stage, [*elsewhere(other), setting])
     return other
+
+
+def elsewhere(other: Path) -> list[str]:
+    """The overrides that put a run's stores, metrics, plots and checkpoints in `other`, leaving the tiny project's
+    own as they are for the tests after it (DVC would rerun a stage whose plots changed)."""
+    return [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}", f"paths.plots={other / 'plots'}",
+            f"paths.checkpoints={other / 'checkpoints'}"]
 
 
 def test_fuse_keeps_the_features_of_pixels_crr_ignored(tiny_project):
@@ -424,12 +431,12 @@ def test_evaluate_refuses_a_scene_class_in_another_case_and_warns_of_a_vocabular
     workdir, _ = tiny_project
     other = rerun_stage(workdir, "no_class_named", "evaluate", "evaluate.vocabulary=[mug, teapot]")
     assert yaml.safe_load((other / "metrics" / "evaluate.json").read_text())["miou"] is None
-    sets = [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}", "evaluate.vocabulary=[Wall, floor]"]
+    sets = [*elsewhere(other), "evaluate.vocabulary=[Wall, floor]"]
     before = (other / "evaluate.zarr" / "zarr.json").read_bytes()
     refused = stage_process(workdir, "evaluate", sets)
     assert refused.returncode == 1 and "evaluate.vocabulary: 'Wall' for 'wall'" in refused.stderr, refused.stderr
     assert (other / "evaluate.zarr" / "zarr.json").read_bytes() == before
-    warned = stage_process(workdir, "evaluate", [*sets[:2], "evaluate.vocabulary=[mug, teapot]"])
+    warned = stage_process(workdir, "evaluate", [*elsewhere(other), "evaluate.vocabulary=[mug, teapot]"])
     assert warned.returncode == 0 and "names none of the scene's classes" in warned.stderr + warned.stdout
 
 
@@ -447,7 +454,7 @@ def test_a_broken_view_of_an_upstream_store_is_named_with_its_store(tiny_project
         store = paths.artifact(upstream).name
         shutil.copytree(workdir / "artifacts" / "room" / store, broken / store, dirs_exist_ok=True)
     train = np.flatnonzero(zarr.open_group(broken / "scene.zarr", mode="r")["is_train"][:])
-    sets = [f"paths.artifacts={broken}", f"paths.metrics={broken / 'metrics'}"]
+    sets = elsewhere(broken)
     labels = zarr.open_group(broken / "extract.zarr", mode="r+")["labels"]
     good = labels[int(train[1])]
     labels[int(train[1])] = np.where(good >= 0, 40, good).astype(good.dtype)
@@ -536,7 +543,7 @@ def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(
     for store in ("scene", "extract", "crr"):
         shutil.copytree(workdir / "artifacts" / "room" / f"{store}.zarr", other / f"{store}.zarr", dirs_exist_ok=True)
     before = read_provenance(other / "crr.zarr").content_hash
-    result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}",
+    result = stage_process(workdir, "crr", [*elsewhere(other),
                                             "crr.tau1_mode=absolute", "crr.tau1=1.0"])
     assert result.returncode == 1, result.stderr
     assert "no pixel of any training view keeps a label" in result.stderr and "crr.tau1=1.0" in result.stderr
@@ -565,7 +572,7 @@ def test_crr_refuses_extract_values_holding_nan_or_inf_naming_the_view_and_keeps
     view = int(open_scene(other / "scene.zarr").train_indices[1])
     values[(view,) + (0,) * (values.ndim - 1)] = np.inf if array == "features" else np.nan
     restamp(other / "extract.zarr")
-    result = stage_process(workdir, "crr", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
+    result = stage_process(workdir, "crr", elsewhere(other))
     assert result.returncode == 1, result.stderr
     assert f"extract.zarr: '{array}' of view {view} (" in result.stderr and "hold NaN or inf" in result.stderr
     assert read_provenance(other / "crr.zarr").content_hash == before
@@ -576,7 +583,7 @@ def test_gsplat_on_a_cpu_is_refused_before_any_input_is_read(tiny_project, stage
     """It failed at the first render, naming `backend` (not splat.backend) and offering 'gsplat' back as a choice."""
     workdir, _ = tiny_project
     other = workdir / f"gsplat_on_cpu_{stage}"  # empty: a stage that read an input first would say it is missing
-    result = stage_process(workdir, stage, [f"paths.artifacts={other}", "splat.backend=gsplat", "device=cpu"])
+    result = stage_process(workdir, stage, [*elsewhere(other), "splat.backend=gsplat", "device=cpu"])
     assert result.returncode == 1 and "splat.backend: 'gsplat' needs a CUDA device" in result.stderr, result.stderr
 
 
@@ -592,7 +599,7 @@ def test_autoencode_refuses_fused_points_without_labels_before_training(tiny_pro
     label = zarr.open_group(other / "fuse.zarr", mode="r+")["label"]
     label[...] = -1
     restamp(other / "fuse.zarr")
-    result = stage_process(workdir, "autoencode", [f"paths.artifacts={other}", f"paths.metrics={other / 'metrics'}"])
+    result = stage_process(workdir, "autoencode", elsewhere(other))
     assert result.returncode == 1, result.stderr
     assert "fuse.zarr: label: no fused point carries a class label" in result.stderr
     assert "autoencoder" not in result.stderr.split("error:")[0], "it stops before the training loop"
@@ -648,8 +655,7 @@ def test_evaluate_scores_a_scene_without_labels_on_what_needs_none(tiny_project)
     for array in ("gt_class", "gt_instance"):
         shutil.rmtree(unlabelled / "scene.zarr" / array)
     restamp(unlabelled / "scene.zarr", readers=tuple(unlabelled / f"{s}.zarr" for s in ("extract", "autoencode", "splat")))
-    run_stage(workdir, "evaluate", [f"paths.artifacts={unlabelled}", f"paths.metrics={unlabelled / 'metrics'}",
-                                    f"paths.plots={unlabelled / 'plots'}"])
+    run_stage(workdir, "evaluate", elsewhere(unlabelled))
     metrics = json.loads((unlabelled / "metrics" / "evaluate.json").read_text())
     assert metrics["has_ground_truth"] is False
     assert metrics["psnr"] > 5.0 and 0.0 <= metrics["consistency"] <= 1.0 and metrics["render_fps"] > 0

@@ -117,10 +117,10 @@ def test_own_scene_answers_a_new_text_flies_a_path_audits_and_edits(real_run):
     assert (root / "plots/audit/view_0001.png").is_file(), "crr's audit panel over real SAM masks"
     edit = runner.invoke(app, ["edit", "wall", "--action", "extract", "--threshold", "0.001"])  # nearly every Gaussian
     assert edit.exit_code == 0, edit.stderr
-    assert (root / "plots/edit/wall_extract_before_after.png").is_file(), "the picture beside the PLY, not over it"
+    assert (root / "plots/edit/wall_extract_t0.001_before_after.png").is_file(), "the picture beside the PLY, not over it"
     from econsg.splat.ply import load_ply
 
-    extracted, _ = load_ply(root / "plots/edit/wall_extract.ply")
+    extracted, _ = load_ply(root / "plots/edit/wall_extract_t0.001.ply")
     gaussians = open_artifact(root / "artifacts" / "splat.zarr", "splat")
     assert 0 < len(extracted["means"]) <= gaussians["means"].shape[0]
 
@@ -177,8 +177,11 @@ def test_the_backends_own_device_is_honoured_and_refused_where_absent(real_run):
         run_stage("extract", root / "params.yaml", ("extract.openclip_sam.device=cuda",))
 
 
-def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_run):
-    """LERF-OVS labels frames that are mostly training views (LangSplat scores them so); evaluate renders each."""
+def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_run, tmp_path):
+    """LERF-OVS labels frames that are mostly training views (LangSplat scores them so); evaluate renders each, into
+    copies of the run's stores (the other tests read the run's own evaluate store)."""
+    import shutil
+
     from tests.dataset_fixtures import write_lerf_frame
 
     root, views = real_run
@@ -190,9 +193,11 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     for i, (name, category) in enumerate(zip(chosen, ("chair", "floor"))):
         write_lerf_frame(root / "lerf_labels" / f"frame_{i:05d}.json", f"{name}.jpg", height, width,
                          [{"category": category, **box}])
+    shutil.copytree(root / "artifacts", tmp_path / "artifacts")
+    moved = tuple(f"paths.{key}={tmp_path / key}" for key in ("artifacts", "metrics", "plots"))
     run_stage("evaluate", root / "params.yaml", ("evaluate.protocol=lerf", f"evaluate.lerf_labels={root / 'lerf_labels'}",
-                                                  "evaluate.vocabulary=null", f"paths.metrics={root / 'metrics_lerf'}"))
-    benchmark = json.loads((root / "metrics_lerf" / "evaluate.json").read_text())["benchmark"]
+                                                  "evaluate.vocabulary=null", *moved))
+    benchmark = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())["benchmark"]
     assert benchmark["protocol"] == "lerf" and benchmark["frames"] == 2 and benchmark["queries"] == 2
     # the scores are those of LERF's relevancy of the bare phrases (LangSplat's scorer), recomputed here from the
     # trained Gaussians: random stand-in models make the figures meaningless, not the plumbing
@@ -204,8 +209,8 @@ def test_lerf_protocol_scores_the_labelled_frames_training_views_included(real_r
     from econsg.splat.quality import load_gaussians, stored_renderer
     from econsg.workspace import load_autoencoder, open_stage, text_query
 
-    params = load_params(root / "params.yaml")
-    queries = list(open_artifact(root / "artifacts" / "evaluate.zarr", "evaluate").attrs["eval_vocabulary"])
+    params = load_params(root / "params.yaml", moved)
+    queries = list(open_artifact(tmp_path / "artifacts" / "evaluate.zarr", "evaluate").attrs["eval_vocabulary"])
     assert sorted(queries) == ["chair", "floor"]
     text = text_query(params, load_autoencoder(open_stage(params, "autoencode")))
     latents, canonical = text.text_latents(queries, ["{}"]), text.text_latents(list(LERF_CANONICAL), ["{}"])
