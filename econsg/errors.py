@@ -27,6 +27,11 @@ def refused_path(error: OSError) -> EconsgError:
     return EconsgError(f"{error.filename or 'a file'}: {error.strerror or error}")
 
 
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """What a text file that is not UTF-8 holds, for a message naming the file: the first byte that is not."""
+    return f"not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x})"
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an error's message (its type's name when it has none), cut to `limit` characters: for
     quoting a library's error inside a one-line message (a state-dict mismatch lists every key on its own line)."""

@@ -23,7 +23,7 @@ from econsg.config.ingest import IngestParams
 from econsg.config.paths import PathsParams
 from econsg.config.splat import SplatParams
 from econsg.config.synth import SynthParams
-from econsg.errors import ConfigError, EconsgError, first_line
+from econsg.errors import ConfigError, EconsgError, first_line, not_utf8
 
 __all__ = [
     "AutoencodeParams",
@@ -215,8 +215,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     except yaml.YAMLError as error:
         raise ConfigError(str(path), [f"(file): not valid YAML: {error}"]) from None
     except UnicodeDecodeError as error:
-        raise ConfigError(str(path), [f"(file): not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); "
-                                      "expected UTF-8, as YAML and DVC read it (save the file as UTF-8)"]) from None
+        raise ConfigError(str(path), [f"(file): {not_utf8(error)}; expected UTF-8, as YAML and DVC read it (save the "
+                                      "file as UTF-8)"]) from None
     source = str(path) + "".join(f" --set {item}" for item in overrides)  # an override may be what is wrong
     if data is not None and not isinstance(data, dict):
         raise ConfigError(str(path), [f"(root): expected a mapping of sections, got {type(data).__name__}"])

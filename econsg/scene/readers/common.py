@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from econsg.errors import EconsgError
+from econsg.errors import EconsgError, not_utf8
 from econsg.scene.data import IGNORE
 from econsg.scene.readers.imageio import expect_size
 
@@ -55,8 +55,7 @@ def read_text_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise EconsgError(f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); expected "
-                          "UTF-8 (save the file as UTF-8)") from None
+        raise EconsgError(f"{path}: {not_utf8(error)}; expected UTF-8 (save the file as UTF-8)") from None
 
 
 def read_pose_lines(path: Path) -> np.ndarray:
