@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
@@ -249,14 +249,11 @@ class ArtifactWriter:
     def __enter__(self) -> ArtifactWriter:
         self._start = time.perf_counter()
         self._inputs = dict(input_hash(item) for item in self.input_items)
-        self._lock = store_lock(self.path, self.stage)
-        self._lock.__enter__()
-        try:
+        with ExitStack() as held:  # the lock is released if opening fails, else kept until __exit__
+            held.enter_context(store_lock(self.path, self.stage))
             remove_stale_temporaries(self.path)
             self.group = zarr.open_group(store=str(self.tmp), mode="w")
-        except BaseException:
-            self._lock.__exit__(None, None, None)
-            raise
+            self._lock = held.pop_all()
         return self
 
     def create_array(
@@ -315,7 +312,7 @@ class ArtifactWriter:
                 raise
         finally:
             if self._lock is not None:
-                self._lock.__exit__(None, None, None)
+                self._lock.close()
 
     def _name_the_store(self, error: BaseException | None) -> None:
         """A system error without a file name (a full disk while zarr writes a chunk) raised again naming this store."""
