@@ -223,7 +223,7 @@ def stage_folders(name: str, params: Params) -> list[Path]:
     spec = STAGES[name]
     folders = {Path(spec.resolve(template, params)).parent for template in (*spec.outs, *spec.metrics, *spec.plots)}
     if name == "splat":
-        folders.add(Path(params.paths.checkpoints) / "splat")
+        folders.add(params.paths.checkpoint_folder("splat"))
     return sorted(folders)
 
 

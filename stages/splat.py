@@ -118,7 +118,7 @@ def run(params: Params) -> None:
     run_key = f"{code_digest('splat')};{device};{hashlib.sha256(text_latents.cpu().numpy().tobytes()).hexdigest()}"
     result = train_gaussians(
         views, gaussians, cfg, generator=generator, extra_loss=extra_loss,
-        checkpoint_dir=Path(params.paths.checkpoints) / "splat", run_key=run_key,
+        checkpoint_dir=params.paths.checkpoint_folder("splat"), run_key=run_key,
     )
     test = load_views(scene, scene.test_indices, device)
     quality = evaluate_rgb(result.params, test, cfg)

@@ -35,6 +35,10 @@ class PathsParams(Section):
         name = "scene" if stage == "ingest" else stage
         return Path(self.artifacts) / f"{name}.zarr"
 
+    def checkpoint_folder(self, stage: str) -> Path:
+        """Where a stage keeps its resumable training checkpoints, e.g. checkpoints/room/splat."""
+        return Path(self.checkpoints) / stage
+
     def metrics_file(self, stage: str) -> Path:
         """The metrics JSON a stage writes."""
         return Path(self.metrics) / f"{stage}.json"
