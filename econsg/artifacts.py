@@ -245,6 +245,7 @@ class ArtifactWriter:
         self._start = 0.0
         self._inputs: dict[str, str] = {}
         self._lock = None
+        self._buffers: list[ShardRows] = []
 
     def __enter__(self) -> ArtifactWriter:
         self._start = time.perf_counter()
@@ -267,8 +268,9 @@ class ArtifactWriter:
         chunks: Sequence[int] | None = None,
         data: np.ndarray | None = None,
         fill_value: Any = 0,
-    ) -> zarr.Array:
-        """Create an array with dimension names; `per_view` chunks one view (first axis) per chunk."""
+    ) -> zarr.Array | ShardRows:
+        """Create an array with dimension names; `per_view` chunks one view (first axis) per chunk, and (without
+        `data`) returns it as `ShardRows`, which writes each shard once when the views filling it are done."""
         assert self.group is not None, "use ArtifactWriter as a context manager"
         shape = tuple(int(s) for s in shape)
         dims = tuple(dims) if dims is not None else self._schema_dims(name)
@@ -292,6 +294,9 @@ class ArtifactWriter:
         )
         if data is not None:
             array[...] = data
+        elif per_view:
+            array = ShardRows(array)
+            self._buffers.append(array)
         return array
 
     def _schema_dims(self, name: str) -> tuple[str, ...] | None:
@@ -322,6 +327,8 @@ class ArtifactWriter:
 
     def _finish(self) -> None:
         assert self.group is not None
+        for buffer in self._buffers:
+            buffer.flush()
         missing = [name for name in ARTIFACT_SCHEMAS[self.stage] if name not in self.group]
         if missing:
             raise ArtifactError(f"{self.path}: stage {self.stage!r} did not write required arrays {missing}")
@@ -349,6 +356,49 @@ class ArtifactWriter:
                 raise ArtifactError(f"{path}: rewritten while the {self.stage} stage ran (its content differs from what "
                                     f"the stage read); rerun the {self.stage} stage. {self.path} is kept as it was")
         replace_directory(self.tmp, self.path)
+
+
+class ShardRows:
+    """A per-view zarr array whose writes of one view (`a[v] = ...`, `a[v, :k] = ...`) collect in memory until a
+    view of another shard is written: zarr rewrites a whole shard on every write into it, so writing view by view
+    cost O(views^2) bytes. The files are byte for byte those of the same writes made directly; reads and writes of
+    other keys (slices) flush first and go straight to the array."""
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
+        self.rows = (array.shards or array.chunks)[0]
+        self.unwritten = set(range(0, array.shape[0], self.rows))  # the shards still all fill value
+        self.start: int | None = None
+        self.block: np.ndarray | None = None
+
+    def __setitem__(self, key, value) -> None:
+        view, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if not isinstance(view, (int, np.integer)) or not 0 <= view < self.array.shape[0]:
+            self.flush()
+            self.array[key] = value
+            self.unwritten.clear()  # which shards a slice touched is not worked out: every shard is read back
+            return
+        start = int(view) // self.rows * self.rows
+        if start != self.start:
+            self.flush()
+            end = min(start + self.rows, self.array.shape[0])
+            self.block = (np.full((end - start, *self.array.shape[1:]), self.array.fill_value, self.array.dtype)
+                          if start in self.unwritten else self.array[start:end])
+            self.start = start
+        self.block[(int(view) - start, *rest)] = value
+
+    def flush(self) -> None:
+        if self.block is not None:
+            self.array[self.start : self.start + len(self.block)] = self.block
+            self.unwritten.discard(self.start)
+            self.start = self.block = None
+
+    def __getitem__(self, key):
+        self.flush()
+        return self.array[key]
+
+    def __getattr__(self, name):
+        return getattr(self.array, name)
 
 
 _HELD_LOCKS: dict[Path, Any] = {}  # the store locks this process holds, by lock file

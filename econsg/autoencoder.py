@@ -29,6 +29,7 @@ from torch import nn
 
 from econsg.config.autoencode import AutoencodeParams
 from econsg.errors import EconsgError
+from econsg.progress import track
 
 IGNORE = -1
 LossKind = Literal["paper", "authors"]
@@ -248,34 +249,22 @@ def train_autoencoder(
     curve: list[dict[str, float]] = []
     perm = torch.randperm(n, generator=generator)
     cursor = 0
-    bar = task = None
-    if progress:
-        from econsg.progress import make_progress
-
-        bar = make_progress()
-        bar.start()
-        task = bar.add_task("autoencoder", total=iterations)
-    try:
-        model.train()
-        for it in range(1, iterations + 1):
-            if cursor + batch > n:
-                perm = torch.randperm(n, generator=generator)
-                cursor = 0
-            idx = perm[cursor : cursor + batch].to(device)
-            cursor += batch
-            total, parts = autoencoder_loss(model, feats[idx], labs[idx], text, temperature, loss_kind,
-                                            None if lw is None else lw[idx])
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            schedule.step()
-            if it % log_every == 0 or it == iterations:
-                curve.append({"iteration": it, "loss": total.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+    steps = range(1, iterations + 1)
+    model.train()
+    for it in track(steps, "autoencoder") if progress else steps:
+        if cursor + batch > n:
+            perm = torch.randperm(n, generator=generator)
+            cursor = 0
+        idx = perm[cursor : cursor + batch].to(device)
+        cursor += batch
+        total, parts = autoencoder_loss(model, feats[idx], labs[idx], text, temperature, loss_kind,
+                                        None if lw is None else lw[idx])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+        if it % log_every == 0 or it == iterations:
+            curve.append({"iteration": it, "loss": total.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
     model.eval()
     return model, curve
 

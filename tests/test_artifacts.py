@@ -199,6 +199,47 @@ def test_per_view_arrays_are_sharded_into_few_files(tmp_path):
     assert {row["name"] for row in rows} >= {"refined_labels", "tau1"} and provenance["stage"] == "crr"
 
 
+def test_per_view_writes_are_buffered_per_shard_and_give_the_files_of_direct_writes(tmp_path):
+    """Views written one at a time (whole, in part, out of order, read back midway) give byte for byte the files of
+    the same writes made straight into a zarr array of the same chunks and shards."""
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 100, (10, 4, 6)).astype(np.int16)
+
+    def write(array, read_back):
+        for v in (0, 1, 2, 8, 3):  # 3 returns to the first shard after it was left
+            array[v, :2] = views[v, :2]
+            if v == 2:
+                read_back.append(np.asarray(array[2]).copy())
+        array[9] = views[9]
+        array[4:6] = views[4:6]  # a slice of views goes straight through
+        array[6] = views[6]  # and a view then written into the shard the slice began keeps it
+
+    with ArtifactWriter(tmp_path / "buffered" / "crr.zarr", stage="crr", params={}, shard_bytes=4 * (4 * 6 * 2)) as out:
+        buffered = out.create_array("refined_labels", views.shape, "int16", per_view=True, fill_value=-1)
+        seen = []
+        write(buffered, seen)
+        for name in ("high_confidence", "covering_mask", "feature_source"):
+            out.create_array(name, (10, 4, 6), "int32", per_view=True)
+        out.create_array("mask_labels", (10, 3), "int16", per_view=True)
+        out.create_array("mask_class_features", (10, 2, 4), "float16", per_view=True)
+        out.create_array("tau1", (10,), "float32")
+    direct = zarr.open_group(store=str(tmp_path / "direct"), mode="w").create_array(
+        "refined_labels", shape=views.shape, dtype="int16", chunks=buffered.chunks, shards=buffered.shards,
+        dimension_names=buffered.metadata.dimension_names, fill_value=-1)
+    expected_seen = []
+    write(direct, expected_seen)
+    assert buffered.shards == (4, 4, 6)  # several shards of several views: the case buffering changes
+    np.testing.assert_array_equal(seen[0], expected_seen[0])
+    ours = tmp_path / "buffered" / "crr.zarr" / "refined_labels"
+    theirs = tmp_path / "direct" / "refined_labels"
+    files = sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert files == sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert len(files) == 3 and all((ours / f).read_bytes() == (theirs / f).read_bytes() for f in files)
+    stored = open_artifact(tmp_path / "buffered" / "crr.zarr", "crr")["refined_labels"][:]
+    np.testing.assert_array_equal(stored, direct[:])
+    assert (stored[3, :2] == views[3, :2]).all() and (stored[3, 2:] == -1).all() and (stored[5] == views[5]).all()
+
+
 def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
     from econsg.artifacts import write_json_atomic
 
