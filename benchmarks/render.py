@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from econsg.artifacts import open_artifact
-from econsg.device import synchronize
+from econsg.device import median_seconds, synchronize
 from econsg.render import render
 from econsg.scene.store import open_scene
 from econsg.splat.quality import load_gaussians, stored_renderer
@@ -54,7 +54,7 @@ def time_render(scene, viewmats, Ks, width, height, device, backward: bool, repe
     """Median seconds of one render (and backward of a loss on every output when asked)."""
     params = {k: (v.clone().requires_grad_(backward) if v is not None else None) for k, v in scene.items()}
 
-    def once():
+    def once(_repeat: int):
         if backward:
             out = render(params["means"], params["quats"], params["scales"], params["opacities"], params["colors"],
                          viewmats, Ks, width, height, features=params["features"])  # fmt: skip
@@ -67,15 +67,7 @@ def time_render(scene, viewmats, Ks, width, height, device, backward: bool, repe
                 render(params["means"], params["quats"], params["scales"], params["opacities"], params["colors"],
                        viewmats, Ks, width, height, features=params["features"])  # fmt: skip
 
-    once()  # warm-up
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        once()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(once, repeats, device)
 
 
 def time_trained_scene(artifacts: Path, n_views: int, repeats: int, device: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
+
 from econsg.errors import EconsgError
 
 
@@ -36,3 +40,17 @@ def synchronize(device) -> None:
 
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_seconds(work: Callable[[int], object], repeats: int, device) -> float:
+    """Median wall seconds of `work(r)` for r in range(repeats), after one untimed call (r = -1) to warm up: the
+    median, since on a shared machine a repeat that another process preempts would pull a mean far off."""
+    work(-1)
+    times = []
+    for r in range(repeats):
+        synchronize(device)  # on CUDA the clock must wait for the kernels, not their launches
+        start = time.perf_counter()
+        work(r)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

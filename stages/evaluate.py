@@ -6,7 +6,6 @@ render FPS and query latency; segmentation scores need labels.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from econsg.evaluation import (
     subset_scores,
     vocabulary_to_scene_ids,
 )
-from econsg.device import check_backend, resolve_device, synchronize
+from econsg.device import check_backend, median_seconds, resolve_device
 from econsg.features.backends import check_names_case
 from econsg.features.base import pixel_probabilities, stored_painted_masks
 from econsg.metrics import confusion_matrix, multiview_consistency, segmentation_scores
@@ -356,23 +355,16 @@ def oracle_labels(channels: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def speed(params: Params, scene, gaussians, draw, query, eval_latents, cached_features, device) -> dict:
     """Render FPS (RGB + semantic channels, one held-out view) and the latency of a new text on a cached render."""
-    cfg = params.evaluate
+    repeats = params.evaluate.timing_repeats
     viewmat, K = scene.cameras(scene.test_indices[:1], device)
-    draw(gaussians, viewmat, K, scene.width, scene.height)  # warm-up
-    synchronize(device)  # on CUDA the clock must wait for the kernels, not their launches
-    start = time.perf_counter()
-    for _ in range(cfg.timing_repeats):
-        draw(gaussians, viewmat, K, scene.width, scene.height)
-    synchronize(device)
-    render_seconds = (time.perf_counter() - start) / cfg.timing_repeats
+    render_seconds = median_seconds(lambda r: draw(gaussians, viewmat, K, scene.width, scene.height), repeats, device)
     cached = torch.from_numpy(cached_features).to(device)
-    segment_latent(cached, torch.cat([query.text_latents(["a warm-up text"]), eval_latents])).cpu()  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    for r in range(cfg.timing_repeats):
+
+    def new_text(r: int):
         latent = query.text_latents([f"an unseen thing number {r}"])
-        segment_latent(cached, torch.cat([latent, eval_latents])).cpu()
-    return {"render_fps": 1.0 / render_seconds, "query_latency_ms": 1000 * (time.perf_counter() - start) / cfg.timing_repeats}
+        return segment_latent(cached, torch.cat([latent, eval_latents])).cpu()
+
+    return {"render_fps": 1.0 / render_seconds, "query_latency_ms": 1000 * median_seconds(new_text, repeats, device)}
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ class EvaluateParams(Section):
         "embedded for the relevancy it scores: 'bare', the phrase alone, as LangSplat's scorer encodes them; "
         "'templates', averaged over extract.templates, as every other text here.",
     )
-    timing_repeats: int = Field(5, ge=1, description="Repeats when timing render FPS and query latency.")
+    timing_repeats: int = Field(
+        5, ge=1, description="Timed repeats, after one untimed warm-up, of a held-out render and of a new text's "
+        "query: render FPS and query latency are their medians.",
+    )
     geometry_oracle: bool = Field(
         True,
         description="Also score the geometry oracle (scenes with labels and depth): every trained Gaussian gets the "
