@@ -204,14 +204,7 @@ def refine_labels_crr(
     masks = np.asarray(masks, dtype=bool)
     features_grid = np.asarray(features_grid)
     _check_inputs(labels, probs, masks, features_grid)
-    if not np.isfinite(tau1_value) or not 0.0 <= tau1_value <= 1.0:
-        raise EconsgError(f"tau1_value: got {tau1_value}, expected a confidence in [0, 1]")
-    if int(min_votes) != min_votes or min_votes < 1:
-        raise EconsgError(f"min_votes: got {min_votes}, expected an integer >= 1")
-    if not 0.0 <= tau2 < 1.0:
-        raise EconsgError(f"tau2: got {tau2}, expected a probability in [0, 1)")
-    if ignored_features not in ("own", "mask"):
-        raise EconsgError(f"ignored_features: got {ignored_features!r}, expected 'own' or 'mask'")
+    _check_settings(tau1_value, min_votes, tau2, ignored_features)
     H, W = labels.shape
     C = probs.shape[2]
     valid = labels >= 0
@@ -242,19 +235,7 @@ def refine_labels_crr(
     labelled &= ~dropped
 
     # Refined features: one table row per (covering mask, final label) pair in use; (mask, -1) = the whole mask.
-    use = labelled & (covering >= 0)
-    pixel_mask, pixel_class = covering, refined.astype(np.int64)
-    if ignored_features == "mask":
-        any_covering = smallest_covering_mask(masks, np.ones(len(masks), dtype=bool))
-        pooled = ~labelled & (covering < 0) & (any_covering >= 0)  # tau2's boundary pixels keep their own
-        pixel_mask = np.where(pooled, any_covering, covering)
-        use = use | pooled
-    keys = pixel_mask[use].astype(np.int64) * (C + 1) + pixel_class[use] + 1  # a pooled pixel's class is IGNORE = -1
-    pairs, inverse = np.unique(keys, return_inverse=True)
-    feature_source = np.full((H, W), -1, dtype=np.int32)
-    feature_source[use] = inverse.astype(np.int32)
-    pair_index = (np.stack([pairs // (C + 1), pairs % (C + 1) - 1], axis=1).astype(np.int32) if len(pairs)
-                  else np.zeros((0, 2), np.int32))
+    feature_source, pair_index = feature_rows(refined, covering, masks, C, ignored_features)
     table = mask_class_mean_features(features_grid, masks, labels, high, pair_index, painted)
 
     counts = {
@@ -266,7 +247,7 @@ def refine_labels_crr(
         "ignored_by_tau2": int(dropped.sum()),
         "masks": int(masks.shape[0]),
         "labelled_masks": int((mask_labels >= 0).sum()),
-        "feature_rows": int(len(pairs)),
+        "feature_rows": int(len(pair_index)),
     }
     return CRRResult(
         refined_labels=refined,
@@ -278,6 +259,43 @@ def refine_labels_crr(
         pair_index=pair_index,
         counts=counts,
     )
+
+
+def _check_settings(tau1_value: float, min_votes: int, tau2: float, ignored_features: str) -> None:
+    if not np.isfinite(tau1_value) or not 0.0 <= tau1_value <= 1.0:
+        raise EconsgError(f"tau1_value: got {tau1_value}, expected a confidence in [0, 1]")
+    if int(min_votes) != min_votes or min_votes < 1:
+        raise EconsgError(f"min_votes: got {min_votes}, expected an integer >= 1")
+    if not 0.0 <= tau2 < 1.0:
+        raise EconsgError(f"tau2: got {tau2}, expected a probability in [0, 1)")
+    if ignored_features not in ("own", "mask"):
+        raise EconsgError(f"ignored_features: got {ignored_features!r}, expected 'own' or 'mask'")
+
+
+def feature_rows(
+    refined: np.ndarray, covering: np.ndarray, masks: np.ndarray, num_classes: int,
+    ignored_features: Literal["own", "mask"],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which row of the refined-feature table each pixel takes: (feature_source [H, W] int32, -1 = the pixel keeps
+    its own feature; pair_index [R, 2] int32, each row's (mask, class)). A labelled pixel in its covering mask takes
+    the row of (that mask, its refined label). With "mask", an ignored pixel no labelled mask covers takes the row
+    (its smallest mask, -1), the whole mask; tau2's boundary pixels, which a labelled mask covers, keep their own."""
+    labelled = refined >= 0
+    use = labelled & (covering >= 0)
+    pixel_mask = covering
+    if ignored_features == "mask":
+        any_covering = smallest_covering_mask(masks, np.ones(len(masks), dtype=bool))
+        pooled = ~labelled & (covering < 0) & (any_covering >= 0)
+        pixel_mask = np.where(pooled, any_covering, covering)
+        use = use | pooled
+    # a pooled pixel's class is IGNORE = -1
+    keys = pixel_mask[use].astype(np.int64) * (num_classes + 1) + refined[use].astype(np.int64) + 1
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    feature_source = np.full(refined.shape, -1, dtype=np.int32)
+    feature_source[use] = inverse.astype(np.int32)
+    pair_index = (np.stack([pairs // (num_classes + 1), pairs % (num_classes + 1) - 1], axis=1).astype(np.int32)
+                  if len(pairs) else np.zeros((0, 2), np.int32))
+    return feature_source, pair_index
 
 
 def mask_class_mean_features(

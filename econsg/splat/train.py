@@ -350,18 +350,9 @@ def train_gaussians(
     run removes the checkpoints of other runs but the OTHER_RUNS_KEPT most recent. NaN/Inf in the loss or
     parameters raises EconsgError naming the step; checkpoints already written are kept.
     """
-    if not isinstance(cfg, SplatParams):
-        raise EconsgError(f"cfg: got {type(cfg).__name__}, expected econsg.config.splat.SplatParams")
-    if cfg.near_plane == "auto":
-        raise EconsgError("cfg.near_plane: got 'auto', expected a length: resolve it against the scene's median depth "
-                          "first (`econsg.scene.scale.resolve_scene_length`, as the splat stage does)")
-    check_gaussians(params)
+    _check_config(cfg, params)
     device = params["means"].device
     n_views = check_views(views, device)
-    stored = sh_degree_of(params)
-    if cfg.sh_degree > stored:
-        raise EconsgError(f"cfg.sh_degree: got {cfg.sh_degree}, but params store SH coefficients only up to degree "
-                          f"{stored} (shN {tuple(params['shN'].shape)}); initialise with sh_degree={cfg.sh_degree}")  # fmt: skip
     fingerprint = training_fingerprint(params, views, cfg, generator, run_key) if checkpoint_dir is not None else ""
     scene_scale = scene_scale_of(views.viewmats, params["means"])
     run = _RunState()
@@ -382,20 +373,7 @@ def train_gaussians(
     strategy.check_sanity(params, optimizers)
 
     def checkpoint() -> Path:
-        payload = {
-            "kind": CHECKPOINT_KIND,
-            "schema_version": CHECKPOINT_SCHEMA_VERSION,
-            "fingerprint": fingerprint,
-            "step": run.step,
-            "params": {k: v.detach().cpu() for k, v in params.items()},
-            "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
-            "strategy_state": {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in state.items()},
-            "generator_state": generator.get_state(),
-            "order": run.order,
-            "curve": run.curve,
-            "window": run.window,
-            "seconds": run.seconds,
-        }
+        payload = _checkpoint_payload(fingerprint, run, params, optimizers, state, generator)
         path = save_checkpoint(checkpoint_path(checkpoint_dir, fingerprint, run.step), payload)
         for _, old in list_checkpoints(checkpoint_dir, fingerprint)[:-CHECKPOINTS_KEPT]:
             old.unlink(missing_ok=True)
@@ -438,21 +416,11 @@ def train_gaussians(
                 strategy.step_post_backward(params, optimizers, state, step, out.meta, packed=False)
             if is_opacity_reset_step(step, cfg):
                 reset_opa(params=params, optimizers=optimizers, state=state, value=cfg.prune_opa * 2.0)
-            bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
-            if bad:
-                raise _diverged(step, f"parameters {', '.join(bad)} hold NaN/Inf", last_saved)
-            if len(params["means"]) == 0:
-                raise EconsgError(f"splat: every Gaussian was pruned at step {step} (scene scale {scene_scale:.4g} scene "
-                                  f"units; splat.prune_opa {cfg.prune_opa}, splat.prune_scale3d {cfg.prune_scale3d})")
+            _check_gaussians_after(step, params, cfg, scene_scale, last_saved)
             if not seen_any and step < n_views:  # the first epoch only: on CUDA the check waits for the kernels
                 seen_any = bool((out.meta["radii"] > 0).any())
             if step == n_views - 1 and not seen_any:
-                raise EconsgError(
-                    f"splat: no Gaussian was in view of any of the {n_views} training cameras in the first epoch: the "
-                    f"points and the cameras do not meet (another unit or frame, or every point within the near plane, "
-                    f"splat.near_plane {cfg.near_plane:g} scene units: `auto` follows the scene's scale); check the "
-                    f"poses and the point cloud (`econsg audit`)"
-                )
+                raise _unseen(n_views, cfg)
 
             run.step = step + 1
             run.seconds += time.perf_counter() - started
@@ -472,6 +440,58 @@ def train_gaussians(
     if checkpoint_dir is not None:
         remove_other_runs(checkpoint_dir, fingerprint)
     return TrainResult(params=params, curve=run.curve, train_seconds=run.seconds, resumed_step=resumed_step)
+
+
+def _check_config(cfg: SplatParams, params: torch.nn.ParameterDict) -> None:
+    """Refuse, before any work, a config that is not SplatParams, an unresolved near plane, or an SH degree the
+    Gaussians do not store (the Gaussians themselves are checked by `check_gaussians`)."""
+    if not isinstance(cfg, SplatParams):
+        raise EconsgError(f"cfg: got {type(cfg).__name__}, expected econsg.config.splat.SplatParams")
+    if cfg.near_plane == "auto":
+        raise EconsgError("cfg.near_plane: got 'auto', expected a length: resolve it against the scene's median depth "
+                          "first (`econsg.scene.scale.resolve_scene_length`, as the splat stage does)")
+    check_gaussians(params)
+    stored = sh_degree_of(params)
+    if cfg.sh_degree > stored:
+        raise EconsgError(f"cfg.sh_degree: got {cfg.sh_degree}, but params store SH coefficients only up to degree "
+                          f"{stored} (shN {tuple(params['shN'].shape)}); initialise with sh_degree={cfg.sh_degree}")  # fmt: skip
+
+
+def _checkpoint_payload(fingerprint: str, run: _RunState, params, optimizers, state, generator) -> dict:
+    """Everything `_restore` needs for a resumed run to equal an uninterrupted one, on the CPU."""
+    return {
+        "kind": CHECKPOINT_KIND,
+        "schema_version": CHECKPOINT_SCHEMA_VERSION,
+        "fingerprint": fingerprint,
+        "step": run.step,
+        "params": {k: v.detach().cpu() for k, v in params.items()},
+        "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
+        "strategy_state": {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in state.items()},
+        "generator_state": generator.get_state(),
+        "order": run.order,
+        "curve": run.curve,
+        "window": run.window,
+        "seconds": run.seconds,
+    }
+
+
+def _check_gaussians_after(step: int, params, cfg: SplatParams, scene_scale: float, last_saved: Path | None) -> None:
+    """After a step's update and densification: no parameter holds NaN/Inf and some Gaussian is left."""
+    bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
+    if bad:
+        raise _diverged(step, f"parameters {', '.join(bad)} hold NaN/Inf", last_saved)
+    if len(params["means"]) == 0:
+        raise EconsgError(f"splat: every Gaussian was pruned at step {step} (scene scale {scene_scale:.4g} scene "
+                          f"units; splat.prune_opa {cfg.prune_opa}, splat.prune_scale3d {cfg.prune_scale3d})")
+
+
+def _unseen(n_views: int, cfg: SplatParams) -> EconsgError:
+    return EconsgError(
+        f"splat: no Gaussian was in view of any of the {n_views} training cameras in the first epoch: the "
+        f"points and the cameras do not meet (another unit or frame, or every point within the near plane, "
+        f"splat.near_plane {cfg.near_plane:g} scene units: `auto` follows the scene's scale); check the "
+        f"poses and the point cloud (`econsg audit`)"
+    )
 
 
 def _restore(payload, params, state, generator, run: _RunState, cfg, scene_scale, device) -> dict[str, torch.optim.Adam]:
