@@ -1,5 +1,6 @@
 """dvc.yaml agrees with the stage specs in code, and the pipeline caches and reruns the way DVC promises."""
 
+import ast
 import os
 import re
 import shutil
@@ -264,6 +265,26 @@ def test_cli_audit_score_query_render_edit_export_on_the_tiny_run(tiny_project, 
     assert 0 < len(edited["means"]) < len(everything["means"])
     latent_dim = yaml.safe_load((workdir / "params.yaml").read_text())["autoencode"]["latent_dim"]
     assert "features" in everything and everything["features"].shape[1] == latent_dim
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first fenced `language` block under the README's `heading`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n"):]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start : section.index("```", start)]
+
+
+def test_the_readmes_python_example_runs_on_the_tiny_run(tiny_project):
+    workdir, _ = tiny_project
+    example = readme_block("## From Python", "python")
+    texts = re.search(r"texts = (\[.*\])", example).group(1)
+    result = subprocess.run([sys.executable, "-c", example], cwd=workdir, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(workdir)})
+    assert result.returncode == 0, result.stderr
+    shares = dict(re.findall(r"^(.+): ([\d.]+)% of the view$", result.stdout, flags=re.MULTILINE))
+    assert list(shares) == ast.literal_eval(texts)  # one line per text, in order
+    assert 50.0 <= sum(float(share) for share in shares.values()) <= 100.05  # most pixels, each at most once
 
 
 def test_pipeline_runs_skips_and_reruns_only_dependants(tiny_project):
