@@ -361,8 +361,13 @@ class ArtifactWriter:
 class ShardRows:
     """A per-view zarr array whose writes of one view (`a[v] = ...`, `a[v, :k] = ...`) collect in memory until a
     view of another shard is written: zarr rewrites a whole shard on every write into it, so writing view by view
-    cost O(views^2) bytes. The files are byte for byte those of the same writes made directly; reads and writes of
-    other keys (slices) flush first and go straight to the array."""
+    cost O(views^2) bytes. The files are byte for byte those of the same writes made directly. Any other use goes
+    straight to the array after the views held are written: reads (`a[...]`, `np.asarray(a)`), writes of other keys
+    (slices, index arrays, masks) and zarr's own methods (`a.oindex`, `a.get_basic_selection`, ...); its metadata
+    (`a.shape`, `a.dtype`, ...) is read without writing."""
+
+    METADATA = frozenset({"shape", "dtype", "chunks", "shards", "fill_value", "metadata", "attrs", "ndim", "size",
+                          "name", "path", "nbytes"})
 
     def __init__(self, array: zarr.Array):
         self.array = array
@@ -373,10 +378,8 @@ class ShardRows:
 
     def __setitem__(self, key, value) -> None:
         view, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if not isinstance(view, (int, np.integer)) or not 0 <= view < self.array.shape[0]:
-            self.flush()
-            self.array[key] = value
-            self.unwritten.clear()  # which shards a slice touched is not worked out: every shard is read back
+        if not (_plain_index(view) and 0 <= view < self.array.shape[0] and all(_plain_key(k) for k in rest)):
+            self._direct()[key] = value
             return
         start = int(view) // self.rows * self.rows
         if start != self.start:
@@ -393,12 +396,32 @@ class ShardRows:
             self.unwritten.discard(self.start)
             self.start = self.block = None
 
+    def _direct(self) -> zarr.Array:
+        """The array itself, for a use that may write anywhere: which shards it wrote is not worked out, so every
+        shard is read back before a view is next buffered into it."""
+        self.flush()
+        self.unwritten.clear()
+        return self.array
+
     def __getitem__(self, key):
         self.flush()
         return self.array[key]
 
+    def __array__(self, dtype=None, copy=None):
+        self.flush()
+        return np.asarray(self.array[...], dtype=dtype)
+
     def __getattr__(self, name):
-        return getattr(self.array, name)
+        return getattr(self.array, name) if name in self.METADATA else getattr(self._direct(), name)
+
+
+def _plain_index(key) -> bool:
+    return isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_))
+
+
+def _plain_key(key) -> bool:
+    """An index numpy and zarr read alike: an integer, a slice or `...` (not an index array or a mask)."""
+    return _plain_index(key) or isinstance(key, slice) or key is Ellipsis
 
 
 _HELD_LOCKS: dict[Path, Any] = {}  # the store locks this process holds, by lock file

@@ -240,6 +240,26 @@ def test_per_view_writes_are_buffered_per_shard_and_give_the_files_of_direct_wri
     assert (stored[3, :2] == views[3, :2]).all() and (stored[3, 2:] == -1).all() and (stored[5] == views[5]).all()
 
 
+def test_zarrs_own_methods_on_a_buffered_array_see_its_views_and_keep_their_writes(tmp_path):
+    with ArtifactWriter(tmp_path / "crr.zarr", stage="crr", params={}, shard_bytes=4 * (4 * 6 * 2)) as out:
+        labels = out.create_array("refined_labels", (10, 4, 6), "int16", per_view=True, fill_value=-1)
+        labels[1] = 5
+        assert labels.oindex[1][0, 0] == labels.get_basic_selection(1)[0, 0] == np.asarray(labels)[1, 0, 0] == 5
+        labels.oindex[2] = 7  # written through zarr into the shard view 3 is then buffered into
+        labels[3] = 9
+        with pytest.raises(IndexError):
+            labels[True] = 1  # as zarr refuses it, not view 1
+        labels[4, np.array([True, False, True, False])] = 8  # a mask goes to zarr as it is
+        for name in ("high_confidence", "covering_mask", "feature_source"):
+            out.create_array(name, (10, 4, 6), "int32", per_view=True)
+        out.create_array("mask_labels", (10, 3), "int16", per_view=True)
+        out.create_array("mask_class_features", (10, 2, 4), "float16", per_view=True)
+        out.create_array("tau1", (10,), "float32")
+    stored = open_artifact(tmp_path / "crr.zarr", "crr")["refined_labels"]
+    assert [stored[v, 0, 0] for v in (1, 2, 3)] == [5, 7, 9]
+    assert stored[4, :, 0].tolist() == [8, -1, 8, -1]
+
+
 def test_metrics_json_writes_non_finite_numbers_as_null(tmp_path):
     from econsg.artifacts import write_json_atomic
 

@@ -443,8 +443,8 @@ def train_gaussians(
 
 
 def _check_config(cfg: SplatParams, params: torch.nn.ParameterDict) -> None:
-    """Refuse, before any work, a config that is not SplatParams, an unresolved near plane, or an SH degree the
-    Gaussians do not store (the Gaussians themselves are checked by `check_gaussians`)."""
+    """Refuse, before any work, a config that is not SplatParams, an unresolved near plane, Gaussians that
+    `check_gaussians` refuses, or an SH degree the Gaussians do not store."""
     if not isinstance(cfg, SplatParams):
         raise EconsgError(f"cfg: got {type(cfg).__name__}, expected econsg.config.splat.SplatParams")
     if cfg.near_plane == "auto":
