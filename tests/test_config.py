@@ -181,3 +181,21 @@ def test_the_softmax_temperature_follows_the_backend_unless_set():
     with pytest.raises(ConfigError) as info:
         parse_params({"extract": {"temperature": 0}})
     assert info.value.lines[0].startswith("extract.temperature:")
+
+
+@pytest.mark.parametrize("section, key", [("extract", "temperature"), ("autoencode", "temperature"),
+                                          ("splat", "temperature"), ("splat", "ce_temperature")])
+def test_a_temperature_that_would_overflow_cos_over_t_is_refused_before_any_work(section, key):
+    """At T = 1e-40 autoencode wrote a store of NaN and said done; 1e-3 is the floor, CLIP's 0.01 well above it."""
+    assert getattr(getattr(parse_params({section: {key: 0.001}}), section), key) == 0.001
+    with pytest.raises(ConfigError) as info:
+        parse_params({section: {key: 1e-40}})
+    assert info.value.lines[0].startswith(f"{section}.{key}")
+
+
+def test_a_seed_torchs_generators_cannot_take_is_refused_before_any_work():
+    """autoencode and splat seed torch with seed x 1000 + k, which must stay below 2^64: 2e16 failed halfway."""
+    assert parse_params({"seed": 2**32 - 1}).seed == 2**32 - 1
+    with pytest.raises(ConfigError) as info:
+        parse_params({"seed": 2 * 10**16})
+    assert info.value.lines[0].startswith("seed")

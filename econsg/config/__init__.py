@@ -47,7 +47,9 @@ __all__ = [
 class Params(ParamsModel):
     """The whole params.yaml: shared keys plus one section per stage."""
 
-    seed: int = Field(0, ge=0, description="Seed of every random choice after synth (teacher noise, autoencoder, splat).")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice after synth (teacher noise, "
+                      "autoencoder, splat); torch's generators take seeds below 2^64, and the stages derive theirs "
+                      "as seed x 1000 + k.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device: auto picks CUDA when present.")
     paths: PathsParams = Field(default_factory=PathsParams, description="Where data, artifacts and metrics live.")
     synth: SynthParams = Field(default_factory=SynthParams, description="The embedded procedural scene.")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from econsg.config.base import Section
+from econsg.config.base import TEMPERATURE_MIN, Section
 
 
 class AutoencodeParams(Section):
@@ -31,7 +31,7 @@ class AutoencodeParams(Section):
     batch_size: int = Field(1024, ge=1, description="Fused points per minibatch (capped at the number of points).")
     lr: float = Field(2e-3, gt=0, lt=1, description="Adam learning rate (cosine-decayed to 1 % over the run).")
     temperature: float = Field(
-        0.05, gt=0, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms "
+        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms "
         "(no effect with loss: authors, which has no CE term)."
     )
     loss: Literal["paper", "authors"] = Field(

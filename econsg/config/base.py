@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+TEMPERATURE_MIN = 1e-3  # a softmax temperature's floor: cos / T stays finite in float32 (T = 1e-40 made a store NaN)
+
 
 # A length in the scene's units, or 'auto': a fraction of the scene's median depth (`econsg.scene.scale.resolve_scene_length`)
 SceneLength = Annotated[float, Field(gt=0)] | Literal["auto"]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from econsg.config.base import Section, unique_names
+from econsg.config.base import TEMPERATURE_MIN, Section, unique_names
 from econsg.config.openclip_sam import OpenClipSamParams
 from econsg.features.text import PROMPT_TEMPLATES, template_error
 
@@ -111,7 +111,7 @@ class ExtractParams(Section):
         "'plant' is a small, distinct object class of the demo room, so holding it out tests open-vocabulary "
         "queries without removing a structural class (wall, floor) that the rest of the scene depends on.",
     )
-    temperature: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+    temperature: Annotated[float, Field(ge=TEMPERATURE_MIN, le=1)] | Literal["auto"] = Field(
         "auto",
         description="Softmax temperature T of p = softmax(cos(F, t) / T), in (0, 1], or auto: the backend's own. "
         "CLIP's cosines differ by ~0.05 between classes and use T = 0.01 (auto for openclip_sam); the hashed text "

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from econsg.config.base import SceneLength, Section
+from econsg.config.base import TEMPERATURE_MIN, SceneLength, Section
 
 
 class SplatParams(Section):
@@ -187,13 +187,13 @@ class SplatParams(Section):
     )
     ce_temperature: float = Field(
         1.0,
-        gt=0,
+        ge=TEMPERATURE_MIN,
         le=1,
         description="Temperature T of the CE term's logits cos(F, T_z) / T. 1 = the raw cosines, as the paper's "
         "S(u) = cos<F(u), T_z> and the authors' code have it; 0.05 (the other softmaxes' T) was the default before.",
     )
     temperature: float = Field(
-        0.05, gt=0, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, "
+        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, "
         "evaluate's 3D selection). Training never reads it: the T of the CE term's S(u) is ce_temperature.",
     )
 
