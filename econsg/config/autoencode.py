@@ -31,8 +31,8 @@ class AutoencodeParams(Section):
     batch_size: int = Field(1024, ge=1, description="Fused points per minibatch (capped at the number of points).")
     lr: float = Field(2e-3, gt=0, lt=1, description="Adam learning rate (cosine-decayed to 1 % over the run).")
     temperature: float = Field(
-        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in both CE terms "
-        "(no effect with loss: authors, which has no CE term)."
+        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature T of the cosine logits cos(., t) / T in "
+        "both CE terms (no effect with loss: authors, which has no CE term)."
     )
     loss: Literal["paper", "authors"] = Field(
         "paper",

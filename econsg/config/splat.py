@@ -193,8 +193,9 @@ class SplatParams(Section):
         "S(u) = cos<F(u), T_z> and the authors' code have it; 0.05 (the other softmaxes' T) was the default before.",
     )
     temperature: float = Field(
-        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps (query, edit, "
-        "evaluate's 3D selection). Training never reads it: the T of the CE term's S(u) is ce_temperature.",
+        0.05, ge=TEMPERATURE_MIN, le=1, description="Softmax temperature of cos(F, T_z) / T in relevancy maps "
+        "(query, edit, evaluate's 3D selection). Training never reads it: the T of the CE term's S(u) is "
+        "ce_temperature.",
     )
 
     @model_validator(mode="after")
