@@ -89,7 +89,7 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
     confident teacher with 45 % of its pixels in the last bin, above 0.9998, got tau1 = 1.0 and no pixel kept.) With
     the bins' `extremes` (histogram_and_extremes), a bin that holds one value alone (many pixels at one confidence: a saturated
     or quantised teacher) gives that value, as an exact quantile would: interpolating past it would drop them all;
-    and the threshold never passes the bin's largest value.
+    and the threshold stays within the bin's smallest and largest values.
     """
     histogram = np.asarray(histogram)
     total = histogram.sum()
@@ -99,13 +99,15 @@ def quantile_from_histogram(histogram: np.ndarray, q: float, extremes: tuple[np.
         raise EconsgError(f"q: got {q}, expected a quantile in (0, 1]")
     cumulative = np.cumsum(histogram) / total
     first = min(int(np.searchsorted(cumulative, q - 1e-12)), len(histogram) - 1)
+    first = max(first, int(np.flatnonzero(histogram)[0]))  # a q below 1e-12 found the empty bins before the first value
     if extremes is not None and extremes[0][first] == extremes[1][first]:
         return float(extremes[0][first])
     before = float(cumulative[first - 1]) if first else 0.0
     inside = (q - before) / max(float(cumulative[first]) - before, 1e-300)
     value = float((first + min(max(inside, 0.0), 1.0)) / len(histogram))
-    # no higher than the bin's largest value (its values crowd below the point interpolation reaches: keep them)
-    return min(value, float(extremes[1][first])) if extremes is not None else value
+    # within the bin's values: no higher than its largest (they may crowd below the point interpolation reaches: keep
+    # them) and no lower than its smallest (a vanishing q is the smallest confidence, as an exact quantile is)
+    return min(max(value, float(extremes[0][first])), float(extremes[1][first])) if extremes is not None else value
 
 
 def crr_threshold(confidences: Iterable[np.ndarray], *, mode: str, tau1: float) -> np.ndarray:

@@ -154,7 +154,8 @@ def run(params: Params) -> None:
                                               query.text_latents(eval_vocabulary, prompts),
                                               query.text_latents(list(LERF_CANONICAL), prompts), device)
         metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "test_views": len(test), "device": device,
-                   "consistency": held_out_consistency(scene, test, depths, preds), "has_ground_truth": truth is not None,
+                   "consistency": reported_consistency(held_out_consistency(scene, test, depths, preds), len(test)),
+                   "has_ground_truth": truth is not None,
                    "protocol": cfg.protocol, **speed(params, scene, gaussians, draw, query, eval_latents, timed_features, device)}
         if truth is not None:
             train_ids = [c for c in vocabulary_to_scene_ids(train_vocabulary, class_names) if c >= 0]
@@ -229,6 +230,16 @@ def held_out_consistency(scene, test: np.ndarray, depths: dict, preds: dict) -> 
     return agree / compared if compared else None
 
 
+def reported_consistency(consistency: float | None, n_test: int) -> float | None:
+    """The consistency, said aloud where the scene cannot give one (it is then null in metrics/evaluate.json)."""
+    if consistency is None:
+        why = ("the scene holds one held-out view" if n_test < 2 else
+               f"no two consecutive of the {n_test} held-out views see a common surface point")
+        report(f"evaluate: consistency is null: it compares the labels of consecutive held-out views where both see "
+               f"the same surface, and {why}")
+    return consistency
+
+
 def segmentation_metrics(confusion: np.ndarray, teacher_confusion: np.ndarray, eval_ids: list[int], train_ids: list[int],
                          class_names: list[str]) -> dict:
     """mIoU and mAcc over the scored classes present, closed-set (the training vocabulary's classes) and open-set (the
@@ -237,7 +248,7 @@ def segmentation_metrics(confusion: np.ndarray, teacher_confusion: np.ndarray, e
     open_scores = subset_scores(confusion, open_ids)
     if open_ids and not open_scores["classes"]:
         report(f"evaluate: the open-set class(es) {', '.join(class_names[c] for c in open_ids)} appear in no held-out "
-               "view, so open_set_miou is NaN and miou covers the training classes alone")
+               "view, so open_set_miou is null and miou covers the training classes alone")
     overall, teacher_scores = subset_scores(confusion, eval_ids), subset_scores(teacher_confusion, eval_ids)
     class_iou = segmentation_scores(confusion)["iou"]
     return {

@@ -77,6 +77,8 @@ def run(params: Params) -> None:
     check_backend(params.splat.backend, device)
     scene = open_scene(params.paths.artifact("ingest"))
     cfg = params.splat.model_copy(update={"near_plane": resolved_near_plane(params.splat, scene)})
+    if warning := cfg.densification_warning():
+        report(warning)
     fused = open_stage(params, "fuse")
     ae = open_stage(params, "autoencode")
     cr = open_stage(params, "crr")

@@ -199,3 +199,10 @@ def test_a_seed_torchs_generators_cannot_take_is_refused_before_any_work():
     with pytest.raises(ConfigError) as info:
         parse_params({"seed": 2 * 10**16})
     assert info.value.lines[0].startswith("seed")
+
+
+def test_timing_repeats_are_bounded_so_evaluate_cannot_spend_hours_timing():
+    assert parse_params({"evaluate": {"timing_repeats": 100}}).evaluate.timing_repeats == 100
+    with pytest.raises(ConfigError) as info:
+        parse_params({"evaluate": {"timing_repeats": 10**6}})
+    assert info.value.lines[0].startswith("evaluate.timing_repeats")

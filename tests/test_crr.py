@@ -226,6 +226,15 @@ def test_a_quantile_never_passes_the_largest_value_of_its_bin():
     assert low < tau1 <= top and (confidence >= tau1).any()
 
 
+def test_a_vanishing_quantile_is_the_smallest_confidence():
+    """A quantile below 1e-12 searched the histogram's empty bins below the first value and came out -inf, which crr
+    then refused as a bad view; it is the smallest confidence, and keeps every labelled pixel."""
+    confidence = np.random.default_rng(0).uniform(0.3, 0.9, 1_000).astype(np.float32)
+    for q in (1e-15, 1e-12):
+        tau1 = crr_threshold([confidence], mode="quantile", tau1=q)[0]
+        assert tau1 == confidence.min() and (confidence >= tau1).all()
+
+
 def test_bad_arguments_are_refused():
     l, p, m, f = view(LABELS, CONF, [MASK0])
     with pytest.raises(EconsgError, match="mode"):

@@ -509,3 +509,12 @@ def test_every_text_file_econsg_reads_or_writes_names_its_encoding():
             if method in ("read_text", "write_text") or (method == "open" and text_mode and (builtin or mode)):
                 unnamed.append(f"{path.relative_to(root)}:{call.lineno}")
     assert not unnamed, unnamed
+
+
+def test_recentring_needs_a_spread_of_cameras_to_judge_distance_by():
+    from econsg.scene.ingest import recentring_offset
+
+    far = np.array([[5e6, 0.0, 0.0], [5e6, 1.0, 0.0]])
+    np.testing.assert_allclose(recentring_offset(far), [5e6, 0.5, 0.0])
+    assert not recentring_offset(np.array([[0.0, 0.0, 3.0], [0.0, 1.0, 3.0]])).any()  # near: left where it is
+    assert not recentring_offset(np.array([[0.0, 0.0, 3.0]])).any()  # one camera: no spread, no scale

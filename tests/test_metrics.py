@@ -358,3 +358,12 @@ def test_confusion_refuses_negative_gt_ids_other_than_the_ignore_value():
         confusion_matrix(np.zeros(2, int), np.array([0, -2]), 2)
     conf = confusion_matrix(np.array([0, 1]), np.array([0, 255]), 2, ignore=255)  # 255 is the ignore value here
     assert conf.tolist() == [[1, 0, 0], [0, 0, 0]]
+
+
+def test_a_null_consistency_is_said_with_its_reason(capsys):
+    from stages.evaluate import reported_consistency
+
+    assert reported_consistency(0.9, 3) == 0.9 and capsys.readouterr().err == ""
+    assert reported_consistency(None, 1) is None
+    assert "consistency is null" in (err := capsys.readouterr().err) and "one held-out view" in err
+    assert reported_consistency(None, 4) is None and "of the 4 held-out views" in capsys.readouterr().err

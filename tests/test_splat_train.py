@@ -126,6 +126,20 @@ def test_init_rejects_mismatched_features():
                                    generator=torch.Generator())  # fmt: skip
 
 
+def test_init_values_past_float32_are_refused_naming_the_parameter():
+    """An initial opacity float32 rounds to 1, or scales past float32's range, made the first step NaN, and training
+    stopped as diverged with advice about learning rates; the initialisation names the value instead. A large but
+    representable factor still initialises."""
+    xyz, rgb = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)), torch.rand(6, 3)
+    with pytest.raises(EconsgError, match=r"init_opacity: got 0.999999999, which float32 rounds to 1"):
+        init_gaussians_from_points(xyz, rgb, sh_degree=0, init_opacity=0.999999999, generator=torch.Generator())
+    with pytest.raises(EconsgError, match=r"init_scale: got 1e\+300, .* past float32's range"):
+        init_gaussians_from_points(xyz, rgb, sh_degree=0, init_scale=1e300, generator=torch.Generator())
+    large = init_gaussians_from_points(xyz, rgb, sh_degree=0, init_scale=1e30, init_opacity=0.9999999,
+                                       generator=torch.Generator())
+    assert all(torch.isfinite(value).all() for value in large.values())
+
+
 # --------------------------------------------------------------------------- losses
 
 
@@ -177,6 +191,14 @@ def test_config_refuses_an_empty_refine_window():
         SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=100)
     SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=101)  # step 100 densifies
     SplatParams(refine_start_iter=50, refine_every=50, refine_stop_iter=0)  # densification off
+
+
+def test_a_refine_window_past_the_last_step_is_warned_about():
+    """Steps run 0 .. iterations - 1: with 100 steps, a window whose first densifying step is 100 densifies nothing."""
+    assert SplatParams(iterations=101, refine_start_iter=50, refine_every=50).densification_warning() is None
+    warning = SplatParams(iterations=100, refine_start_iter=50, refine_every=50).densification_warning()
+    assert warning is not None and "the first would be step 100" in warning and "splat.iterations (100)" in warning
+    assert SplatParams(iterations=100, refine_start_iter=50, refine_every=50, refine_stop_iter=0).densification_warning() is None
 
 
 # --------------------------------------------------------------------------- training

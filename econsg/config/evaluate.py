@@ -42,8 +42,8 @@ class EvaluateParams(Section):
         "'templates', averaged over extract.templates, as every other text here.",
     )
     timing_repeats: int = Field(
-        5, ge=1, description="Timed repeats, after one untimed warm-up, of a held-out render and of a new text's "
-        "query: render FPS and query latency are their medians.",
+        5, ge=1, le=100, description="Timed repeats, after one untimed warm-up, of a held-out render and of a new "
+        "text's query: render FPS and query latency are their medians.",
     )
     geometry_oracle: bool = Field(
         True,

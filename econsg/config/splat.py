@@ -198,6 +198,21 @@ class SplatParams(Section):
         "ce_temperature.",
     )
 
+    def first_refine_step(self) -> int:
+        """The first step that densifies and prunes: the first multiple of refine_every above refine_start_iter
+        (below refine_stop_iter, which the validator checks)."""
+        return (self.refine_start_iter // self.refine_every + 1) * self.refine_every
+
+    def densification_warning(self) -> str | None:
+        """A warning when densification is on but its first step lies past the run's last (steps 0 .. iterations - 1):
+        the run then trains the initial Gaussians alone, which a short test run may intend and a long one rarely does."""
+        if not self.refine_stop_iter or self.first_refine_step() < self.iterations:
+            return None
+        return (f"splat: warning: no step densifies or prunes: the first would be step {self.first_refine_step()} "
+                f"(after refine_start_iter {self.refine_start_iter}, every {self.refine_every}), past the last of "
+                f"splat.iterations ({self.iterations}); lower splat.refine_start_iter, or set splat.refine_stop_iter: 0 "
+                "to say densification is off")
+
     @model_validator(mode="after")
     def _refine_window(self) -> SplatParams:
         if self.refine_stop_iter and self.refine_start_iter >= self.refine_stop_iter:
@@ -205,7 +220,7 @@ class SplatParams(Section):
                 f"refine_start_iter ({self.refine_start_iter}) must be below refine_stop_iter "
                 f"({self.refine_stop_iter}); set refine_stop_iter: 0 to switch densification off"
             )
-        first_refine = (self.refine_start_iter // self.refine_every + 1) * self.refine_every
+        first_refine = self.first_refine_step()
         if self.refine_stop_iter and first_refine >= self.refine_stop_iter:
             raise ValueError(
                 f"no step densifies: a step densifies when refine_start_iter ({self.refine_start_iter}) < step < "

@@ -169,10 +169,11 @@ FAR_FROM_ORIGIN = 1000.0  # a scene whose cameras' mean centre lies this many ti
 def recentring_offset(centres: np.ndarray) -> np.ndarray:
     """[3] the shift ingest subtracts from every camera centre and point: the training cameras' mean centre where it
     lies more than FAR_FROM_ORIGIN times their spread from the origin (a georeferenced model, millions of units out,
-    where float32 keeps a quarter unit at best), else 0, leaving the scene where it is."""
+    where float32 keeps a quarter unit at best), else 0, leaving the scene where it is. Cameras with no spread (a
+    single training view) give no scale to judge the distance by: 0."""
     mean = centres.mean(axis=0)
     spread = float(np.linalg.norm(centres - mean, axis=1).max())
-    return mean if np.linalg.norm(mean) > FAR_FROM_ORIGIN * spread else np.zeros(3)
+    return mean if spread > 0 and np.linalg.norm(mean) > FAR_FROM_ORIGIN * spread else np.zeros(3)
 
 
 def cloud_chunks(source: SceneSource, frames: list[FrameRecord], train: np.ndarray, depth, images, Ks: np.ndarray,

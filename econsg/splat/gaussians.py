@@ -88,19 +88,34 @@ def init_gaussians_from_points(
     xyz32 = xyz.detach().float()
     dist = nearest_neighbour_scale(xyz32.cpu().double().numpy())
     log_scale = torch.from_numpy(np.log(dist * init_scale)).float().to(device)
+    opacity_logit = torch.logit(torch.full((p,), float(init_opacity), device=device))
+    _check_representable(log_scale, opacity_logit, init_scale, init_opacity, largest=float((dist * init_scale).max()))
     k = num_sh_bases(sh_degree)
     quats = torch.rand(p, 4, generator=generator, device=generator.device).to(device)
     params = {
         "means": xyz32.clone(),
         "scales": log_scale[:, None].repeat(1, 3),
         "quats": quats,
-        "opacities": torch.logit(torch.full((p,), float(init_opacity), device=device)),
+        "opacities": opacity_logit,
         "sh0": rgb_to_sh0(rgb.detach().float().clamp(0, 1))[:, None, :],
         "shN": torch.zeros(p, k - 1, 3, device=device),
     }
     if features is not None:
         params["features"] = features.detach().float().to(device).clone()
     return torch.nn.ParameterDict({name: torch.nn.Parameter(value) for name, value in params.items()})
+
+
+def _check_representable(log_scale: Tensor, opacity_logit: Tensor, init_scale: float, init_opacity: float, *,
+                         largest: float) -> None:
+    """The initial Gaussians' scales and opacity logits are finite in float32, as training needs: otherwise their first
+    step is NaN, and the fault is the initialisation's, not the learning rates'."""
+    if not torch.isfinite(torch.exp(log_scale)).all():
+        raise EconsgError(f"init_scale: got {init_scale!r}, which makes the initial scales (init_scale x the mean distance "
+                          f"to the 3 nearest points) up to {largest:.3g}, past float32's range; "
+                          "expected a factor near 1")
+    if not torch.isfinite(opacity_logit).all():
+        raise EconsgError(f"init_opacity: got {init_opacity!r}, which float32 rounds to 1 (an infinite logit); expected "
+                          "a value in (0, 1) at most 1 - 6e-8")
 
 
 def activated(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
