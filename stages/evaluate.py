@@ -234,9 +234,9 @@ def reported_consistency(consistency: float | None, n_test: int) -> float | None
     """The consistency, said aloud where the scene cannot give one (it is then null in metrics/evaluate.json)."""
     if consistency is None:
         why = ("the scene holds one held-out view" if n_test < 2 else
-               f"no two consecutive of the {n_test} held-out views see a common surface point")
+               f"no two consecutive of the {n_test} held-out views both see and both label a common surface point")
         report(f"evaluate: consistency is null: it compares the labels of consecutive held-out views where both see "
-               f"the same surface, and {why}")
+               f"and label the same surface, and {why}")
     return consistency
 
 

@@ -511,10 +511,12 @@ def test_every_text_file_econsg_reads_or_writes_names_its_encoding():
     assert not unnamed, unnamed
 
 
-def test_recentring_needs_a_spread_of_cameras_to_judge_distance_by():
+def test_recentring_judges_distance_by_the_cameras_spread_and_one_camera_is_recentred_wherever_it_is():
+    """A georeferenced scene with one training view (sparse_views: 1) must still be recentred: float32 keeps a quarter
+    unit at 5e6 units out, so a single camera, which has no spread to judge by, is recentred on itself."""
     from econsg.scene.ingest import recentring_offset
 
     far = np.array([[5e6, 0.0, 0.0], [5e6, 1.0, 0.0]])
     np.testing.assert_allclose(recentring_offset(far), [5e6, 0.5, 0.0])
     assert not recentring_offset(np.array([[0.0, 0.0, 3.0], [0.0, 1.0, 3.0]])).any()  # near: left where it is
-    assert not recentring_offset(np.array([[0.0, 0.0, 3.0]])).any()  # one camera: no spread, no scale
+    np.testing.assert_allclose(recentring_offset(np.array([[5e6, 4e6, 100.0]])), [5e6, 4e6, 100.0])

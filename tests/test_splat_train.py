@@ -133,6 +133,8 @@ def test_init_values_past_float32_are_refused_naming_the_parameter():
     xyz, rgb = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)), torch.rand(6, 3)
     with pytest.raises(EconsgError, match=r"init_opacity: got 0.999999999, which float32 rounds to 1"):
         init_gaussians_from_points(xyz, rgb, sh_degree=0, init_opacity=0.999999999, generator=torch.Generator())
+    with pytest.raises(EconsgError, match=r"init_opacity: got 1e-46, which float32 rounds to 0 .* at least 1.4e-45"):
+        init_gaussians_from_points(xyz, rgb, sh_degree=0, init_opacity=1e-46, generator=torch.Generator())
     with pytest.raises(EconsgError, match=r"init_scale: got 1e\+300, .* past float32's range"):
         init_gaussians_from_points(xyz, rgb, sh_degree=0, init_scale=1e300, generator=torch.Generator())
     large = init_gaussians_from_points(xyz, rgb, sh_degree=0, init_scale=1e30, init_opacity=0.9999999,

@@ -170,10 +170,14 @@ def recentring_offset(centres: np.ndarray) -> np.ndarray:
     """[3] the shift ingest subtracts from every camera centre and point: the training cameras' mean centre where it
     lies more than FAR_FROM_ORIGIN times their spread from the origin (a georeferenced model, millions of units out,
     where float32 keeps a quarter unit at best), else 0, leaving the scene where it is. Cameras with no spread (a
-    single training view) give no scale to judge the distance by: 0."""
+    single training view) are recentred on wherever they are: any distance is far from them."""
     mean = centres.mean(axis=0)
-    spread = float(np.linalg.norm(centres - mean, axis=1).max())
-    return mean if spread > 0 and np.linalg.norm(mean) > FAR_FROM_ORIGIN * spread else np.zeros(3)
+    return mean if np.linalg.norm(mean) > FAR_FROM_ORIGIN * camera_spread(centres) else np.zeros(3)
+
+
+def camera_spread(centres: np.ndarray) -> float:
+    """The largest distance of a camera centre [K, 3] from their mean: 0 for one camera."""
+    return float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).max())
 
 
 def cloud_chunks(source: SceneSource, frames: list[FrameRecord], train: np.ndarray, depth, images, Ks: np.ndarray,
@@ -330,6 +334,7 @@ def write_scene(
         # same data would otherwise change every store's hash and rerun the whole chain)
         if offset.any():  # the stores and exports lie in the recentred frame: add it back for the dataset's own
             out.attrs["origin_offset"] = offset.tolist()
-            report(f"ingest: the scene lies {np.linalg.norm(offset):.4g} units from the origin, over {FAR_FROM_ORIGIN:g} "
-                   f"times its cameras' spread: recentred by {np.round(offset, 3).tolist()} (scene.zarr's origin_offset)")
+            report(f"ingest: the training cameras lie {np.linalg.norm(offset):.4g} units from the origin, over "
+                   f"{FAR_FROM_ORIGIN:g} times their spread ({camera_spread(c2ws[train][:, :3, 3]):.4g}): "
+                   f"recentred by {np.round(offset, 3).tolist()} (scene.zarr's origin_offset)")
     return out_path

@@ -114,8 +114,9 @@ def _check_representable(log_scale: Tensor, opacity_logit: Tensor, init_scale: f
                           f"to the 3 nearest points) up to {largest:.3g}, past float32's range; "
                           "expected a factor near 1")
     if not torch.isfinite(opacity_logit).all():
-        raise EconsgError(f"init_opacity: got {init_opacity!r}, which float32 rounds to 1 (an infinite logit); expected "
-                          "a value in (0, 1) at most 1 - 6e-8")
+        rounded, bound = ("1", "at most 1 - 6e-8") if init_opacity > 0.5 else ("0", "at least 1.4e-45")
+        raise EconsgError(f"init_opacity: got {init_opacity!r}, which float32 rounds to {rounded} (an infinite logit); "
+                          f"expected a value in (0, 1) {bound}")
 
 
 def activated(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
