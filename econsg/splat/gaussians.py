@@ -87,9 +87,10 @@ def init_gaussians_from_points(
     device = xyz.device
     xyz32 = xyz.detach().float()
     dist = nearest_neighbour_scale(xyz32.cpu().double().numpy())
-    log_scale = torch.from_numpy(np.log(dist * init_scale)).float().to(device)
+    scales = dist * init_scale
     opacity_logit = torch.logit(torch.full((p,), float(init_opacity), device=device))
-    _check_representable(log_scale, opacity_logit, init_scale, init_opacity, largest=float((dist * init_scale).max()))
+    _check_representable(scales, opacity_logit, init_scale, init_opacity)
+    log_scale = torch.from_numpy(np.log(scales)).float().to(device)
     k = num_sh_bases(sh_degree)
     quats = torch.rand(p, 4, generator=generator, device=generator.device).to(device)
     params = {
@@ -105,13 +106,12 @@ def init_gaussians_from_points(
     return torch.nn.ParameterDict({name: torch.nn.Parameter(value) for name, value in params.items()})
 
 
-def _check_representable(log_scale: Tensor, opacity_logit: Tensor, init_scale: float, init_opacity: float, *,
-                         largest: float) -> None:
-    """The initial Gaussians' scales and opacity logits are finite in float32, as training needs: otherwise their first
-    step is NaN, and the fault is the initialisation's, not the learning rates'."""
-    if not torch.isfinite(torch.exp(log_scale)).all():
+def _check_representable(scales: np.ndarray, opacity_logit: Tensor, init_scale: float, init_opacity: float) -> None:
+    """The initial Gaussians' scales [P] (float64) and opacity logits are finite in float32, as training needs:
+    otherwise their first step is NaN, and the fault is the initialisation's, not the learning rates'."""
+    if not (scales < np.finfo(np.float32).max).all():
         raise EconsgError(f"init_scale: got {init_scale!r}, which makes the initial scales (init_scale x the mean distance "
-                          f"to the 3 nearest points) up to {largest:.3g}, past float32's range; "
+                          f"to the 3 nearest points) up to {float(scales.max()):.3g}, past float32's range; "
                           "expected a factor near 1")
     if not torch.isfinite(opacity_logit).all():
         rounded, bound = ("1", "at most 1 - 6e-8") if init_opacity > 0.5 else ("0", "at least 1.4e-45")
