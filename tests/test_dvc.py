@@ -553,6 +553,19 @@ def test_fuse_agreement_scores_training_pixels_and_can_weigh_splats_2d_terms(tin
     assert not np.allclose(weighted["features"][...], default["features"][...])
 
 
+def test_splat_says_when_no_step_of_the_run_densifies(tiny_project):
+    """The tiny run densifies first at step 10: cut to 8 steps, splat still trains, and says that nothing densified."""
+    workdir, _ = tiny_project
+    other = workdir / "no_densification"
+    for upstream in STAGE_ORDER[1 : STAGE_ORDER.index("splat")]:
+        store = Params().paths.artifact(upstream).name
+        shutil.copytree(workdir / "artifacts" / "room" / store, other / store, dirs_exist_ok=True)
+    result = stage_process(workdir, "splat", [*elsewhere(other), "splat.iterations=8"])
+    assert result.returncode == 0, result.stderr
+    assert "no step densifies or prunes: the first would be step 10" in result.stderr
+    assert (other / "splat.zarr").is_dir()
+
+
 def test_crr_that_labels_nothing_fails_naming_tau1_and_keeps_the_previous_store(tiny_project):
     """crr.tau1 above every confidence leaves no label to train on: crr stops with an error that names the
     parameter and the highest confidence, before any later stage trains on ignore alone, and the previous
