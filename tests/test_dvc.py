@@ -392,12 +392,18 @@ def test_dvc_plots_show_draws_the_per_class_iou_and_evaluate_pictures(tiny_proje
 
 def rerun_stage(workdir: Path, name: str, stage: str, setting: str) -> Path:
     """`stage` rerun with one `section.key=value` on copies of the tiny run's upstream stores; returns their folder."""
+    other = upstream_copies(workdir, name, stage)
+    run_stage(workdir, stage, [*elsewhere(other), setting])
+    return other
+
+
+def upstream_copies(workdir: Path, name: str, stage: str) -> Path:
+    """Copies of the tiny run's stores upstream of `stage` in the folder `name`; returns it."""
     other = workdir / name
     paths = Params().paths
     for upstream in STAGE_ORDER[1 : STAGE_ORDER.index(stage)]:
         store = paths.artifact(upstream).name
         shutil.copytree(workdir / "artifacts" / "room" / store, other / store, dirs_exist_ok=True)
-    run_stage(workdir, stage, [*elsewhere(other), setting])
     return other
 
 
@@ -556,10 +562,7 @@ def test_fuse_agreement_scores_training_pixels_and_can_weigh_splats_2d_terms(tin
 def test_splat_says_when_no_step_of_the_run_densifies(tiny_project):
     """The tiny run densifies first at step 10: cut to 8 steps, splat still trains, and says that nothing densified."""
     workdir, _ = tiny_project
-    other = workdir / "no_densification"
-    for upstream in STAGE_ORDER[1 : STAGE_ORDER.index("splat")]:
-        store = Params().paths.artifact(upstream).name
-        shutil.copytree(workdir / "artifacts" / "room" / store, other / store, dirs_exist_ok=True)
+    other = upstream_copies(workdir, "no_densification", "splat")
     result = stage_process(workdir, "splat", [*elsewhere(other), "splat.iterations=8"])
     assert result.returncode == 0, result.stderr
     assert "no step densifies or prunes: the first would be step 10" in result.stderr

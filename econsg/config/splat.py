@@ -206,9 +206,10 @@ class SplatParams(Section):
     def densification_warning(self) -> str | None:
         """A warning when densification is on but its first step lies past the run's last (steps 0 .. iterations - 1):
         the run then trains the initial Gaussians alone, which a short test run may intend and a long one rarely does."""
-        if not self.refine_stop_iter or self.first_refine_step() < self.iterations:
+        first = self.first_refine_step()
+        if not self.refine_stop_iter or first < self.iterations:
             return None
-        return (f"splat: warning: no step densifies or prunes: the first would be step {self.first_refine_step()} "
+        return (f"splat: warning: no step densifies or prunes: the first would be step {first} "
                 f"(after refine_start_iter {self.refine_start_iter}, every {self.refine_every}), past the last of "
                 f"splat.iterations ({self.iterations}); lower splat.refine_start_iter, or set splat.refine_stop_iter: 0 "
                 "to say densification is off")
